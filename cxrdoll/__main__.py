@@ -1,0 +1,5 @@
+import sys
+
+from cxrdoll.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: synthetic phantoms, CheXpert ingestion, datalists and shared transforms."""

@@ -1,0 +1,23 @@
+# Sourced by demo.sh and test.sh: create or reuse .venv and install the pinned requirements.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+# Re-install only when the requirements changed since the last successful install.
+STAMP=.venv/.cxrdoll-requirements.sha
+WANT="$(cat requirements.txt requirements-deploy.txt pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "[setup] installing requirements (torch stays on the CPU wheel)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  if [ -f requirements-deploy.txt ]; then
+    .venv/bin/python -m pip install -q -r requirements-deploy.txt || echo "[setup] WARNING: deploy extra failed to install; its tests will skip"
+  fi
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"

@@ -1,0 +1,31 @@
+import json
+
+import numpy as np
+import pytest
+
+from cxrdoll.io import atomic_path, read_json, save_npz_atomic, write_json_atomic
+
+
+def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("{half")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_npz_round_trip(tmp_path):
+    mask = (np.arange(24).reshape(2, 3, 4) % 2).astype(np.uint8)
+    save_npz_atomic(tmp_path / "x.npz", mask=mask)
+    with np.load(tmp_path / "x.npz") as data:
+        np.testing.assert_array_equal(data["mask"], mask)
+
+
+def test_read_json_names_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        read_json(bad)
