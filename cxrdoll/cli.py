@@ -12,15 +12,22 @@ import sys
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
+    "sweep-classifiers": "cxrdoll.engines.sweep",
     "synth": "cxrdoll.data.synth.command",
     "prepare-chexpert": "cxrdoll.data.chexpert_command",
+    "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
+    "label-quality": "cxrdoll.labels.quality_command",
+    "ingest-dicom": "cxrdoll.dicom.ingest_command",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; with ``only``, just that command's module is imported (fast, and isolated)."""
     parser = argparse.ArgumentParser(prog="python -m cxrdoll", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
@@ -29,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -28,3 +28,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory) -> Path:
+    """A small synthetic dataset (``python -m cxrdoll synth`` output; layout in docs/FORMATS.md).
+
+    48 studies at 64 px, seed 0, with 8 organ and 8 lesion images; generated once per session.
+    """
+    from cxrdoll.data.synth.writer import SynthConfig, write_synthetic
+
+    out = tmp_path_factory.mktemp("synth_small")
+    write_synthetic(SynthConfig(n=48, size=64, seed=0, lateral_frac=0.15, valid_frac=0.2, n_organs=8, n_lesions=8), out)
+    return out

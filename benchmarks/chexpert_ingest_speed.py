@@ -1,0 +1,170 @@
+"""How fast ``prepare-chexpert`` ingests a CheXpert-sized train.csv (223,414 rows).
+
+Writes a CSV with CheXpert's columns, row count, frontal/lateral mix and label value mix (seeded;
+no images), then times the command end to end (a fresh ``python -m cxrdoll`` process, with
+``--no-check-files``) and the library stages in process. The issue asks for "a few seconds".
+
+    python benchmarks/chexpert_ingest_speed.py --smoke    # 1 repeat
+    python benchmarks/chexpert_ingest_speed.py            # 3 repeats, plus a run that checks files
+
+Results: benchmarks/results/chexpert_ingest_speed_cpu[_smoke].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS  # noqa: E402
+from cxrdoll.data.chexpert import build_datalist, read_chexpert_csv  # noqa: E402
+from cxrdoll.data.datalist import write_datalist  # noqa: E402
+from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
+
+ROWS = 223_414  # CheXpert-v1.0 train.csv
+PATIENTS = 64_540
+TARGET_S = 5.0  # "a few seconds"
+# Probability of 1, 0, -1 per cell (the rest is blank), roughly CheXpert's overall mix.
+VALUE_PROBS = (0.12, 0.08, 0.04)
+
+
+def write_chexpert_like_csv(path: Path, rows: int, seed: int = 0) -> dict:
+    """A seeded CSV shaped like CheXpert's train.csv; returns its row/patient/view counts."""
+    rng = np.random.default_rng(seed)
+    patient = np.sort(rng.integers(1, PATIENTS + 1, size=rows))
+    study = rng.integers(1, 6, size=rows)
+    frontal = rng.random(rows) < 191_027 / ROWS
+    cells = rng.choice(4, size=(rows, len(OBSERVATIONS)), p=(*VALUE_PROBS, 1 - sum(VALUE_PROBS)))
+    text = np.array(["1.0", "0.0", "-1.0", ""])[cells]
+    lines = [",".join(CHEXPERT_COLUMNS)]
+    for i in range(rows):
+        view = "frontal" if frontal[i] else "lateral"
+        lines.append(
+            f"CheXpert-v1.0-small/train/patient{patient[i]:05d}/study{study[i]}/view{i % 3 + 1}_{i}_{view}.jpg,"
+            f"{'Female' if i % 2 else 'Male'},{40 + i % 50},{'Frontal' if frontal[i] else 'Lateral'},"
+            f"{'AP' if frontal[i] else ''}," + ",".join(text[i])
+        )
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return {"rows": rows, "frontal": int(frontal.sum()), "patients": int(len(np.unique(patient)))}
+
+
+def time_cli(root: Path, csv_path: Path, out: Path, check_files: bool) -> float:
+    cmd = [sys.executable, "-m", "cxrdoll", "prepare-chexpert", "--root", str(root), "--csv", str(csv_path), "--out", str(out)]
+    if not check_files:
+        cmd.append("--no-check-files")
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def time_stages(root: Path, csv_path: Path, out: Path) -> dict:
+    t0 = time.perf_counter()
+    read_chexpert_csv(csv_path)
+    t1 = time.perf_counter()
+    result = build_datalist(root, csv_path, check_files=False)
+    t2 = time.perf_counter()
+    write_datalist(out, result.datalist)
+    t3 = time.perf_counter()
+    return {"parse_csv_s": t1 - t0, "build_datalist_s": t2 - t1, "write_json_s": t3 - t2, "items": len(result.label)}
+
+
+def touch_images(root: Path, csv_path: Path) -> None:
+    """Empty image files at every CSV path, so the file check does real stat calls."""
+    for p in read_chexpert_csv(csv_path).paths:
+        f = root / p
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.touch()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="one repeat, no file-check run")
+    parser.add_argument("--rows", type=int, default=ROWS)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out-dir", type=Path, default=PROJECT / "benchmarks" / "results")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.smoke else 3)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        csv_path = root / "CheXpert-v1.0-small" / "train.csv"
+        shape = write_chexpert_like_csv(csv_path, args.rows)
+        out = root / "datalist.json"
+        cli = [time_cli(root, csv_path, out, check_files=False) for _ in range(repeats)]
+        stages = [time_stages(root, csv_path, out) for _ in range(repeats)]
+        datalist_mb = out.stat().st_size / 1e6
+        checked = None
+        if not args.smoke:
+            touch_images(root, csv_path)
+            checked = time_cli(root, csv_path, out, check_files=True)
+
+    import torch
+
+    results = {
+        "benchmark": "chexpert_ingest_speed",
+        "mode": "smoke" if args.smoke else "full",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "csv": shape,
+        "repeats": repeats,
+        "cli_no_check_files_s": {"median": statistics.median(cli), "all": cli},
+        "stages_median_s": {k: statistics.median(s[k] for s in stages) for k in ("parse_csv_s", "build_datalist_s", "write_json_s")},
+        "datalist_items": stages[0]["items"],
+        "datalist_mb": round(datalist_mb, 1),
+        "cli_with_file_check_s": checked,
+        "target_s": TARGET_S,
+        "meets_target": statistics.median(cli) <= TARGET_S,
+    }
+    name = f"chexpert_ingest_speed_cpu{'_smoke' if args.smoke else ''}"
+    write_json_atomic(args.out_dir / f"{name}.json", results)
+    write_text_atomic(args.out_dir / f"{name}.md", _markdown(results))
+    print(_markdown(results))
+    return 0 if results["meets_target"] else 1
+
+
+def _markdown(r: dict) -> str:
+    s = r["stages_median_s"]
+    lines = [
+        f"# prepare-chexpert ingest speed ({r['mode']})",
+        "",
+        f"{r['date_utc']} · {r['device']} · Python {r['python']}, numpy {r['numpy']}, torch {r['torch']}",
+        "",
+        f"Generated CSV: {r['csv']['rows']:,} rows ({r['csv']['frontal']:,} frontal, {r['csv']['patients']:,} patients), "
+        f"CheXpert columns and value mix; datalist: {r['datalist_items']:,} items, {r['datalist_mb']} MB.",
+        "",
+        "| measurement | seconds |",
+        "|---|---|",
+        f"| `python -m cxrdoll prepare-chexpert ... --no-check-files`, end to end (median of {r['repeats']}) | {r['cli_no_check_files_s']['median']:.2f} |",
+        f"| in process: parse + validate CSV | {s['parse_csv_s']:.2f} |",
+        f"| in process: build datalist (parse, split, policy, items) | {s['build_datalist_s']:.2f} |",
+        f"| in process: write datalist JSON | {s['write_json_s']:.2f} |",
+    ]
+    if r["cli_with_file_check_s"] is not None:
+        lines.append(f"| end to end with the file check (empty files on local disk) | {r['cli_with_file_check_s']:.2f} |")
+    lines += [
+        "",
+        f"Target: end to end within {r['target_s']:.0f} s: {'met' if r['meets_target'] else 'NOT met'}. "
+        "Timed on a CPU shared with other jobs, so the numbers are upper bounds; no GPU is involved.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""A pre-resized uint8 image cache on disk, so an epoch reads memory-mapped pixels, not JPEGs.
+
+One ``.npy`` file of shape ``(N, size, size)`` per (ordered image list, size). Its name is a hash of
+the size and of every path with its byte size and modification time, so editing, adding or
+reordering images gives a new cache instead of stale pixels. Built once with parallel decoding
+and written atomically; read through ``np.load(mmap_mode="r")`` by every DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, Transform
+
+from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.io import atomic_path
+
+
+class UInt8ImageCache:
+    """Images of ``items`` (dicts with an ``image`` path) resized to ``size`` and stored as uint8."""
+
+    def __init__(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        size: int,
+        cache_dir: str | os.PathLike,
+        num_workers: int = 0,
+        batch_size: int = 32,
+    ) -> None:
+        self.size = int(size)
+        self.paths = [str(item["image"]) for item in items]
+        if not self.paths:
+            raise ValueError("cannot cache an empty image list")
+        self.index = {p: i for i, p in enumerate(self.paths)}
+        self.path = Path(cache_dir) / f"images_{self.size}px_{len(self.paths)}_{self._key()}.npy"
+        self._array: np.ndarray | None = None
+        if not self.path.is_file():
+            self._build(num_workers, batch_size)
+
+    def _key(self) -> str:
+        digest = hashlib.sha256(f"{self.size}\n".encode())
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{p}: image listed in the datalist not found") from None
+            digest.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def _build(self, num_workers: int, batch_size: int) -> None:
+        loader = DataLoader(
+            Dataset([{"image": p} for p in self.paths], Compose(load_image_transforms(("image",), self.size))),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=False,
+        )
+        with atomic_path(self.path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.paths), self.size, self.size))
+            start = 0
+            for batch in loader:
+                images = batch["image"][:, 0].numpy()
+                out[start : start + len(images)] = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+                start += len(images)
+            out.flush()
+            del out
+
+    @property
+    def array(self) -> np.ndarray:
+        """The memory map, opened lazily so each worker process opens its own."""
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, path: str) -> torch.Tensor:
+        """Float32 ``(1, size, size)`` in [0, 1], as ``load_image_transforms`` would give (to 1/255)."""
+        try:
+            i = self.index[str(path)]
+        except KeyError:
+            raise KeyError(f"{path}: not in image cache {self.path}") from None
+        return torch.from_numpy(self.array[i].astype(np.float32) / 255.0)[None]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_array"] = None  # memory maps are not pickled into DataLoader workers
+        return state
+
+
+class LoadCachedImaged(Transform):
+    """Replace the ``image`` path by its cached pixels."""
+
+    def __init__(self, cache: UInt8ImageCache, key: str = "image") -> None:
+        self.cache = cache
+        self.key = key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d[self.key] = self.cache.image(d[self.key])
+        return d

@@ -1,0 +1,66 @@
+"""``python -m cxrdoll prepare-chexpert``: CheXpert CSV(s) -> classification datalist JSON."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from cxrdoll.data.chexpert import BLANK_POLICIES, NO_FINDING_RULES, UNCERTAIN_POLICIES, LabelPolicy, build_datalist
+
+HELP = "Turn CheXpert train.csv (and valid.csv) into a classification datalist with label policies and a patient split."
+
+EPILOG = """\
+examples:
+  python -m cxrdoll prepare-chexpert --root /data/CheXpert-v1.0-small --csv train.csv --out datalist.json
+  python -m cxrdoll prepare-chexpert --root /data --csv CheXpert-v1.0-small/train.csv \\
+      --valid-csv CheXpert-v1.0-small/valid.csv --uncertain zeros \\
+      --uncertain-per "Atelectasis=ones,Edema=ones" --out datalist.json
+
+CSV paths (CheXpert-v1.0-small/train/...) resolve against --root whether it is the dataset folder
+or its parent; absolute paths and '..' are rejected. A blank "No Finding" is derived from the
+pathologies (0 if any is positive, uncertain if any is only uncertain); --no-finding raw turns
+that off. Rows in error messages are numbered like a spreadsheet (header = row 1)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--root", required=True, help="dataset folder (holding train/), or its parent")
+    parser.add_argument("--csv", required=True, help="CheXpert CSV, as given or relative to --root")
+    parser.add_argument("--out", required=True, help="datalist JSON to write")
+    parser.add_argument("--valid-csv", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    parser.add_argument("--views", default="frontal", help="comma list of frontal, lateral, or 'all' (default frontal)")
+    parser.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
+                        help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros); default ignore")
+    parser.add_argument("--uncertain-per", metavar="OBS=POLICY,...", help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros'")
+    parser.add_argument("--blank", choices=BLANK_POLICIES, default="zeros",
+                        help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")
+    parser.add_argument("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")
+    parser.add_argument("--no-finding", choices=NO_FINDING_RULES, default="derive",
+                        help="derive a blank 'No Finding' from the pathologies (default) or keep it raw")
+    parser.add_argument("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
+    parser.add_argument("--no-check-files", action="store_true", help="do not look for the images; build from the CSV alone")
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    policy = LabelPolicy.build(args.uncertain, args.blank, args.uncertain_per, args.blank_per, args.no_finding)
+    result = build_datalist(
+        args.root,
+        args.csv,
+        valid_csv=args.valid_csv,
+        views=args.views,
+        policy=policy,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        check_files=not args.no_check_files,
+        allow_missing=args.allow_missing,
+    )
+    result.write(args.out)
+    print(result.summary())
+    if result.missing:
+        print(f"warning: skipped {len(result.missing)} missing images (first: {result.missing[0]})")
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,93 @@
+"""Classification data for the classifier bundle: datalist items -> image + label tensors.
+
+Labels leave here as one float32 vector with NaN where the label mask is 0, so MONAI's default
+batch preparation carries label and mask together to the masked loss and the AUROC metric.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import Compose, MapTransform
+
+from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
+from cxrdoll.data.datalist import load_classification_datalist
+from cxrdoll.data.transforms import load_image_transforms
+
+# Where ``dataset_dir`` may hold the classification datalist, in the order tried.
+DATALIST_CANDIDATES: tuple[str, ...] = ("datalists/chexpert.json", "chexpert.json", "datalist.json")
+
+
+def find_datalist(dataset_dir: str | os.PathLike) -> str:
+    """The classification datalist inside ``dataset_dir`` (a ``synth`` output or a folder holding one)."""
+    root = Path(dataset_dir)
+    for name in DATALIST_CANDIDATES:
+        if (root / name).is_file():
+            return str(root / name)
+    raise FileNotFoundError(f"{root}: no classification datalist (looked for {', '.join(DATALIST_CANDIDATES)})")
+
+
+def classification_items(datalist: str | os.PathLike, section: str) -> list[dict[str, Any]]:
+    """Validated items of one section (``training`` or ``validation``) of a classification datalist."""
+    data = load_classification_datalist(datalist)
+    items = data[section]
+    if not items:
+        raise ValueError(f"{datalist}: {section!r} list is empty")
+    return [dict(item) for item in items]
+
+
+class MaskLabelsd(MapTransform):
+    """Turn ``label`` + ``label_mask`` into one float32 tensor, NaN where the mask is 0."""
+
+    def __init__(self, label_key: str = "label", mask_key: str = "label_mask") -> None:
+        super().__init__(keys=[label_key], allow_missing_keys=False)
+        self.label_key = label_key
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label = torch.as_tensor(np.asarray(d[self.label_key], dtype=np.float32))
+        mask = torch.as_tensor(np.asarray(d.pop(self.mask_key), dtype=np.float32))
+        if label.shape != mask.shape:
+            raise ValueError(f"{d.get('id', d.get('image'))}: label {tuple(label.shape)} and label_mask {tuple(mask.shape)} differ")
+        d[self.label_key] = torch.where(mask > 0, label, torch.full_like(label, float("nan")))
+        return d
+
+
+class KeepKeysd(MapTransform):
+    """Drop everything but ``keys`` so default collation never meets ragged fields (``raw_label`` nulls)."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return {k: data[k] for k in self.keys if k in data}
+
+
+def classification_transforms(
+    image_size: int,
+    cache: UInt8ImageCache | None = None,
+    augmentations: Sequence[Any] = (),
+    keep: KeysCollection = ("image", "label", "id"),
+) -> Compose:
+    """Load (from the uint8 cache when given, else decode the file), mask labels, then augment."""
+    if cache is not None and cache.size != image_size:
+        raise ValueError(f"cache {cache.path} holds {cache.size}px images, not {image_size}px")
+    load = [LoadCachedImaged(cache)] if cache is not None else load_image_transforms(("image",), image_size)
+    return Compose([*load, MaskLabelsd(), KeepKeysd(keys=keep, allow_missing_keys=True), *augmentations])
+
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+
+
+def image_items(image_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """Every PNG/JPEG under ``image_dir`` (sorted), with its relative path as ``id``, for inference."""
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: image folder not found")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"{root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+    return [{"image": str(p), "id": str(p.relative_to(root))} for p in paths]

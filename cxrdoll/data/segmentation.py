@@ -1,0 +1,343 @@
+"""Segmentation data: DoLL label files for pre-training and downstream mask sets for fine-tuning.
+
+Every sample becomes ``{"image": (1, S, S) float32 in [0, 1], "label": (C, S, S) float32, ...}``
+where the label holds 0/1 where a pixel counts and NaN where it is ignored (the convention of
+``cxrdoll.engines.segmentation``). Images are read in numpy (row, column) order and resized with
+area interpolation, exactly as ``cxrdoll.data.transforms.load_image_transforms`` does for PNG;
+masks are resized nearest-neighbour.
+
+Downstream datalist (``docs/FORMATS.md``, "Downstream segmentation datalist")::
+
+    {"classes": [...], "training": [{"image": p, "label": [one mask per class], "ignore": p?, "id": s}],
+     "validation": [...]}
+
+Relative paths are resolved against the datalist's folder; a single-class item may give ``label``
+as one path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Sized
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from torch.utils.data import RandomSampler
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.datalist import load_datalist
+from cxrdoll.io import read_json
+
+SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
+JSRT_SHAPE: tuple[int, int] = (2048, 2048)
+JSRT_MAX = 4095  # 12-bit
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def read_jsrt_img(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A JSRT ``.IMG``: headerless 16-bit big-endian raw holding 12-bit values (``JSRT_SHAPE``), as uint16."""
+    path = Path(path)
+    shape = shape or JSRT_SHAPE
+    expected = 2 * shape[0] * shape[1]
+    size = path.stat().st_size
+    if size != expected:
+        raise ValueError(f"{path}: {size} bytes, expected {expected} for a {shape[0]}x{shape[1]} 16-bit raw JSRT image")
+    array = np.fromfile(path, dtype=">u2").reshape(shape).astype(np.uint16)
+    if array.max() > JSRT_MAX:
+        raise ValueError(f"{path}: value {int(array.max())} exceeds the 12-bit range of a JSRT image")
+    return array
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """A 2D array from PNG/JPEG/GIF/TIFF (PIL), NIfTI (nibabel, singleton axes dropped) or JSRT ``.IMG``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    suffix = _suffix(path)
+    if suffix == ".img":
+        return read_jsrt_img(path)
+    if suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        array = np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
+    elif suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            keep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
+            array = np.asarray(im if keep else im.convert("L"))
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {list(IMAGE_SUFFIXES)}")
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2D image, found shape {tuple(array.shape)}")
+    return array
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Greyscale float32 in [0, 1], bright = dense; JSRT raw is inverted (its 0 is white)."""
+    path = Path(path)
+    array = read_array(path)
+    if _suffix(path) == ".img":
+        return (1.0 - array.astype(np.float32) / JSRT_MAX).astype(np.float32)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    array = array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating) and array.min() >= 0 and array.max() <= 1:
+        return array
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= 0 and hi <= JSRT_MAX and hi > 255:  # 12-bit stored in 16
+        return array / JSRT_MAX
+    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A binary mask: any non-zero pixel is inside."""
+    return read_array(path) != 0
+
+
+def _resize(array: np.ndarray, size: int, mode: str) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(C, size, size)`` float32; ``area`` for images, ``nearest-exact`` for masks."""
+    tensor = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
+    return Resize(spatial_size=(size, size), mode=mode)(tensor).as_tensor().contiguous()
+
+
+class LoadSegmentationSample:
+    """Datalist item -> image, NaN-masked label (if the item has one), id and original image shape.
+
+    Masks must have the image's aspect ratio (SCR masks are 1024² for 2048² JSRT images);
+    ``ignore`` marks pixels that count for no class.
+    """
+
+    def __init__(self, size: int, num_classes: int | None = None) -> None:
+        self.size = size
+        self.num_classes = num_classes
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        image_path = Path(item["image"])
+        image = read_image(image_path)
+        out: dict[str, Any] = {
+            "image": _resize(image[None], self.size, "area"),
+            "id": str(item.get("id", _stem(image_path))),
+            "image_path": str(image_path),
+            "orig_shape": torch.tensor(image.shape),
+        }
+        if item.get("label") is None:
+            return out
+        label_paths = [item["label"]] if isinstance(item["label"], (str, Path)) else list(item["label"])
+        if self.num_classes is not None and len(label_paths) != self.num_classes:
+            raise ValueError(f"{image_path}: item has {len(label_paths)} masks, expected {self.num_classes}")
+        masks = [_checked_mask(p, image.shape, image_path) for p in label_paths]
+        label = np.stack(masks).astype(np.float32)
+        if item.get("ignore"):
+            ignore = _checked_mask(item["ignore"], label.shape[1:], image_path)
+            label[:, ignore] = np.nan
+        out["label"] = _resize(label, self.size, "nearest-exact")
+        return out
+
+
+def _checked_mask(path: str | Path, shape: Sequence[int], image_path: Path) -> np.ndarray:
+    mask = read_mask(path)
+    if mask.shape[0] * shape[1] != mask.shape[1] * shape[0]:
+        raise ValueError(f"{path}: mask shape {mask.shape} does not match the aspect of image {image_path} {tuple(shape)}")
+    if mask.shape != tuple(shape):
+        tensor = torch.as_tensor(mask[None], dtype=torch.float32)
+        mask = Resize(spatial_size=tuple(shape), mode="nearest-exact")(tensor).as_tensor()[0].numpy() > 0.5
+    return mask
+
+
+class LoadDollSample:
+    """DoLL datalist item -> image and the 14-channel target of ``docs/FORMATS.md`` "DoLL labels".
+
+    ``state`` 1: the mask is the target; 0: an empty target; -1: NaN (ignored). With ``truth_dir``
+    (synthetic data), the true finding masks ``truth_dir/<id without extension>.npz`` replace the
+    DoLL label and every channel counts.
+    """
+
+    def __init__(self, size: int, truth_dir: str | Path | None = None) -> None:
+        self.size = size
+        self.truth_dir = Path(truth_dir) if truth_dir else None
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        image_path = Path(item["image"])
+        image = read_image(image_path)
+        item_id = str(item.get("id", _stem(image_path)))
+        if self.truth_dir is None:
+            label = read_doll_label(item["label"])
+        else:
+            truth_path = self.truth_dir / (str(Path(item_id).with_suffix("")) + ".npz")
+            label = _read_npz_mask(truth_path).astype(np.float32)
+        return {
+            "image": _resize(image[None], self.size, "area"),
+            "label": _resize(label, self.size, "nearest-exact"),
+            "id": item_id,
+            "image_path": str(image_path),
+            "orig_shape": torch.tensor(image.shape),
+        }
+
+
+def read_doll_label(path: str | Path) -> np.ndarray:
+    """A DoLL ``.npz`` as a float32 ``(14, S, S)`` target: mask where state is 1, 0 where 0, NaN where -1."""
+    path = Path(path)
+    mask = _read_npz_mask(path)
+    with np.load(path) as data:
+        if "state" not in data:
+            raise ValueError(f"{path}: missing key 'state'")
+        state = np.asarray(data["state"])
+    if state.shape != (len(OBSERVATIONS),) or not np.isin(state, (-1, 0, 1)).all():
+        raise ValueError(f"{path}: 'state' must be {len(OBSERVATIONS)} values of -1/0/1, found {state.tolist()}")
+    label = (mask != 0).astype(np.float32)
+    label[state == 0] = 0.0
+    label[state == -1] = np.nan
+    return label
+
+
+def _read_npz_mask(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label file not found")
+    with np.load(path) as data:
+        if "mask" not in data:
+            raise ValueError(f"{path}: missing key 'mask'")
+        mask = np.asarray(data["mask"])
+    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
+        raise ValueError(f"{path}: 'mask' has shape {mask.shape}, expected ({len(OBSERVATIONS)}, H, W)")
+    return mask
+
+
+def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:
+    """Items of one split with paths made absolute against the datalist's folder."""
+    path = Path(path)
+    data = load_datalist(path, (split,), ("image",))
+    return [_absolute(item, path.parent) for item in data[split]]
+
+
+def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(item)
+    for key in ("image", "label", "ignore"):
+        value = out.get(key)
+        if isinstance(value, (list, tuple)):
+            out[key] = [str(base / v) for v in value]
+        elif value:
+            out[key] = str(base / value)
+    return out
+
+
+def datalist_classes(path: str | Path) -> list[str]:
+    """The datalist's ``classes``; one unnamed class (``foreground``) when absent and labels are single."""
+    path = Path(path)
+    data = read_json(path)
+    if "classes" in data:
+        return list(data["classes"])
+    first = next((item for split in ("training", "validation") for item in data.get(split, [])), None)
+    if first is None or isinstance(first.get("label"), (list, tuple)):
+        raise ValueError(f"{path}: no 'classes' list; it is required when items have several masks")
+    return ["foreground"]
+
+
+def first_n(items: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """The first ``n`` items (all when ``n`` is None); asking for more than exist is an error."""
+    if n is None:
+        return items
+    if not 0 < n <= len(items):
+        raise ValueError(f"num_train={n} but the training split has {len(items)} items")
+    return items[:n]
+
+
+def split_by_hash(ids: Iterable[str], val_fraction: float) -> set[str]:
+    """The ids put in validation: the ``round(n * val_fraction)`` smallest SHA-1 digests (stable, exact)."""
+    ids = sorted(set(ids))
+    ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+    return set(ranked[: round(len(ids) * val_fraction)])
+
+
+def folder_datalist(
+    images_dir: str | Path, mask_dirs: dict[str, str | Path], val_fraction: float = 0.2
+) -> dict[str, Any]:
+    """A datalist from ``images_dir`` and one mask folder per class, matched by file stem.
+
+    Serves the SCR/JSRT layout (``All247images/*.IMG`` with ``masks/<structure>/*.gif``) and the
+    synthetic organ and lesion sets (``images/*.png`` with ``masks/...``). Every image needs every mask.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{images_dir}: image folder not found")
+    images = sorted(p for p in images_dir.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    by_class: dict[str, dict[str, Path]] = {}
+    for cls, folder in mask_dirs.items():
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: mask folder for {cls!r} not found")
+        by_class[cls] = {_stem(p): p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES}
+    items = []
+    for image in images:
+        stem = _stem(image)
+        missing = [cls for cls, masks in by_class.items() if stem not in masks]
+        if missing:
+            raise FileNotFoundError(f"{image}: no mask for {missing} in {[str(mask_dirs[c]) for c in missing]}")
+        items.append({"image": str(image.resolve()), "label": [str(by_class[c][stem].resolve()) for c in mask_dirs], "id": stem})
+    validation = split_by_hash([i["id"] for i in items], val_fraction)
+    return {
+        "classes": list(mask_dirs),
+        "training": [i for i in items if i["id"] not in validation],
+        "validation": [i for i in items if i["id"] in validation],
+    }
+
+
+def scr_datalist(jsrt_dir: str | Path, scr_masks_dir: str | Path, val_fraction: float = 0.2) -> dict[str, Any]:
+    """JSRT images (``*.IMG``) with SCR masks ``<scr_masks_dir>/<structure>/<name>.gif``."""
+    return folder_datalist(jsrt_dir, {s: Path(scr_masks_dir) / s for s in SCR_STRUCTURES}, val_fraction)
+
+
+def shared_lungs_datalist(root: str | Path) -> dict[str, Any]:
+    """``seg_lungs_covid_ieee8023_v7labs``: its patient split, absolute paths, and ``masks/ignore`` where present."""
+    root = Path(root)
+    data = read_json(root / "datalist.json")
+    out: dict[str, Any] = {"classes": ["lung"]}
+    for split in ("training", "validation"):
+        items = []
+        for item in data[split]:
+            entry = _absolute(item, root)
+            ignore = root / "masks" / "ignore" / Path(item["image"]).name
+            if ignore.is_file():
+                entry["ignore"] = str(ignore)
+            entry["id"] = _stem(Path(item["image"]))
+            entry["label"] = [entry["label"]]
+            items.append(entry)
+        out[split] = items
+    return out
+
+
+def folder_items(folder: str | Path) -> list[dict[str, Any]]:
+    """Inference items: every supported image in ``folder`` (sorted), id = file stem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [{"image": str(p.resolve()), "id": _stem(p)} for p in images]
+
+
+def epoch_sampler(dataset: Sized, samples_per_epoch: int | None) -> RandomSampler | None:
+    """With ``samples_per_epoch``, an epoch is that many draws with replacement, whatever the set's size.
+
+    Few-shot runs (4 images) then take as many steps per epoch as large ones, so "Dice per epoch"
+    compares starting points at equal optimisation effort. ``None`` keeps ordinary epochs.
+    """
+    if not samples_per_epoch:
+        return None
+    return RandomSampler(dataset, replacement=True, num_samples=int(samples_per_epoch))

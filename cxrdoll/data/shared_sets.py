@@ -1,0 +1,145 @@
+"""Map the small real classification sets in ``../shared/data`` onto CheXpert's 14 observations.
+
+The sets carry other label vocabularies (NIH ChestX-ray14 findings, ieee8023 COVID-19 findings,
+Kermany paediatric pneumonia). Each is mapped conservatively: an observation the source says
+nothing about stays blank (unknown, masked by the ingestion policy), never a guessed negative.
+The result is a CheXpert-layout tree, so the rest of the pipeline reads real and CheXpert data
+through one path (``prepare-chexpert``).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS
+from cxrdoll.io import atomic_path
+
+DATASET_NAME = "CheXpert-shared"
+
+# NIH ChestX-ray14 columns -> CheXpert observations (several NIH findings may map to one).
+NIH_TO_CHEXPERT: dict[str, str] = {
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Pleural Effusion",
+    "Infiltration": "Lung Opacity",
+    "Mass": "Lung Lesion",
+    "Nodule": "Lung Lesion",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+    "Consolidation": "Consolidation",
+    "Edema": "Edema",
+    "Pleural_Thickening": "Pleural Other",
+}
+
+
+@dataclass(frozen=True)
+class SharedImage:
+    """One image of a shared set with its CheXpert-vocabulary labels (None = unknown)."""
+
+    source: str
+    image: Path
+    patient: str
+    sex: str
+    age: str
+    view: str
+    labels: dict[str, int]
+
+
+def _nih(row: dict[str, str]) -> dict[str, int]:
+    labels: dict[str, int] = {}
+    for nih, obs in NIH_TO_CHEXPERT.items():
+        labels[obs] = max(labels.get(obs, 0), int(row[nih]))
+    labels["No Finding"] = 1 - int(row["abnormal"])
+    return labels
+
+
+def _ieee8023(row: dict[str, str]) -> dict[str, int]:
+    if row["no_finding"] == "1":
+        return {"No Finding": 1, "Pneumonia": 0, "Lung Opacity": 0}
+    if row["finding_primary"] == "ARDS":
+        # Diffuse airspace opacity; not labelled as pneumonia by the source.
+        return {"No Finding": 0, "Lung Opacity": 1}
+    return {"No Finding": 0, "Pneumonia": 1, "Lung Opacity": 1}
+
+
+def _kermany(row: dict[str, str]) -> dict[str, int]:
+    if row["pneumonia"] == "1":
+        return {"No Finding": 0, "Pneumonia": 1, "Lung Opacity": 1}
+    return {"No Finding": 1, "Pneumonia": 0, "Lung Opacity": 0}
+
+
+# folder -> (label mapper, patient column, sex column, age column, view column)
+SOURCES: dict[str, tuple[Callable[[dict[str, str]], dict[str, int]], str, str | None, str | None, str | None]] = {
+    "cls_nih_cxr14_64px": (_nih, "patient_id", "sex", "age", "view"),
+    "cls_covid_ieee8023": (_ieee8023, "patientid", "sex", "age", "view"),
+    "cls_pneumonia_kermany": (_kermany, "patient", None, None, None),
+}
+
+
+def read_shared_sets(shared_dir: Path, sources: Iterable[str] = tuple(SOURCES)) -> list[SharedImage]:
+    """Read each set's ``labels.csv``; a missing column is an error naming the file."""
+    items: list[SharedImage] = []
+    for source in sources:
+        mapper, patient_col, sex_col, age_col, view_col = SOURCES[source]
+        csv_path = shared_dir / source / "labels.csv"
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"{csv_path}: labels.csv of shared set {source!r} not found")
+        with csv_path.open(newline="") as fh:
+            for line, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    labels = mapper(row)
+                    patient = row[patient_col]
+                except KeyError as err:
+                    raise ValueError(f"{csv_path}: row {line} has no column {err}") from None
+                items.append(
+                    SharedImage(
+                        source=source,
+                        image=shared_dir / source / row["image"],
+                        patient=f"{source}:{patient}",
+                        sex={"M": "Male", "F": "Female"}.get(row.get(sex_col or "", ""), "Unknown"),
+                        age=row.get(age_col or "", "") or "",
+                        view="AP" if row.get(view_col or "", "").startswith("AP") else "PA",
+                        labels=labels,
+                    )
+                )
+    return items
+
+
+def write_chexpert_layout(items: list[SharedImage], out_dir: Path) -> Path:
+    """Copy images into ``OUT/CheXpert-shared/train/patientNNNNN/studyN/view1_frontal.png`` with a train.csv.
+
+    Patients are numbered in first-seen order, so the layout is deterministic; ``sources.csv`` keeps
+    the mapping back to the original files. Returns the CSV path.
+    """
+    root = out_dir / DATASET_NAME
+    patient_numbers: dict[str, int] = {}
+    studies: dict[str, int] = defaultdict(int)
+    rows, provenance = [], []
+    for item in items:
+        number = patient_numbers.setdefault(item.patient, len(patient_numbers) + 1)
+        studies[item.patient] += 1
+        rel = Path(DATASET_NAME, "train", f"patient{number:05d}", f"study{studies[item.patient]}", "view1_frontal.png")
+        dest = out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(item.image, tmp)
+        values = ["" if item.labels.get(o) is None else str(item.labels[o]) for o in OBSERVATIONS]
+        rows.append([rel.as_posix(), item.sex, item.age, "Frontal", item.view, *values])
+        provenance.append([rel.as_posix(), item.source, str(item.image)])
+    csv_path = root / "train.csv"
+    _write_csv(csv_path, list(CHEXPERT_COLUMNS), rows)
+    _write_csv(root / "sources.csv", ["Path", "source", "original"], provenance)
+    return csv_path
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,30 @@
+"""``python -m cxrdoll prepare-shared-cls``: the shared real classification sets as a CheXpert-layout dataset."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.shared_sets import SOURCES, read_shared_sets, write_chexpert_layout
+
+HELP = "Map ../shared/data's real classification sets (NIH, ieee8023, Kermany) onto CheXpert's layout and observations"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shared", type=Path, required=True, help="the shared data folder (../shared/data)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder; the CSV is OUT/CheXpert-shared/train.csv")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="which sets to include")
+
+
+def run(args: argparse.Namespace) -> int:
+    items = read_shared_sets(args.shared, args.sources)
+    csv_path = write_chexpert_layout(items, args.out)
+    positives = Counter(o for item in items for o in OBSERVATIONS if item.labels.get(o) == 1)
+    print(f"wrote {len(items)} images from {len(args.sources)} sets to {csv_path}")
+    for obs in OBSERVATIONS:
+        known = sum(1 for item in items if item.labels.get(obs) is not None)
+        if known:
+            print(f"  {obs:<28} positive {positives[obs]:>4} / known {known:>4}")
+    return 0

@@ -1,0 +1,49 @@
+"""Write a segmentation network as a deployable bundle folder (TorchScript + metadata.json)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from cxrdoll.io import atomic_path, write_json_atomic
+
+
+def network_data_format(channel_names: Sequence[str], spatial_size: int) -> dict:
+    """``network_data_format`` for a 1-channel ``size x size`` input and per-channel sigmoid logits."""
+    return {
+        "inputs": {
+            "image": {
+                "type": "image", "format": "magnitude", "modality": "CR/DX", "num_channels": 1,
+                "spatial_shape": [spatial_size, spatial_size], "dtype": "float32", "value_range": [0, 1],
+                "is_patch_data": False, "channel_def": {"0": "image"},
+            }
+        },
+        "outputs": {
+            "pred": {
+                "type": "image", "format": "segmentation", "num_channels": len(channel_names),
+                "spatial_shape": [spatial_size, spatial_size], "dtype": "float32", "value_range": [0, 1],
+                "is_patch_data": False, "channel_def": {str(i): name for i, name in enumerate(channel_names)},
+            }
+        },
+    }
+
+
+def export_seg_bundle(
+    network: torch.nn.Module, root: str | os.PathLike, channel_names: Sequence[str], spatial_size: int,
+    name: str = "cxr segmentation",
+) -> Path:
+    """Trace ``network`` to ``models/model.ts`` and write ``configs/metadata.json``; returns ``root``."""
+    root = Path(root)
+    network = network.eval().cpu()
+    with torch.no_grad():
+        traced = torch.jit.trace(network, torch.zeros(1, 1, spatial_size, spatial_size))
+    with atomic_path(root / "models" / "model.ts") as tmp:
+        torch.jit.save(traced, str(tmp))
+    write_json_atomic(
+        root / "configs" / "metadata.json",
+        {"name": name, "version": "0.1.0", "network_data_format": network_data_format(channel_names, spatial_size)},
+    )
+    return root

@@ -1,0 +1,116 @@
+"""A segmentation bundle as the deploy app runs it: network + ``network_data_format``, no SDK needed.
+
+Contract (docs/FORMATS.md, "Deployable segmentation bundle"): ``configs/metadata.json``
+``network_data_format`` gives the input ``spatial_shape`` and the output ``channel_def`` (without
+it, ``image_size`` and ``class_names`` of ``configs/inference.json``); the network is
+``models/model.ts`` (TorchScript) or, without it, ``network_def`` of ``configs/inference.json``
+with weights from ``models/model.pt``. The network returns per-channel logits; sigmoid > threshold
+gives the masks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrdoll.io import read_json
+
+
+@dataclass
+class SegBundle:
+    """A loaded segmentation network and what its metadata says about inputs and outputs."""
+
+    root: Path
+    network: torch.nn.Module
+    spatial_shape: tuple[int, int]
+    channel_names: list[str]
+    device: torch.device
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, device: str | torch.device = "cpu") -> "SegBundle":
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: bundle folder not found")
+        config = _inference_config(root)
+        spatial_shape, names = _io_format(root, config)
+        device = torch.device(device)
+        network = _load_network(root, config, device)
+        network.eval()
+        return cls(root, network, spatial_shape, names, device)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Boolean masks ``(N, H, W)`` at the input's resolution for a ``(1, H, W)`` image in [0, 1]."""
+        if image.ndim != 3 or image.shape[0] != 1:
+            raise ValueError(f"expected a (1, H, W) image, got shape {image.shape}")
+        height, width = image.shape[1:]
+        x = torch.as_tensor(image, dtype=torch.float32, device=self.device)[None]
+        x = torch.nn.functional.interpolate(x, size=self.spatial_shape, mode="area")
+        logits = self.network(x)
+        if logits.shape[:2] != (1, len(self.channel_names)):
+            raise ValueError(
+                f"{self.root}: network gave shape {tuple(logits.shape)}; metadata declares "
+                f"{len(self.channel_names)} channels {self.channel_names}"
+            )
+        probs = torch.sigmoid(logits.float())
+        probs = torch.nn.functional.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+        return (probs[0] > threshold).cpu().numpy()
+
+
+def _inference_config(root: Path):
+    """The parsed ``configs/inference.json`` (a monai ConfigParser), or None when absent."""
+    path = root / "configs" / "inference.json"
+    if not path.is_file():
+        return None
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(path))
+    parser["bundle_root"] = str(root)
+    return parser
+
+
+def _io_format(root: Path, config) -> tuple[tuple[int, int], list[str]]:
+    meta_path = root / "configs" / "metadata.json"
+    fmt = read_json(meta_path).get("network_data_format") if meta_path.is_file() else None
+    if fmt:
+        try:
+            image_in, channel_def = fmt["inputs"]["image"], fmt["outputs"]["pred"]["channel_def"]
+            spatial_shape = tuple(int(v) for v in image_in["spatial_shape"])
+            names = [channel_def[str(i)] for i in range(len(channel_def))]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{meta_path}: network_data_format needs inputs.image.spatial_shape and outputs.pred.channel_def "
+                f"with keys '0'..'N-1' ({type(err).__name__}: {err})"
+            ) from None
+        if int(image_in.get("num_channels", 1)) != 1 or len(spatial_shape) != 2:
+            raise ValueError(f"{meta_path}: expected a 1-channel 2-D input, got {image_in}")
+        return (spatial_shape[0], spatial_shape[1]), names
+    if config is not None and "class_names" in config and "image_size" in config:
+        size = int(config.get_parsed_content("image_size"))
+        return (size, size), [str(n) for n in config.get_parsed_content("class_names")]
+    raise ValueError(
+        f"{root}: no network_data_format in configs/metadata.json and no image_size/class_names in configs/inference.json"
+    )
+
+
+def _load_network(root: Path, config, device: torch.device) -> torch.nn.Module:
+    torchscript = root / "models" / "model.ts"
+    if torchscript.is_file():
+        return torch.jit.load(str(torchscript), map_location=device)
+    weights = root / "models" / "model.pt"
+    if config is None or not weights.is_file():
+        raise FileNotFoundError(f"{root}: needs models/model.ts, or configs/inference.json with models/model.pt")
+    if "network_def" not in config:
+        raise KeyError(f"{root / 'configs' / 'inference.json'}: no 'network_def'")
+    network = config.get_parsed_content("network_def")
+    state = torch.load(weights, map_location=device, weights_only=True)
+    # CheckpointLoader writes {"model": state_dict}; a bare state_dict is accepted too.
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    network.load_state_dict(state)
+    return network.to(device)

@@ -1,0 +1,36 @@
+"""``python -m cxrdoll ingest-dicom --in DIR --out DIR``: clinical DICOM to images + datalist + report."""
+
+from __future__ import annotations
+
+import argparse
+
+from cxrdoll.dicom.ingest import FORMATS, IngestOptions, ingest_folder
+from cxrdoll.dicom.loader import VOI_MODES
+
+HELP = "ingest a folder of chest CR/DX DICOM files into PNG/NIfTI images, a MONAI datalist and a CSV report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in", dest="in_dir", required=True, help="folder of DICOM files (searched recursively)")
+    parser.add_argument("--out", dest="out_dir", required=True, help="output folder: images/, datalist.json, report.csv")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="image format (PNG is 8-bit; NIfTI float32)")
+    parser.add_argument("--size", type=int, default=0, help="resize to SIZE x SIZE (area); 0 keeps the original size")
+    parser.add_argument("--voi", choices=VOI_MODES, default="auto", help="VOI: auto = VOI LUT, else window, else min-max")
+    parser.add_argument("--views", choices=("frontal", "all"), default="frontal",
+                        help="frontal keeps PA, AP and unknown views; all keeps laterals too")
+    parser.add_argument("--deidentify", action="store_true",
+                        help="pseudonymous output names; no input paths or UIDs in the outputs")
+    parser.add_argument("--keep-duplicates", action="store_true", help="keep files repeating a SOP Instance UID")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.size < 0:
+        raise ValueError(f"--size must be >= 0, got {args.size}")
+    options = IngestOptions(
+        fmt=args.format, size=args.size, voi=args.voi, views=args.views,
+        deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
+    )
+    rows = ingest_folder(args.in_dir, args.out_dir, options)
+    ok = sum(row.status == "ok" for row in rows)
+    print(f"ingested {ok} of {len(rows)} files ({len(rows) - ok} skipped); report: {args.out_dir}/report.csv")
+    return 0

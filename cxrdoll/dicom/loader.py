@@ -1,0 +1,203 @@
+"""Chest CR/DX DICOM to the project's image convention: float32 ``(1, H, W)`` in [0, 1].
+
+The display pipeline follows DICOM PS3.4 (modality LUT, then VOI, then presentation) so that a
+MONOCHROME1 radiograph and its MONOCHROME2 twin give the same array: lungs dark, bone bright.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.uid import SegmentationStorage
+
+from cxrdoll.dicom.views import view_position
+
+CXR_MODALITIES: tuple[str, ...] = ("CR", "DX")
+# "auto": VOI LUT Sequence, else a usable window, else min-max; the others force one method.
+VOI_MODES: tuple[str, ...] = ("auto", "lut", "window", "none")
+# A window leaving fewer pixels than this fraction unclipped says nothing about the image
+# (e.g. GDCM DX_J2K_0Padding: window 2725/5310 on values 32744..65535); "auto" then uses min-max.
+MIN_UNCLIPPED_FRACTION = 0.01
+
+
+class DicomInputError(ValueError):
+    """A file that is not a usable chest radiograph; the message names the file and the problem."""
+
+    def __init__(self, source: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = str(source)
+        self.problem = problem
+
+
+@dataclass
+class CXRImage:
+    """A decoded radiograph in the project's convention plus what later stages need to know."""
+
+    array: np.ndarray  # float32 (1, H, W) in [0, 1], numpy (row, column) order
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_dataset(path: str | os.PathLike) -> Dataset:
+    """Read a DICOM file, also one without preamble or File Meta (``force=True``)."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError, struct.error) as err:
+        raise DicomInputError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from None
+    if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PixelData")):
+        # force=True "reads" any bytes; real DICOM has at least one of these.
+        raise DicomInputError(path, "not a DICOM file (no SOP Class UID, Modality or Pixel Data)")
+    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+        # Files without File Meta are Implicit VR Little Endian by the standard's default.
+        ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    return ds
+
+
+def check_cxr(ds: Dataset, source: str) -> None:
+    """Raise :class:`DicomInputError` unless ``ds`` is a single-frame greyscale CR/DX image."""
+    if ds.get("SOPClassUID") == SegmentationStorage or ds.get("Modality") == "SEG":
+        raise DicomInputError(source, "is a DICOM SEG object, not a radiograph")
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in CXR_MODALITIES:
+        raise DicomInputError(source, f"modality {modality or '(missing)'!r} is not CR or DX")
+    if "PixelData" not in ds:
+        raise DicomInputError(source, "has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomInputError(
+            source,
+            f"is colour (PhotometricInterpretation {photometric or '(missing)'!r}, "
+            f"SamplesPerPixel {ds.get('SamplesPerPixel')}); expected MONOCHROME1/2 greyscale"
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise DicomInputError(source, f"is multi-frame ({frames} frames); expected a single-frame radiograph")
+
+
+def pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
+    """(row, column) spacing in mm and the attribute it came from; zero or missing values are unknown."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2:
+            row, col = float(value[0]), float(value[1])
+            if row > 0 and col > 0:
+                return (row, col), keyword
+    return None, "none"
+
+
+def dataset_to_image(
+    ds: Dataset, voi: str = "auto", source: str = "<dataset>", use_intensity_sign: bool = True
+) -> CXRImage:
+    """Decode, apply rescale and VOI, and invert MONOCHROME1 into a float32 ``(1, H, W)`` image.
+
+    With ``use_intensity_sign`` a file whose Pixel Intensity Relationship Sign says that its
+    display would show bone dark (MONOCHROME2 with sign +1, MONOCHROME1 with sign -1) is flipped
+    to the radiographic convention the networks are trained on.
+    """
+    if voi not in VOI_MODES:
+        raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
+    check_cxr(ds, source)
+    try:
+        raw = ds.pixel_array
+    except Exception as err:  # decoders raise many types; the file is what is wrong
+        raise DicomInputError(source, f"pixel data could not be decoded ({type(err).__name__}: {err})") from None
+    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    scaled, voi_used = _apply_voi(values, ds, voi, source)
+    photometric = ds.PhotometricInterpretation
+    if photometric == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    sign = ds.get("PixelIntensityRelationshipSign")
+    flip_for_sign = use_intensity_sign and sign is not None and _displays_bone_dark(photometric, int(sign))
+    if flip_for_sign:
+        scaled = 1.0 - scaled
+    spacing, spacing_source = pixel_spacing(ds)
+    view, view_source = view_position(ds)
+    meta = {
+        "filename_or_obj": source,
+        "modality": str(ds.Modality),
+        "photometric": str(photometric),
+        "view": view,
+        "view_source": view_source,
+        "pixel_spacing": list(spacing) if spacing else None,
+        "pixel_spacing_source": spacing_source,
+        "original_shape": [int(values.shape[0]), int(values.shape[1])],
+        "voi": voi_used,
+        "inverted_for_intensity_sign": bool(flip_for_sign),
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+    }
+    return CXRImage(np.ascontiguousarray(scaled[None], dtype=np.float32), meta)
+
+
+def load_cxr_dicom(path: str | os.PathLike, voi: str = "auto", use_intensity_sign: bool = True) -> CXRImage:
+    """Read and convert one file; every failure is a :class:`DicomInputError` naming ``path``."""
+    return dataset_to_image(read_dataset(path), voi=voi, source=str(path), use_intensity_sign=use_intensity_sign)
+
+
+def _displays_bone_dark(photometric: str, sign: int) -> bool:
+    """Sign +1: pixel value rises with beam intensity, so MONOCHROME2 shows lungs bright."""
+    return (photometric == "MONOCHROME2" and sign == 1) or (photometric == "MONOCHROME1" and sign == -1)
+
+
+def _apply_voi(values: np.ndarray, ds: Dataset, mode: str, source: str) -> tuple[np.ndarray, str]:
+    has_lut = "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0
+    window = _window(ds)
+    if mode == "lut" or (mode == "auto" and has_lut):
+        if not has_lut:
+            raise DicomInputError(source, "voi='lut' but the file has no VOI LUT Sequence")
+        return _apply_lut(values, ds), "lut"
+    if mode == "window" or (mode == "auto" and window is not None):
+        if window is None:
+            raise DicomInputError(source, "voi='window' but the file has no Window Center/Width")
+        out = _apply_window(values, *window, str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR"))
+        unclipped = float(np.mean((out > 0.0) & (out < 1.0)))
+        label = f"window {window[0]:g}/{window[1]:g}"
+        if mode == "window" or unclipped >= MIN_UNCLIPPED_FRACTION:
+            return out, label
+        return _minmax(values), f"minmax ({label} leaves {unclipped:.1%} of pixels unclipped)"
+    return _minmax(values), "minmax"
+
+
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None or center == "" or width == "":
+        return None
+    center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
+    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+    if float(width) <= 0:
+        return None
+    return float(center), float(width)
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if width < 1:
+        raise ValueError(f"LINEAR window width must be >= 1, got {width}")
+    if width == 1:
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _apply_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """First VOI LUT of the file, scaled by its output bit depth (LUT Descriptor, third value)."""
+    out = apply_voi(np.rint(values).astype(np.int64), ds, index=0)
+    bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+    return np.clip(np.asarray(out, dtype=np.float64) / (2**bits - 1), 0.0, 1.0)
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)

@@ -1,0 +1,69 @@
+"""Frontal-view detection for chest radiographs.
+
+Order of evidence, first match wins:
+1. ``ViewPosition`` (0018,5101): PA / AP are frontal; LL, RL, LATERAL are lateral; anything else
+   (e.g. decubitus LLD/RLD) is "OTHER".
+2. ``ViewCodeSequence`` code meaning: "postero-anterior", "antero-posterior", "lateral".
+3. Free text in SeriesDescription, ProtocolName, StudyDescription, ImageComments: the words PA, AP,
+   FRONTAL, LATERAL / LAT.
+4. Otherwise "UNKNOWN". An unknown view is *accepted* as frontal when nothing better exists (many
+   DX files omit ViewPosition); a known lateral or other view is never used.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from pydicom.dataset import Dataset
+
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+# Preference when one study holds several images: PA, then AP, then an image of unknown view.
+VIEW_PREFERENCE: tuple[str, ...] = ("PA", "AP", "UNKNOWN")
+
+_LATERAL_POSITIONS = {"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT"}
+_TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("LATERAL", re.compile(r"\b(LAT|LATERAL|LL|RL)\b")),
+    ("PA", re.compile(r"\b(PA|POSTERO-?ANTERIOR)\b")),
+    ("AP", re.compile(r"\b(AP|ANTERO-?POSTERIOR)\b")),
+    ("UNKNOWN", re.compile(r"\bFRONTAL\b")),
+)
+
+
+def view_position(ds: Dataset) -> tuple[str, str]:
+    """(view, evidence): view is PA, AP, LATERAL, OTHER or UNKNOWN; evidence names the attribute."""
+    position = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if position in FRONTAL_VIEWS:
+        return position, "ViewPosition"
+    if position in _LATERAL_POSITIONS:
+        return "LATERAL", "ViewPosition"
+    if position:
+        return "OTHER", "ViewPosition"
+    for item in ds.get("ViewCodeSequence", []) or []:
+        meaning = str(item.get("CodeMeaning", "")).lower().replace(" ", "")
+        if "postero-anterior" in meaning or "posteroanterior" in meaning:
+            return "PA", "ViewCodeSequence"
+        if "antero-posterior" in meaning or "anteroposterior" in meaning:
+            return "AP", "ViewCodeSequence"
+        if "lateral" in meaning:
+            return "LATERAL", "ViewCodeSequence"
+    for keyword in ("SeriesDescription", "ProtocolName", "StudyDescription", "ImageComments"):
+        text = str(ds.get(keyword, "") or "").upper()
+        for view, pattern in _TEXT_PATTERNS:
+            if pattern.search(text):
+                return view, keyword
+    return "UNKNOWN", "none"
+
+
+def is_usable_frontal(view: str) -> bool:
+    """PA, AP, or unknown (the documented fallback); never a lateral or other view."""
+    return view in VIEW_PREFERENCE
+
+
+def select_frontal(datasets: Sequence[Dataset]) -> int | None:
+    """Index of the best frontal image (PA > AP > unknown view), or None when only laterals exist."""
+    views = [view_position(ds)[0] for ds in datasets]
+    for wanted in VIEW_PREFERENCE:
+        if wanted in views:
+            return views.index(wanted)
+    return None

@@ -1,0 +1,1 @@
+"""Training pieces shared by the classifier bundle: masked loss, AUROC metric, recorders, checkpoints."""

@@ -1,0 +1,39 @@
+"""BCE over the labels a study actually has: uncertain and unknown entries (NaN) carry no gradient."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MaskedBCEWithLogitsLoss(nn.Module):
+    """Binary cross-entropy with logits, averaged over the labelled entries only.
+
+    ``target`` holds 0/1 where the label counts and NaN where it is ignored (see
+    ``cxrdoll.data.classification.MaskLabelsd``), so one tensor carries both label and mask
+    through MONAI's engines. ``pos_weight`` (one weight per observation) up-weights positives
+    of rare findings, as in ``torch.nn.BCEWithLogitsLoss``.
+    """
+
+    def __init__(self, pos_weight: Sequence[float] | torch.Tensor | None = None) -> None:
+        super().__init__()
+        weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        if weight is not None and weight.ndim != 1:
+            raise ValueError(f"pos_weight must be one weight per observation, got shape {tuple(weight.shape)}")
+        self.register_buffer("pos_weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+        if self.pos_weight is not None and self.pos_weight.numel() != logits.shape[-1]:
+            raise ValueError(f"pos_weight has {self.pos_weight.numel()} weights for {logits.shape[-1]} observations")
+        mask = ~torch.isnan(target)
+        per_entry = F.binary_cross_entropy_with_logits(
+            logits.float(), torch.nan_to_num(target.float(), nan=0.0), pos_weight=self.pos_weight, reduction="none"
+        )
+        counted = mask.sum()
+        # A batch with no labelled entry gives a zero loss that still keeps the graph connected.
+        return (per_entry * mask).sum() / counted.clamp(min=1)

@@ -1,0 +1,88 @@
+"""After each validation: write ``metrics.json`` and keep the best model by mean AUROC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from cxrdoll.engines.auroc import MaskedAUROC
+from cxrdoll.engines.checkpoint import unwrap_module
+from cxrdoll.io import atomic_path, write_json_atomic
+
+
+class ValidationRecorder:
+    """Ignite handler for the evaluator.
+
+    Writes ``metrics_file`` atomically after every validation (last, best and the whole history),
+    and, when ``model_file`` is given, saves the network's ``state_dict`` there whenever the mean
+    AUROC improves. Its state (best so far, history) goes into the resume checkpoint through
+    ``state_dict``/``load_state_dict``, so a resumed run never overwrites a better model.
+    Only rank 0 writes files.
+    """
+
+    def __init__(
+        self,
+        metric: MaskedAUROC,
+        metrics_file: str | Path,
+        network: nn.Module | None = None,
+        model_file: str | Path | None = None,
+    ) -> None:
+        if (network is None) != (model_file is None):
+            raise ValueError("network and model_file go together: give both to keep the best model, or neither")
+        self.metric = metric
+        self.metrics_file = Path(metrics_file)
+        self.network = network
+        self.model_file = None if model_file is None else Path(model_file)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        record = {
+            "epoch": int(engine.state.epoch),
+            "mean_auroc": self.metric.mean,
+            "auroc": dict(self.metric.per_observation),
+            "num_samples": self.metric.num_samples,
+        }
+        self.history.append(record)
+        improved = record["mean_auroc"] is not None and (
+            self.best is None or self.best["mean_auroc"] is None or record["mean_auroc"] > self.best["mean_auroc"]
+        )
+        if improved or self.best is None:
+            self.best = record
+        if idist.get_rank() != 0:
+            return
+        if improved and self.network is not None:
+            with atomic_path(self.model_file) as tmp:
+                torch.save(model_state_dict(self.network), tmp)
+        write_json_atomic(self.metrics_file, self.summary())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "observations": list(self.metric.observations),
+            "mean_over": list(self.metric.mean_over),
+            "best": self.best,
+            "last": self.history[-1] if self.history else None,
+            "history": self.history,
+            "model": None if self.model_file is None else str(self.model_file),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.best = state["best"]
+
+
+
+def model_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU ``state_dict`` of the plain network, loadable by ``build_classifier(arch)``."""
+    return {k: v.detach().cpu() for k, v in unwrap_module(network).state_dict().items()}

@@ -1,0 +1,107 @@
+"""``python -m cxrdoll sweep-classifiers``: train several architectures, then write ``classifiers.json``.
+
+Each architecture trains through the cxr_classifier bundle into ``OUT/<arch>/`` (resumable: a
+re-run continues unfinished ones and keeps finished ones). ``classifiers.json`` (docs/FORMATS.md)
+is rewritten after every architecture, so the labeller can use whatever has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, train_classifier
+from cxrdoll.io import write_json_atomic
+
+HELP = "train several classifier architectures through the cxr_classifier bundle and write classifiers.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--datalist", help="classification datalist JSON (docs/FORMATS.md)")
+    data.add_argument("--dataset-dir", help="folder holding the datalist (e.g. a `synth` output)")
+    parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
+    parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"], help="architectures (cxrdoll.networks.CLASSIFIER_NAMES)")
+    parser.add_argument("--image-size", type=int, default=320)
+    parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--bundle-root", default=str(DEFAULT_BUNDLE_ROOT), help="cxr_classifier bundle folder")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="ID=JSON",
+        help="extra bundle override, value parsed as JSON when possible (e.g. --set learning_rate=0.001)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from cxrdoll.data.classification import find_datalist
+    from cxrdoll.networks import CLASSIFIER_NAMES
+
+    unknown = [a for a in args.archs if a not in CLASSIFIER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown architecture(s) {unknown}; choose from {list(CLASSIFIER_NAMES)}")
+    datalist = Path(args.datalist or find_datalist(args.dataset_dir)).resolve()
+    overrides = {
+        "datalist": str(datalist),
+        "image_size": args.image_size,
+        "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        **parse_overrides(args.set),
+    }
+    out = Path(args.out).resolve()
+    sweep(args.archs, datalist, out, args.bundle_root, overrides)
+    print(f"wrote {out / 'classifiers.json'}")
+    return 0
+
+
+def sweep(archs: Sequence[str], datalist: Path, out: Path, bundle_root: str | Path, overrides: dict[str, Any]) -> dict:
+    """Train each of ``archs`` and return the registry written to ``out/classifiers.json``."""
+    registry: dict[str, Any] = {"observations": list(OBSERVATIONS), "data_hash": file_sha256(datalist), "classifiers": []}
+    for arch in archs:
+        start = time.perf_counter()
+        metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
+        best = metrics["best"]
+        if best is None or best["mean_auroc"] is None:
+            raise ValueError(f"{out / arch / 'metrics.json'}: no validation AUROC was defined for {arch}")
+        registry["classifiers"].append(
+            {
+                "name": arch,
+                "arch": arch,
+                "checkpoint": str(out / arch / "model.pt"),
+                "image_size": int(overrides["image_size"]),
+                "auroc": best["auroc"],
+                "mean_auroc": best["mean_auroc"],
+                "best_epoch": best["epoch"],
+                "train_seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+        write_json_atomic(out / "classifiers.json", registry)
+    return registry
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``ID=VALUE`` strings to a dict; VALUE is JSON when it parses, else kept as a string."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects ID=VALUE, got {pair!r}")
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,74 @@
+"""Checks and helpers every explainer shares, so they all accept and reject the same inputs."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+
+def check_inputs(images: torch.Tensor, targets: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Validate ``images (B, C, H, W)`` and one list of class indices per image; return plain int lists."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (B, C, H, W), got {shape}")
+    if len(targets) != images.shape[0]:
+        raise ValueError(f"got {len(targets)} target lists for {images.shape[0]} images")
+    out = []
+    for i, tgt in enumerate(targets):
+        tgt = [int(t) for t in tgt]
+        if any(t < 0 for t in tgt):
+            raise ValueError(f"image {i}: negative target index in {tgt}")
+        out.append(tgt)
+    return out
+
+
+def check_logits(logits: object, targets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The model must return logits ``(N, K)``; every target must be one of the K outputs."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (N, num_classes), got {got}")
+    num_classes = logits.shape[1]
+    bad = sorted({t for tgt in targets for t in tgt if t >= num_classes})
+    if bad:
+        raise ValueError(f"target index {bad} out of range for a model with {num_classes} outputs")
+    return logits
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a parameter-free model)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode_with_grad(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (frozen BatchNorm statistics, no dropout) with gradients on; restores the previous mode.
+
+    ``monai.networks.utils.eval_mode`` also disables gradients, which explanations need.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    """Parse an AMP option: None/"fp32" (off), "bf16"/"bfloat16", "fp16"/"float16", or a torch dtype."""
+    if value is None or isinstance(value, torch.dtype):
+        return None if value == torch.float32 else value
+    names = {
+        "fp32": None, "float32": None, "none": None,
+        "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+        "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    }
+    key = str(value).lower()
+    if key not in names:
+        raise ValueError(f"unknown AMP dtype {value!r}; expected one of {sorted(names)}")
+    return names[key]

@@ -1,0 +1,255 @@
+"""Label quality against true masks, after the cheXlocalize protocol.
+
+Per observation, on the *true-positive* images (the truth has the finding and the labeller made
+a target for it):
+- IoU of the binary mask with the truth;
+- hit rate (pointing game): the soft map's peak lies inside the truth. Peaks of normalised maps are
+  often flat (values clipped at 1); the peak pixel is then the tied pixel nearest the ties' centroid;
+- soft-map AUROC: pixel AUROC of the soft map against the truth, per image, averaged;
+- bootstrap 95 % CIs: images resampled with replacement (percentile method, fixed seed).
+Truth masks are at the image's resolution and labels at ``image_size``: truth is area-resized to
+the label size and thresholded at 0.5, the same area interpolation the images went through.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+
+from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
+from cxrdoll.labels.writer import read_label
+
+METRICS = ("iou", "hit", "auroc")
+_LOC = [OBSERVATIONS.index(o) for o in LOCALISABLE_OBSERVATIONS]
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean masks; two empty masks agree perfectly (1.0)."""
+    pred, truth = pred.astype(bool), truth.astype(bool)
+    union = np.logical_or(pred, truth).sum()
+    return 1.0 if union == 0 else float(np.logical_and(pred, truth).sum() / union)
+
+
+def peak_pixel(soft: np.ndarray) -> tuple[int, int]:
+    """``(y, x)`` of the map's maximum; among tied maxima, the one nearest their centroid."""
+    ys, xs = np.nonzero(soft == soft.max())
+    cy, cx = ys.mean(), xs.mean()
+    j = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return int(ys[j]), int(xs[j])
+
+
+def hit(soft: np.ndarray, truth: np.ndarray) -> float:
+    """Pointing game: 1.0 if the peak is inside the truth; an all-zero map points nowhere (0.0)."""
+    if not np.any(soft > 0):
+        return 0.0
+    y, x = peak_pixel(soft)
+    return float(bool(truth[y, x]))
+
+
+def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
+    """Mann-Whitney AUROC of pixel scores against a boolean truth (ties count one half); NaN if one class is absent."""
+    truth = truth.astype(bool).ravel()
+    n_pos = int(truth.sum())
+    n_neg = truth.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(soft.astype(np.float64).ravel())
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def resize_truth(truth: np.ndarray, size: int) -> np.ndarray:
+    """``(C, H, W)`` 0/1 masks -> boolean ``(C, size, size)`` by area interpolation and a 0.5 threshold."""
+    if truth.shape[-2:] == (size, size):
+        return truth.astype(bool)
+    t = torch.as_tensor(truth.astype(np.float32)).unsqueeze(0)
+    return (F.interpolate(t, size=(size, size), mode="area")[0] >= 0.5).numpy()
+
+
+def read_truth(path: str | os.PathLike) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mask = data["mask"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable truth file with key 'mask' ({err})") from None
+    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
+        raise ValueError(f"{path}: truth mask must be ({len(OBSERVATIONS)}, H, W), got {mask.shape}")
+    return mask
+
+
+def index_npz(folder: str | os.PathLike) -> dict[str, Path]:
+    """Relative path without ``.npz`` -> file, for every ``.npz`` under ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.npz"))
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+@dataclass
+class Scores:
+    """Per-image scores of one labelling: ``values[metric]`` is ``(N, 13)`` with NaN where not evaluated."""
+
+    ids: list[str]
+    values: dict[str, np.ndarray]
+    truth_positive: np.ndarray  # (13,) images whose truth has the finding
+    false_positive: np.ndarray  # (13,) images labelled positive whose truth is empty
+    has_soft: bool = True
+
+
+def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Sequence[str]) -> Scores:
+    """Score one label folder on ``ids`` (present in both indices)."""
+    n, c = len(ids), len(_LOC)
+    values = {m: np.full((n, c), np.nan) for m in METRICS}
+    truth_positive = np.zeros(c, dtype=np.int64)
+    false_positive = np.zeros(c, dtype=np.int64)
+    has_soft = True
+    for i, item_id in enumerate(ids):
+        label = read_label(labels[item_id])
+        if "mask" not in label or "state" not in label:
+            raise ValueError(f"{labels[item_id]}: label file lacks 'mask' or 'state'")
+        size = label["mask"].shape[-1]
+        truth = resize_truth(read_truth(truths[item_id]), size)
+        soft = label.get("soft")
+        has_soft = has_soft and soft is not None
+        for j, ch in enumerate(_LOC):
+            positive = bool(truth[ch].any())
+            targeted = label["state"][ch] == 1
+            truth_positive[j] += positive
+            false_positive[j] += targeted and not positive
+            if not (positive and targeted):
+                continue
+            values["iou"][i, j] = iou(label["mask"][ch], truth[ch])
+            if soft is not None:
+                s = soft[ch].astype(np.float32)
+                values["hit"][i, j] = hit(s, truth[ch])
+                values["auroc"][i, j] = pixel_auroc(s, truth[ch])
+    return Scores(list(ids), values, truth_positive, false_positive, has_soft)
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """nanmean without the all-NaN warning (all-NaN gives NaN)."""
+    count = np.sum(~np.isnan(x), axis=axis)
+    total = np.nansum(x, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Point estimates and percentile 95 % CIs, per observation and for the mean over observations.
+
+    Images (rows) are resampled jointly for every observation, so the CI of the mean respects the
+    correlation between observations of the same image.
+    """
+    per_obs = _nanmean(values, axis=0)
+    overall = float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
+    rng = np.random.default_rng(seed)
+    n = values.shape[0]
+    lo = np.full(values.shape[1], np.nan)
+    hi = np.full(values.shape[1], np.nan)
+    overall_ci = (float("nan"), float("nan"))
+    if n > 0 and n_boot > 0:
+        boot = np.empty((n_boot, values.shape[1]))
+        for b in range(n_boot):
+            boot[b] = _nanmean(values[rng.integers(0, n, size=n)], axis=0)
+        with np.errstate(invalid="ignore"):
+            for j in range(values.shape[1]):
+                col = boot[:, j][~np.isnan(boot[:, j])]
+                if col.size:
+                    lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
+            means = _nanmean(boot, axis=1)
+            means = means[~np.isnan(means)]
+            if means.size:
+                overall_ci = tuple(float(v) for v in np.percentile(means, [2.5, 97.5]))
+    return {
+        "mean": overall,
+        "mean_ci": list(overall_ci),
+        "per_observation": {
+            obs: {"value": _f(per_obs[j]), "ci": [_f(lo[j]), _f(hi[j])], "n": int(np.sum(~np.isnan(values[:, j])))}
+            for j, obs in enumerate(LOCALISABLE_OBSERVATIONS)
+        },
+    }
+
+
+def _f(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def evaluate(
+    labellings: dict[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Score several labellings on the images they all labelled and that have truth."""
+    if not labellings:
+        raise ValueError("no labellings given")
+    truths = index_npz(truth_dir)
+    indices = {name: index_npz(folder) for name, folder in labellings.items()}
+    common = set(truths)
+    for name, index in indices.items():
+        if not set(index) & set(truths):
+            raise ValueError(f"{labellings[name]}: no label file matches a truth file under {truth_dir}")
+        common &= set(index)
+    ids = sorted(common)
+    if not ids:
+        raise ValueError(f"the labellings {sorted(labellings)} have no image with truth in common")
+    result: dict[str, Any] = {
+        "truth": str(truth_dir), "images": len(ids), "bootstrap": {"resamples": n_boot, "seed": seed, "ci": 95},
+        "observations": list(LOCALISABLE_OBSERVATIONS), "labellings": {},
+    }
+    for name, folder in labellings.items():
+        scores = score_labelling(indices[name], truths, ids)
+        entry: dict[str, Any] = {
+            "labels": str(folder),
+            "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),
+            "false_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.false_positive.tolist())),
+            "has_soft": scores.has_soft,
+        }
+        for metric in METRICS:
+            entry[metric] = summarise(scores.values[metric], n_boot, seed)
+        result["labellings"][name] = entry
+    return result
+
+
+def _cell(value: float | None, ci: Sequence[float | None] | None = None) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if ci is None or ci[0] is None or (isinstance(ci[0], float) and np.isnan(ci[0])):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """``label_quality.md``: a summary table across labellings, then one table per metric."""
+    names = list(result["labellings"])
+    boot = result["bootstrap"]
+    lines = [
+        "# Label quality",
+        "",
+        f"Truth: `{result['truth']}`; {result['images']} images labelled by every labelling. "
+        f"Scored on true-positive images (truth has the finding, label targets it); "
+        f"95 % CIs from {boot['resamples']} bootstrap resamples of images (seed {boot['seed']}).",
+        "",
+        "| labelling | mean IoU | mean hit rate | mean soft-map AUROC |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        e = result["labellings"][name]
+        lines.append(f"| {name} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS) + " |")
+    titles = {"iou": "IoU", "hit": "Hit rate (pointing game)", "auroc": "Soft-map AUROC"}
+    for metric in METRICS:
+        lines += ["", f"## {titles[metric]}", "", "| observation | n | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for obs in result["observations"]:
+            n = max(result["labellings"][name][metric]["per_observation"][obs]["n"] for name in names)
+            cells = [
+                _cell(result["labellings"][name][metric]["per_observation"][obs]["value"],
+                      result["labellings"][name][metric]["per_observation"][obs]["ci"])
+                for name in names
+            ]
+            lines.append(f"| {obs} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

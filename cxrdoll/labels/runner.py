@@ -1,0 +1,389 @@
+"""The labelling loop: sharded over ranks, resumable, skipping unreadable inputs.
+
+One image at a time (by default) through: classifier probabilities -> target policy -> one
+explainer call per classifier for all of that classifier's targets -> post-process -> distil and
+boost per observation -> binarise -> one atomic ``.npz``. Finished images are never redone, so a
+killed run resumes where it stopped and a re-run rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.transforms import load_image_pipeline
+from cxrdoll.io import read_json, write_json_atomic
+from cxrdoll.labels.binarise import METHODS, binarise
+from cxrdoll.labels.boost import boost
+from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
+from cxrdoll.labels.postprocess import postprocess
+from cxrdoll.labels.selection import Registry, best_overall, load_registry, select_models, single_model_selection
+from cxrdoll.labels.targets import POLICIES, label_state, raw_labels, target_indices
+from cxrdoll.labels.writer import SHARD_DIR, finalise, label_path, write_label, write_shard_record
+
+logger = logging.getLogger("cxrdoll.labels")
+
+# Labeller explainer id -> (cxrdoll.explain name, whether classifiers are chosen per observation by tau).
+LABELLER_EXPLAINERS: dict[str, tuple[str, bool]] = {
+    "doll_ig": ("ig", True),
+    "ig": ("ig", False),
+    "gradcam": ("gradcam", False),
+    "gradcampp": ("gradcampp", False),
+    "occlusion": ("occlusion", False),
+}
+
+
+@dataclass
+class LabelResult:
+    """What one labelled image hands to handlers (overlays, TensorBoard)."""
+
+    id: str
+    image: torch.Tensor  # (1, S, S) in [0, 1]
+    soft: np.ndarray  # float32 (14, S, S)
+    mask: np.ndarray  # uint8 (14, S, S)
+    state: np.ndarray  # int8 (14,)
+
+
+class _Inputs(Dataset):
+    """Loads each datalist item; a failure becomes an ``error`` entry instead of an exception."""
+
+    def __init__(self, items: Sequence[dict], image_size: int) -> None:
+        self.items = list(items)
+        self.image_size = image_size
+        self.load = load_image_pipeline(image_size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        try:
+            raw = raw_labels(item)
+            image = torch.as_tensor(self.load({"image": item["image"]})["image"])
+            if image.shape != (1, self.image_size, self.image_size) or not torch.isfinite(image).all():
+                raise ValueError(f"loaded as {tuple(image.shape)} with non-finite or wrong-sized data")
+        except Exception as err:  # corrupt, missing or unreadable input: skip it and say why
+            return {"item": item, "error": _root_cause(err)}
+        return {"item": item, "image": image, "raw": raw}
+
+
+def _root_cause(err: BaseException) -> str:
+    """MONAI wraps transform errors several times; report the innermost one, on one line."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def load_classifier(entry, device: torch.device) -> torch.nn.Module:
+    """Build ``entry.arch`` and load its state_dict with ``weights_only=True``; errors name the checkpoint."""
+    from cxrdoll.networks import build_classifier
+
+    path = Path(entry.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint of classifier {entry.name!r} not found")
+    model = build_classifier(entry.arch)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: not a state_dict of {entry.arch!r} ({str(err).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
+class LabelRunner:
+    """Label every image of a classification datalist with one explainer (DoLL or a baseline).
+
+    Args:
+        classifiers: ``classifiers.json`` (docs/FORMATS.md).
+        datalist: classification datalist JSON; items need ``image``, ``id`` and ``raw_label``.
+        output_dir: label folder (docs/FORMATS.md "DoLL labels").
+        explainer: ``doll_ig`` (tau-selected ensemble), or a single best classifier with ``ig``,
+            ``gradcam``, ``gradcampp`` or ``occlusion``.
+        explainer_options: keywords for ``cxrdoll.explain.build_explainer``.
+        image_size: side of the images fed to the classifiers and of the label maps.
+        tau: AUROC threshold for the per-observation model selection (``doll_ig`` only).
+        policy, predict_threshold: target policy (see ``cxrdoll.labels.targets``).
+        weight_scheme: distillation weights from validation AUROC.
+        confidence_power, min_agree, agree_threshold: boosting (see ``cxrdoll.labels.boost``).
+        sigma, percentile: smoothing and per-map normalisation.
+        binarise_method, binarise_value: ``otsu``, ``top_q`` (value = percent), ``fixed`` (value = threshold).
+        save_soft: also store the float16 soft maps.
+        sections: datalist sections to label (their split is kept in the output datalist).
+        batch_size: images per explainer call. 1 keeps every image's result independent of which
+            other images share its batch, which the bit-identical resume relies on.
+        rank, world_size: this process's shard; read from torchrun's ``RANK``/``WORLD_SIZE`` when None.
+        handlers: callables receiving each :class:`LabelResult` (overlays, TensorBoard).
+    """
+
+    def __init__(
+        self,
+        classifiers: str | os.PathLike,
+        datalist: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        explainer: str = "doll_ig",
+        explainer_options: dict[str, Any] | None = None,
+        image_size: int = 320,
+        device: str | torch.device = "cpu",
+        tau: float = 0.7,
+        policy: str = "positives",
+        predict_threshold: float = 0.5,
+        weight_scheme: str = "auroc_excess",
+        confidence_power: float = 0.0,
+        min_agree: int | None = None,
+        agree_threshold: float = 0.5,
+        sigma: float = 2.0,
+        percentile: float = 99.0,
+        binarise_method: str = "otsu",
+        binarise_value: float | None = None,
+        save_soft: bool = True,
+        sections: Sequence[str] = ("training", "validation"),
+        batch_size: int = 1,
+        num_workers: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        progress: bool = True,
+        handlers: Sequence[Callable[[LabelResult], Any]] = (),
+    ) -> None:
+        if explainer not in LABELLER_EXPLAINERS:
+            raise ValueError(f"unknown explainer {explainer!r}; expected one of {sorted(LABELLER_EXPLAINERS)}")
+        for value, allowed, what in (
+            (policy, POLICIES, "target policy"),
+            (weight_scheme, WEIGHT_SCHEMES, "weight scheme"),
+            (binarise_method, METHODS, "binarisation"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
+        self.rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
+        if batch_size < 1 or image_size < 8:
+            raise ValueError(f"batch_size must be >= 1 and image_size >= 8, got {batch_size} and {image_size}")
+
+        self.registry: Registry = load_registry(classifiers)
+        self.datalist_path = Path(datalist)
+        self.sections = self._read_sections(self.datalist_path, sections)
+        self.output_dir = Path(output_dir)
+        self.explainer = explainer
+        self.explainer_options = dict(explainer_options or {})
+        self.image_size = int(image_size)
+        self.device = torch.device(device)
+        self.tau = float(tau)
+        self.policy = policy
+        self.predict_threshold = float(predict_threshold)
+        self.weight_scheme = weight_scheme
+        self.confidence_power = float(confidence_power)
+        self.min_agree = None if min_agree is None else int(min_agree)
+        self.agree_threshold = float(agree_threshold)
+        self.sigma = float(sigma)
+        self.percentile = float(percentile)
+        self.binarise_method = binarise_method
+        self.binarise_value = binarise_value
+        self.save_soft = bool(save_soft)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.progress = bool(progress)
+        self.handlers = list(handlers)
+
+        explain_name, per_observation = LABELLER_EXPLAINERS[explainer]
+        self.explain_name = explain_name
+        if per_observation:
+            self.selection = select_models(self.registry, self.tau)
+        else:
+            self.selection = single_model_selection(self.registry, best_overall(self.registry))
+        self.used = sorted({k for ks in self.selection.values() for k in ks})
+        self._models: dict[int, torch.nn.Module] = {}
+        self._explainers: dict[int, Any] = {}
+
+    @staticmethod
+    def _read_sections(path: Path, sections: Sequence[str]) -> dict[str, list[dict]]:
+        doc = read_json(path)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected a MONAI datalist object")
+        out = {}
+        for name in sections:
+            items = doc.get(name, [])
+            if not isinstance(items, list):
+                raise ValueError(f"{path}: section {name!r} is not a list")
+            for i, item in enumerate(items):
+                if not isinstance(item, dict) or "image" not in item or "id" not in item:
+                    raise ValueError(f"{path}: {name}[{i}] needs 'image' and 'id'")
+            out[name] = items
+        if not any(out.values()):
+            raise ValueError(f"{path}: no items in sections {list(sections)}")
+        return out
+
+    # ----------------------------------------------------------------------------------- setup
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes label content: a resumed run must use the same."""
+        return {
+            "explainer": self.explainer,
+            "explain_name": self.explain_name,
+            "explainer_options": self.explainer_options,
+            "image_size": self.image_size,
+            "tau": self.tau,
+            "policy": self.policy,
+            "predict_threshold": self.predict_threshold,
+            "weight_scheme": self.weight_scheme,
+            "confidence_power": self.confidence_power,
+            "min_agree": self.min_agree,
+            "agree_threshold": self.agree_threshold,
+            "sigma": self.sigma,
+            "percentile": self.percentile,
+            "binarise": {"method": self.binarise_method, "value": self.binarise_value},
+            "save_soft": self.save_soft,
+            "classifiers": [
+                {"name": self.registry.classifiers[k].name, "arch": self.registry.classifiers[k].arch,
+                 "checkpoint": self.registry.classifiers[k].checkpoint}
+                for k in self.used
+            ],
+            "selection": {obs: [self.registry.classifiers[k].name for k in ks] for obs, ks in self.selection.items()},
+        }
+
+    def _check_settings(self) -> None:
+        """Refuse to resume into a folder labelled with different settings (mixed labels are silent poison)."""
+        path = self.output_dir / SHARD_DIR / "settings.json"
+        current = json.loads(json.dumps(self.settings()))
+        if not path.exists():
+            write_json_atomic(path, current)
+            return
+        previous = read_json(path)
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current.get(k))
+            raise ValueError(
+                f"{self.output_dir}: holds labels made with different settings (differ in {changed}); "
+                "use a new output_dir or delete the old labels"
+            )
+
+    def _load(self) -> None:
+        for k in self.used:
+            if k not in self._models:
+                from cxrdoll.explain import build_explainer
+
+                self._models[k] = load_classifier(self.registry.classifiers[k], self.device)
+                self._explainers[k] = build_explainer(self.explain_name, self._models[k], **self.explainer_options)
+
+    def shard_items(self) -> list[dict]:
+        """This rank's items: every ``world_size``-th item of all sections, in datalist order."""
+        everything = [item for items in self.sections.values() for item in items]
+        return everything[self.rank :: self.world_size]
+
+    # ----------------------------------------------------------------------------------- labelling
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Each used classifier's sigmoid outputs ``(B, 14)`` on the batch."""
+        x = images.to(self.device)
+        return {k: torch.sigmoid(self._models[k](x).float()).cpu() for k in self.used}
+
+    def label_batch(self, images: torch.Tensor, raws: Sequence[Sequence[float | None]]) -> list[tuple]:
+        """``(soft (14,S,S) float32, mask (14,S,S) uint8, state (14,) int8)`` per image."""
+        self._load()
+        probs = self.probabilities(images)
+        ensemble = torch.stack([probs[k] for k in self.used]).mean(0)
+        states = [
+            label_state(raw, self.policy, ensemble[i].tolist(), self.predict_threshold) for i, raw in enumerate(raws)
+        ]
+        # Per classifier, the targets it explains on each image; one explainer call covers them all.
+        maps: dict[tuple[int, int, int], torch.Tensor] = {}  # (image, observation, model) -> soft map
+        for k in self.used:
+            per_image = [
+                [c for c in target_indices(s) if OBSERVATIONS[c] in self.selection and k in self.selection[OBSERVATIONS[c]]]
+                for s in states
+            ]
+            if not any(per_image):
+                continue
+            attributions = self._explainers[k].attribute(images.to(self.device), per_image)
+            for i, (cs, raw_maps) in enumerate(zip(per_image, attributions)):
+                if not cs:
+                    continue
+                soft = postprocess(raw_maps.detach().float().cpu(), self.sigma, self.percentile)
+                for c, m in zip(cs, soft):
+                    maps[(i, c, k)] = m
+
+        size = images.shape[-1]
+        results = []
+        for i, state in enumerate(states):
+            soft = np.zeros((len(OBSERVATIONS), size, size), dtype=np.float32)
+            mask = np.zeros((len(OBSERVATIONS), size, size), dtype=np.uint8)
+            for c in target_indices(state):
+                ks = self.selection[OBSERVATIONS[c]]
+                stack = torch.stack([maps[(i, c, k)] for k in ks])
+                skill = skill_weights([self.registry.classifiers[k].skill(OBSERVATIONS[c]) for k in ks], self.weight_scheme)
+                p = torch.tensor([float(probs[k][i, c]) for k in ks])
+                fused = boost(stack, skill, p, self.confidence_power, self.min_agree, self.agree_threshold)
+                soft[c] = fused.numpy()
+                mask[c] = binarise(fused, self.binarise_method, self.binarise_value).numpy().astype(np.uint8)
+            results.append((soft, mask, state))
+        return results
+
+    def run(self) -> dict[str, Any]:
+        """Label this rank's unfinished images; finalise the folder if every rank is done."""
+        self._check_settings()
+        items = self.shard_items()
+        todo = [item for item in items if not label_path(self.output_dir, item["id"]).exists()]
+        logger.info(
+            "rank %d/%d: %d images, %d already labelled, explainer %s with %d classifier(s)",
+            self.rank, self.world_size, len(items), len(items) - len(todo), self.explainer, len(self.used),
+        )
+        skipped: list[dict[str, str]] = []
+        written = 0
+        loader = DataLoader(
+            _Inputs(todo, self.image_size), batch_size=self.batch_size, num_workers=self.num_workers,
+            collate_fn=_as_list, shuffle=False,
+        )
+        with tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not self.progress,
+                  desc=f"label rank {self.rank}", smoothing=0.1) as bar:
+            for batch in loader:
+                good = [s for s in batch if "error" not in s]
+                for s in batch:
+                    if "error" in s:
+                        logger.warning("skipping %s: %s", s["item"]["id"], s["error"])
+                        skipped.append({"id": s["item"]["id"], "image": s["item"]["image"], "reason": s["error"]})
+                if good:
+                    images = torch.stack([s["image"] for s in good])
+                    for s, (soft, mask, state) in zip(good, self.label_batch(images, [s["raw"] for s in good])):
+                        write_label(label_path(self.output_dir, s["item"]["id"]), mask, state,
+                                    soft if self.save_soft else None)
+                        written += 1
+                        result = LabelResult(s["item"]["id"], s["image"], soft, mask, state)
+                        for handler in self.handlers:
+                            handler(result)
+                bar.update(len(batch))
+        for handler in self.handlers:
+            if hasattr(handler, "close"):
+                handler.close()
+        write_shard_record(self.output_dir, self.rank, self.world_size, skipped)
+        finalised = finalise(self.output_dir, self.sections, self.world_size, self.manifest())
+        summary = {"rank": self.rank, "world_size": self.world_size, "images": len(items),
+                   "written": written, "skipped": len(skipped), "finalised": finalised}
+        logger.info("rank %d done: %s", self.rank, summary)
+        return summary
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "observations": list(OBSERVATIONS),
+            "classifiers_json": str(self.registry.path),
+            "data_hash": self.registry.data_hash,
+            "datalist": str(self.datalist_path),
+            "models": [
+                {"name": e.name, "arch": e.arch, "checkpoint": e.checkpoint, "auroc": e.auroc, "mean_auroc": e.mean_auroc}
+                for k, e in enumerate(self.registry.classifiers) if k in self.used
+            ],
+            **self.settings(),
+            "world_size": self.world_size,
+        }

@@ -1,0 +1,115 @@
+"""Which classifiers explain which observation: read ``classifiers.json`` and apply the tau rule.
+
+DoLL explains an observation only with models that are good at it on validation data
+(``AUROC_k,c >= tau``); when none is, the best single model for that observation stands in, so
+every observation still gets a label.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
+from cxrdoll.io import read_json
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """One trained classifier as listed in ``classifiers.json``."""
+
+    name: str
+    arch: str
+    checkpoint: str
+    image_size: int
+    auroc: dict[str, float] = field(default_factory=dict)
+    mean_auroc: float = float("nan")
+
+    def skill(self, observation: str) -> float:
+        """Validation AUROC for ``observation``; NaN when unknown (e.g. no positives in validation)."""
+        value = self.auroc.get(observation)
+        return float("nan") if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Registry:
+    observations: tuple[str, ...]
+    classifiers: tuple[ClassifierEntry, ...]
+    data_hash: str = ""
+    path: str = ""
+
+
+def load_registry(path: str | os.PathLike) -> Registry:
+    """Parse and check ``classifiers.json`` (format in docs/FORMATS.md); errors name the file."""
+    path = Path(path)
+    doc = read_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("classifiers"), list):
+        raise ValueError(f"{path}: expected an object with a 'classifiers' list")
+    observations = tuple(doc.get("observations", OBSERVATIONS))
+    if observations != OBSERVATIONS:
+        raise ValueError(f"{path}: observations {list(observations)} differ from cxrdoll.constants.OBSERVATIONS")
+    if not doc["classifiers"]:
+        raise ValueError(f"{path}: 'classifiers' is empty")
+    entries = []
+    for i, item in enumerate(doc["classifiers"]):
+        missing = [k for k in ("name", "arch", "checkpoint") if k not in item]
+        if missing:
+            raise ValueError(f"{path}: classifiers[{i}] lacks {missing}")
+        auroc = {str(k): (float("nan") if v is None else float(v)) for k, v in dict(item.get("auroc", {})).items()}
+        unknown = sorted(set(auroc) - set(OBSERVATIONS))
+        if unknown:
+            raise ValueError(f"{path}: classifiers[{i}] ({item['name']}) has AUROC for unknown observations {unknown}")
+        checkpoint = Path(item["checkpoint"])
+        if not checkpoint.is_absolute():  # relative paths are relative to the registry file
+            checkpoint = path.parent / checkpoint
+        entries.append(
+            ClassifierEntry(
+                name=str(item["name"]),
+                arch=str(item["arch"]),
+                checkpoint=str(checkpoint),
+                image_size=int(item.get("image_size", 0)),
+                auroc=auroc,
+                mean_auroc=float(item.get("mean_auroc", float("nan"))),
+            )
+        )
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: classifier names are not unique: {names}")
+    return Registry(observations, tuple(entries), str(doc.get("data_hash", "")), str(path))
+
+
+def _nan_to_neg(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
+
+
+def best_overall(registry: Registry) -> int:
+    """Index of the classifier with the highest mean AUROC (first on ties), for single-model explainers."""
+    return max(range(len(registry.classifiers)), key=lambda k: (_nan_to_neg(registry.classifiers[k].mean_auroc), -k))
+
+
+def best_for(registry: Registry, observation: str) -> int:
+    """Index of the best classifier for one observation; the best overall when none has an AUROC for it."""
+    skills = [_nan_to_neg(e.skill(observation)) for e in registry.classifiers]
+    if all(s == -math.inf for s in skills):
+        return best_overall(registry)
+    return max(range(len(skills)), key=lambda k: (skills[k], -k))
+
+
+def select_models(
+    registry: Registry, tau: float, observations: tuple[str, ...] = LOCALISABLE_OBSERVATIONS
+) -> dict[str, list[int]]:
+    """``{observation: [classifier indices]}`` with ``AUROC >= tau``, else ``[best single model]``."""
+    selection = {}
+    for obs in observations:
+        chosen = [k for k, e in enumerate(registry.classifiers) if e.skill(obs) >= tau]
+        selection[obs] = chosen if chosen else [best_for(registry, obs)]
+    return selection
+
+
+def single_model_selection(
+    registry: Registry, index: int, observations: tuple[str, ...] = LOCALISABLE_OBSERVATIONS
+) -> dict[str, list[int]]:
+    """Every observation explained by one classifier (the single-model baselines)."""
+    return {obs: [index] for obs in observations}

@@ -1,0 +1,155 @@
+"""Where labels go and how they are written: per-image ``.npz``, manifest, datalist, skip report.
+
+Label files are byte-for-byte reproducible (fixed zip timestamps), written atomically, so a re-run
+or a resumed run leaves exactly the files an uninterrupted run would. Each rank records what it
+skipped in its own shard file; whichever rank finishes last merges them into the final outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+import numpy as np
+
+import cxrdoll
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.io import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+
+SHARD_DIR = ".shards"
+REPORT_COLUMNS = ("id", "image", "reason")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
+    """``out_dir/<id without extension>.npz``; ids that would escape ``out_dir`` are refused."""
+    rel = PurePosixPath(str(item_id).replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"item id {item_id!r} is not a relative path inside the label folder")
+    return Path(out_dir) / rel.with_suffix(".npz")
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """Compressed ``.npz`` content with fixed member timestamps, so equal arrays give equal bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
+    """One image's label file (docs/FORMATS.md "DoLL labels"), checked and written atomically."""
+    n = len(OBSERVATIONS)
+    if mask.ndim != 3 or mask.shape[0] != n:
+        raise ValueError(f"{path}: mask must be ({n}, S, S), got {mask.shape}")
+    if state.shape != (n,):
+        raise ValueError(f"{path}: state must be ({n},), got {state.shape}")
+    arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8), "state": state.astype(np.int8)}
+    if soft is not None:
+        if soft.shape != mask.shape:
+            raise ValueError(f"{path}: soft {soft.shape} must match mask {mask.shape}")
+        arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
+    write_bytes_atomic(path, npz_bytes(**arrays))
+
+
+def read_label(path: str | os.PathLike, keys: Iterable[str] = ("mask", "state", "soft")) -> dict[str, np.ndarray]:
+    """Load the requested arrays of a label file (absent optional ones are left out)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in keys if k in data.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: label file not found") from None
+    except (zipfile.BadZipFile, ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable label file ({err})") from None
+
+
+def shard_path(out_dir: str | os.PathLike, rank: int, world_size: int) -> Path:
+    return Path(out_dir) / SHARD_DIR / f"rank{rank:04d}-of-{world_size:04d}.json"
+
+
+def write_shard_record(out_dir: str | os.PathLike, rank: int, world_size: int, skipped: list[dict[str, str]]) -> None:
+    """Mark this rank's shard complete, with the inputs it had to skip."""
+    write_json_atomic(shard_path(out_dir, rank, world_size), {"rank": rank, "world_size": world_size, "skipped": skipped})
+
+
+def code_version() -> dict[str, Any]:
+    """Package version and, when run from a git checkout, the commit: provenance for the manifest."""
+    commit = None
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(cxrdoll.__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        commit = result.stdout.strip() or None if result.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cxrdoll": cxrdoll.__version__, "git_commit": commit}
+
+
+def finalise(
+    out_dir: str | os.PathLike,
+    sections: dict[str, list[dict]],
+    world_size: int,
+    manifest: dict[str, Any],
+) -> bool:
+    """Write report.csv, datalist.json and manifest.json once every shard has finished.
+
+    Returns False (and writes nothing) while some rank is still running. Idempotent: two ranks that
+    finish together write the same bytes.
+    """
+    out_dir = Path(out_dir)
+    shard_files = [shard_path(out_dir, r, world_size) for r in range(world_size)]
+    if not all(p.exists() for p in shard_files):
+        return False
+    skipped = sorted((row for p in shard_files for row in read_json(p)["skipped"]), key=lambda r: r["id"])
+    _write_report(out_dir / "report.csv", skipped)
+
+    datalist: dict[str, Any] = {"observations": list(OBSERVATIONS)}
+    positives = np.zeros(len(OBSERVATIONS), dtype=np.int64)
+    negatives = np.zeros(len(OBSERVATIONS), dtype=np.int64)
+    n_labelled = 0
+    for section, items in sections.items():
+        rows = []
+        for item in items:
+            path = label_path(out_dir, item["id"])
+            if not path.exists():
+                continue
+            state = read_label(path, keys=("state",))["state"]
+            positives += state == 1
+            negatives += state == 0
+            n_labelled += 1
+            rows.append({"image": item["image"], "label": str(path.resolve()), "id": item["id"]})
+        datalist[section] = rows
+    write_json_atomic(out_dir / "datalist.json", datalist)
+
+    counts = {
+        "images": sum(len(items) for items in sections.values()),
+        "labelled": n_labelled,
+        "skipped": len(skipped),
+        "positives": dict(zip(OBSERVATIONS, positives.tolist())),
+        "negatives": dict(zip(OBSERVATIONS, negatives.tolist())),
+    }
+    write_json_atomic(out_dir / "manifest.json", {**manifest, "counts": counts, "code_version": code_version()})
+    return True
+
+
+def _write_report(path: Path, rows: list[dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row.get(k, "") for k in REPORT_COLUMNS} for row in rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_report(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -1,0 +1,116 @@
+"""Loading weights into segmenters: encoder-only from a classifier, or a whole DoLL segmenter.
+
+Every load goes through ``torch.load(..., weights_only=True)`` and checks key coverage explicitly,
+so a checkpoint of the wrong architecture fails loudly instead of leaving layers random.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Union
+
+import torch
+from torch import nn
+
+StateDict = Mapping[str, torch.Tensor]
+CheckpointLike = Union[str, os.PathLike, StateDict]
+# Keys under which MONAI/Ignite checkpoint handlers nest the network's state_dict.
+_WRAPPER_KEYS = ("model", "network")
+_SHOWN = 5  # keys listed per problem in error messages
+
+
+@dataclass
+class LoadReport:
+    """What a load did: keys copied, keys of the checkpoint left out on purpose."""
+
+    loaded: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def load_state_dict_file(source: CheckpointLike) -> dict[str, torch.Tensor]:
+    """A state_dict from a path (plain or nested under "model"/"network") or from a mapping."""
+    name = "state_dict"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for corrupt or unsafe files
+            raise ValueError(f"{path}: cannot load checkpoint with weights_only=True ({err})") from err
+    if isinstance(source, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(source.get(key), Mapping):
+                source = source[key]
+                break
+    if not isinstance(source, Mapping) or not all(isinstance(v, torch.Tensor) for v in source.values()):
+        raise ValueError(f"{name}: not a state_dict of tensors")
+    return dict(source)
+
+
+def _check(name: str, expected: StateDict, given: StateDict) -> None:
+    """Raise one readable error listing missing, unexpected and mis-shaped keys."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(given)
+        if given[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{len(items)} {label} (e.g. {items[:_SHOWN]})"
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if items
+    ]
+    if problems:
+        raise ValueError(f"{name} does not match the model: " + "; ".join(problems))
+
+
+def _source_name(source: CheckpointLike) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
+
+
+def init_encoder_from_classifier(segmenter: nn.Module, checkpoint: CheckpointLike) -> LoadReport:
+    """Copy a classifier checkpoint's ``encoder.*`` weights into ``segmenter.encoder`` (backbone-only init).
+
+    Every encoder key must be present with the right shape; the classifier head is reported as ignored.
+    """
+    state = load_state_dict_file(checkpoint)
+    encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    target = segmenter.encoder.state_dict()
+    _check(f"{_source_name(checkpoint)} (encoder part)", target, encoder_state)
+    segmenter.encoder.load_state_dict(encoder_state, strict=True)
+    return LoadReport(
+        loaded=[f"encoder.{k}" for k in encoder_state], ignored=sorted(k for k in state if not k.startswith("encoder."))
+    )
+
+
+def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, head: bool = True) -> LoadReport:
+    """Load a full segmenter checkpoint: encoder, decoder and, unless ``head=False``, the head.
+
+    ``head=False`` keeps the model's (downstream) head and reports the checkpoint's as ignored.
+    Adapters the model has but the checkpoint lacks keep their zero initialisation (a DoLL
+    pre-trained checkpoint has none); the reverse is an error, since their weights would be lost.
+    """
+    state = load_state_dict_file(checkpoint)
+    name = _source_name(checkpoint)
+    target = segmenter.state_dict()
+    model_adapters = any(_is_adapter_key(k) for k in target)
+    if any(_is_adapter_key(k) for k in state) and not model_adapters:
+        raise ValueError(f"{name} holds adapter weights: call add_adapters() on the model before loading it")
+    ignored = sorted(k for k in state if k.startswith("head.")) if not head else []
+    state = {k: v for k, v in state.items() if k not in ignored}
+    keep_initial = not any(_is_adapter_key(k) for k in state)
+    target = {
+        k: v for k, v in target.items() if (head or not k.startswith("head.")) and not (keep_initial and _is_adapter_key(k))
+    }
+    _check(name, target, state)
+    segmenter.load_state_dict(state, strict=False)
+    return LoadReport(loaded=sorted(state), ignored=ignored)
+
+
+def _is_adapter_key(key: str) -> bool:
+    return ".adapter." in key

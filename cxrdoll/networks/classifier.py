@@ -1,0 +1,50 @@
+"""Multi-label CXR classifiers: a registered encoder followed by a pooling head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.networks.encoders import ENCODERS, FeatureEncoder, build_encoder
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling, dropout and a linear layer giving one logit per observation."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+class Classifier(nn.Module):
+    """``encoder`` (shared with the segmenter) + ``head``; returns logits ``(B, num_classes)``."""
+
+    def __init__(self, encoder: FeatureEncoder, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = ClassifierHead(encoder.out_channels[-1], num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)[-1])
+
+
+# Registered architectures; the first entries are the paper's zoo of 17+ classifiers.
+CLASSIFIER_NAMES: tuple[str, ...] = tuple(name for name, spec in ENCODERS.items() if spec.paper) + tuple(
+    name for name, spec in ENCODERS.items() if not spec.paper
+)
+PAPER_CLASSIFIER_NAMES: tuple[str, ...] = tuple(name for name, spec in ENCODERS.items() if spec.paper)
+
+
+def build_classifier(
+    name: str, in_channels: int = 1, num_classes: int = len(OBSERVATIONS), dropout: float = 0.0, **kw: Any
+) -> Classifier:
+    """Build classifier ``name`` (see ``CLASSIFIER_NAMES``); extra keywords go to the MONAI constructor."""
+    return Classifier(build_encoder(name, in_channels=in_channels, **kw), num_classes, dropout)

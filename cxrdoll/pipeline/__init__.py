@@ -1,0 +1,1 @@
+"""Orchestration of the four bundles into the end-to-end DoLL pipeline."""

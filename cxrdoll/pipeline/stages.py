@@ -1,0 +1,99 @@
+"""Run pipeline stages as visible shell commands, skip the ones already done, and time them.
+
+Every stage is a list of commands a user could paste into a shell; nothing runs through a
+private code path. A stage counts as done when its marker file records the same commands and
+its outputs exist, so a re-run skips it and a changed setting re-runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from cxrdoll.io import read_json, write_json_atomic
+
+
+@dataclass
+class Stage:
+    name: str
+    description: str
+    commands: list[list[str]]
+    outputs: list[Path] = field(default_factory=list)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+class StageRunner:
+    """Runs stages in order, printing each command, logging output and recording timings."""
+
+    def __init__(self, work_dir: Path, fresh: bool = False, echo: TextIO = sys.stdout):
+        self.work_dir = work_dir
+        self.marker_dir = work_dir / ".stages"
+        self.log_path = work_dir / "pipeline.log"
+        self.timings_path = work_dir / "timings.json"
+        self.echo = echo
+        if fresh and self.marker_dir.exists():
+            for marker in self.marker_dir.glob("*.json"):
+                marker.unlink()
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, dict] = read_json(self.timings_path) if self.timings_path.exists() else {}
+
+    def is_done(self, stage: Stage) -> bool:
+        marker = self.marker_dir / f"{stage.name}.json"
+        if not marker.exists():
+            return False
+        recorded = read_json(marker).get("commands")
+        return recorded == [shlex.join(c) for c in stage.commands] and all(p.exists() for p in stage.outputs)
+
+    def run(self, stage: Stage) -> None:
+        if self.is_done(stage):
+            self._say(f"[{stage.name}] done already, skipping ({stage.description}); --fresh re-runs it")
+            return
+        self._say(f"[{stage.name}] {stage.description}")
+        start = time.perf_counter()
+        for command in stage.commands:
+            self._run_command(stage.name, command)
+        missing = [str(p) for p in stage.outputs if not p.exists()]
+        if missing:
+            raise StageFailed(f"stage {stage.name!r} finished but did not write: {', '.join(missing)}")
+        seconds = time.perf_counter() - start
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+        self.timings[stage.name] = {"seconds": round(seconds, 1), "peak_child_rss_gb": round(peak_gb, 2)}
+        write_json_atomic(self.timings_path, self.timings)
+        write_json_atomic(
+            self.marker_dir / f"{stage.name}.json",
+            {"commands": [shlex.join(c) for c in stage.commands], "seconds": round(seconds, 1)},
+        )
+        self._say(f"[{stage.name}] finished in {seconds:.0f} s")
+
+    def _run_command(self, stage_name: str, command: list[str]) -> None:
+        line = shlex.join(command)
+        self._say(f"  $ {line}")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self.log_path.open("a") as log:
+            log.write(f"\n### [{stage_name}] $ {line}\n")
+            log.flush()
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            assert proc.stdout is not None
+            for out_line in proc.stdout:
+                log.write(out_line)
+                self.echo.write(f"    {out_line}" if not out_line.startswith("\r") else out_line)
+                self.echo.flush()
+            code = proc.wait()
+        if code != 0:
+            raise StageFailed(f"stage {stage_name!r} failed (exit {code}) running: {line}\n  full log: {self.log_path}")
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.echo, flush=True)
+        with self.log_path.open("a") as log:
+            log.write(text + "\n")

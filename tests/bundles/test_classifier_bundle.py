@@ -1,0 +1,91 @@
+"""The cxr_classifier bundle end to end on a tiny datalist: train, resume, evaluate, infer, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, run_bundle
+from cxrdoll.networks import build_classifier
+from tests.bundles.classifier_data import write_tiny_datalist
+
+ARCH = "densenet_tiny"
+COMMON = {"network_name": ARCH, "image_size": 64, "batch_size": 8, "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls_bundle")
+    datalist = write_tiny_datalist(root / "data")
+    out = root / "out"
+    workflow = run_bundle(datalist=str(datalist), output_dir=str(out), max_epochs=1, **COMMON)
+    return {"datalist": datalist, "out": out, "trainer": workflow.parser.get_parsed_content("train#trainer")}
+
+
+def test_training_writes_model_checkpoint_metrics_and_logs(trained):
+    out = trained["out"]
+    assert trained["trainer"].state.iteration == 2  # 16 images, batch 8, one epoch
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    net = build_classifier(ARCH)
+    net.load_state_dict(state)  # strict: same keys as the registry's classifier
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"network", "optimizer", "lr_scheduler", "recorder", "trainer"}
+    assert ckpt["trainer"]["epoch"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"]["epoch"] == 1 and metrics["best"]["num_samples"] == 8
+    assert 0.0 <= metrics["best"]["auroc"]["Cardiomegaly"] <= 1.0
+    # Edema is masked everywhere and Fracture one-class: both undefined, excluded from the mean.
+    assert metrics["best"]["auroc"]["Edema"] is None and metrics["best"]["auroc"]["Fracture"] is None
+    assert metrics["best"]["mean_auroc"] == pytest.approx(metrics["best"]["auroc"]["Cardiomegaly"])
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert list((out / "cache").glob("images_64px_16_*.npy")) and list((out / "cache").glob("images_64px_8_*.npy"))
+
+
+def test_resume_continues_from_last_epoch(trained, tmp_path):
+    out = tmp_path / "resumed"
+    out.mkdir()
+    for name in ("checkpoint.pt", "metrics.json", "model.pt"):
+        (out / name).write_bytes((trained["out"] / name).read_bytes())
+    workflow = run_bundle(datalist=str(trained["datalist"]), output_dir=str(out), max_epochs=2, **COMMON)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 4  # one more epoch, not two
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_evaluate_reproduces_validation_auroc_of_best_model(trained):
+    run_bundle(configs=("train.json", "evaluate.json"), datalist=str(trained["datalist"]),
+               output_dir=str(trained["out"]), **COMMON)
+    evaluated = json.loads((trained["out"] / "eval" / "metrics.json").read_text())["last"]
+    recorded = json.loads((trained["out"] / "metrics.json").read_text())["best"]
+    assert evaluated["auroc"] == pytest.approx(recorded["auroc"])
+    assert evaluated["num_samples"] == 8
+
+
+def test_inference_writes_probabilities_matching_the_model(trained):
+    images = trained["datalist"].parent / "images"
+    out = trained["out"]
+    run_bundle(configs=("inference.json",), dataset_dir=str(images), output_dir=str(out), **COMMON)
+    with open(out / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 24 and rows[0]["id"] == "training_000.png"
+    from cxrdoll.data.transforms import load_image_pipeline
+
+    net = build_classifier(ARCH)
+    net.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+    net.eval()
+    image = load_image_pipeline(64)({"image": str(images / "validation_003.png")})["image"]
+    with torch.no_grad():
+        expected = torch.sigmoid(net(image[None]))[0]
+    row = next(r for r in rows if r["id"] == "validation_003.png")
+    assert float(row["Cardiomegaly"]) == pytest.approx(float(expected[2]), abs=2e-6)
+
+
+def test_missing_datalist_names_the_folder(tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        run_bundle(dataset_dir=str(tmp_path), output_dir=str(tmp_path / "o"), **COMMON)
+    assert f"{tmp_path}: no classification datalist" in repr(err.value.__cause__)

@@ -1,0 +1,182 @@
+"""Segmentation readers: JSRT raw, SCR-style folders, DoLL label files and the real shared lung set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.segmentation import (
+    LoadDollSample,
+    LoadSegmentationSample,
+    datalist_classes,
+    first_n,
+    folder_datalist,
+    load_segmentation_datalist,
+    read_doll_label,
+    read_image,
+    read_jsrt_img,
+    scr_datalist,
+    shared_lungs_datalist,
+)
+from cxrdoll.data.transforms import load_image_pipeline
+
+
+def test_jsrt_round_trip_big_endian_12_bit(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 4096, size=(8, 8), dtype=np.uint16)
+    path = tmp_path / "JPCLN001.IMG"
+    raw.astype(">u2").tofile(path)
+    assert np.array_equal(read_jsrt_img(path, shape=(8, 8)), raw)
+    # full size via the default shape; JSRT stores 0 as white, read_image returns bright = dense
+    full = np.zeros((2048, 2048), dtype=np.uint16)
+    full[0, 0], full[0, 1] = 4095, 0
+    full.astype(">u2").tofile(path)
+    image = read_image(path)
+    assert image.shape == (2048, 2048) and image[0, 0] == 0.0 and image[0, 1] == 1.0
+
+
+def test_jsrt_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.IMG"
+    np.zeros(10, dtype=">u2").tofile(path)
+    with pytest.raises(ValueError, match=r"bad.IMG: 20 bytes, expected 8388608 for a 2048x2048 16-bit raw JSRT image"):
+        read_jsrt_img(path)
+    np.full((4, 4), 5000, dtype=">u2").tofile(path)
+    with pytest.raises(ValueError, match="value 5000 exceeds the 12-bit range"):
+        read_jsrt_img(path, shape=(4, 4))
+
+
+def test_png_loading_matches_the_shared_image_pipeline(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8)).save(tmp_path / "a.png")
+    mine = LoadSegmentationSample(32)({"image": str(tmp_path / "a.png")})["image"]
+    reference = load_image_pipeline(32)({"image": str(tmp_path / "a.png")})["image"]
+    assert torch.allclose(mine, reference)
+
+
+def _scr_tree(tmp_path, n=5, size=16):
+    """JSRT-like 2x-size raw images with SCR-style half-size GIF masks (one square per structure)."""
+    (tmp_path / "jsrt").mkdir()
+    structures = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
+    for s in structures:
+        (tmp_path / "scr" / s).mkdir(parents=True)
+    for i in range(n):
+        name = f"JPCLN{i:03d}"
+        np.full((2 * size, 2 * size), 100 * i, dtype=">u2").tofile(tmp_path / "jsrt" / f"{name}.IMG")
+        for k, s in enumerate(structures):
+            m = np.zeros((size, size), dtype=np.uint8)
+            m[k : k + 2, 0:4] = 255
+            Image.fromarray(m).save(tmp_path / "scr" / s / f"{name}.gif")
+    return structures
+
+
+def test_scr_layout_datalist_and_aligned_masks(tmp_path, monkeypatch):
+    import cxrdoll.data.segmentation as seg
+
+    monkeypatch.setattr(seg, "JSRT_SHAPE", (32, 32))
+    structures = _scr_tree(tmp_path)
+    datalist = scr_datalist(tmp_path / "jsrt", tmp_path / "scr", val_fraction=0.4)
+    assert datalist["classes"] == list(structures)
+    assert len(datalist["training"]) == 3 and len(datalist["validation"]) == 2
+    sample = LoadSegmentationSample(32, num_classes=5)(datalist["training"][0])
+    assert sample["label"].shape == (5, 32, 32) and tuple(sample["orig_shape"].tolist()) == (32, 32)
+    for k in range(5):  # the 16 px mask square [k:k+2, 0:4] doubles to [2k:2k+4, 0:8]
+        expected = torch.zeros(32, 32)
+        expected[2 * k : 2 * k + 4, 0:8] = 1
+        assert torch.equal(sample["label"][k], expected)
+
+
+def test_folder_datalist_missing_mask_is_named(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "images" / "x.png")
+    with pytest.raises(FileNotFoundError, match=r"x.png: no mask for \['infection'\]"):
+        folder_datalist(tmp_path / "images", {"infection": tmp_path / "masks"})
+
+
+def test_mask_with_other_aspect_is_rejected(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "i.png")
+    Image.fromarray(np.zeros((8, 4), np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(ValueError, match=r"m.png: mask shape \(8, 4\) does not match the aspect of image"):
+        LoadSegmentationSample(8)({"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")})
+
+
+def test_nifti_mask_and_relative_datalist(tmp_path):
+    import nibabel as nib
+
+    image = np.zeros((8, 8), np.uint8)
+    image[1, 2] = 200
+    Image.fromarray(image).save(tmp_path / "i.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1, 2] = 1
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "m.nii.gz"))
+    (tmp_path / "d.json").write_text(json.dumps({"training": [{"image": "i.png", "label": "m.nii.gz"}]}))
+    items = load_segmentation_datalist(tmp_path / "d.json", "training")
+    assert datalist_classes(tmp_path / "d.json") == ["foreground"]
+    sample = LoadSegmentationSample(8, 1)(items[0])
+    assert sample["label"][0, 1, 2] == 1 and sample["label"].sum() == 1 and sample["image"][0, 1, 2] > 0.7
+    with pytest.raises(ValueError, match="num_train=2 but the training split has 1 items"):
+        first_n(items, 2)
+
+
+def _write_doll(path, state, size=8):
+    mask = np.zeros((14, size, size), np.uint8)
+    mask[:, :2, :2] = 1
+    np.savez_compressed(path, mask=mask, state=np.asarray(state, np.int8))
+
+
+def test_doll_label_states(tmp_path):
+    state = [0] * 14
+    state[2], state[5] = 1, -1
+    _write_doll(tmp_path / "l.npz", state)
+    label = read_doll_label(tmp_path / "l.npz")
+    assert label[2].sum() == 4  # positive: the mask is the target
+    assert label[0].sum() == 0  # negative: empty target even though the file's mask has pixels
+    assert np.isnan(label[5]).all() and not np.isnan(np.delete(label, 5, 0)).any()
+    np.savez_compressed(tmp_path / "bad.npz", mask=np.zeros((14, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="bad.npz: missing key 'state'"):
+        read_doll_label(tmp_path / "bad.npz")
+    np.savez_compressed(tmp_path / "bad2.npz", mask=np.zeros((3, 4, 4), np.uint8), state=np.zeros(3, np.int8))
+    with pytest.raises(ValueError, match=r"bad2.npz: 'mask' has shape \(3, 4, 4\), expected \(14, H, W\)"):
+        read_doll_label(tmp_path / "bad2.npz")
+
+
+def test_doll_sample_with_truth_dir(tmp_path):
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "view1_frontal.png")
+    _write_doll(tmp_path / "l.npz", [-1] * 14)
+    truth = np.zeros((14, 16, 16), np.uint8)
+    truth[3, 4:8, 4:8] = 1
+    (tmp_path / "truth" / "p1").mkdir(parents=True)
+    np.savez_compressed(tmp_path / "truth" / "p1" / "view1_frontal.npz", mask=truth)
+    item = {"image": str(tmp_path / "view1_frontal.png"), "label": str(tmp_path / "l.npz"), "id": "p1/view1_frontal.png"}
+    doll = LoadDollSample(8)(item)
+    assert doll["label"].shape == (len(OBSERVATIONS), 8, 8) and torch.isnan(doll["label"]).all()
+    true = LoadDollSample(8, truth_dir=tmp_path / "truth")(item)
+    assert true["label"][3, 2:4, 2:4].eq(1).all() and true["label"].sum() == 4
+
+
+def test_shared_lung_set_masks_aligned_and_ignore_respected(shared_data):
+    datalist = shared_lungs_datalist(shared_data / "seg_lungs_covid_ieee8023_v7labs")
+    assert datalist["classes"] == ["lung"]
+    assert len(datalist["training"]) == 122 and len(datalist["validation"]) == 24
+    train_patients = {i["id"].split("_")[1] for i in datalist["training"]}
+    assert not train_patients & {i["id"].split("_")[1] for i in datalist["validation"]}
+    with_ignore = [i for i in datalist["training"] + datalist["validation"] if "ignore" in i]
+    assert len(with_ignore) == 10
+    item = with_ignore[0]
+    raw_mask = np.asarray(Image.open(item["label"][0])) > 0
+    raw_ignore = np.asarray(Image.open(item["ignore"])) > 0
+    sample = LoadSegmentationSample(raw_mask.shape[0], 1)(item)  # no resizing when the image is square
+    if raw_mask.shape[0] == raw_mask.shape[1]:
+        label = sample["label"][0].numpy()
+        assert np.array_equal(np.isnan(label), raw_ignore)
+        assert np.array_equal(label[~raw_ignore] == 1, raw_mask[~raw_ignore])
+    # masks are aligned with their images: the lungs are darker than the rest of the image
+    for entry in datalist["validation"][:5]:
+        s = LoadSegmentationSample(64, 1)(entry)
+        lung = s["label"][0] == 1
+        assert s["image"][0][lung].mean() < s["image"][0][~lung].mean()

@@ -1,0 +1,59 @@
+import csv
+
+import pytest
+
+from cxrdoll.cli import main
+from cxrdoll.constants import CHEXPERT_COLUMNS
+from cxrdoll.data.shared_sets import NIH_TO_CHEXPERT, read_shared_sets, write_chexpert_layout
+
+
+def _fake_nih(root, rows):
+    folder = root / "cls_nih_cxr14_64px"
+    (folder / "images").mkdir(parents=True)
+    header = ["image", "abnormal", "patient_id", "age", "sex", "view", *NIH_TO_CHEXPERT, "Emphysema"]
+    with (folder / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, header)
+        writer.writeheader()
+        for i, findings in enumerate(rows):
+            (folder / "images" / f"{i}.png").write_bytes(b"png")
+            row = {k: 0 for k in header}
+            row.update(image=f"images/{i}.png", patient_id=str(i // 2), age="40", sex="F", view="AP",
+                       abnormal=int(bool(findings)), **{f: 1 for f in findings})
+            writer.writerow(row)
+
+
+def test_nih_mapping_merges_findings_and_leaves_unmapped_blank(tmp_path):
+    _fake_nih(tmp_path, [[], ["Mass", "Nodule", "Effusion"], ["Emphysema"]])
+    items = read_shared_sets(tmp_path, ["cls_nih_cxr14_64px"])
+    assert items[0].labels["No Finding"] == 1 and items[0].labels["Pleural Effusion"] == 0
+    assert items[1].labels["Lung Lesion"] == 1 and items[1].labels["Pleural Effusion"] == 1
+    assert items[2].labels["No Finding"] == 0 and not any(v for k, v in items[2].labels.items() if k != "No Finding")
+    assert "Support Devices" not in items[0].labels  # NIH says nothing about devices: unknown, not negative
+
+    csv_path = write_chexpert_layout(items, tmp_path / "out")
+    rows = list(csv.reader(csv_path.open()))
+    assert tuple(rows[0]) == CHEXPERT_COLUMNS
+    # images 0 and 1 share patient 0: same patient folder, two studies
+    assert rows[1][0].split("/")[2] == rows[2][0].split("/")[2] != rows[3][0].split("/")[2]
+    assert rows[2][0].endswith("study2/view1_frontal.png")
+    assert rows[1][CHEXPERT_COLUMNS.index("Support Devices")] == ""
+    assert rows[1][CHEXPERT_COLUMNS.index("AP/PA")] == "AP"
+
+
+def test_missing_column_names_file_and_row(tmp_path):
+    folder = tmp_path / "cls_pneumonia_kermany"
+    folder.mkdir()
+    (folder / "labels.csv").write_text("image,label\nimages/a.png,NORMAL\n")
+    with pytest.raises(ValueError, match=r"labels.csv: row 2 has no column 'pneumonia'"):
+        read_shared_sets(tmp_path, ["cls_pneumonia_kermany"])
+
+
+def test_real_shared_sets_convert(shared_data, tmp_path):
+    assert main(["prepare-shared-cls", "--shared", str(shared_data), "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "CheXpert-shared" / "train.csv").open()))
+    assert len(rows) == 606
+    assert all((tmp_path / r["Path"]).is_file() for r in rows)
+    pneumonia = sum(r["Pneumonia"] == "1" for r in rows)
+    no_finding = sum(r["No Finding"] == "1" for r in rows)
+    assert pneumonia > 250 and no_finding > 150
+    assert not any(r["No Finding"] == "1" and r["Pneumonia"] == "1" for r in rows)

@@ -1,0 +1,158 @@
+"""The synthetic dataset writer: layout, CheXpert CSV conventions, label/mask agreement, determinism."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrdoll.cli import main
+from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS
+from cxrdoll.data.synth.preview import write_preview
+from cxrdoll.data.synth.writer import DATASET, ORGAN_STRUCTURES, SynthConfig, write_synthetic
+from cxrdoll.io import read_json
+
+CHEXPERT_VALUES = {"1.0", "0.0", "-1.0", ""}
+
+
+def _rows(root: Path, split: str) -> list[dict[str, str]]:
+    with open(root / DATASET / f"{split}.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "synth.json"}
+
+
+def test_csv_has_exact_chexpert_columns_and_values(synth_small):
+    for split in ("train", "valid"):
+        with open(synth_small / DATASET / f"{split}.csv", newline="") as fh:
+            assert next(csv.reader(fh)) == list(CHEXPERT_COLUMNS)
+    train, valid = _rows(synth_small, "train"), _rows(synth_small, "valid")
+    assert len(train) > len(valid) > 0
+    cells = [r[o] for r in train for o in OBSERVATIONS]
+    assert set(cells) == CHEXPERT_VALUES  # all four conventions occur at the default rates
+    assert {r[o] for r in valid for o in OBSERVATIONS} <= {"1.0", "0.0"}  # like CheXpert's validation set
+    assert "-1.0" not in {r["No Finding"] for r in train}
+    for r in train + valid:
+        assert r["Sex"] in {"Male", "Female"} and 18 <= int(r["Age"]) <= 90
+        assert (r["Frontal/Lateral"], r["AP/PA"] in {"AP", "PA"}) in {("Frontal", True), ("Lateral", False)}
+        assert r["Path"].startswith(f"{DATASET}/{'train' if r in train else 'valid'}/patient")
+
+
+def test_layout_images_and_truth_exist(synth_small):
+    rows = _rows(synth_small, "train") + _rows(synth_small, "valid")
+    assert {r["Frontal/Lateral"] for r in rows} == {"Frontal", "Lateral"}
+    for r in rows:
+        image = Image.open(synth_small / r["Path"])
+        assert (image.mode, image.size) == ("L", (64, 64))
+        truth = synth_small / "truth" / (r["Path"][: -len(".jpg")] + ".npz")
+        assert truth.is_file() == (r["Frontal/Lateral"] == "Frontal")
+        view = "view1_frontal.jpg" if r["Frontal/Lateral"] == "Frontal" else "view2_lateral.jpg"
+        assert r["Path"].endswith(view)
+    train_patients = {r["Path"].split("/")[2] for r in _rows(synth_small, "train")}
+    valid_patients = {r["Path"].split("/")[2] for r in _rows(synth_small, "valid")}
+    assert train_patients and valid_patients and not train_patients & valid_patients
+
+
+def test_labels_agree_with_true_masks(synth_small):
+    checked = 0
+    for split in ("train", "valid"):
+        for r in _rows(synth_small, split):
+            if r["Frontal/Lateral"] != "Frontal":
+                continue
+            mask = np.load(synth_small / "truth" / (r["Path"][: -len(".jpg")] + ".npz"))["mask"]
+            assert mask.shape == (14, 64, 64) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+            planted = mask.reshape(14, -1).any(axis=1)
+            assert not planted[0]  # "No Finding" never has a mask
+            for i, obs in enumerate(OBSERVATIONS[1:], start=1):
+                if r[obs] == "1.0":
+                    assert planted[i], (r["Path"], obs)
+                elif r[obs] == "0.0":
+                    assert not planted[i], (r["Path"], obs)
+            if r["No Finding"] == "1.0":
+                assert not planted.any()
+            elif r["No Finding"] == "0.0":
+                assert planted.any()
+            checked += 1
+    assert checked == 48
+
+
+def test_organ_and_lesion_sets(synth_small):
+    organs = read_json(synth_small / "organs" / "datalist.json")
+    assert organs["classes"] == list(ORGAN_STRUCTURES)
+    items = organs["training"] + organs["validation"]
+    assert len(items) == 8 and len(organs["validation"]) == 2
+    centre_x = {}
+    for item in items:
+        assert Image.open(item["image"]).size == (64, 64)
+        for name, path in zip(ORGAN_STRUCTURES, item["label"]):
+            assert Path(path).parent.name == name
+            mask = np.asarray(Image.open(path))
+            assert set(np.unique(mask)) == {0, 255}
+            centre_x.setdefault(name, []).append(np.nonzero(mask)[1].mean() / 64)
+    # PA view: the patient's left is on the image's right.
+    assert min(centre_x["left lung"]) > 0.5 > max(centre_x["right lung"])
+    assert min(centre_x["left clavicle"]) > 0.5 > max(centre_x["right clavicle"])
+    assert np.mean(centre_x["heart"]) > 0.5
+    lesions = read_json(synth_small / "lesions" / "datalist.json")
+    assert lesions["classes"] == ["infection"]
+    masks = [np.asarray(Image.open(i["label"][0])) for i in lesions["training"] + lesions["validation"]]
+    assert all(set(np.unique(m)) <= {0, 255} for m in masks)
+    assert sum(m.any() for m in masks) >= 4  # most lesion images carry an infection
+
+
+def test_organ_structures_match_segmentation_reader():
+    from cxrdoll.data.segmentation import SCR_STRUCTURES
+
+    assert ORGAN_STRUCTURES == SCR_STRUCTURES
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
+    cfg = SynthConfig(n=6, size=48, seed=3, lateral_frac=0.5, n_organs=2, n_lesions=2)
+    write_synthetic(cfg, tmp_path / "a", workers=1)
+    write_synthetic(cfg, tmp_path / "b", workers=2)
+    a, b = _tree_digest(tmp_path / "a"), _tree_digest(tmp_path / "b")
+    assert len(a) > 20 and a == b
+    write_synthetic(SynthConfig(n=6, size=48, seed=4, lateral_frac=0.5, n_organs=2, n_lesions=2), tmp_path / "c")
+    c = _tree_digest(tmp_path / "c")
+    assert a.keys() != c.keys() or a != c
+    assert a[f"{DATASET}/train.csv"] != c[f"{DATASET}/train.csv"]
+
+
+def test_preview_contact_sheet(synth_small, tmp_path):
+    path = write_preview(synth_small, tile=64)
+    sheet = Image.open(path)
+    assert sheet.mode == "RGB" and sheet.size[0] == 4 * 64
+    assert sheet.size[1] == 6 * 64  # 16 frontal tiles + 4 organ + 4 lesion tiles, 4 per row
+    assert np.asarray(sheet)[..., 0].std() > 10
+
+
+def test_cli_help_and_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--out", "--n", "--size", "--seed", "--preview", "--uncertain-frac", "--blank-frac",
+                   "--lateral-frac", "--valid-frac", "--n-organs", "--n-lesions", "--workers"):
+        assert option in help_text
+    assert main(["synth", "--out", str(tmp_path), "--size", "16"]) == 2
+    assert capsys.readouterr().err == "error: --size must be at least 32 pixels (got 16)\n"
+    assert main(["synth", "--out", str(tmp_path), "--uncertain-frac", "0.7", "--blank-frac", "0.5"]) == 2
+    assert "--uncertain-frac + --blank-frac must be <= 1" in capsys.readouterr().err
+
+
+def test_cli_writes_and_refuses_to_overwrite(capsys, tmp_path):
+    args = ["synth", "--out", str(tmp_path), "--n", "4", "--size", "32", "--n-organs", "1", "--n-lesions", "0", "--preview"]
+    assert main(args) == 0
+    assert (tmp_path / "preview.png").is_file() and (tmp_path / "synth.json").is_file()
+    assert not (tmp_path / "lesions").exists()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: already holds {DATASET}, truth, organs;")
+    assert main(args + ["--overwrite"]) == 0

@@ -1,0 +1,112 @@
+"""Finding generators: each plants a visible finding where anatomy puts it, with a matching mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.synth.anatomy import build_anatomy, sample_params
+from cxrdoll.data.synth.findings import FINDINGS
+from cxrdoll.data.synth.phantom import make_phantom, sample_findings
+
+SIZE = 96
+
+
+def _phantom(findings, seed=0):
+    return make_phantom(np.random.default_rng(seed), SIZE, findings)
+
+
+def test_one_generator_per_localisable_observation():
+    assert list(FINDINGS) == list(OBSERVATIONS[1:])
+
+
+@pytest.mark.parametrize("name", list(FINDINGS))
+def test_each_finding_plants_its_own_mask_and_changes_the_image(name):
+    for seed in range(3):
+        normal = _phantom([], seed)
+        ill = _phantom([name], seed)
+        index = OBSERVATIONS.index(name)
+        areas = ill.truth.reshape(14, -1).sum(axis=1)
+        assert areas[index] >= 0.004 * SIZE * SIZE, f"{name}: mask too small ({areas[index]} px)"
+        assert areas.sum() == areas[index]
+        assert ill.positive.tolist() == [int(i == index) for i in range(14)]
+        assert normal.positive.tolist() == [1] + [0] * 13
+        inside = ill.truth[index].astype(bool)
+        diff = np.abs(ill.image.astype(float) - normal.image.astype(float))
+        # Same anatomy stream, so the finding is what differs most, and it differs inside its mask.
+        assert diff[inside].mean() > 6, f"{name}: not visible inside its mask ({diff[inside].mean():.1f})"
+
+
+def _centre(mask):
+    ys, xs = np.nonzero(mask)
+    return ys.mean() / mask.shape[0], xs.mean() / mask.shape[1]
+
+
+def test_findings_sit_where_anatomy_puts_them():
+    for seed in range(4):
+        ph = _phantom(list(FINDINGS), seed)
+        a = ph.anatomy
+        lungs = a.lung["R"] | a.lung["L"]
+        top, base = a.params.apex_y, max(a.params.cp_y.values())
+        height = lambda m: (_centre(m)[0] - top) / (base - top)  # noqa: E731
+        m = {name: ph.truth[OBSERVATIONS.index(name)].astype(bool) for name in FINDINGS}
+        assert height(m["Pleural Effusion"]) > 0.6  # bases
+        assert height(m["Pneumothorax"]) < 0.45  # apical
+        for name in ("Pleural Effusion", "Pneumothorax", "Lung Opacity", "Edema", "Consolidation", "Pneumonia"):
+            assert (m[name] & lungs).sum() >= 0.95 * m[name].sum(), name
+        assert np.array_equal(m["Cardiomegaly"], a.heart)
+        assert abs(_centre(m["Enlarged Cardiomediastinum"])[1] - a.params.cx) < 0.05
+        # Pleural thickening and pneumothorax hug the lateral chest wall.
+        for name in ("Pleural Other", "Pneumothorax"):
+            x = _centre(m[name])[1] - a.params.cx
+            assert abs(x) > 0.6 * a.params.lung_w, name
+
+
+def test_cardiomegaly_and_widened_mediastinum_enlarge_the_anatomy():
+    heart_ratio, mediastinum_ratio = [], []
+    for seed in range(5):
+        normal, ill = _phantom([], seed), _phantom(["Cardiomegaly", "Enlarged Cardiomediastinum"], seed)
+        heart_ratio.append(ill.anatomy.heart.sum() / normal.anatomy.heart.sum())
+        mediastinum_ratio.append(ill.anatomy.mediastinum.sum() / normal.anatomy.mediastinum.sum())
+    assert min(heart_ratio) > 1.5 and min(mediastinum_ratio) > 1.6
+
+
+def test_fracture_breaks_a_rib_inside_its_mask():
+    ph = _phantom(["Fracture"], 1)
+    p = ph.anatomy.params
+    assert 1 <= len(p.rib_breaks) <= 3
+    mask = ph.truth[OBSERVATIONS.index("Fracture")].astype(bool)
+    for br in p.rib_breaks:
+        rib = next(r for r in ph.anatomy.ribs if (r.side, r.index, r.kind) == (br.side, br.index, "posterior"))
+        x = p.cx + (1 if br.side == "L" else -1) * br.u
+        y = float(rib.y_at(br.u / p.lung_w))
+        assert mask[int(y * SIZE), int(x * SIZE)]
+
+
+def test_anatomy_varies_between_images_and_is_reproducible():
+    a = build_anatomy(sample_params(np.random.default_rng(0)), 64)
+    b = build_anatomy(sample_params(np.random.default_rng(1)), 64)
+    again = build_anatomy(sample_params(np.random.default_rng(0)), 64)
+    assert not np.array_equal(a.lung["R"], b.lung["R"])
+    assert np.array_equal(a.lung["R"], again.lung["R"]) and np.array_equal(a.heart, again.heart)
+    assert not (a.lung["R"] & a.lung["L"]).any() and not (a.lung["L"] & a.heart).any()
+    assert np.array_equal(_phantom(["Edema"], 5).image, _phantom(["Edema"], 5).image)
+
+
+def test_prevalence_suits_training():
+    rng = np.random.default_rng(0)
+    draws = [sample_findings(rng) for _ in range(2000)]
+    normal = np.mean([not d for d in draws])
+    assert 0.2 < normal < 0.3
+    for name in FINDINGS:
+        prevalence = np.mean([name in d for d in draws])
+        assert 0.1 < prevalence < 0.35, (name, prevalence)
+    assert np.mean([len(d) >= 2 for d in draws]) > 0.25  # several findings per image are common
+    forced = [sample_findings(rng, force=("Pneumonia",)) for _ in range(50)]
+    assert all("Pneumonia" in d for d in forced)
+
+
+def test_unknown_finding_is_a_clear_error():
+    with pytest.raises(KeyError, match="no generator for \\['Pneumonitis'\\]"):
+        _phantom(["Pneumonitis"])

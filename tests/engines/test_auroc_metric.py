@@ -1,0 +1,79 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.metrics import compute_roc_auc
+
+from cxrdoll.constants import COMPETITION_OBSERVATIONS, OBSERVATIONS
+from cxrdoll.engines.auroc import MaskedAUROC, binary_auroc, masked_auroc
+from cxrdoll.engines.recorder import ValidationRecorder
+
+
+def _random_case(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(n, len(OBSERVATIONS))).astype(np.float64)
+    scores = labels * 0.7 + rng.normal(size=labels.shape)
+    scores[:, 3] = np.round(scores[:, 3])  # ties
+    labels[rng.random(labels.shape) < 0.3] = np.nan  # masked entries
+    labels[:, OBSERVATIONS.index("Fracture")] = np.where(np.isnan(labels[:, 12]), np.nan, 0.0)  # one class only
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_observation_auroc_matches_monai_reference(seed):
+    scores, labels = _random_case(seed)
+    got = masked_auroc(scores, labels)
+    for c, name in enumerate(OBSERVATIONS):
+        known = ~np.isnan(labels[:, c])
+        if name == "Fracture":
+            assert got[name] is None
+            continue
+        ref = compute_roc_auc(torch.tensor(scores[known, c]), torch.tensor(labels[known, c]))
+        assert got[name] == pytest.approx(float(ref), abs=1e-12), name
+
+
+def test_binary_auroc_hand_values():
+    assert binary_auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert binary_auroc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+    assert binary_auroc(np.array([0.2, 0.3]), np.array([1, 1])) is None
+
+
+def _engine_with_metric(batches, tmp_path):
+    metric = MaskedAUROC()
+    engine = Engine(lambda e, batch: batch)
+    metric.attach(engine, "val_mean_auroc")
+    recorder = ValidationRecorder(metric, tmp_path / "metrics.json")
+    recorder.attach(engine)
+    engine.run(batches, max_epochs=1)
+    return engine, metric
+
+
+def test_metric_engine_mean_excludes_undefined_and_publishes_per_observation(tmp_path):
+    scores, labels = _random_case(5)
+    labels[:, OBSERVATIONS.index("Edema")] = np.nan  # a competition observation with no labels at all
+    batches = [(torch.tensor(scores[i : i + 16]), torch.tensor(labels[i : i + 16])) for i in range(0, 60, 16)]
+    engine, metric = _engine_with_metric(batches, tmp_path)
+    per = masked_auroc(scores, labels)
+    defined = [per[n] for n in COMPETITION_OBSERVATIONS if n != "Edema"]
+    assert engine.state.metrics["val_mean_auroc"] == pytest.approx(np.mean(defined))
+    assert engine.state.metrics["val_mean_auroc/Cardiomegaly"] == pytest.approx(per["Cardiomegaly"])
+    assert "val_mean_auroc/Edema" not in engine.state.metrics
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["best"]["auroc"]["Edema"] is None and written["best"]["auroc"]["Fracture"] is None
+    assert written["best"]["mean_auroc"] == pytest.approx(np.mean(defined))
+    assert written["best"]["num_samples"] == 60
+
+
+def test_metric_is_nan_when_no_competition_observation_is_defined(tmp_path):
+    labels = np.zeros((4, len(OBSERVATIONS)))
+    engine, metric = _engine_with_metric([(torch.rand(4, 14), torch.tensor(labels))], tmp_path)
+    assert math.isnan(engine.state.metrics["val_mean_auroc"]) and metric.mean is None
+    assert json.loads((tmp_path / "metrics.json").read_text())["best"]["mean_auroc"] is None
+
+
+def test_unknown_mean_over_name_is_rejected():
+    with pytest.raises(ValueError, match=r"mean_over names \['Cardio'\] are not among the observations"):
+        MaskedAUROC(mean_over=["Cardio"])

@@ -1,0 +1,44 @@
+import math
+
+import pytest
+import torch
+
+from cxrdoll.engines.loss import MaskedBCEWithLogitsLoss
+
+NAN = float("nan")
+
+
+def _bce(logit: float, y: float, w: float = 1.0) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return -(w * y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def test_masked_entries_are_ignored_and_mean_is_over_labelled_only():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    target = torch.tensor([[1.0, NAN, 0.0], [NAN, 1.0, NAN]])
+    expected = (_bce(2.0, 1) + _bce(0.5, 0) + _bce(3.0, 1)) / 3
+    assert MaskedBCEWithLogitsLoss()(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pos_weight_scales_positive_terms_only():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    target = torch.tensor([[1.0, 0.0, NAN], [0.0, 1.0, 1.0]])
+    w = [2.0, 3.0, 4.0]
+    expected = (_bce(2.0, 1, 2) + _bce(-1.0, 0) + _bce(0.0, 0) + _bce(3.0, 1, 3) + _bce(-2.0, 1, 4)) / 5
+    assert MaskedBCEWithLogitsLoss(pos_weight=w)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_masked_logits_get_no_gradient_and_all_masked_gives_zero():
+    logits = torch.tensor([[2.0, -1.0]], requires_grad=True)
+    loss = MaskedBCEWithLogitsLoss()(logits, torch.tensor([[1.0, NAN]]))
+    loss.backward()
+    assert logits.grad[0, 1].item() == 0.0 and logits.grad[0, 0].item() != 0.0
+    empty = MaskedBCEWithLogitsLoss()(logits, torch.tensor([[NAN, NAN]]))
+    assert empty.item() == 0.0
+
+
+def test_shape_errors_are_explicit():
+    with pytest.raises(ValueError, match=r"logits \(1, 2\) and target \(1, 3\) differ in shape"):
+        MaskedBCEWithLogitsLoss()(torch.zeros(1, 2), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="pos_weight has 3 weights for 2 observations"):
+        MaskedBCEWithLogitsLoss(pos_weight=[1, 2, 3])(torch.zeros(1, 2), torch.zeros(1, 2))

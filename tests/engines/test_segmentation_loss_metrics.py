@@ -1,0 +1,114 @@
+"""Masked BCE + Dice loss and per-class Dice/IoU/HD95 against hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+
+from cxrdoll.engines.segmentation import MaskedBCEDiceLoss, SegmentationMetrics, SegmentationRecorder, per_image_scores
+
+NAN = float("nan")
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def _bce(x: float, t: float) -> float:
+    p = _sig(x)
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def test_loss_matches_hand_computation_with_ignored_channel_and_pixel():
+    # one image, three channels of 2 pixels: positive target, empty target (state 0), ignored (state -1)
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.5, -3.0]], [[4.0, 4.0]]]])
+    target = torch.tensor([[[[1.0, NAN]], [[0.0, 0.0]], [[NAN, NAN]]]])
+    counted = [(2.0, 1.0), (0.5, 0.0), (-3.0, 0.0)]  # pixel (0,1) of channel 0 is ignored too
+    bce = sum(_bce(x, t) for x, t in counted) / 3
+    s = 1.0
+    dice0 = 1 - (2 * _sig(2.0) * 1 + s) / (_sig(2.0) + 1 + s)
+    dice1 = 1 - (0 + s) / (_sig(0.5) + _sig(-3.0) + s)
+    expected = bce + (dice0 + dice1) / 2
+    loss = MaskedBCEDiceLoss(smooth=s)(logits, target)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    weighted = MaskedBCEDiceLoss(bce_weight=0.5, dice_weight=2.0, smooth=s)(logits, target)
+    assert weighted.item() == pytest.approx(0.5 * bce + 2.0 * (dice0 + dice1) / 2, rel=1e-6)
+
+
+def test_ignored_channel_gets_no_gradient_and_empty_target_pushes_down():
+    logits = torch.zeros(1, 2, 4, 4, requires_grad=True)
+    target = torch.cat([torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), NAN)], dim=1)
+    MaskedBCEDiceLoss()(logits, target).backward()
+    assert torch.all(logits.grad[0, 1] == 0)
+    assert torch.all(logits.grad[0, 0] > 0)  # descending lowers the logits of an empty target
+
+
+def test_all_ignored_batch_is_zero_with_graph():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = MaskedBCEDiceLoss()(logits, torch.full((2, 3, 4, 4), NAN))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_loss_shape_mismatch_error():
+    with pytest.raises(ValueError, match=r"logits \(1, 2, 4, 4\) and target \(1, 3, 4, 4\) differ in shape"):
+        MaskedBCEDiceLoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, 4))
+
+
+def _square(size: int, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    m = torch.zeros(size, size)
+    m[r0:r1, c0:c1] = 1
+    return m
+
+
+def test_per_image_scores_hand_values_and_masking():
+    t = _square(16, 2, 6, 2, 6)  # 16 px
+    p = _square(16, 2, 6, 4, 8)  # 16 px, overlap 8
+    target = torch.stack([t, torch.zeros(16, 16), torch.full((16, 16), NAN), t.clone()])[None]
+    target[0, 3, 2:6, 4:6] = NAN  # the overlapping half is ignored in channel 3
+    pred = torch.stack([p, torch.zeros(16, 16), p, p])[None]
+    s = per_image_scores(pred, target, ignore_empty=False)
+    assert s["dice"][0, 0].item() == pytest.approx(2 * 8 / 32)
+    assert s["iou"][0, 0].item() == pytest.approx(8 / 24)
+    assert s["dice"][0, 1].item() == 1.0  # empty target, empty prediction
+    assert math.isnan(s["dice"][0, 2].item()) and math.isnan(s["hd95"][0, 2].item())  # ignored channel
+    assert s["dice"][0, 3].item() == 0.0  # only the non-overlapping parts remain counted
+    # HD95 between two 4x4 squares shifted by 2 columns: every boundary distance is <= 2
+    assert s["hd95"][0, 0].item() == pytest.approx(2.0)
+    assert math.isnan(per_image_scores(pred, target, ignore_empty=True)["dice"][0, 1].item())
+
+
+def test_metric_and_recorder_publish_per_class_and_history(tmp_path):
+    t = _square(16, 2, 6, 2, 6)
+    p = _square(16, 2, 6, 4, 8)
+    metric = SegmentationMetrics(["a", "b"], ignore_empty=True)
+    engine = Engine(lambda e, b: b)
+    metric.attach(engine, "val_mean_dice")
+    net = torch.nn.Conv2d(1, 1, 1)
+    recorder = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt", info={"mode": "x"})
+    recorder.attach(engine)
+    batches = [
+        (torch.stack([p, p])[None], torch.stack([t, t])[None]),
+        (torch.stack([t, p])[None], torch.stack([t, torch.zeros(16, 16)])[None]),
+    ]
+    engine.run(batches, max_epochs=1)
+    m = engine.state.metrics
+    assert m["val_mean_dice/dice/a"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["val_mean_dice/dice/b"] == pytest.approx(0.5)  # the empty target of image 2 is undefined
+    assert m["val_mean_dice"] == pytest.approx((0.75 + 0.5) / 2)
+    assert m["val_mean_dice/iou/a"] == pytest.approx((8 / 24 + 1.0) / 2)
+    history = json.loads((tmp_path / "h.json").read_text())
+    assert history["mode"] == "x" and history["history"][0]["val_mean_dice"] == pytest.approx(0.625)
+    assert (tmp_path / "m.pt").is_file()
+
+
+def test_metric_rejects_wrong_class_count():
+    metric = SegmentationMetrics(["a"])
+    metric.reset()
+    with pytest.raises(ValueError, match="prediction has 2 channels for 1 class names"):
+        metric.update((torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)))

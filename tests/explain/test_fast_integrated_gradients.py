@@ -1,0 +1,139 @@
+"""Fast IG must equal captum's IntegratedGradients (same steps, method, baseline) and be complete."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from torch import nn
+
+from cxrdoll.explain import FastIntegratedGradients, build_explainer, make_baseline, quadrature
+
+TARGETS = [[0, 3], [4], [1, 2, 0]]  # uneven on purpose: padding slots must not leak
+
+
+def small_net() -> nn.Module:
+    """Smooth conv net with BatchNorm, left in train mode: the explainer must use eval statistics."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Softplus(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.Tanh(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+    )
+    with torch.no_grad():  # non-trivial running statistics, so train/eval mode differ
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    return net.train()
+
+
+def images() -> torch.Tensor:
+    return torch.rand(3, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def captum_maps(net, x, baseline, method, steps):
+    net.eval()
+    ig = IntegratedGradients(net)
+    maps, deltas = [], []
+    for i, tgt in enumerate(TARGETS):
+        a, d = zip(*(ig.attribute(x[i : i + 1], baselines=baseline[i : i + 1], target=c, n_steps=steps,
+                                  method=method, return_convergence_delta=True) for c in tgt))
+        maps.append(torch.cat(a).sum(dim=1))
+        deltas.append(torch.cat(d))
+    return maps, deltas
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+@pytest.mark.parametrize("backward", ["batched", "loop"])
+def test_parity_with_captum(method, backward):
+    net, x = small_net(), images()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    # max_batch=5 with 7 steps: chunks straddle images
+    ig = FastIntegratedGradients(net, steps=7, method=method, baseline="blurred", blur_sigma=2.0,
+                                 max_batch=5, backward=backward)
+    maps, deltas = ig.attribute(x, TARGETS, return_convergence_delta=True)
+    assert net.training, "the model's mode must be restored"
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=f"{k} changed")
+
+    ref_maps, ref_deltas = captum_maps(net, x, make_baseline(x, "blurred", 2.0), method, 7)
+    for got, ref, d, ref_d in zip(maps, ref_maps, ref_deltas, deltas):
+        assert got.shape == ref.shape
+        assert ((got - ref).norm() / ref.norm()).item() <= 1e-4
+        torch.testing.assert_close(d, ref_d, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "mean"])
+def test_completeness_gap_is_small(baseline):
+    net, x = small_net(), images()
+    ig = build_explainer("ig", net, steps=32, method="gausslegendre", baseline=baseline)
+    maps, deltas = ig.attribute(x, TARGETS, return_convergence_delta=True)
+    net.eval()
+    base = make_baseline(x, baseline)
+    with torch.no_grad():
+        diff = net(x) - net(base)
+    for i, tgt in enumerate(TARGETS):
+        expected = diff[i, tgt]
+        # the maps are channel sums, so their total is the attribution total
+        torch.testing.assert_close(maps[i].flatten(1).sum(1) - expected, deltas[i], rtol=0, atol=1e-5)
+        assert (deltas[i].abs() <= 1e-3 * expected.abs().clamp(min=1e-2)).all(), (deltas[i], expected)
+
+
+def test_quadrature_is_captums():
+    alphas, weights = quadrature("riemann_trapezoid", 5)
+    torch.testing.assert_close(alphas, torch.linspace(0, 1, 5, dtype=torch.float64))
+    torch.testing.assert_close(weights, torch.tensor([0.1, 0.2, 0.2, 0.2, 0.1], dtype=torch.float64))
+    alphas, weights = quadrature("gausslegendre", 3)
+    torch.testing.assert_close(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    # 3-point Gauss-Legendre integrates x^5 on [0, 1] exactly
+    torch.testing.assert_close((weights * alphas**5).sum(), torch.tensor(1 / 6, dtype=torch.float64))
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    net, x = small_net(), images()
+    fp32 = FastIntegratedGradients(net, steps=8).attribute(x, TARGETS)
+    bf16 = FastIntegratedGradients(net, steps=8, amp_dtype="bf16").attribute(x, TARGETS)
+    for a, b in zip(fp32, bf16):
+        assert b.dtype == torch.float32
+        rel = ((a - b).norm() / a.norm()).item()
+        assert 0 < rel < 0.1, rel  # lower precision, but the same map
+
+
+def test_images_without_targets_get_empty_maps():
+    net, x = small_net(), images()
+    maps = FastIntegratedGradients(net, steps=4).attribute(x, [[], [2], []])
+    assert [tuple(m.shape) for m in maps] == [(0, 16, 16), (1, 16, 16), (0, 16, 16)]
+
+
+def test_baselines():
+    x = torch.rand(2, 1, 20, 20)
+    const = torch.full((1, 1, 20, 20), 0.3)
+    torch.testing.assert_close(make_baseline(const, "blurred", 3.0), const)  # replicate padding: no dark rim
+    blurred = make_baseline(x, "blurred", 3.0)
+    assert blurred.std() < x.std() / 3
+    mean = make_baseline(x, "mean")
+    torch.testing.assert_close(mean[1], torch.full_like(x[1], x[1].mean().item()))
+    torch.testing.assert_close(make_baseline(x, "mean", value=0.25), torch.full_like(x, 0.25))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "simpson"}, "unknown IG method 'simpson'"),
+        ({"method": "riemann_left", "steps": 1}, "needs steps >= 2, got 1"),
+        ({"baseline": "noise"}, "unknown baseline 'noise'"),
+        ({"backward": "vmap"}, "unknown backward mode 'vmap'"),
+        ({"max_batch": 0}, "max_batch must be >= 1"),
+        ({"amp_dtype": "fp8"}, "unknown AMP dtype 'fp8'"),
+    ],
+)
+def test_bad_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        FastIntegratedGradients(small_net(), **options)
+
+
+def test_bad_inputs_are_named():
+    ig = FastIntegratedGradients(small_net(), steps=2)
+    with pytest.raises(ValueError, match=r"got 2 target lists for 3 images"):
+        ig.attribute(images(), [[0], [1]])
+    with pytest.raises(ValueError, match=r"images must be a tensor \(B, C, H, W\), got \(2, 16, 16\)"):
+        ig.attribute(images()[0], [[0], [1]])

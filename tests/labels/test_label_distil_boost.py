@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from cxrdoll.labels.boost import agreement_mask, boost, confidence_weights
+from cxrdoll.labels.distil import distil, skill_weights
+
+
+def test_skill_weights_by_scheme():
+    assert skill_weights([0.9, 0.7]).tolist() == pytest.approx([2 / 3, 1 / 3])  # 0.4 : 0.2
+    assert skill_weights([0.9, 0.7], "auroc").tolist() == pytest.approx([0.9 / 1.6, 0.7 / 1.6])
+    assert skill_weights([0.9, 0.7], "uniform").tolist() == pytest.approx([0.5, 0.5])
+    assert skill_weights([0.9, float("nan")]).tolist() == pytest.approx([1.0, 0.0])  # unknown = chance
+    assert skill_weights([0.4, 0.5]).tolist() == pytest.approx([0.5, 0.5])  # all at/below chance
+    with pytest.raises(ValueError, match="unknown weight scheme 'best'"):
+        skill_weights([0.9], "best")
+
+
+def test_distil_is_the_weighted_mean():
+    maps = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    out = distil(maps, torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(out, torch.tensor([[2 / 3, 0.0], [0.0, 1 / 3]]))
+    with pytest.raises(ValueError, match="must agree"):
+        distil(maps, torch.tensor([1.0]))
+
+
+def test_confidence_weighting():
+    skill = torch.tensor([0.5, 0.5])
+    assert confidence_weights(skill, torch.tensor([0.9, 0.3])).tolist() == pytest.approx([0.75, 0.25])
+    assert confidence_weights(skill, torch.tensor([0.9, 0.3]), power=2).tolist() == pytest.approx([0.9, 0.1])
+    assert confidence_weights(skill, torch.tensor([0.9, 0.3]), power=0).tolist() == pytest.approx([0.5, 0.5])
+    assert confidence_weights(skill, torch.tensor([0.0, 0.0])).tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_agreement_of_at_least_m_models():
+    maps = torch.tensor([[[0.9, 0.1, 0.6]], [[0.8, 0.7, 0.2]], [[0.5, 0.0, 0.5]]])  # votes >= 0.5: 3, 1, 2
+    assert agreement_mask(maps, 2).tolist() == [[True, False, True]]
+    assert agreement_mask(maps, 3).tolist() == [[True, False, False]]
+    assert agreement_mask(maps[:1], 2).tolist() == [[True, False, True]]  # m capped at K = 1
+    with pytest.raises(ValueError, match="min_agree must be >= 1"):
+        agreement_mask(maps, 0)
+
+
+def test_boost_combines_confidence_and_agreement():
+    maps = torch.tensor([[[1.0, 0.6]], [[0.0, 0.6]]])
+    skill = torch.tensor([0.5, 0.5])
+    probs = torch.tensor([0.9, 0.3])  # -> weights 0.75 / 0.25
+    out = boost(maps, skill, probs, confidence_power=1.0)
+    torch.testing.assert_close(out, torch.tensor([[0.75, 0.6]]))
+    out = boost(maps, skill, probs, confidence_power=1.0, min_agree=2, agree_threshold=0.5)
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.6]]))  # only the second pixel has two votes

@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from cxrdoll.labels.postprocess import gaussian_kernel1d, gaussian_smooth, percentile_normalise, positive_part, postprocess
+
+
+def test_positive_part_drops_negative_evidence():
+    maps = torch.tensor([[[-2.0, 0.0], [0.5, 3.0]]])
+    assert positive_part(maps).tolist() == [[[0.0, 0.0], [0.5, 3.0]]]
+
+
+def test_gaussian_smoothing_of_a_delta_is_the_outer_product_of_the_kernel():
+    # sigma 1, truncate 2 -> radius 2, weights exp(-x^2/2) / Z with Z = 1 + 2 e^-1/2 + 2 e^-2
+    z = 1 + 2 * math.exp(-0.5) + 2 * math.exp(-2)
+    assert gaussian_kernel1d(1.0, truncate=2.0).tolist() == pytest.approx(
+        [math.exp(-2) / z, math.exp(-0.5) / z, 1 / z, math.exp(-0.5) / z, math.exp(-2) / z], rel=1e-6
+    )
+    delta = torch.zeros(1, 9, 9)
+    delta[0, 4, 4] = 1.0
+    out = gaussian_smooth(delta, sigma=1.0, truncate=2.0)[0]
+    assert out[4, 4].item() == pytest.approx(1 / z**2, rel=1e-6)
+    assert out[4, 5].item() == pytest.approx(math.exp(-0.5) / z**2, rel=1e-6)
+    assert out[2, 2].item() == pytest.approx(math.exp(-4) / z**2, rel=1e-6)
+    assert out[1, 4].item() == 0.0  # outside the radius
+    assert out.sum().item() == pytest.approx(1.0, rel=1e-6)  # mass kept away from the border
+
+
+def test_gaussian_smoothing_keeps_a_constant_map_constant_at_the_border():
+    flat = torch.full((2, 6, 7), 0.25)
+    torch.testing.assert_close(gaussian_smooth(flat, sigma=1.5), flat)
+    assert gaussian_smooth(flat, sigma=0) is flat  # 0 switches smoothing off
+
+
+def test_percentile_normalisation_divides_by_the_percentile_and_clips():
+    maps = torch.arange(100, dtype=torch.float32).reshape(1, 10, 10)
+    out = percentile_normalise(maps, percentile=50)  # numpy/torch linear quantile of 0..99 at 0.5 = 49.5
+    assert out[0, 3, 3].item() == pytest.approx(33 / 49.5)
+    assert out[0, 9, 9].item() == 1.0 and out[0, 0, 0].item() == 0.0
+
+
+def test_percentile_normalisation_falls_back_to_the_max_and_keeps_zero_maps_zero():
+    sparse = torch.zeros(1, 10, 10)
+    sparse[0, 2, 3] = 4.0
+    sparse[0, 5, 5] = 2.0
+    both = torch.cat([sparse, torch.zeros(1, 10, 10)])
+    out = percentile_normalise(both, percentile=90)  # the 90th percentile is 0 -> divide by the max, 4
+    assert out[0, 2, 3].item() == 1.0 and out[0, 5, 5].item() == 0.5
+    assert out[1].abs().sum().item() == 0.0
+
+
+def test_postprocess_order_positive_part_before_smoothing():
+    maps = torch.zeros(1, 9, 9)
+    maps[0, 4, 4] = 1.0
+    maps[0, 4, 5] = -10.0  # would cancel the peak if smoothed before the positive part
+    out = postprocess(maps, sigma=1.0, percentile=100)
+    assert out.max().item() == 1.0 and out[0, 4, 4].item() == 1.0
+    assert out.min().item() >= 0.0
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="percentile must be in"):
+        percentile_normalise(torch.ones(1, 2, 2), percentile=0)
+    with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\)"):
+        gaussian_smooth(torch.ones(2, 2), sigma=1.0)

@@ -1,0 +1,160 @@
+"""The labelling loop: outputs, skip report, re-run, sharding, settings guard, kill-and-resume, visuals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.labels.runner import LabelRunner
+from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
+from cxrdoll.labels.writer import read_label, read_report
+from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, write_classifiers, write_datalist
+
+PROJECT = Path(__file__).resolve().parents[2]
+OPTIONS = {"explainer": "doll_ig", "explainer_options": {"steps": 4}, "image_size": 32, "min_agree": 2,
+           "confidence_power": 1.0, "progress": False}
+
+
+def _label_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npz"))
+            if not p.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """8 good images, one corrupt PNG and one missing file; and an uninterrupted reference run."""
+    root = tmp_path_factory.mktemp("tiny")
+    items = make_images(root, 8, size=40)
+    corrupt = root / "images" / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    raw = items[0]["raw_label"]
+    items.insert(3, {"image": str(corrupt), "id": "bad/corrupt.png", "raw_label": raw})
+    items.append({"image": str(root / "images" / "gone.png"), "id": "bad/gone.png", "raw_label": raw})
+    classifiers, datalist = write_classifiers(root), write_datalist(root, items, n_validation=2)
+    reference = root / "reference"
+    summary = LabelRunner(classifiers, datalist, reference, **OPTIONS).run()
+    return classifiers, datalist, reference, summary
+
+
+def test_reference_run_outputs(setup):
+    classifiers, datalist, reference, summary = setup
+    assert summary == {"rank": 0, "world_size": 1, "images": 10, "written": 8, "skipped": 2, "finalised": True}
+    files = _label_files(reference)
+    assert len(files) == 8
+    label = read_label(reference / "tiny/patient00000/study1/view1_frontal.npz")
+    assert label["mask"].shape == (14, 32, 32) and label["mask"].dtype == np.uint8
+    assert label["state"][CARDIO] == 1 and label["state"][EDEMA] == 1
+    assert label["mask"][CARDIO].any() and not label["mask"][label["state"] != 1].any()
+    assert 0.99 <= float(label["soft"][CARDIO].max()) <= 1.0
+    odd = read_label(reference / "tiny/patient00001/study1/view1_frontal.npz")
+    assert odd["state"][EDEMA] == 0 and not odd["mask"][EDEMA].any()
+
+    report = read_report(reference / "report.csv")
+    assert [r["id"] for r in report] == ["bad/corrupt.png", "bad/gone.png"]
+    assert report[1]["image"].endswith("gone.png") and report[1]["reason"]
+    assert report[0]["reason"] and "corrupt.png" in report[0]["image"]
+
+    out = json.loads((reference / "datalist.json").read_text())
+    assert [len(out["training"]), len(out["validation"])] == [7, 1]  # the missing file was in validation
+    assert out["training"][0]["label"].endswith("tiny/patient00000/study1/view1_frontal.npz")
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["counts"] == {**manifest["counts"], "images": 10, "labelled": 8, "skipped": 2}
+    assert manifest["counts"]["positives"]["Cardiomegaly"] == 8
+    assert manifest["selection"]["Cardiomegaly"] == ["densenet_tiny_0", "densenet_tiny_1"]
+    assert manifest["selection"]["Edema"] == ["densenet_tiny_0"]
+    assert manifest["tau"] == 0.7 and manifest["binarise"] == {"method": "otsu", "value": None}
+
+
+def test_rerun_skips_finished_images_and_changes_nothing(setup):
+    classifiers, datalist, reference, _ = setup
+    before = {p: p.stat().st_mtime_ns for p in reference.rglob("*.npz")}
+    summary = LabelRunner(classifiers, datalist, reference, **OPTIONS).run()
+    assert summary["written"] == 0 and summary["skipped"] == 2  # unreadable inputs are retried and listed again
+    assert {p: p.stat().st_mtime_ns for p in reference.rglob("*.npz")} == before
+
+
+def test_two_shards_give_the_same_files_as_one_run(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    first = LabelRunner(classifiers, datalist, tmp_path, rank=1, world_size=2, **OPTIONS).run()
+    assert first["images"] == 5 and not first["finalised"] and not (tmp_path / "datalist.json").exists()
+    second = LabelRunner(classifiers, datalist, tmp_path, rank=0, world_size=2, **OPTIONS).run()
+    assert second["finalised"]
+    assert _label_files(tmp_path) == _label_files(reference)
+    assert (tmp_path / "report.csv").read_text() == (reference / "report.csv").read_text()
+    assert json.loads((tmp_path / "datalist.json").read_text())["training"] == [
+        {**d, "label": d["label"].replace(str(reference), str(tmp_path))}
+        for d in json.loads((reference / "datalist.json").read_text())["training"]
+    ]
+
+
+def test_resuming_with_other_settings_is_refused(setup):
+    classifiers, datalist, reference, _ = setup
+    with pytest.raises(ValueError, match=r"holds labels made with different settings \(differ in \['tau'\]\)"):
+        LabelRunner(classifiers, datalist, reference, **{**OPTIONS, "tau": 0.9}).run()
+
+
+def test_bad_configuration_is_refused(setup, tmp_path):
+    classifiers, datalist, _, _ = setup
+    with pytest.raises(ValueError, match="unknown explainer 'lime'"):
+        LabelRunner(classifiers, datalist, tmp_path, explainer="lime")
+    with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
+        LabelRunner(classifiers, datalist, tmp_path, rank=2, world_size=2)
+    with pytest.raises(ValueError, match=r"datalist.json: no items in sections \['testing'\]"):
+        LabelRunner(classifiers, datalist, tmp_path, sections=("testing",))
+
+
+def test_killed_run_resumes_to_identical_files(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    out = tmp_path / "killed"
+    # A handler that sleeps after each image keeps the run slow enough to be killed half way.
+    script = textwrap.dedent(f"""
+        import time
+        from cxrdoll.labels.runner import LabelRunner
+        options = {OPTIONS!r}
+        LabelRunner({str(classifiers)!r}, {str(datalist)!r}, {str(out)!r},
+                    handlers=[lambda result: time.sleep(0.5)], **options).run()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while len(_label_files(out) if out.exists() else {}) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the labelling subprocess wrote nothing within 90 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(_label_files(out))
+    assert 2 <= done < 8 and not (out / "datalist.json").exists()
+
+    summary = LabelRunner(classifiers, datalist, out, **OPTIONS).run()
+    assert summary["written"] == 8 - done and summary["finalised"]
+    assert _label_files(out) == _label_files(reference)
+
+
+def test_overlay_and_tensorboard_handlers(setup, tmp_path):
+    classifiers, datalist, _, _ = setup
+    overlays = OverlayWriter(tmp_path / "overlays", max_images=2)
+    board = TensorBoardLabelImages(tmp_path / "tb", max_images=1)
+    LabelRunner(classifiers, datalist, tmp_path / "labels", handlers=[overlays, board], **OPTIONS).run()
+    pngs = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
+    assert pngs == ["tiny_patient00000_study1_view1_frontal.png", "tiny_patient00001_study1_view1_frontal.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "overlays" / pngs[0]) as im:
+        assert im.mode in ("RGB", "RGBA") and im.width > im.height  # image + two observation panels
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == [f"labels/{OBSERVATIONS[CARDIO]}", f"labels/{OBSERVATIONS[EDEMA]}"]

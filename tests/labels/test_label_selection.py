@@ -1,0 +1,56 @@
+import json
+import math
+
+import pytest
+
+from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
+from cxrdoll.labels.selection import best_for, best_overall, load_registry, select_models
+
+
+def _registry(tmp_path, aurocs, means):
+    doc = {
+        "observations": list(OBSERVATIONS),
+        "data_hash": "h",
+        "classifiers": [
+            {"name": f"m{k}", "arch": "densenet_tiny", "checkpoint": f"m{k}.pt", "image_size": 64,
+             "auroc": a, "mean_auroc": m}
+            for k, (a, m) in enumerate(zip(aurocs, means))
+        ],
+    }
+    path = tmp_path / "classifiers.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_tau_selection_with_best_single_fallback(tmp_path):
+    path = _registry(
+        tmp_path,
+        [
+            {"Cardiomegaly": 0.90, "Edema": 0.60},
+            {"Cardiomegaly": 0.85, "Edema": 0.75, "Atelectasis": None},
+            {"Cardiomegaly": 0.70, "Edema": 0.70},
+        ],
+        [0.7, 0.8, 0.9],
+    )
+    registry = load_registry(path)
+    assert registry.classifiers[0].checkpoint == str(tmp_path / "m0.pt")  # relative to the registry file
+    sel = select_models(registry, tau=0.8)
+    assert sel["Cardiomegaly"] == [0, 1]
+    assert sel["Edema"] == [1]  # nobody reaches 0.8: best single model for Edema
+    assert sel["Atelectasis"] == [2]  # no AUROC anywhere: best mean AUROC
+    assert set(sel) == set(LOCALISABLE_OBSERVATIONS)
+    assert best_overall(registry) == 2 and best_for(registry, "Edema") == 1
+    assert math.isnan(registry.classifiers[1].skill("Atelectasis"))
+
+
+def test_registry_errors_name_the_file(tmp_path):
+    path = tmp_path / "classifiers.json"
+    path.write_text(json.dumps({"classifiers": [{"name": "a", "arch": "x"}]}))
+    with pytest.raises(ValueError, match=r"classifiers.json: classifiers\[0\] lacks \['checkpoint'\]"):
+        load_registry(path)
+    path.write_text(json.dumps({"classifiers": [{"name": "a", "arch": "x", "checkpoint": "c", "auroc": {"Cardio": 1}}]}))
+    with pytest.raises(ValueError, match=r"AUROC for unknown observations \['Cardio'\]"):
+        load_registry(path)
+    path.write_text(json.dumps({"observations": ["A"], "classifiers": []}))
+    with pytest.raises(ValueError, match="differ from cxrdoll.constants.OBSERVATIONS"):
+        load_registry(path)

@@ -1,0 +1,47 @@
+import pytest
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.labels.targets import label_state, raw_labels, target_indices
+
+NF, CARDIO, EDEMA, EFF = (OBSERVATIONS.index(o) for o in ("No Finding", "Cardiomegaly", "Edema", "Pleural Effusion"))
+
+
+def _raw(**values):
+    raw = [None] * len(OBSERVATIONS)
+    for index, value in values.items():
+        raw[int(index[1:])] = value
+    return raw
+
+
+def test_positives_policy():
+    raw = _raw(**{f"c{NF}": 1.0, f"c{CARDIO}": 1.0, f"c{EDEMA}": 0.0, f"c{EFF}": -1.0})
+    state = label_state(raw, "positives")
+    assert state[CARDIO] == 1 and state[EDEMA] == 0 and state[EFF] == -1
+    assert state[NF] == -1  # not localisable, never a target
+    assert sum(state == -1) == len(OBSERVATIONS) - 2
+    assert target_indices(state) == [CARDIO]
+
+
+def test_positives_and_uncertain_policy():
+    raw = _raw(**{f"c{CARDIO}": 1.0, f"c{EFF}": -1.0})
+    assert target_indices(label_state(raw, "positives_uncertain")) == [CARDIO, EFF]
+
+
+def test_ensemble_predicted_only_for_unlabelled_images():
+    probs = [0.9] * len(OBSERVATIONS)
+    probs[CARDIO] = 0.2
+    state = label_state([None] * len(OBSERVATIONS), "ensemble_predicted", probs, 0.5)
+    assert CARDIO not in target_indices(state) and EDEMA in target_indices(state) and state[NF] == -1
+    labelled = _raw(**{f"c{CARDIO}": 1.0})
+    assert target_indices(label_state(labelled, "ensemble_predicted", probs)) == [CARDIO]
+    with pytest.raises(ValueError, match="needs the ensemble's probabilities"):
+        label_state([None] * len(OBSERVATIONS), "ensemble_predicted")
+
+
+def test_bad_items_are_named():
+    with pytest.raises(ValueError, match="'p1/x.jpg' has no 'raw_label'"):
+        raw_labels({"id": "p1/x.jpg"})
+    with pytest.raises(ValueError, match="raw_label has 2 values, expected 14"):
+        raw_labels({"id": "a", "raw_label": [1, 0]})
+    with pytest.raises(ValueError, match="unknown target policy 'all'"):
+        label_state([None] * len(OBSERVATIONS), "all")

@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from cxrdoll.labels.writer import finalise, label_path, read_label, read_report, write_label, write_shard_record
+
+
+def _arrays(seed=0, size=6):
+    rng = np.random.default_rng(seed)
+    mask = (rng.uniform(size=(14, size, size)) > 0.5).astype(np.uint8)
+    state = np.array([-1, 0, 1] + [-1] * 11, dtype=np.int8)
+    soft = rng.uniform(size=(14, size, size)).astype(np.float32)
+    return mask, state, soft
+
+
+def test_label_file_round_trip_and_identical_bytes(tmp_path):
+    mask, state, soft = _arrays()
+    a, b = tmp_path / "a.npz", tmp_path / "sub" / "b.npz"
+    write_label(a, mask, state, soft)
+    write_label(b, mask, state, soft)
+    assert a.read_bytes() == b.read_bytes()  # no timestamps: equal arrays give equal files
+    data = read_label(a)
+    np.testing.assert_array_equal(data["mask"], mask)
+    np.testing.assert_array_equal(data["state"], state)
+    assert data["soft"].dtype == np.float16
+    np.testing.assert_allclose(data["soft"], soft, atol=1e-3)
+    write_label(a, mask, state)
+    assert set(read_label(a)) == {"mask", "state"}  # soft maps are optional
+
+
+def test_label_file_checks(tmp_path):
+    mask, state, soft = _arrays()
+    with pytest.raises(ValueError, match=r"x.npz: mask must be \(14, S, S\)"):
+        write_label(tmp_path / "x.npz", mask[:3], state)
+    with pytest.raises(ValueError, match="soft .* must match mask"):
+        write_label(tmp_path / "x.npz", mask, state, soft[:, :2])
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz: not a readable label file"):
+        read_label(tmp_path / "bad.npz")
+
+
+def test_label_path_keeps_ids_inside_the_folder(tmp_path):
+    assert label_path(tmp_path, "CheXpert/train/p1/s1/view1.jpg") == tmp_path / "CheXpert/train/p1/s1/view1.npz"
+    for bad in ("../x.jpg", "/abs/x.jpg", ""):
+        with pytest.raises(ValueError, match="is not a relative path inside the label folder"):
+            label_path(tmp_path, bad)
+
+
+def test_finalise_waits_for_every_shard_and_merges_reports(tmp_path):
+    mask, state, soft = _arrays()
+    items = [{"image": f"/img/{i}.png", "id": f"p{i}/v.png"} for i in range(3)]
+    write_label(label_path(tmp_path, items[0]["id"]), mask, state, soft)
+    write_label(label_path(tmp_path, items[2]["id"]), mask, state, soft)
+    write_shard_record(tmp_path, 1, 2, [{"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}])
+    assert not finalise(tmp_path, {"training": items[:2], "validation": items[2:]}, 2, {"explainer": "x"})
+    assert not (tmp_path / "datalist.json").exists()
+    write_shard_record(tmp_path, 0, 2, [])
+    assert finalise(tmp_path, {"training": items[:2], "validation": items[2:]}, 2, {"explainer": "x"})
+    datalist = json.loads((tmp_path / "datalist.json").read_text())
+    assert [d["id"] for d in datalist["training"]] == ["p0/v.png"]
+    assert datalist["validation"][0]["label"] == str((tmp_path / "p2/v.npz").resolve())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["counts"]["labelled"] == 2 and manifest["counts"]["skipped"] == 1
+    assert manifest["counts"]["positives"]["Cardiomegaly"] == 2
+    assert manifest["counts"]["negatives"]["Enlarged Cardiomediastinum"] == 2
+    assert manifest["explainer"] == "x" and manifest["code_version"]["cxrdoll"]
+    assert read_report(tmp_path / "report.csv") == [{"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}]
