@@ -66,8 +66,26 @@ def build_model(name: str, checkpoint: str | None, device: torch.device) -> tupl
         model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         source += f" ({checkpoint})"
     else:
-        source += " (random weights, seed 0)"
+        source += " (random weights, seed 0, BatchNorm statistics calibrated on the inputs)"
     return model.to(device).eval(), source
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> None:
+    """Set BatchNorm running statistics from ``images`` (for random weights only).
+
+    Freshly initialised BatchNorm (mean 0, variance 1) makes a bias-free ReLU network positively
+    homogeneous, so its gradient is constant along the path from a zero baseline and IG is exact
+    at any step count: the fidelity numbers would be meaningless. Real statistics add the biases
+    a trained network has.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    model(images)
+    model.eval()
 
 
 def make_inputs(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[list[int]]]:
@@ -240,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     model, network = build_model(args.network, args.checkpoint, device)
     images, targets = make_inputs(args.images, args.size)
     images = images.to(device)
+    if not args.checkpoint:
+        calibrate_batchnorm(model, images)
     print(f"{device_name(device)} | {network} | {args.images} images 1x{args.size}^2", flush=True)
 
     refs, captum_rate = run_captum(model, images, targets, args.warmup)

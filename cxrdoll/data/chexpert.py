@@ -31,8 +31,7 @@ import os
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from itertools import repeat
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -159,42 +158,52 @@ def _name_key(name: str) -> str:
 
 
 def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
-    """Parse and validate a CheXpert CSV; any problem raises one ``ValueError`` naming row and column.
+    """Parse and validate a CheXpert CSV; the first problem (in row, then column order) raises one
+    ``ValueError`` naming its row and column.
 
     Column-wise numpy checks keep CheXpert's 223,414 rows to well under a second of parsing.
     """
     path = Path(path)
-    header, rows, columns = _read_columns(path, ("Path", "Frontal/Lateral") + OBSERVATIONS)
+    cells = _read_cells(path, OBSERVATIONS + ("Frontal/Lateral",))
+    header, rows = cells.header, cells.rows
+    problems: list[tuple[int, int, str]] = []  # (data row index, header position, message)
 
-    codes = np.full((len(OBSERVATIONS), len(rows)), _BAD, dtype=np.int8)
-    cells = np.array([columns[obs] for obs in OBSERVATIONS], dtype="U5")  # longer values become bad ones
+    def problem(i: int, column: str, message: str) -> None:
+        problems.append((i, header.index(column), f"{path} row {rows[i]}, column {column!r}: {message}"))
+
+    short = np.stack([cells.short[obs] for obs in OBSERVATIONS])  # (14, N)
+    codes = np.full(short.shape, _BAD, dtype=np.int8)
     for literal, code in _VALUE_CODES.items():
-        codes[cells == literal] = code
-    for j, i in np.argwhere(codes.T == _BAD)[:, ::-1]:  # row-major: the first bad cell is reported
-        value = columns[OBSERVATIONS[j]][i]
+        codes[short == literal.encode()] = code
+    for i, j in sorted(np.argwhere(codes.T == _BAD).tolist(), key=lambda ij: (ij[0], header.index(OBSERVATIONS[ij[1]]))):
+        value = cells.cell(OBSERVATIONS[j], i)
         codes[j, i] = _VALUE_CODES.get(value.strip(), _BAD)  # tolerate surrounding spaces
         if codes[j, i] == _BAD:
-            raise ValueError(f"{path} row {rows[i]}, column {OBSERVATIONS[j]!r}: value {value!r} is not 1, 0, -1 or blank")
+            problem(i, OBSERVATIONS[j], f"value {value!r} is not 1, 0, -1 or blank")
+            break
     raw = np.where(codes == _BLANK, np.nan, codes).T.astype(np.float32)
 
-    views = list(map(str.strip, columns["Frontal/Lateral"]))
-    frontal = np.array(views) == "Frontal"
-    for i in np.flatnonzero(~frontal):
-        if views[i] != "Lateral":
-            raise ValueError(f"{path} row {rows[i]}, column 'Frontal/Lateral': value {views[i]!r} is not Frontal or Lateral")
+    views = cells.short["Frontal/Lateral"]
+    frontal = views == b"Frontal"
+    for i in np.flatnonzero(~frontal & (views != b"Lateral")).tolist():
+        value = cells.cell("Frontal/Lateral", i).strip()
+        if value not in ("Frontal", "Lateral"):
+            problem(i, "Frontal/Lateral", f"value {value!r} is not Frontal or Lateral")
+            break
+        frontal[i] = value == "Frontal"
 
-    paths = list(map(str.strip, columns["Path"]))
+    paths = list(map(str.strip, cells.paths))
     joined = "\n" + "\n".join(paths) + "\n"
-    if any(s in joined for s in ("\n\n", "\n/", "\\", ":", "..")):  # rare: find the row
-        for row, p in zip(rows, paths):
-            problem = _path_problem(p)
-            if problem:
-                raise ValueError(f"{path} row {row}, column 'Path': {p!r} {problem}")
     try:
         patients = [p.rsplit("/", 3)[-3] for p in paths]
-    except IndexError:
-        row, p = next((r, p) for r, p in zip(rows, paths) if p.count("/") < 2)
-        raise ValueError(f"{path} row {row}, column 'Path': {p!r} has no patient folder; expected <patient>/<study>/<image>") from None
+    except IndexError:  # fewer than three path parts: reported below
+        patients = [""]
+    if any(s in joined for s in ("\n\n", "\n/", "\\", ":", "..")) or "" in patients:  # rare: find the row
+        bad_path = next(((i, m) for i, m in enumerate(map(_path_problem, paths)) if m), None)
+        if bad_path is not None:
+            problem(bad_path[0], "Path", f"{paths[bad_path[0]]!r} {bad_path[1]}")
+    if problems:
+        raise ValueError(min(problems)[2])
     if len(set(paths)) != len(paths):
         seen: dict[str, int] = {}
         for row, p in zip(rows, paths):
@@ -204,12 +213,27 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
     return ChexpertTable(path, paths, patients, frontal, raw, np.asarray(rows))
 
 
-def _read_columns(path: Path, needed: Sequence[str]) -> tuple[list[str], list[int], dict[str, list[str]]]:
-    """Header, spreadsheet row number of each data row, and the ``needed`` columns' cells.
+@dataclass(frozen=True)
+class _Cells:
+    """A CSV's columns as read: the Path column as text, short columns as fixed-width bytes."""
 
-    Plain files (no quotes, no CR, equal field counts) are split in bulk; anything else goes
-    through the ``csv`` module, which also finds the row to blame.
+    header: list[str]
+    rows: list[int]  # spreadsheet row number of each data row
+    paths: list[str]
+    short: dict[str, np.ndarray]  # dtype S<width>; a longer cell is cut to ``width`` bytes, so never matches
+    cell: Callable[[str, int], str]  # original text of a cell, for error messages
+
+
+_SHORT_WIDTH = 8  # longer than any valid value ("-1.0", "Frontal", "Lateral")
+
+
+def _read_cells(path: Path, short: Sequence[str]) -> _Cells:
+    """Read the CSV's header and the Path and ``short`` columns.
+
+    Plain files (no quotes, equal field counts) are cut up with numpy on the raw bytes; anything
+    else goes through the ``csv`` module, which also finds the row to blame.
     """
+    short = tuple(short)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -221,16 +245,15 @@ def _read_columns(path: Path, needed: Sequence[str]) -> tuple[list[str], list[in
     if not header_line.strip():
         raise ValueError(f"{path}: empty file; expected a CheXpert header row")
     header = [h.strip() for h in next(csv.reader([header_line]))]
-    missing = [c for c in needed if c not in header]
+    missing = [c for c in ("Path",) + short if c not in header]
     if missing:
         raise ValueError(f"{path} row 1 (header): missing column(s) {', '.join(map(repr, missing))}")
     if not body.strip():
         raise ValueError(f"{path}: no data rows after the header")
-    width = len(header)
-    lines = body.split("\n")
-    if '"' not in text and "\r" not in text and set(map(str.count, lines, repeat(","))) == {width - 1}:
-        flat = body.replace("\n", ",").split(",")
-        return header, list(range(2, len(lines) + 2)), {c: flat[header.index(c) :: width] for c in needed}
+    if '"' not in text and "\r" not in text:
+        cells = _split_plain(header, body + "\n", short)
+        if cells is not None:
+            return cells
 
     try:
         records = list(csv.reader(io.StringIO(text)))
@@ -239,14 +262,55 @@ def _read_columns(path: Path, needed: Sequence[str]) -> tuple[list[str], list[in
     rows = [i + 1 for i, rec in enumerate(records) if rec and i > 0]  # blank lines are skipped
     data = [records[r - 1] for r in rows]
     for row, rec in zip(rows, data):
-        if len(rec) != width:
-            raise ValueError(f"{path} row {row}: {len(rec)} fields, but the header has {width}")
-    index = {c: header.index(c) for c in needed}
-    return header, rows, {c: [rec[index[c]] for rec in data] for c in needed}
+        if len(rec) != len(header):
+            raise ValueError(f"{path} row {row}: {len(rec)} fields, but the header has {len(header)}")
+    index = {c: header.index(c) for c in header}
+    return _Cells(
+        header,
+        rows,
+        [rec[index["Path"]] for rec in data],
+        {c: np.array([rec[index[c]].encode()[:_SHORT_WIDTH] for rec in data], dtype=f"S{_SHORT_WIDTH}") for c in short},
+        lambda column, i: data[i][index[column]],
+    )
+
+
+def _split_plain(header: list[str], body: str, short: Sequence[str]) -> _Cells | None:
+    """Field boundaries from the positions of ',' and '\\n'; None unless every row has the header's width."""
+    width, n = len(header), body.count("\n")
+    raw = body.encode()
+    b = np.frombuffer(raw, dtype=np.uint8)
+    seps = np.flatnonzero((b == ord(",")) | (b == ord("\n")))
+    if len(seps) != n * width or not (b[seps[width - 1 :: width]] == ord("\n")).all():
+        return None
+    ends = seps.reshape(n, width)  # ends[i, j]: offset of the separator after field j of row i
+
+    def span(j: int) -> tuple[np.ndarray, np.ndarray]:
+        start = ends[:, j - 1] + 1 if j else np.concatenate(([0], ends[:-1, -1] + 1))
+        return start, ends[:, j]
+
+    def texts(start: np.ndarray, end: np.ndarray) -> list[str]:
+        if len(raw) == len(body):  # ASCII: byte offsets are character offsets
+            return list(map(body.__getitem__, map(slice, start.tolist(), end.tolist())))
+        return [raw[s:e].decode() for s, e in zip(start.tolist(), end.tolist())]
+
+    def fixed(j: int) -> np.ndarray:
+        """Column ``j`` as bytes cut to _SHORT_WIDTH, one gather per byte position."""
+        start, end = span(j)
+        length = end - start
+        out = np.zeros((n, _SHORT_WIDTH), dtype=np.uint8)
+        for k in range(min(_SHORT_WIDTH, int(length.max(initial=0)))):
+            out[:, k] = np.where(length > k, b[np.minimum(start + k, len(b) - 1)], 0)
+        return out.view(f"S{_SHORT_WIDTH}").ravel()
+
+    def cell(column: str, i: int) -> str:
+        start, end = span(header.index(column))
+        return texts(start[i : i + 1], end[i : i + 1])[0]
+
+    return _Cells(header, list(range(2, n + 2)), texts(*span(header.index("Path"))), {c: fixed(header.index(c)) for c in short}, cell)
 
 
 def _path_problem(p: str) -> str | None:
-    """Why a CSV path could leave the dataset root, or None when it is a plain relative path."""
+    """What is wrong with a CSV path (it could leave the dataset root, or names no patient), or None."""
     if not p:
         return "is empty"
     if p.startswith(("/", "\\")) or p[1:2] == ":":
@@ -255,6 +319,8 @@ def _path_problem(p: str) -> str | None:
         return "contains a backslash; use '/' between folders"
     if ".." in p.split("/"):
         return "contains '..'; paths must stay inside --root"
+    if p.count("/") < 2 or not p.rsplit("/", 3)[-3]:
+        return "has no patient folder; expected <patient>/<study>/<image>"
     return None
 
 

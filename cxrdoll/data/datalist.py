@@ -9,18 +9,17 @@ from typing import Any, Mapping, Sequence
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.io import read_json, write_text_atomic
 
-SECTIONS: tuple[str, ...] = ("training", "validation", "test")
-
 
 def write_datalist(path: str | os.PathLike, datalist: Mapping[str, Any]) -> None:
-    """Atomic write with one item per line: readable, diffable, and fast for 200k items.
-
-    (``json.dumps(..., indent=2)`` would put every label value on its own line and use the slow
-    pure-Python encoder.)
-    """
-    meta = {k: v for k, v in datalist.items() if k not in SECTIONS}
-    sections = {k: [json.dumps(item) for item in v] for k, v in datalist.items() if k in SECTIONS}
+    """Atomic write, one item per line: readable and diffable, where ``indent=2`` would put every
+    label value on a line of its own and fall back to json's slow pure-Python encoder."""
+    sections = {k: [json.dumps(item) for item in v] for k, v in datalist.items() if _is_item_list(v)}
+    meta = {k: v for k, v in datalist.items() if k not in sections}
     write_text_atomic(path, format_datalist(meta, sections))
+
+
+def _is_item_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def format_datalist(meta: Mapping[str, Any], sections: Mapping[str, Sequence[str]]) -> str:

@@ -13,4 +13,4 @@ class LossProgressBar:
         self.bar = ProgressBar(persist=persist)
 
     def attach(self, engine: Engine) -> None:
-        self.bar.attach(engine, output_transform=lambda output: {"loss": float(output["loss"])})
+        self.bar.attach(engine, output_transform=lambda output: {"loss": output["loss"].item()})

@@ -99,7 +99,7 @@ class SegmentationMetrics(Metric):
 
     The engine's value under ``name`` is a float (NaN when undefined) so MONAI's best-model logic
     can compare it. Also published: ``<name>/dice/<class>``, ``<name>/iou/<class>``,
-    ``<name>/hd95/<class>`` and the class means ``<name>/iou`` and ``<name>/hd95``. Each class value
+    ``<name>/hd95/<class>`` (where defined) and the class means ``<name>/iou`` and ``<name>/hd95``. Each class value
     is the mean over the images where it is defined. Expects binarised predictions.
     Under DDP every rank's scores are gathered first.
     """
@@ -141,7 +141,8 @@ class SegmentationMetrics(Metric):
         super().completed(engine, name)
         for key, per_class in self.results.items():
             for cls, value in per_class.items():
-                engine.state.metrics[f"{name}/{key}/{cls}"] = value
+                if not math.isnan(value):  # undefined classes (no target anywhere) stay out of the logs
+                    engine.state.metrics[f"{name}/{key}/{cls}"] = value
             if key != "dice":
                 engine.state.metrics[f"{name}/{key}"] = _nanmean(torch.tensor(list(per_class.values())))
 
@@ -200,7 +201,7 @@ class SegmentationRecorder:
             self.best = record
         if idist.get_rank() != 0:
             return
-        if improved and self.model_file is not None:
+        if (improved or len(self.history) == 1) and self.model_file is not None:  # always leave a model behind
             with atomic_path(self.model_file) as tmp:
                 torch.save(model_state_dict(self.network), tmp)
         write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best, "history": self.history})

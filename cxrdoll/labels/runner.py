@@ -73,16 +73,32 @@ class _Inputs(Dataset):
             if image.shape != (1, self.image_size, self.image_size) or not torch.isfinite(image).all():
                 raise ValueError(f"loaded as {tuple(image.shape)} with non-finite or wrong-sized data")
         except Exception as err:  # corrupt, missing or unreadable input: skip it and say why
-            return {"item": item, "error": _root_cause(err)}
+            return {"item": item, "error": _reason(item, err)}
         return {"item": item, "image": image, "raw": raw}
 
 
-def _root_cause(err: BaseException) -> str:
-    """MONAI wraps transform errors several times; report the innermost one, on one line."""
+def _reason(item: dict, err: Exception) -> str:
+    """One line saying why an input was skipped.
+
+    MONAI's loader retries every registered reader and folds all their tracebacks into one message;
+    for an unreadable file, PIL's own error on a direct open is the clear reason.
+    """
+    path = Path(str(item.get("image", "")))
+    if isinstance(err, ValueError) and "raw_label" in str(err):
+        return str(err)
+    if not path.is_file():
+        return f"FileNotFoundError: {path}: file not found"
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+    except Exception as pil_err:
+        return f"{type(pil_err).__name__}: {' '.join(str(pil_err).split())}"[:300]
     while err.__cause__ is not None:
         err = err.__cause__
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}"[:300]
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first_line}"[:300]
 
 
 def _as_list(batch: list) -> list:

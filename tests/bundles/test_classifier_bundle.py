@@ -34,7 +34,7 @@ def test_training_writes_model_checkpoint_metrics_and_logs(trained):
     net.load_state_dict(state)  # strict: same keys as the registry's classifier
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert set(ckpt) == {"network", "optimizer", "lr_scheduler", "recorder", "trainer"}
-    assert ckpt["trainer"]["epoch"] == 1
+    assert ckpt["trainer"]["iteration"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best"]["epoch"] == 1 and metrics["best"]["num_samples"] == 8
     assert 0.0 <= metrics["best"]["auroc"]["Cardiomegaly"] <= 1.0

@@ -89,11 +89,12 @@ def test_organ_and_lesion_sets(synth_small):
     items = organs["training"] + organs["validation"]
     assert len(items) == 8 and len(organs["validation"]) == 2
     centre_x = {}
+    root = synth_small / "organs"
     for item in items:
-        assert Image.open(item["image"]).size == (64, 64)
+        assert Image.open(root / item["image"]).size == (64, 64)
         for name, path in zip(ORGAN_STRUCTURES, item["label"]):
-            assert Path(path).parent.name == name
-            mask = np.asarray(Image.open(path))
+            assert Path(path).parent.name == name and not Path(path).is_absolute()
+            mask = np.asarray(Image.open(root / path))
             assert set(np.unique(mask)) == {0, 255}
             centre_x.setdefault(name, []).append(np.nonzero(mask)[1].mean() / 64)
     # PA view: the patient's left is on the image's right.
@@ -102,15 +103,9 @@ def test_organ_and_lesion_sets(synth_small):
     assert np.mean(centre_x["heart"]) > 0.5
     lesions = read_json(synth_small / "lesions" / "datalist.json")
     assert lesions["classes"] == ["infection"]
-    masks = [np.asarray(Image.open(i["label"][0])) for i in lesions["training"] + lesions["validation"]]
+    masks = [np.asarray(Image.open(synth_small / "lesions" / i["label"][0])) for i in lesions["training"] + lesions["validation"]]
     assert all(set(np.unique(m)) <= {0, 255} for m in masks)
     assert sum(m.any() for m in masks) >= 4  # most lesion images carry an infection
-
-
-def test_organ_structures_match_segmentation_reader():
-    from cxrdoll.data.segmentation import SCR_STRUCTURES
-
-    assert ORGAN_STRUCTURES == SCR_STRUCTURES
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
@@ -121,8 +116,8 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     assert len(a) > 20 and a == b
     write_synthetic(SynthConfig(n=6, size=48, seed=4, lateral_frac=0.5, n_organs=2, n_lesions=2), tmp_path / "c")
     c = _tree_digest(tmp_path / "c")
-    assert a.keys() != c.keys() or a != c
-    assert a[f"{DATASET}/train.csv"] != c[f"{DATASET}/train.csv"]
+    shared = a.keys() & c.keys()
+    assert len(shared) > 10 and all(a[k] != c[k] for k in shared if k.endswith((".jpg", ".png", ".npz")))
 
 
 def test_preview_contact_sheet(synth_small, tmp_path):

@@ -28,14 +28,15 @@ def test_each_finding_plants_its_own_mask_and_changes_the_image(name):
         ill = _phantom([name], seed)
         index = OBSERVATIONS.index(name)
         areas = ill.truth.reshape(14, -1).sum(axis=1)
-        assert areas[index] >= 0.004 * SIZE * SIZE, f"{name}: mask too small ({areas[index]} px)"
+        assert areas[index] >= 0.003 * SIZE * SIZE, f"{name}: mask too small ({areas[index]} px)"
         assert areas.sum() == areas[index]
         assert ill.positive.tolist() == [int(i == index) for i in range(14)]
         assert normal.positive.tolist() == [1] + [0] * 13
         inside = ill.truth[index].astype(bool)
         diff = np.abs(ill.image.astype(float) - normal.image.astype(float))
-        # Same anatomy stream, so the finding is what differs most, and it differs inside its mask.
-        assert diff[inside].mean() > 6, f"{name}: not visible inside its mask ({diff[inside].mean():.1f})"
+        # Same anatomy, findings and exposure streams: the image changes inside the mask, hardly outside.
+        assert diff[inside].mean() > 7, f"{name}: not visible inside its mask ({diff[inside].mean():.1f})"
+        assert diff[~inside].mean() < diff[inside].mean() / 5, name
 
 
 def _centre(mask):

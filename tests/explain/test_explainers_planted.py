@@ -56,6 +56,13 @@ def test_target_layer_of_monai_densenet_is_the_last_feature_map():
     assert find_target_layer(model, torch.rand(1, 1, 64, 64)) == "class_layers.relu"
 
 
+def test_target_layer_of_a_project_classifier_is_the_encoder_output():
+    from cxrdoll.networks import build_classifier
+
+    model = build_classifier("densenet_tiny")
+    assert find_target_layer(model, torch.rand(1, 1, 64, 64)) == "encoder.stages.4"
+
+
 def test_occlusion_matches_captum_when_windows_tile_the_image():
     torch.manual_seed(0)
     model = SquareDetector()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.labels.runner import LabelRunner
@@ -30,8 +31,17 @@ def _label_files(folder: Path) -> dict[str, bytes]:
             if not p.name.startswith(".")}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two intra-op threads on 2 busy cores spin and run ~20x slower than one; tests use one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(one_thread, tmp_path_factory):
     """8 good images, one corrupt PNG and one missing file; and an uninterrupted reference run."""
     root = tmp_path_factory.mktemp("tiny")
     items = make_images(root, 8, size=40)
@@ -55,14 +65,15 @@ def test_reference_run_outputs(setup):
     assert label["mask"].shape == (14, 32, 32) and label["mask"].dtype == np.uint8
     assert label["state"][CARDIO] == 1 and label["state"][EDEMA] == 1
     assert label["mask"][CARDIO].any() and not label["mask"][label["state"] != 1].any()
-    assert 0.99 <= float(label["soft"][CARDIO].max()) <= 1.0
+    assert 0 < float(label["soft"][CARDIO].max()) <= 1.0  # a weighted mean of maps each peaking at 1
+    assert float(label["soft"][EDEMA].max()) == 1.0  # one model: its own normalised map
     odd = read_label(reference / "tiny/patient00001/study1/view1_frontal.npz")
     assert odd["state"][EDEMA] == 0 and not odd["mask"][EDEMA].any()
 
     report = read_report(reference / "report.csv")
     assert [r["id"] for r in report] == ["bad/corrupt.png", "bad/gone.png"]
-    assert report[1]["image"].endswith("gone.png") and report[1]["reason"]
-    assert report[0]["reason"] and "corrupt.png" in report[0]["image"]
+    assert report[1]["reason"] == f"FileNotFoundError: {report[1]['image']}: file not found"
+    assert report[0]["reason"].startswith("UnidentifiedImageError: cannot identify image file")
 
     out = json.loads((reference / "datalist.json").read_text())
     assert [len(out["training"]), len(out["validation"])] == [7, 1]  # the missing file was in validation
@@ -124,7 +135,8 @@ def test_killed_run_resumes_to_identical_files(setup, tmp_path):
         LabelRunner({str(classifiers)!r}, {str(datalist)!r}, {str(out)!r},
                     handlers=[lambda result: time.sleep(0.5)], **options).run()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT, stdout=subprocess.DEVNULL,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     while len(_label_files(out) if out.exists() else {}) < 2:

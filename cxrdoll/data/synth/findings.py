@@ -36,10 +36,14 @@ def _lung_point(anat: Anatomy, side: str, rng: Rng, zone: tuple[float, float] = 
                 margin: float = 0.0) -> tuple[float, float]:
     """A random point inside a lung, within a height band (fractions from apex to base)."""
     top, base = anat.lung_bounds(side)
-    lung = anat.lung[side]
-    ys, xs = np.nonzero(lung)
+    r0 = max(int((top + zone[0] * (base - top)) * anat.size), 0)
+    r1 = min(int((top + zone[1] * (base - top)) * anat.size) + 1, anat.size)
+    ys, xs = np.nonzero(anat.lung[side][r0:r1])
+    if not len(ys):  # a zone outside a very small lung: fall back to the whole lung
+        r0, (ys, xs) = 0, np.nonzero(anat.lung[side])
+    ys = ys + r0
     h = (ys + 0.5) / anat.size
-    keep = (h >= top + zone[0] * (base - top)) & (h <= top + zone[1] * (base - top))
+    keep = np.ones(len(ys), bool)
     if margin > 0:
         med, lat = lung_borders(anat.params, side, h)
         u = SIDE_SIGN[side] * ((xs + 0.5) / anat.size - anat.params.cx)
@@ -120,10 +124,9 @@ def _plant_lesion(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     mass = rng.random() < 0.35
     for _ in range(1 if mass else int(rng.integers(1, 4))):
         side = _side(rng)
-        radius = rng.uniform(0.06, 0.085) if mass else rng.uniform(0.028, 0.045)
+        radius = rng.uniform(0.06, 0.085) if mass else rng.uniform(0.035, 0.05)
         x, y = _lung_point(anat, side, rng, (0.1, 0.85), margin=radius * 0.6)
         field = _blob(anat, x, y, radius, radius * rng.uniform(0.85, 1.15), rng, 0.2 if mass else 0.06)
-        field = blur(field, 0.004)
         scene.extra += rng.uniform(0.2, 0.3) * field * (1.1 - 0.2 * np.sqrt(np.clip(field, 0, 1)))
         mask |= field > 0.5
     return mask
@@ -141,12 +144,13 @@ def _plant_edema(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     _add_density(scene, field * mottle, rng.uniform(0.05, 0.08), keep_air=0.25)
     # Kerley B: short horizontal lines reaching the lateral pleura at the bases.
     p = anat.params
+    lines = np.zeros(scene.extra.shape, bool)
     for s in SIDES:
         _, lat = lung_borders(p, s, anat.Y)
         base = p.cp_y[s]
-        lines = (np.abs(np.sin((anat.Y - base) * np.pi / 0.018)) < 0.3) & (anat.Y > base - 0.15)
-        lines = lines & (anat.u[s] > lat - 0.05) & anat.lung[s]
-        scene.extra += 0.06 * blur(lines, 0.003)
+        rows = (np.abs(np.sin((anat.Y - base) * np.pi / 0.018)) < 0.3) & (anat.Y > base - 0.15)
+        lines |= rows & (anat.u[s] > lat - 0.05) & anat.lung[s]
+    scene.extra += 0.06 * blur(lines, 0.003)
     return (field > 0.3) & (anat.lung["R"] | anat.lung["L"])
 
 
@@ -174,9 +178,9 @@ def _plant_pneumonia(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     cx, cy = _lung_point(anat, side, rng, (0.35, 0.95), margin=0.04)
     field = np.zeros_like(scene.extra)
     for _ in range(int(rng.integers(4, 8))):
-        x = cx + rng.normal(0, 0.045)
-        y = cy + rng.normal(0, 0.05)
-        r = rng.uniform(0.025, 0.045)
+        x = cx + rng.normal(0, 0.05)
+        y = cy + rng.normal(0, 0.06)
+        r = rng.uniform(0.035, 0.055)
         field = np.maximum(field, _blob(anat, x, y, r, r, rng, 0.3))
     mottle = np.clip(0.55 + 0.45 * smooth_noise(rng, anat.size, max(8, anat.size // 6)), 0.2, 1.0)
     field = blur(field, 0.008) * scene.lung_soft
@@ -191,12 +195,15 @@ def _plant_atelectasis(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     angle = rng.uniform(-0.35, 0.35)
     half_len = rng.uniform(0.07, 0.11)
     thick = rng.uniform(0.008, 0.014)
-    along = (anat.X - x) * np.cos(angle) + (anat.Y - y) * np.sin(angle)
-    across = -(anat.X - x) * np.sin(angle) + (anat.Y - y) * np.cos(angle)
-    band = np.clip(1 - (across / thick) ** 2, 0, 1) * np.clip((half_len - np.abs(along)) / 0.02, 0, 1)
-    band *= scene.lung_soft
-    _add_density(scene, blur(band, 0.003), rng.uniform(0.1, 0.16))
-    zone = (np.abs(across) < thick + 0.015) & (np.abs(along) < half_len + 0.01)
+    rows, cols = _window(anat, x, y, half_len + 0.03, half_len + 0.03)
+    dx, dy = anat.X[:, cols] - x, anat.Y[rows] - y
+    along = dx * np.cos(angle) + dy * np.sin(angle)
+    across = -dx * np.sin(angle) + dy * np.cos(angle)
+    band = np.zeros_like(scene.extra)
+    band[rows, cols] = np.clip(1 - (across / thick) ** 2, 0, 1) * np.clip((half_len - np.abs(along)) / 0.02, 0, 1)
+    _add_density(scene, blur(band, 0.003) * scene.lung_soft, rng.uniform(0.1, 0.16))
+    zone = np.zeros(band.shape, bool)
+    zone[rows, cols] = (np.abs(across) < thick + 0.015) & (np.abs(along) < half_len + 0.01)
     return zone & anat.lung[side]
 
 
@@ -276,9 +283,10 @@ def _plant_fracture(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         rib = next(r for r in anat.ribs if (r.side, r.index, r.kind) == (br.side, br.index, "posterior"))
         x = p.cx + SIDE_SIGN[br.side] * br.u
         y = float(rib.y_at(br.u / p.lung_w)) + br.step / 2
-        d2 = (anat.X - x) ** 2 + (anat.Y - y) ** 2
-        scene.extra += rng.uniform(0.15, 0.2) * np.exp(-d2 / 0.02**2)  # callus
-        mask |= d2 < 0.04**2
+        rows, cols = _window(anat, x, y, 0.05, 0.05)
+        d2 = (anat.X[:, cols] - x) ** 2 + (anat.Y[rows] - y) ** 2
+        scene.extra[rows, cols] += rng.uniform(0.2, 0.28) * np.exp(-d2 / 0.02**2)  # callus
+        mask[rows, cols] |= d2 < 0.04**2
     return mask
 
 

@@ -55,13 +55,16 @@ def make_phantom(rng: np.random.Generator, size: int, findings: Sequence[str],
     unknown = [f for f in findings if f not in FINDINGS]
     if unknown:
         raise KeyError(f"no generator for {unknown}; known: {list(FINDINGS)}")
-    params = sample_params(rng) if params is None else params
+    # Separate streams for anatomy, findings and exposure: the same image with and without a
+    # finding then differs only by the finding (a paired counterfactual, useful to test explainers).
+    anatomy_rng, finding_rng, exposure_rng = rng.spawn(3)
+    params = sample_params(anatomy_rng) if params is None else params
     for name in findings:
         if FINDINGS[name].prepare is not None:
-            FINDINGS[name].prepare(params, rng)
+            FINDINGS[name].prepare(params, finding_rng)
     anatomy = build_anatomy(params, size)
-    scene = render_base(anatomy, rng)
+    scene = render_base(anatomy, anatomy_rng)
     truth = np.zeros((len(OBSERVATIONS), size, size), np.uint8)
     for name in findings:
-        truth[OBSERVATIONS.index(name)] = FINDINGS[name].plant(anatomy, scene, rng)
-    return Phantom(compose(scene, rng), truth, anatomy)
+        truth[OBSERVATIONS.index(name)] = FINDINGS[name].plant(anatomy, scene, finding_rng)
+    return Phantom(compose(scene, exposure_rng), truth, anatomy)

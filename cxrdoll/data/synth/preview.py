@@ -57,8 +57,8 @@ def write_preview(out: Path, n_frontal: int = 16, n_each: int = 4, tile: int = 2
             continue
         data = read_json(datalist)
         for item in (data["training"] + data["validation"])[:n_each]:
-            image = np.asarray(Image.open(item["image"]).convert("L"))
-            masks = [(np.asarray(Image.open(p)) > 127, COLOURS[(3 * k) % len(COLOURS)]) for k, p in enumerate(item["label"])]
+            image = np.asarray(Image.open(datalist.parent / item["image"]).convert("L"))
+            masks = [(np.asarray(Image.open(datalist.parent / p)) > 127, COLOURS[(3 * k) % len(COLOURS)]) for k, p in enumerate(item["label"])]
             tiles.append(_tile(image, masks, f"{name}: {', '.join(data['classes'])}"[:40], tile))
     if not tiles:
         raise ValueError(f"{out}: nothing to preview (no frontal training rows)")

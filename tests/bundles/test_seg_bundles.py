@@ -1,0 +1,129 @@
+"""cxr_seg_pretrain and cxr_seg_adapter run end to end on tiny data (CPU, 32 px, a tiny encoder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrdoll.engines.bundle_run import run_bundle
+from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+TINY = {"encoder_name": "densenet_tiny", "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32,
+        "batch_size": 2, "num_workers": 0, "device": "cpu", "max_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> dict:
+    """One pre-training epoch (2 iterations) on DoLL labels; returns paths."""
+    root = tmp_path_factory.mktemp("seg")
+    datalist = write_tiny_doll(root / "doll")
+    out = root / "pretrain"
+    run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json",), datalist=str(datalist), output_dir=str(out), **TINY)
+    return {"root": root, "doll": datalist, "out": out, "model": out / "model.pt"}
+
+
+def test_pretrain_records_history_and_evaluates_against_truth(pretrained):
+    history = json.loads((pretrained["out"] / "validation_history.json").read_text())
+    assert history["trainable_parameters"] > 0 and len(history["history"]) == 1
+    record = history["history"][0]
+    # only Cardiomegaly has a positive target in the validation labels; Edema is ignored everywhere
+    assert "val_mean_dice/dice/Cardiomegaly" in record and "val_mean_dice/dice/Edema" not in record
+    state = torch.load(pretrained["model"], weights_only=True)
+    assert state["head.weight"].shape[0] == 14
+    # true masks: the DoLL label of each positive image doubles as its truth file
+    truth = pretrained["root"] / "truth"
+    for item in json.loads(pretrained["doll"].read_text())["validation"]:
+        with np.load(pretrained["doll"].parent / item["label"]) as label:
+            truth_file = truth / (Path(item["id"]).stem + ".npz")
+            truth_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(truth_file, mask=label["mask"])
+    run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json", "evaluate.json"), datalist=str(pretrained["doll"]),
+               output_dir=str(pretrained["out"]), truth_dir=str(truth), **TINY)
+    saved = (pretrained["out"] / "eval" / "metrics.csv").read_text()
+    assert "val_mean_dice" in saved
+
+
+def _frozen_keys(state: dict) -> list[str]:
+    return [k for k in state if not k.startswith("head.") and ".adapter." not in k]
+
+
+def test_adapter_trains_only_adapters_and_head_then_infers_and_exports(pretrained, tmp_path):
+    datalist = write_tiny_downstream(tmp_path / "down")
+    out = tmp_path / "adapter"
+    wf = run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json",), datalist=str(datalist), output_dir=str(out),
+                    pretrained_ckpt=str(pretrained["model"]), mode="adapters", num_train=4, **TINY)
+    assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2
+    before = torch.load(pretrained["model"], weights_only=True)
+    after = torch.load(out / "model.pt", weights_only=True)
+    frozen = _frozen_keys(after)
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # weights and BN statistics
+    assert after["head.weight"].shape[0] == 2
+    assert any(after[k].abs().sum() > 0 for k in after if k.endswith("adapter.up.weight"))  # zero-init, now trained
+    history = json.loads((out / "validation_history.json").read_text())
+    assert history["mode"] == "adapters" and history["num_train"] == 4
+    assert 0 < history["trainable_parameters"] < history["total_parameters"]
+    assert {"val_mean_dice/dice/blob", "val_mean_dice/iou/bar"} <= set(history["history"][0])
+
+    run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json", "evaluate.json"), datalist=str(datalist),
+               output_dir=str(out), **TINY)
+    assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
+
+    images = tmp_path / "down" / "images"
+    infer = {k: v for k, v in TINY.items() if k != "max_epochs"}
+    for fmt, suffix in (("png", ".png"), ("nifti", ".nii.gz")):
+        pred_dir = tmp_path / f"pred_{fmt}"
+        run_bundle(BUNDLES / "cxr_seg_adapter", ("inference.json",), dataset_dir=str(images), output_dir=str(pred_dir),
+                   ckpt_path=str(out / "model.pt"), class_names=["blob", "bar"], output_format=fmt, **infer)
+        written = sorted(p.relative_to(pred_dir).as_posix() for p in pred_dir.rglob(f"*{suffix}"))
+        assert len(written) == 8 * 4  # 8 images x 2 classes x (mask, probability)
+        assert f"train_0/blob_mask{suffix}" in written and f"train_0/bar_prob{suffix}" in written
+    mask = np.asarray(Image.open(tmp_path / "pred_png" / "train_0" / "blob_mask.png"))
+    assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_adapter_torchscript_export_matches_eager(pretrained, tmp_path):
+    from monai.bundle import ckpt_export
+    from monai.bundle import ConfigParser
+
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=2, n_val=1)
+    out = tmp_path / "adapter"
+    run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json",), datalist=str(datalist), output_dir=str(out),
+               pretrained_ckpt=str(pretrained["model"]), mode="adapters", **TINY)
+    config = BUNDLES / "cxr_seg_adapter" / "configs"
+    overrides = json.dumps({k: TINY[k] for k in ("encoder_name", "decoder_channels")} | {"class_names": ["blob", "bar"]})
+    ckpt_export(net_id="network_def", filepath=str(out / "model.ts"), ckpt_file=str(out / "model.pt"),
+                meta_file=str(config / "metadata.json"), config_file=str(config / "inference.json"),
+                bundle_root=str(BUNDLES / "cxr_seg_adapter"), args_file=None, **json.loads(overrides))
+    scripted = torch.jit.load(str(out / "model.ts"))
+    parser = ConfigParser()
+    parser.read_config(str(config / "inference.json"))
+    parser.update(json.loads(overrides))
+    eager = parser.get_parsed_content("network_def")
+    eager.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    eager.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), eager(x), atol=1e-5)
+
+
+def test_adapter_metadata_matches_the_inference_network():
+    from monai.bundle import ConfigParser
+
+    config = BUNDLES / "cxr_seg_adapter" / "configs"
+    meta = json.loads((config / "metadata.json").read_text())["network_data_format"]
+    parser = ConfigParser()
+    parser.read_config(str(config / "inference.json"))
+    names = parser.get_parsed_content("class_names")
+    assert meta["outputs"]["pred"]["channel_def"] == {str(i): n for i, n in enumerate(names)}
+    assert meta["inputs"]["image"]["spatial_shape"] == [parser.get_parsed_content("image_size")] * 2
+    parser.update({"encoder_name": "densenet_tiny", "decoder_channels": [32, 16, 16, 8, 8]})
+    net = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        y = net(torch.rand(1, meta["inputs"]["image"]["num_channels"], 64, 64))
+    assert y.shape[1] == meta["outputs"]["pred"]["num_channels"] == len(names)

@@ -1,0 +1,47 @@
+"""The shared image pipeline: (1, S, S) float32 in [0, 1], array [y, x] == PNG pixel (x, y)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrdoll.data.transforms import load_image_pipeline
+
+
+def test_marker_pixel_keeps_its_row_and_column(tmp_path):
+    pixels = np.zeros((32, 32), np.uint8)
+    pixels[3, 20] = 255  # row 3, column 20: x=20, y=3 in the PNG
+    Image.fromarray(pixels).convert("RGB").save(tmp_path / "marker.png")  # RGB input becomes grey
+    image = load_image_pipeline(size=32)({"image": str(tmp_path / "marker.png")})["image"]
+    assert image.shape == (1, 32, 32) and image.dtype.is_floating_point
+    assert image[0, 3, 20] == 1.0 and float(image.sum()) == 1.0
+
+
+def test_real_nih_pngs_load_exactly_as_pil_reads_them(shared_data):
+    files = sorted((shared_data / "cls_nih_cxr14_64px" / "images").glob("*.png"))[:6]
+    assert len(files) == 6
+    pipeline = load_image_pipeline(size=64)
+    for f in files:
+        image = pipeline({"image": str(f)})["image"]
+        expected = np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0
+        assert tuple(image.shape) == (1, 64, 64) and str(image.dtype) == "torch.float32"
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
+
+
+def test_real_non_square_cxr_is_resized_by_area_without_transposing(shared_data):
+    files = sorted((shared_data / "seg_lungs_covid_ieee8023_v7labs" / "images").glob("*.png"))
+    f = next(p for p in files if Image.open(p).size[0] != Image.open(p).size[1])
+    image = load_image_pipeline(size=64)({"image": str(f)})["image"][0].numpy()
+    reference = np.asarray(Image.open(f).convert("L").resize((64, 64), Image.Resampling.BOX), np.float32) / 255.0
+    assert np.abs(image - reference).mean() < 0.01  # same area averaging, up to PIL's 8-bit rounding
+    assert np.abs(image - reference.T).mean() > 5 * np.abs(image - reference).mean()
+
+
+@pytest.mark.parametrize("size", [16, 48])
+def test_output_size_follows_the_argument(tmp_path, size):
+    Image.fromarray(np.full((40, 30), 128, np.uint8)).save(tmp_path / "grey.png")
+    image = load_image_pipeline(size=size)({"image": str(tmp_path / "grey.png")})["image"]
+    assert tuple(image.shape) == (1, size, size)
+    np.testing.assert_allclose(image.numpy(), 128 / 255, atol=1e-6)

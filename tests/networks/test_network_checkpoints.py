@@ -1,0 +1,112 @@
+"""Initialising segmenters: encoder-only from a classifier, or whole from a DoLL segmenter checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cxrdoll.networks import (
+    add_adapters,
+    build_classifier,
+    build_segmenter,
+    init_encoder_from_classifier,
+    load_segmenter_checkpoint,
+    load_state_dict_file,
+)
+
+SMALL = {"decoder_channels": (32, 16, 16, 8, 8)}
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_classifier_checkpoint_changes_exactly_the_encoder(tmp_path):
+    torch.manual_seed(0)
+    classifier = build_classifier("densenet_tiny")
+    ckpt = tmp_path / "model.pt"
+    torch.save(classifier.state_dict(), ckpt)
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    before = _snapshot(segmenter)
+
+    report = init_encoder_from_classifier(segmenter, ckpt)
+
+    after = segmenter.state_dict()
+    source = classifier.state_dict()
+    for key, value in after.items():
+        if key.startswith("encoder."):
+            assert torch.equal(value, source[key]), key
+        else:
+            assert torch.equal(value, before[key]), key
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith("encoder.") for k in changed)
+    assert sorted(report.loaded) == sorted(k for k in source if k.startswith("encoder."))
+    assert report.ignored == ["head.fc.bias", "head.fc.weight"]
+
+
+def test_classifier_of_another_architecture_is_refused_with_the_keys(tmp_path):
+    ckpt = tmp_path / "resnet10.pt"
+    torch.save(build_classifier("resnet10").state_dict(), ckpt)
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    before = _snapshot(segmenter)
+    with pytest.raises(ValueError, match=r"resnet10\.pt \(encoder part\) does not match the model: \d+ missing keys"):
+        init_encoder_from_classifier(segmenter, ckpt)
+    assert all(torch.equal(v, before[k]) for k, v in segmenter.state_dict().items())
+
+
+def test_shape_mismatch_is_reported():
+    classifier = build_classifier("densenet_tiny", in_channels=3)
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    with pytest.raises(ValueError, match=r"1 shape mismatches \(e\.g\. \['stages\.0\.conv0\.weight: checkpoint \(16, 3, 7, 7\)"):
+        init_encoder_from_classifier(segmenter, classifier.state_dict())
+
+
+def test_full_segmenter_checkpoint_round_trip_reproduces_outputs(tmp_path):
+    torch.manual_seed(1)
+    source = build_segmenter("densenet_tiny", "psp", psp_channels=16).eval()
+    ckpt = tmp_path / "doll.pt"
+    torch.save({"model": source.state_dict()}, ckpt)  # nested, as Ignite checkpoint handlers write it
+    target = build_segmenter("densenet_tiny", "psp", psp_channels=16).eval()
+    report = load_segmenter_checkpoint(target, ckpt)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(source(x), target(x))
+    assert report.loaded == sorted(source.state_dict())
+
+
+def test_pretrained_checkpoint_loads_under_new_head_and_fresh_adapters():
+    torch.manual_seed(2)
+    source = build_segmenter("densenet_tiny", out_channels=14, **SMALL)
+    target = build_segmenter("densenet_tiny", out_channels=2, **SMALL)
+    add_adapters(target)
+    head_before = _snapshot(target.head)
+    adapters_before = {k: v.clone() for k, v in target.state_dict().items() if ".adapter." in k}
+    report = load_segmenter_checkpoint(target, source.state_dict(), head=False)
+    state = target.state_dict()
+    for key, value in source.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.equal(state[key], value), key
+    assert all(torch.equal(v, head_before[k]) for k, v in target.head.state_dict().items())
+    assert all(torch.equal(state[k], v) for k, v in adapters_before.items())
+    assert report.ignored == ["head.bias", "head.weight"]
+
+
+def test_adapter_checkpoint_needs_adapters_in_the_model():
+    with_adapters = build_segmenter("densenet_tiny", **SMALL)
+    add_adapters(with_adapters)
+    plain = build_segmenter("densenet_tiny", **SMALL)
+    with pytest.raises(ValueError, match=r"checkpoint holds adapter weights: call add_adapters\(\) on the model"):
+        load_segmenter_checkpoint(plain, with_adapters.state_dict())
+
+
+def test_bad_checkpoint_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*missing.pt"):
+        load_state_dict_file(tmp_path / "missing.pt")
+    not_tensors = tmp_path / "meta.pt"
+    torch.save({"epoch": 3}, not_tensors)
+    with pytest.raises(ValueError, match=r"meta\.pt: not a state_dict of tensors"):
+        load_state_dict_file(not_tensors)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage\.pt: cannot load checkpoint with weights_only=True"):
+        load_state_dict_file(garbage)
