@@ -175,7 +175,7 @@ def _markdown(r: dict) -> str:
         "",
         f"Target: the whole command within {r['target_s']:.0f} s. CPU time: {'met' if r['meets_target_cpu'] else 'NOT met'}; "
         f"wall time: {'met' if r['meets_target_wall'] else 'NOT met'}. The machine's 2 cores were shared with other "
-        "jobs, so wall times are inflated by waiting; CPU time is what one idle core would take. No GPU is involved.",
+        "jobs, so wall times include waiting for a core; CPU time approximates the wall time on an idle machine. No GPU is involved.",
         "",
     ]
     return "\n".join(lines)

@@ -1,14 +1,20 @@
 """``python -m cxrdoll <command>``: one entry point for every stage.
 
 Each command lives in its own module, which defines ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``. Modules are imported lazily so ``--help`` stays fast.
+and ``run(args) -> int``. Only the chosen command's module is imported; the command list reads each
+``HELP`` from source, so ``--help`` stays fast and one stage's import cannot break another's.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import importlib
+import importlib.util
 import sys
+import textwrap
+from pathlib import Path
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
@@ -18,18 +24,72 @@ COMMANDS: dict[str, str] = {
     "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
     "label-quality": "cxrdoll.labels.quality_command",
     "ingest-dicom": "cxrdoll.dicom.ingest_command",
+    "seg-datalist": "cxrdoll.data.seg_datalist_command",
+    "experiment": "cxrdoll.experiments.command",
 }
+
+DESCRIPTION = (
+    "cxrdoll turns explanations of chest X-ray classifiers into segmentation pre-training labels (DoLL).\n"
+    "Each stage of the pipeline is one command."
+)
+EPILOG = "Run 'python -m cxrdoll <command> --help' for a command's options and examples."
+
+# Exceptions that mean bad input or environment: one line on stderr, exit code 2. Anything else
+# is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+
+
+def command_help(module_name: str) -> str:
+    """A command's one-line ``HELP``, read from its source without importing the module."""
+    spec = importlib.util.find_spec(module_name)
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        for node in ast.parse(Path(spec.origin).read_text()).body:
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "HELP" for t in node.targets)
+                and isinstance(node.value, ast.Constant)
+            ):
+                return _tidy(node.value.value)
+    return _tidy(importlib.import_module(module_name).HELP)
+
+
+def _command_list(width: int = 79) -> str:
+    """``commands:`` and one wrapped line-group per command, help aligned after the longest name."""
+    column = max(map(len, COMMANDS)) + 4
+    lines = ["commands:"]
+    for name, module_name in COMMANDS.items():
+        wrapped = textwrap.wrap(command_help(module_name), width - column) or [""]
+        lines.append(f"  {name:<{column - 2}}{wrapped[0]}")
+        lines += [" " * column + more for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+def _tidy(text: str) -> str:
+    """Help lines in one style: capitalised, no final full stop."""
+    text = " ".join(text.split()).rstrip(".")
+    return text[:1].upper() + text[1:]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The CLI parser; with ``only``, just that command's module is imported (fast, and isolated)."""
-    parser = argparse.ArgumentParser(prog="python -m cxrdoll", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    """The CLI parser; only the ``only`` command's module is imported and given its arguments."""
+    from cxrdoll import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cxrdoll",
+        usage="%(prog)s [-h] [--version] <command> [options]",
+        description=DESCRIPTION + "\n\n" + _command_list() if only is None else DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cxrdoll {__version__}")
+    # The command list lives in the description: argparse would wrap long command names badly.
+    sub = parser.add_subparsers(dest="command", metavar="<command>", help=argparse.SUPPRESS, required=True)
     for name, module_name in COMMANDS.items():
-        if only is not None and name != only:
+        if name != only:
+            sub.add_parser(name)
             continue
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(name, prog=f"python -m cxrdoll {name}", description=_tidy(module.HELP) + ".")
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -37,11 +97,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    only = argv[0] if argv and argv[0] in COMMANDS else None
-    args = build_parser(only).parse_args(argv)
+    if not argv:
+        build_parser().print_help(sys.stderr)
+        return 2
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"error: unknown command {argv[0]!r}; {hint}run 'python -m cxrdoll --help' for the list", file=sys.stderr)
+        return 2
+    only = argv[0] if argv[0] in COMMANDS else None
+    args = build_parser(only).parse_args(argv)  # --help, --version, usage errors: argparse exits (0 or 2)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # User errors: one clear line, no traceback.
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _message(err: BaseException) -> str:
+    """The error's text on one line; KeyError's repr-quoting removed."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__

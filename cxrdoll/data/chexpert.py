@@ -62,7 +62,6 @@ class ChexpertTable:
     patients: list[str]  # the folder two levels above each image (e.g. "patient00001")
     frontal: np.ndarray  # bool (N,)
     raw: np.ndarray  # float32 (N, 14): 1, 0, -1, NaN = blank
-    rows: np.ndarray  # int (N,), spreadsheet row number of each entry
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -79,7 +78,10 @@ class LabelPolicy:
     def __post_init__(self) -> None:
         for name, table, allowed in (("uncertain", self.uncertain, UNCERTAIN_POLICIES), ("blank", self.blank, BLANK_POLICIES)):
             if set(table) != set(OBSERVATIONS):
-                raise ValueError(f"{name} policy must name every observation; missing {sorted(set(OBSERVATIONS) - set(table))}")
+                raise ValueError(
+                    f"{name} policy must name exactly the 14 observations; missing {sorted(set(OBSERVATIONS) - set(table))}, "
+                    f"unknown {sorted(set(table) - set(OBSERVATIONS))}"
+                )
             for obs, value in table.items():
                 if value not in allowed:
                     raise ValueError(f"{name} policy for {obs!r} is {value!r}; expected one of {', '.join(allowed)}")
@@ -210,7 +212,7 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
             if p in seen:
                 raise ValueError(f"{path} row {row}, column 'Path': {p!r} duplicates row {seen[p]}")
             seen[p] = row
-    return ChexpertTable(path, paths, patients, frontal, raw, np.asarray(rows))
+    return ChexpertTable(path, paths, patients, frontal, raw)
 
 
 @dataclass(frozen=True)

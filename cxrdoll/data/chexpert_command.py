@@ -25,16 +25,16 @@ that off. Rows in error messages are numbered like a spreadsheet (header = row 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--root", required=True, help="dataset folder (holding train/), or its parent")
-    parser.add_argument("--csv", required=True, help="CheXpert CSV, as given or relative to --root")
-    parser.add_argument("--out", required=True, help="datalist JSON to write")
-    parser.add_argument("--valid-csv", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
-    parser.add_argument("--views", default="frontal", help="comma list of frontal, lateral, or 'all' (default frontal)")
+    parser.add_argument("--root", required=True, metavar="DIR", help="dataset folder (holding train/), or its parent")
+    parser.add_argument("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
+    parser.add_argument("--out", required=True, metavar="JSON", help="datalist JSON to write")
+    parser.add_argument("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
+    parser.add_argument("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
+    parser.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default 0)")
+    parser.add_argument("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default frontal)")
     parser.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
                         help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros); default ignore")
-    parser.add_argument("--uncertain-per", metavar="OBS=POLICY,...", help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros'")
+    parser.add_argument("--uncertain-per", metavar="OBS=POLICY,...", help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
     parser.add_argument("--blank", choices=BLANK_POLICIES, default="zeros",
                         help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")
     parser.add_argument("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")

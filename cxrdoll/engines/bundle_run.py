@@ -12,15 +12,12 @@ from cxrdoll.io import read_json
 DEFAULT_BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "cxr_classifier"
 
 
-def run_bundle(
+def make_workflow(
     bundle_root: str | os.PathLike = DEFAULT_BUNDLE_ROOT,
     configs: Sequence[str] = ("train.json",),
     **overrides: Any,
 ) -> Any:
-    """Initialise, run and finalise a bundle workflow built from ``configs`` (merged in order).
-
-    Returns the workflow so callers can inspect engines after the run (tests, benchmarks).
-    """
+    """An initialised ``ConfigWorkflow`` from ``configs`` (merged in order) with ``overrides``."""
     from monai.bundle import ConfigWorkflow
 
     root = Path(bundle_root)
@@ -37,6 +34,19 @@ def run_bundle(
         **overrides,
     )
     workflow.initialize()
+    return workflow
+
+
+def run_bundle(
+    bundle_root: str | os.PathLike = DEFAULT_BUNDLE_ROOT,
+    configs: Sequence[str] = ("train.json",),
+    **overrides: Any,
+) -> Any:
+    """Run a bundle workflow in-process, as ``python -m monai.bundle run`` would.
+
+    Returns the workflow so callers can inspect engines after the run (tests, benchmarks).
+    """
+    workflow = make_workflow(bundle_root, configs, **overrides)
     workflow.run()
     workflow.finalize()
     return workflow

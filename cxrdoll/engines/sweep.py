@@ -74,6 +74,7 @@ def sweep(archs: Sequence[str], datalist: Path, out: Path, bundle_root: str | Pa
                 "name": arch,
                 "arch": arch,
                 "checkpoint": str(out / arch / "model.pt"),
+                "checkpoint_sha256": file_sha256(out / arch / "model.pt"),
                 "image_size": int(overrides["image_size"]),
                 "auroc": best["auroc"],
                 "mean_auroc": best["mean_auroc"],

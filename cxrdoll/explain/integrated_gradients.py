@@ -120,37 +120,38 @@ class FastIntegratedGradients:
         weights = self.weights.to(device=x.device, dtype=torch.float32)
         n_elements = n_images * steps
         for start in range(0, n_elements, self.max_batch):
-            element = torch.arange(start, min(start + self.max_batch, n_elements), device=x.device)
-            image, step = element // steps, element % steps
-            if not bool((slots[image] >= 0).any()):
+            stop = min(start + self.max_batch, n_elements)
+            # slots used by this chunk's images, decided on the host (no device sync)
+            n_slots = max(len(targets[i]) for i in range(start // steps, (stop - 1) // steps + 1))
+            if n_slots == 0:
                 continue
+            element = torch.arange(start, stop, device=x.device)
+            image, step = element // steps, element % steps
             a = alphas[step].view(-1, 1, 1, 1)
             path = (base[image] + a * (x[image] - base[image])).requires_grad_(True)
             with self._autocast(x.device):
                 logits = self.model(path)
             logits = check_logits(logits, targets).float()
-            grads = self._target_gradients(logits, path, slots[image])  # (T_max, N, C, H, W)
+            grads = self._target_gradients(logits, path, slots[image, :n_slots])  # (n_slots, N, C, H, W)
             weighted = grads * weights[step].view(1, -1, 1, 1, 1)
-            total.index_add_(0, image, weighted.transpose(0, 1))
+            total[:, :n_slots].index_add_(0, image, weighted.transpose(0, 1))
         return total
 
     def _target_gradients(self, logits: torch.Tensor, path: torch.Tensor,
                           slots: torch.Tensor) -> torch.Tensor:
-        """d logit[n, slots[n, j]] / d path[n] for every slot ``j``: ``(T_max, N, C, H, W)``."""
-        n, t_max = slots.shape
-        one_hot = torch.zeros((t_max, n, logits.shape[1]), device=logits.device, dtype=logits.dtype)
-        valid = slots >= 0
-        rows, cols = valid.nonzero(as_tuple=True)
-        one_hot[cols, rows, slots[rows, cols]] = 1.0
+        """d logit[n, slots[n, j]] / d path[n] for every slot ``j`` (-1: none): ``(T, N, C, H, W)``."""
+        n, n_slots = slots.shape
+        # one_hot[j, n] selects the logit of slot j of element n; all-zero where the slot is unused
+        one_hot = torch.zeros((n, n_slots, logits.shape[1] + 1), device=logits.device, dtype=logits.dtype)
+        one_hot.scatter_(2, torch.where(slots >= 0, slots, logits.shape[1]).unsqueeze(2), 1.0)
+        one_hot = one_hot[..., :-1].transpose(0, 1).contiguous()
         if self.backward == "batched":
             (grads,) = torch.autograd.grad(logits, path, grad_outputs=one_hot, is_grads_batched=True)
             return grads
-        grads = torch.zeros((t_max, *path.shape), device=path.device, dtype=torch.float32)
-        active = [j for j in range(t_max) if bool(valid[:, j].any())]
-        for k, j in enumerate(active):
-            (grads[j],) = torch.autograd.grad(logits, path, grad_outputs=one_hot[j],
-                                              retain_graph=k < len(active) - 1)
-        return grads
+        return torch.stack([
+            torch.autograd.grad(logits, path, grad_outputs=one_hot[j], retain_graph=j < n_slots - 1)[0]
+            for j in range(n_slots)
+        ])
 
     @torch.no_grad()
     def _convergence_deltas(self, x: torch.Tensor, base: torch.Tensor, targets: list[list[int]],

@@ -43,6 +43,10 @@ LABELLER_EXPLAINERS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Always images per second (tqdm's default flips to s/img below 1 img/s).
+_BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+
+
 @dataclass
 class LabelResult:
     """What one labelled image hands to handlers (overlays, TensorBoard)."""
@@ -363,7 +367,7 @@ class LabelRunner:
             collate_fn=_as_list, shuffle=False,
         )
         with tqdm(total=len(items), initial=len(items) - len(todo), unit="img", disable=not self.progress,
-                  desc=f"label rank {self.rank}", smoothing=0.1) as bar:
+                  desc=f"label rank {self.rank}", smoothing=0.1, bar_format=_BAR_FORMAT) as bar:
             for batch in loader:
                 good = [s for s in batch if "error" not in s]
                 for s in batch:

@@ -89,3 +89,33 @@ def test_missing_datalist_names_the_folder(tmp_path):
     with pytest.raises(RuntimeError) as err:
         run_bundle(dataset_dir=str(tmp_path), output_dir=str(tmp_path / "o"), **COMMON)
     assert f"{tmp_path}: no classification datalist" in repr(err.value.__cause__)
+
+
+def test_sweep_writes_registry_from_finished_runs(trained, tmp_path):
+    """A finished architecture is resumed (no more training) and registered with its best AUROC."""
+    import hashlib
+    import shutil
+
+    from cxrdoll.cli import main
+
+    shutil.copytree(trained["out"], tmp_path / "zoo" / ARCH, ignore=shutil.ignore_patterns("eval", "predictions.csv"))
+    before = (tmp_path / "zoo" / ARCH / "checkpoint.pt").read_bytes()
+    rc = main(["sweep-classifiers", "--datalist", str(trained["datalist"]), "--out", str(tmp_path / "zoo"),
+               "--archs", ARCH, "--image-size", "64", "--max-epochs", "1", "--batch-size", "8", "--num-workers", "0"])
+    assert rc == 0
+    registry = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())
+    best = json.loads((trained["out"] / "metrics.json").read_text())["best"]
+    assert registry["data_hash"] == hashlib.sha256(trained["datalist"].read_bytes()).hexdigest()
+    (entry,) = registry["classifiers"]
+    assert (entry["name"], entry["arch"], entry["image_size"]) == (ARCH, ARCH, 64)
+    assert entry["auroc"] == best["auroc"] and entry["mean_auroc"] == best["mean_auroc"]
+    model = Path(entry["checkpoint"])
+    assert entry["checkpoint_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert (tmp_path / "zoo" / ARCH / "checkpoint.pt").read_bytes() == before  # nothing retrained
+
+
+def test_sweep_rejects_unknown_architecture(tmp_path, capsys):
+    from cxrdoll.cli import main
+
+    assert main(["sweep-classifiers", "--datalist", "x.json", "--out", str(tmp_path), "--archs", "alexnet"]) == 2
+    assert "unknown architecture(s) ['alexnet']" in capsys.readouterr().err

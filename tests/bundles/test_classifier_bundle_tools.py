@@ -45,7 +45,7 @@ def test_network_data_format_describes_the_network():
     assert (image["num_channels"], image["dtype"], image["value_range"]) == (1, "float32", [0, 1])
     assert pred["num_channels"] == len(OBSERVATIONS)
     assert [pred["channel_def"][str(i)] for i in range(len(OBSERVATIONS))] == list(OBSERVATIONS)
-    out = build_classifier("densenet121").eval()(torch.rand(2, 1, 64, 96))
+    out = build_classifier("densenet_tiny").eval()(torch.rand(2, 1, 64, 96))
     assert out.shape == (2, len(OBSERVATIONS)) and out.dtype == torch.float32
 
 

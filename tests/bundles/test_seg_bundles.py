@@ -82,8 +82,8 @@ def test_adapter_trains_only_adapters_and_head_then_infers_and_exports(pretraine
                    ckpt_path=str(out / "model.pt"), class_names=["blob", "bar"], output_format=fmt, **infer)
         written = sorted(p.relative_to(pred_dir).as_posix() for p in pred_dir.rglob(f"*{suffix}"))
         assert len(written) == 8 * 4  # 8 images x 2 classes x (mask, probability)
-        assert f"train_0/blob_mask{suffix}" in written and f"train_0/bar_prob{suffix}" in written
-    mask = np.asarray(Image.open(tmp_path / "pred_png" / "train_0" / "blob_mask.png"))
+        assert f"training_0/blob_mask{suffix}" in written and f"training_0/bar_prob{suffix}" in written
+    mask = np.asarray(Image.open(tmp_path / "pred_png" / "training_0" / "blob_mask.png"))
     assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
 
 

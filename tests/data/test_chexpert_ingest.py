@@ -324,3 +324,17 @@ def test_unusual_but_safe_paths_are_accepted(tmp_path):
     rows = [{**row(1), "Path": "CheXpert-v1.0-small/train/patient1/study1/view1..frontal:1.jpg"}, row(2)]
     table = read_chexpert_csv(write_csv(tmp_path / "train.csv", rows))
     assert table.patients == ["patient1", "patient00002"]
+
+
+def test_non_ascii_paths_keep_their_text_and_errors_their_cell(tmp_path):
+    rows = [{**row(1), "Path": "CheXpert-v1.0-small/train/pätient1/stüdy1/view1_frontal.jpg"}, row(2)]
+    csv_path = write_csv(tmp_path / "train.csv", rows)
+    assert read_chexpert_csv(csv_path).paths[0] == rows[0]["Path"]
+    write_csv(csv_path, rows + [{**row(3), "Edema": "jä"}])
+    with pytest.raises(ValueError, match=f"^{csv_path} row 4, column 'Edema': value 'jä' is not 1, 0, -1 or blank$"):
+        read_chexpert_csv(csv_path)
+
+
+def test_policy_must_cover_exactly_the_observations():
+    with pytest.raises(ValueError, match=r"^blank policy must name exactly the 14 observations; missing \['Edema'\], unknown \['Oedema'\]$"):
+        LabelPolicy(blank={**{o: "zeros" for o in OBSERVATIONS if o != "Edema"}, "Oedema": "zeros"})

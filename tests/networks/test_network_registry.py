@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.networks import nets
 
 from cxrdoll.networks import (
     CLASSIFIER_NAMES,
@@ -65,3 +66,28 @@ def test_classifier_options_reach_the_network():
 def test_unknown_architecture_names_the_choices():
     with pytest.raises(KeyError, match=r"unknown network 'densenet122'; expected one of \[.*'densenet121'"):
         build_classifier("densenet122")
+
+
+@pytest.mark.parametrize(
+    ("name", "reference", "fc"),
+    [
+        ("densenet_tiny", lambda: nets.DenseNet(2, 1, 14, 16, 8, (2, 2, 2, 2), bn_size=2), "class_layers.out"),
+        ("resnet10", lambda: nets.resnet10(spatial_dims=2, n_input_channels=1, num_classes=14, conv1_t_stride=2), "fc"),
+        ("seresnet50", lambda: nets.SEResNet50(spatial_dims=2, in_channels=1, num_classes=14), "last_linear"),
+        ("efficientnet-b0", lambda: nets.EfficientNetBN("efficientnet-b0", False, in_channels=1, num_classes=14), "_fc"),
+    ],
+)
+def test_classifier_computes_the_same_logits_as_the_monai_network(name, reference, fc):
+    """Cutting a MONAI net into stages must not drop or reorder a layer: same weights, same logits."""
+    ours = build_classifier(name).eval()
+    theirs = reference().eval()
+    # Stages keep MONAI's module order, so the two state_dicts pair up entry by entry.
+    their_body = [(k, v) for k, v in theirs.state_dict().items() if not k.startswith(fc + ".")]
+    our_body = [k for k in ours.state_dict() if k.startswith("encoder.")]
+    assert len(our_body) == len(their_body)
+    mapped = {ours_key: value for ours_key, (_, value) in zip(our_body, their_body)}
+    mapped.update({f"head.fc.{k}": v for k, v in theirs.get_submodule(fc).state_dict().items()})
+    ours.load_state_dict(mapped, strict=True)  # also checks every shape
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)

@@ -64,10 +64,10 @@ class AnatomyParams:
 
 def sample_params(rng: np.random.Generator) -> AnatomyParams:
     """Draw a plausible adult chest; ranges give visibly different anatomy from image to image."""
-    apex = rng.uniform(0.12, 0.18)
-    cp_r = rng.uniform(0.73, 0.83)
+    apex = rng.uniform(0.08, 0.13)
+    cp_r = rng.uniform(0.74, 0.84)
     lung_w = rng.uniform(0.36, 0.43)
-    heart_top = rng.uniform(0.46, 0.53)
+    heart_top = rng.uniform(0.45, 0.52)
     return AnatomyParams(
         cx=0.5 + rng.uniform(-0.02, 0.02),
         apex_y=apex,
@@ -88,8 +88,8 @@ def sample_params(rng: np.random.Generator) -> AnatomyParams:
         rib_spacing=(cp_r + 0.06 - apex) / N_RIBS * rng.uniform(0.95, 1.05),
         rib_tilt=rng.uniform(0.04, 0.08),
         rib_curve=rng.uniform(0.13, 0.19),
-        clavicle_y=apex + rng.uniform(0.05, 0.09),
-        clavicle_drop=rng.uniform(0.04, 0.08),
+        clavicle_y=apex + rng.uniform(0.07, 0.1),
+        clavicle_drop=rng.uniform(0.07, 0.11),
         neck_w=rng.uniform(0.10, 0.14),
         gastric_bubble=float(rng.uniform(0.02, 0.04)) if rng.random() < 0.5 else 0.0,
     )
@@ -159,8 +159,9 @@ def lung_borders(p: AnatomyParams, side: str, Y: np.ndarray) -> tuple[np.ndarray
     """Medial and lateral lung borders (distance from midline) as a function of height."""
     t = np.clip((Y - p.apex_y) / (p.cp_y[side] - p.apex_y), 0.0, 1.0)
     u_apex = 0.55 * (p.med_w + p.lung_w)
-    lat = u_apex + (p.lung_w - u_apex) * np.sin(np.minimum(t / 0.55, 1.0) * (np.pi / 2)) ** 0.7
-    med = u_apex - (u_apex - p.med_w * p.med_scale) * np.sin(np.minimum(t / 0.18, 1.0) * (np.pi / 2))
+    # Square roots near the top give a rounded apex (a circle's half-width grows like sqrt(depth)).
+    lat = u_apex + (p.lung_w - u_apex) * np.sqrt(np.minimum(t / 0.5, 1.0) * (2 - np.minimum(t / 0.5, 1.0)))
+    med = u_apex - (u_apex - p.med_w * p.med_scale) * np.sqrt(np.minimum(t / 0.22, 1.0))
     if side == "L":
         med = med + p.aortic_knob * np.exp(-(((Y - (p.carina_y - 0.04)) / 0.035) ** 2))
     return med, lat
@@ -201,13 +202,13 @@ def build_anatomy(p: AnatomyParams, size: int) -> Anatomy:
     med_upper = (np.abs(dx) < p.med_w * p.med_scale) & (Y < p.heart_top + 0.04) & (Y > p.apex_y + 0.03)
 
     # Body outline: neck, shoulders, chest wall following the lungs, abdomen; cylinder-like profile.
-    shoulder_y = p.apex_y + 0.02
-    ramp = np.clip((Y - (shoulder_y - 0.12)) / 0.12, 0.0, 1.0)
-    shoulders = p.neck_w + (p.lung_w + p.wall + 0.12 - p.neck_w) * (ramp * ramp * (3 - 2 * ramp))
-    chest = np.maximum(lung_borders(p, "R", Y)[1], p.lung_w * 0.9) + p.wall
-    fade = np.clip((Y - shoulder_y) / 0.15, 0.0, 1.0)
-    half = np.where(Y > shoulder_y, chest + (1 - fade) * 0.12, shoulders)
-    body = np.sqrt(np.clip(1.0 - (dx / half) ** 2, 0.0, 1.0)) * (0.85 + 0.15 * ramp)
+    shoulder_y = p.apex_y
+    ramp = np.clip((Y - (shoulder_y - 0.1)) / 0.1, 0.0, 1.0)
+    shoulders = p.neck_w + (p.lung_w + p.wall + 0.16 - p.neck_w) * (ramp * ramp * (3 - 2 * ramp))
+    chest = np.maximum(lung_borders(p, "R", Y)[1], p.lung_w * 0.9) + p.wall + 0.03
+    fade = np.clip((Y - shoulder_y) / 0.25, 0.0, 1.0)
+    half = np.where(Y > shoulder_y, chest + (1 - fade) * 0.13, shoulders)
+    body = np.clip(1.0 - (dx / half) ** 2, 0.0, 1.0) ** 0.35 * (0.85 + 0.15 * ramp)
     below = Y > np.where(dx < 0, dome["R"], dome["L"])
 
     clav = {s: _clavicle_mask(p, s, u[s], Y) for s in SIDES}

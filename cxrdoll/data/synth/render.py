@@ -192,7 +192,7 @@ def _spine(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
     phase = rng.uniform(0, 2 * np.pi)
     wave = np.cos(2 * np.pi * anat.Y / period + phase)
     top = anat.Y > p.apex_y - 0.15
-    bodies = (0.88 + 0.12 * wave**2) * top
+    bodies = (0.92 + 0.08 * wave**2) * top
     pedicles = np.exp(-(((d - 0.7) / 0.15) ** 2)) * (np.clip(wave, 0, 1) ** 6 * top)
     return 0.08 * band * bodies + 0.03 * pedicles
 
@@ -222,7 +222,7 @@ def stamp_bands(size: int, cols: np.ndarray, centre: np.ndarray, half: np.ndarra
 def _ribs(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """All ribs in one stamp: per-column centrelines, tapered ends, fractures as gaps and steps."""
     p, size = anat.params, anat.size
-    strength = {"posterior": rng.uniform(0.08, 0.12), "anterior": rng.uniform(0.04, 0.07)}
+    strength = {"posterior": rng.uniform(0.11, 0.16), "anterior": rng.uniform(0.05, 0.08)}
     col = lambda values: np.array(values, np.float32)[:, None]  # noqa: E731  one row per rib
     ribs = anat.ribs
     sign = col([SIDE_SIGN[r.side] for r in ribs])

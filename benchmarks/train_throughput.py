@@ -1,0 +1,185 @@
+"""Training throughput of the cxr_classifier bundle: end-to-end pipeline vs the bare model step.
+
+    python benchmarks/train_throughput.py                # GPU: DenseNet121, 320 px, batch 64, bf16 + channels_last
+    python benchmarks/train_throughput.py --compile      # the same with torch.compile
+    python benchmarks/train_throughput.py --smoke        # CPU smoke run: tiny net, 64 px, batch 8
+
+The pipeline rate runs the bundle's own trainer (train.json: uint8 cache -> DataLoader ->
+augmentation -> SupervisedTrainer) on random PNGs, timed from the end of the warm-up iterations
+to the last iteration; cache building is timed separately. The bare rate repeats the same
+optimisation step on tensors already on the device. Results: JSON + a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cxrdoll.constants import OBSERVATIONS  # noqa: E402
+from cxrdoll.data.datalist import write_datalist  # noqa: E402
+from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
+from cxrdoll.engines.loss import MaskedBCEWithLogitsLoss  # noqa: E402
+from cxrdoll.io import save_png_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+from cxrdoll.networks import build_classifier  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="small CPU run: densenet_tiny, 64 px, batch 8, 3 iterations")
+    p.add_argument("--arch", default="densenet121")
+    p.add_argument("--image-size", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--iterations", type=int, default=30, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first (cuDNN autotune, compile)")
+    p.add_argument("--num-workers", type=int, default=8)
+    p.add_argument("--compile", action="store_true", help="torch.compile the network in both measurements")
+    p.add_argument("--out", type=Path, default=None, help="result stem (default results/train_throughput[_cpu_smoke])")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.arch, args.image_size, args.batch_size = "densenet_tiny", 64, 8
+        args.iterations, args.warmup, args.num_workers = 3, 1, 0
+    if args.out is None:
+        args.out = RESULTS / ("train_throughput_cpu_smoke" if args.smoke else "train_throughput")
+    return args
+
+
+def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> Path:
+    """``count`` random greyscale PNGs with random labels: decoding cost like real 8-bit images."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        path = root / "images" / f"{i:05d}.png"
+        save_png_atomic(path, rng.integers(0, 256, size=(size, size), dtype=np.uint8))
+        items.append({"image": str(path), "id": path.name, "patient": f"p{i}",
+                      "label": rng.integers(0, 2, len(OBSERVATIONS)).astype(float).tolist(),
+                      "label_mask": [1] * len(OBSERVATIONS), "raw_label": [0] * len(OBSERVATIONS)})
+    datalist = root / "datalist.json"
+    write_datalist(datalist, {"observations": list(OBSERVATIONS), "policy": {}, "root": str(root),
+                              "training": items, "validation": items[: max(2, len(items) // 8)]})
+    return datalist
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:
+    """Images/s of the bundle trainer over the timed iterations, plus the cache build time."""
+    from ignite.engine import Events
+
+    total = args.warmup + args.iterations
+    start = time.perf_counter()
+    workflow = make_workflow(
+        datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
+        batch_size=args.batch_size, num_workers=args.num_workers, max_epochs=1, val_interval=2, resume=False,
+        amp=use_gpu, channels_last=use_gpu, compile=args.compile,
+    )
+    trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the uint8 cache
+    cache_seconds = time.perf_counter() - start
+    device = torch.device("cuda" if use_gpu else "cpu")
+    marks: dict[int, float] = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _mark(engine):
+        if engine.state.iteration in (args.warmup, total):
+            _sync(device)
+            marks[engine.state.iteration] = time.perf_counter()
+        if engine.state.iteration == total:
+            engine.terminate()
+
+    trainer.run()
+    elapsed = marks[total] - marks[args.warmup]
+    return {"pipeline_img_per_s": args.iterations * args.batch_size / elapsed, "cache_build_s": cache_seconds}
+
+
+def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> float:
+    """Images/s of forward + masked loss + backward + AdamW step on device-resident tensors."""
+    fmt = torch.channels_last if use_gpu else torch.contiguous_format
+    net = build_classifier(args.arch).to(device, memory_format=fmt)
+    step_net = torch.compile(net) if args.compile else net
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    loss_fn = MaskedBCEWithLogitsLoss()
+    x = torch.rand(args.batch_size, 1, args.image_size, args.image_size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, 2, (args.batch_size, len(OBSERVATIONS)), device=device).float()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_gpu):
+            loss = loss_fn(step_net(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.iterations):
+        step()
+    _sync(device)
+    return args.iterations * args.batch_size / (time.perf_counter() - start)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_gpu = torch.cuda.is_available()
+    if not use_gpu and not args.smoke:
+        print("no CUDA device: run with --smoke for the CPU smoke mode", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if use_gpu else "cpu")
+    count = args.batch_size * (args.warmup + args.iterations)
+    with tempfile.TemporaryDirectory(prefix="cxr_throughput_") as tmp:
+        datalist = write_random_datalist(Path(tmp) / "data", count, args.image_size)
+        pipe = pipeline_rate(args, datalist, Path(tmp) / "out", use_gpu)
+    bare = bare_rate(args, device, use_gpu)
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "bare_img_per_s": round(bare, 2),
+        "pipeline_img_per_s": round(pipe["pipeline_img_per_s"], 2),
+        "ratio": round(pipe["pipeline_img_per_s"] / bare, 3),
+        "cache_build_s": round(pipe["cache_build_s"], 1),
+        "settings": {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
+                     "iterations": args.iterations, "warmup": args.warmup, "num_workers": args.num_workers,
+                     "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke},
+    }
+    write_json_atomic(args.out.with_suffix(".json"), result)
+    s = result["settings"]
+    table = (
+        f"# Training throughput ({'CPU smoke' if args.smoke else 'GPU'})\n\n"
+        f"{result['device']}, torch {result['torch']}, {result['date']}\n\n"
+        f"{s['arch']}, {s['image_size']} px, batch {s['batch_size']}, {s['iterations']} timed iterations after "
+        f"{s['warmup']} warm-up, bf16+channels_last: {use_gpu}, torch.compile: {s['compile']}\n\n"
+        "| measurement | images/s |\n|---|---|\n"
+        f"| bare model step | {result['bare_img_per_s']} |\n"
+        f"| bundle pipeline (cache -> trainer) | {result['pipeline_img_per_s']} |\n"
+        f"| ratio | {result['ratio']} |\n\n"
+        f"uint8 cache build: {result['cache_build_s']} s (not in the pipeline rate)\n"
+    )
+    write_text_atomic(args.out.with_suffix(".md"), table)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``python -m cxrdoll seg-datalist``: write a downstream segmentation datalist from a known layout.
+
+(The synthetic organ and lesion sets ship their own ``datalist.json`` in this format.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cxrdoll.data.datalist import write_datalist
+from cxrdoll.data.segmentation import scr_datalist, shared_lungs_datalist
+
+HELP = "write a downstream segmentation datalist from the SCR/JSRT layout or the shared lung set"
+LAYOUTS = ("scr", "shared-lungs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", required=True, choices=LAYOUTS, help=(
+        "scr: --src holds the JSRT *.IMG files, --masks the SCR folders (<structure>/<name>.gif); "
+        "shared-lungs: --src is seg_lungs_covid_ieee8023_v7labs (its patient split and ignore masks)"))
+    parser.add_argument("--src", required=True, type=Path)
+    parser.add_argument("--masks", type=Path, help="SCR mask folder (layout scr)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="validation share for layouts without a split")
+    parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.layout == "scr":
+        if args.masks is None:
+            raise ValueError("--layout scr needs --masks (the SCR mask folder)")
+        datalist = scr_datalist(args.src, args.masks, args.val_fraction)
+    else:
+        datalist = shared_lungs_datalist(args.src)
+    write_datalist(args.out, datalist)
+    print(f"wrote {args.out}: {len(datalist['training'])} training, {len(datalist['validation'])} validation, "
+          f"classes {datalist['classes']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Experiments that test the method's claims; each runs the project's bundles as users would."""

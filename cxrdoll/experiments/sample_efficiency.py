@@ -1,0 +1,310 @@
+"""Sample efficiency: downstream Dice against the number of labelled images, per starting point.
+
+Every run is one ``cxr_seg_adapter`` training (the bundle's ``train.json``, in-process), so the
+experiment measures exactly what users run. Starting points:
+
+- ``scratch``: random weights, everything trains;
+- ``backbone``: the classifier's encoder only (``init_ckpt``), everything trains;
+- ``doll_adapters``: the DoLL pre-trained segmenter, frozen, with adapters and a new head;
+- ``doll_full``: the DoLL pre-trained segmenter, everything fine-tuned.
+
+For each seed the training list is shuffled with that seed, and "N labelled" takes its first N
+images, so seeds differ in the images they see as well as in initialisation. The headline number
+is the validation Dice after the last epoch (no model selection on the validation split); the
+best epoch is reported beside it. Per-epoch validation Dice and the trainable-parameter count of
+each starting point record convergence speed and cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cxrdoll.data.datalist import write_datalist
+from cxrdoll.io import atomic_path, read_json, write_json_atomic, write_text_atomic
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_seg_adapter"
+STARTS: dict[str, dict[str, str | None]] = {
+    "scratch": {"mode": "scratch", "checkpoint": None},
+    "backbone": {"mode": "full", "checkpoint": "classifier"},
+    "doll_adapters": {"mode": "adapters", "checkpoint": "pretrained"},
+    "doll_full": {"mode": "full", "checkpoint": "pretrained"},
+}
+LABELS = {
+    "scratch": "from scratch",
+    "backbone": "classifier backbone only",
+    "doll_adapters": "DoLL + adapters",
+    "doll_full": "DoLL + full fine-tune",
+}
+# demo: a few minutes on 2 CPU cores; full: the GPU-sized experiment.
+PROFILES: dict[str, dict[str, Any]] = {
+    "demo": {"image_size": 64, "sizes": "4,8,16", "seeds": "0,1,2", "max_epochs": 6, "samples_per_epoch": 16,
+             "batch_size": 4, "learning_rate": 0.003},
+    "full": {"image_size": 320, "sizes": "4,8,16,32,all", "seeds": "0,1,2", "max_epochs": 40, "samples_per_epoch": 64,
+             "batch_size": 8, "learning_rate": 0.001},
+}
+KEY = "val_mean_dice"
+
+
+@dataclass(frozen=True)
+class Run:
+    start: str
+    n: int | None  # None = all training images
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.start}/n{'all' if self.n is None else self.n}/seed{self.seed}"
+
+
+def parse_sizes(text: str) -> list[int | None]:
+    """``"4,8,all"`` -> ``[4, 8, None]``; sizes must be positive and distinct."""
+    sizes: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        value = None if part == "all" else int(part)
+        if value is not None and value <= 0:
+            raise ValueError(f"--sizes: {part} is not a positive number of images")
+        if value in sizes:
+            raise ValueError(f"--sizes: {part} given twice")
+        sizes.append(value)
+    return sizes
+
+
+def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> dict[int, Path]:
+    """One copy of ``datalist`` per seed with its training list shuffled by that seed (paths made absolute)."""
+    from cxrdoll.data.segmentation import datalist_classes, load_segmentation_datalist
+
+    classes = datalist_classes(datalist)
+    training = load_segmentation_datalist(datalist, "training")
+    validation = load_segmentation_datalist(datalist, "validation")
+    paths = {}
+    for seed in seeds:
+        order = list(training)
+        random.Random(seed).shuffle(order)
+        paths[seed] = out_dir / f"datalist_seed{seed}.json"
+        write_datalist(paths[seed], {"classes": classes, "training": order, "validation": validation})
+    return paths
+
+
+def train_run(run: Run, datalist: Path, out_dir: Path, settings: dict[str, Any], checkpoints: dict[str, str | None]) -> dict:
+    """One adapter-bundle training; a finished run (history with every epoch) is reused, not redone."""
+    from monai.bundle import ConfigWorkflow
+
+    history_file = out_dir / "validation_history.json"
+    if history_file.is_file():
+        done = read_json(history_file)
+        if len(done.get("history", [])) == settings["max_epochs"]:
+            return done
+    start = STARTS[run.start]
+    ckpt = checkpoints.get(start["checkpoint"]) if start["checkpoint"] else None
+    overrides = {
+        "bundle_root": str(BUNDLE),
+        "datalist": str(datalist),
+        "output_dir": str(out_dir),
+        "mode": start["mode"],
+        "pretrained_ckpt": ckpt if start["checkpoint"] == "pretrained" else None,
+        "init_ckpt": ckpt if start["checkpoint"] == "classifier" else None,
+        "num_train": run.n,
+        "seed": run.seed,
+        "hd95": False,  # HD95 per epoch costs more than the training on CPU; Dice is the curve we need
+        **{k: settings[k] for k in ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_size",
+                                    "max_epochs", "samples_per_epoch", "learning_rate", "num_workers", "device")},
+    }
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return read_json(history_file)
+
+
+def summarise(results: list[tuple[Run, dict]], sizes: Sequence[int | None]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of last-epoch and best Dice, and the mean Dice curve."""
+    summary: dict[str, Any] = {}
+    for start in STARTS:
+        per_size = {}
+        for n in sizes:
+            runs = [h for r, h in results if r.start == start and r.n == n]
+            if not runs:
+                continue
+            final = [_dice(h["history"][-1]) for h in runs]
+            best = [max(_dice(e) for e in h["history"]) for h in runs]
+            curves = np.array([[_dice(e) for e in h["history"]] for h in runs])
+            per_size["all" if n is None else str(n)] = {
+                "n_images": runs[0]["num_train"],
+                "seeds": len(runs),
+                "final_mean": float(np.mean(final)),
+                "final_std": float(np.std(final, ddof=1)) if len(final) > 1 else 0.0,
+                "best_mean": float(np.mean(best)),
+                "best_std": float(np.std(best, ddof=1)) if len(best) > 1 else 0.0,
+                "dice_per_epoch": curves.mean(axis=0).tolist(),
+            }
+        first = next((h for r, h in results if r.start == start), None)
+        summary[start] = {
+            "label": LABELS[start],
+            "mode": STARTS[start]["mode"],
+            "trainable_parameters": None if first is None else first["trainable_parameters"],
+            "total_parameters": None if first is None else first["total_parameters"],
+            "sizes": per_size,
+        }
+    return summary
+
+
+def _dice(record: dict) -> float:
+    value = record.get(KEY)
+    return 0.0 if value is None else float(value)  # undefined Dice (nothing predicted or present) scores 0
+
+
+def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str | None) -> str:
+    starts = [s for s in STARTS if summary[s]["sizes"]]
+    sizes = list(dict.fromkeys(k for s in starts for k in summary[s]["sizes"]))
+    lines = [
+        "# Sample efficiency",
+        "",
+        f"Datalist `{settings['datalist']}`; encoder `{settings['encoder_name']}`, decoder `{settings['decoder']}`, "
+        f"{settings['image_size']} px, {settings['max_epochs']} epochs of {settings['samples_per_epoch']} samples, "
+        f"seeds {settings['seeds']}, device `{settings['device']}`.",
+        "",
+        "Validation mean Dice after the last epoch, mean ± sd over seeds (best epoch in brackets).",
+        "",
+        "| labelled images | " + " | ".join(LABELS[s] for s in starts) + " |",
+        "|---|" + "---|" * len(starts),
+    ]
+    for size in sizes:
+        cells = []
+        for s in starts:
+            r = summary[s]["sizes"].get(size)
+            cells.append("" if r is None else f"{r['final_mean']:.3f} ± {r['final_std']:.3f} ({r['best_mean']:.3f})")
+        n_images = next(summary[s]["sizes"][size]["n_images"] for s in starts if size in summary[s]["sizes"])
+        lines.append(f"| {size if size != 'all' else f'all ({n_images})'} | " + " | ".join(cells) + " |")
+    lines.append("| trainable parameters | " + " | ".join(f"{summary[s]['trainable_parameters']:,}" for s in starts) + " |")
+    if curve_size is not None:
+        lines += ["", f"Validation mean Dice per epoch with {curve_size} labelled images (mean over seeds):", ""]
+        epochs = len(summary[starts[0]]["sizes"][curve_size]["dice_per_epoch"])
+        lines.append("| epoch | " + " | ".join(LABELS[s] for s in starts) + " |")
+        lines.append("|---|" + "---|" * len(starts))
+        for e in range(epochs):
+            lines.append(
+                f"| {e + 1} | " + " | ".join(f"{summary[s]['sizes'][curve_size]['dice_per_epoch'][e]:.3f}" for s in starts) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path, curve_size: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for start, s in summary.items():
+        if not s["sizes"]:
+            continue
+        keys = list(s["sizes"])
+        x = [s["sizes"][k]["n_images"] for k in keys]
+        axes[0].errorbar(x, [s["sizes"][k]["final_mean"] for k in keys], yerr=[s["sizes"][k]["final_std"] for k in keys],
+                         marker="o", capsize=3, label=s["label"])
+        if curve_size in s["sizes"]:
+            curve = s["sizes"][curve_size]["dice_per_epoch"]
+            axes[1].plot(range(1, len(curve) + 1), curve, marker=".", label=s["label"])
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("labelled training images")
+    axes[0].set_ylabel("validation mean Dice (last epoch)")
+    axes[0].set_title("Dice against labelled images (mean ± sd over seeds)")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("validation mean Dice")
+    axes[1].set_title(f"convergence with {curve_size} labelled images")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """Train every (start, N, seed) and write ``results.json``, ``results.md`` and ``results.png`` to ``--out``."""
+    settings = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if v is not None and k != "_run"}}
+    sizes = parse_sizes(str(settings["sizes"]))
+    seeds = [int(s) for s in str(settings["seeds"]).split(",")]
+    starts = [s.strip() for s in settings["starts"].split(",")]
+    unknown = [s for s in starts if s not in STARTS]
+    if unknown:
+        raise ValueError(f"--starts: unknown {unknown}; expected some of {list(STARTS)}")
+    checkpoints = {"pretrained": settings.get("pretrained_ckpt"), "classifier": settings.get("classifier_ckpt")}
+    for start in starts:
+        need = STARTS[start]["checkpoint"]
+        if need and not checkpoints[need]:
+            raise ValueError(f"starting point {start!r} needs --{need}-ckpt")
+    out = Path(settings["out"])
+    datalists = shuffled_datalists(Path(settings["datalist"]), seeds, out / "datalists")
+    results: list[tuple[Run, dict]] = []
+    runs = [Run(start, n, seed) for start in starts for n in sizes for seed in seeds]
+    began = time.monotonic()
+    for i, run in enumerate(runs, 1):
+        history = train_run(run, datalists[run.seed], out / "runs" / run.name, settings, checkpoints)
+        results.append((run, history))
+        last = history["history"][-1].get(KEY)
+        print(f"[{i}/{len(runs)}] {run.name}: val Dice {last if last is None else round(last, 3)} "
+              f"({time.monotonic() - began:.0f} s)", flush=True)
+    summary = summarise(results, sizes)
+    curve_size = "8" if 8 in sizes else ("all" if sizes[0] is None else str(sizes[0]))
+    report = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()},
+        "summary": summary,
+        "runs": [{"start": r.start, "n": r.n, "seed": r.seed, **h} for r, h in results],
+        "seconds": time.monotonic() - began,
+    }
+    write_json_atomic(out / "results.json", report)
+    write_text_atomic(out / "results.md", markdown(summary, settings, curve_size))
+    plot(summary, out / "results.png", curve_size)
+    return report
+
+
+HELP = "downstream Dice against labelled images for four starting points (runs the cxr_seg_adapter bundle)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datalist", required=True, help="downstream datalist (see `python -m cxrdoll seg-datalist`)")
+    parser.add_argument("--out", required=True, help="output folder: results.{json,md,png} and one folder per run")
+    parser.add_argument("--pretrained-ckpt", help="DoLL pre-trained segmenter (cxr_seg_pretrain models/model.pt)")
+    parser.add_argument("--classifier-ckpt", help="classifier checkpoint of the same encoder (cxr_classifier)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="demo", help="defaults for the options below")
+    parser.add_argument("--starts", default=",".join(STARTS), help=f"comma list of {list(STARTS)}")
+    parser.add_argument("--sizes", help="comma list of labelled-image counts, 'all' for the whole split")
+    parser.add_argument("--seeds", help="comma list of seeds (at least 3 for the report)")
+    parser.add_argument("--encoder-name", default="densenet_tiny", help="must match the checkpoints")
+    parser.add_argument("--decoder", default="unet", choices=["unet", "psp"])
+    parser.add_argument("--decoder-channels", type=lambda s: [int(v) for v in s.split(",")], default=[256, 128, 64, 32, 16])
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--samples-per-epoch", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = run_experiment(args)
+    out = Path(args.out)
+    print((out / "results.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'} in {report['seconds']:.0f} s")
+    return 0

@@ -1,0 +1,101 @@
+"""``python -m cxrdoll ingest-dicom``: outputs, per-file report, privacy, and a batch that survives bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.transforms import Compose
+
+from cxrdoll.cli import main
+from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.dicom.loader import load_cxr_dicom
+from tests.dicom.conftest import find
+from tests.dicom.synthetic_dicom import make_cr, save
+
+SHARED = (("original/", "nometa"), ("original/", "SIIM"), ("derived/", "dx_chest", "explicitLE"))
+
+
+@pytest.fixture
+def input_dir(tmp_path, dicom_dir, dicom_index):
+    """Three real files (linked, never copied) plus hand-made cases, some in a sub-folder."""
+    root = tmp_path / "in"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for i, fragments in enumerate(SHARED):
+        (root / f"real{i}.dcm").symlink_to(dicom_dir / find(dicom_index, *fragments))
+    good = make_cr((np.arange(40 * 30) % 500).reshape(40, 30).astype(np.uint16))
+    save(good, root / "sub" / "deeper" / "Doe_Jane_named.dcm")
+    save(make_cr(ViewPosition="LL"), root / "sub" / "lateral.dcm")
+    save(make_cr(Modality="CT"), root / "ct.dcm")
+    save(make_cr(NumberOfFrames=2), root / "multiframe.dcm")
+    save(make_cr(PhotometricInterpretation="RGB", SamplesPerPixel=3), root / "rgb.dcm")
+    save(make_cr(SOPInstanceUID=good.SOPInstanceUID), root / "zz_duplicate.dcm")
+    (root / "notes.txt").write_text("not DICOM\n")
+    (root / "truncated.dcm").write_bytes((root / "ct.dcm").read_bytes()[:400])
+    return root
+
+
+def _report(out):
+    with open(out / "report.csv", newline="") as fh:
+        return {row["file"]: row for row in csv.DictReader(fh)}
+
+
+def test_ingest_writes_images_datalist_and_report(input_dir, tmp_path, dicom_dir, dicom_index, capsys):
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"ingested 4 of 11 files (7 skipped); report: {out}/report.csv"
+    report = _report(out)
+    reasons = {name: row["reason"] for name, row in report.items() if row["status"] == "skipped"}
+    assert reasons == {
+        "ct.dcm": "modality 'CT' is not CR or DX",
+        "multiframe.dcm": "is multi-frame (2 frames); expected a single-frame radiograph",
+        "rgb.dcm": "is colour (PhotometricInterpretation 'RGB', SamplesPerPixel 3); expected MONOCHROME1/2 greyscale",
+        "notes.txt": "not a DICOM file (no SOP Class UID, Modality or Pixel Data)",
+        "sub/lateral.dcm": "not a frontal view (LATERAL from ViewPosition)",
+        "zz_duplicate.dcm": "duplicate SOP Instance UID of sub/deeper/Doe_Jane_named.dcm",
+        "truncated.dcm": reasons["truncated.dcm"],
+    }
+    assert reasons["truncated.dcm"]  # a reason is given, whatever the decoder says
+    assert report["real2.dcm"]["voi"].startswith("minmax (window 2725/5310")
+    datalist = json.loads((out / "datalist.json").read_text())
+    items = {item["id"]: item for item in datalist["training"]}
+    assert sorted(items) == ["real0", "real1", "real2", "sub__deeper__Doe_Jane_named"]
+    assert items["real1"]["pixel_spacing"] == pytest.approx([0.168, 0.168])
+    assert items["real2"]["view"] == "UNKNOWN"
+    # The PNGs go through the project's standard PNG pipeline to the loader's array (8-bit steps).
+    png = Compose(load_image_transforms(("image",), size=440))({"image": items["real0"]["image"]})["image"]
+    expected = load_cxr_dicom(dicom_dir / find(dicom_index, "original/", "nometa")).array
+    assert np.abs(np.asarray(png) - expected).max() <= 0.5 / 255 + 1e-6
+
+
+def test_nifti_output_with_resize_keeps_spacing(input_dir, tmp_path):
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--format", "nifti", "--size", "20"]) == 0
+    item = next(i for i in json.loads((out / "datalist.json").read_text())["training"] if "Doe" in i["id"])
+    nifti = nib.load(item["image"])
+    assert nifti.shape == (20, 20) and nifti.get_data_dtype() == np.float32
+    assert item["pixel_spacing"] == pytest.approx([0.2 * 40 / 20, 0.25 * 30 / 20])
+    np.testing.assert_allclose(np.diag(nifti.affine)[:2], item["pixel_spacing"])
+    assert 0.0 <= nifti.get_fdata().min() and nifti.get_fdata().max() <= 1.0
+
+
+def test_deidentify_leaves_no_names_ids_paths_or_uids(input_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--deidentify"]) == 0
+    printed = capsys.readouterr()
+    secrets = ["Doe", "SECRET-123", "lateral", "real0", str(input_dir), "1.2.276.0.7230010"]
+    for path in [p for p in out.rglob("*") if p.is_file()]:
+        text = path.read_bytes().decode("latin-1")
+        for secret in secrets:
+            assert secret not in text and secret not in path.name, f"{secret!r} found in {path}"
+    for secret in secrets[:2]:
+        assert secret not in printed.out + printed.err
+    assert all(row["file"].startswith("cxr_") for row in _report(out).values())
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["ingest-dicom", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: input folder not found"

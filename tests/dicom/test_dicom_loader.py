@@ -1,0 +1,141 @@
+"""cxrdoll.dicom loader on the real shared DICOMs and on hand-made edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+
+from cxrdoll.dicom.loader import DicomInputError, dataset_to_image, load_cxr_dicom, read_dataset
+from tests.dicom.conftest import find
+from tests.dicom.synthetic_dicom import make_cr, save
+
+SIIM_LOSSLESS = ("explicitLE", "implicitLE", "deflatedLE", "_rle_", "j2k-lossless", "jpeg-lossless-sv1", "jpegls-lossless")
+BARRE_LOSSLESS = ("explicitLE-part10", "_rle_", "j2k-lossless", "jpeg-lossless-sv1", "jpegls-lossless")
+
+
+def test_every_shared_file_decodes_to_the_convention(decoded, dicom_index):
+    assert len(decoded) == 20
+    for name, image in decoded.items():
+        row = dicom_index[name]
+        assert image.array.shape == (1, int(row["rows"]), int(row["cols"])), name
+        assert image.array.dtype == np.float32
+        assert image.array.min() >= 0.0 and image.array.max() <= 1.0, name
+        assert image.array.std() > 0.1, f"{name}: nearly constant image"
+        assert image.meta["modality"] == row["modality"]
+
+
+def test_lungs_are_darker_than_the_mediastinum_in_every_file(decoded):
+    """MONOCHROME1, MONOCHROME2 and the inverted-looking DX all end up with lungs dark."""
+    for name, image in decoded.items():
+        a = image.array[0]
+        h, w = a.shape
+        rows = slice(int(0.3 * h), int(0.6 * h))
+        lungs = np.r_[a[rows, int(0.2 * w):int(0.35 * w)].ravel(), a[rows, int(0.65 * w):int(0.8 * w)].ravel()]
+        mediastinum = a[rows, int(0.46 * w):int(0.54 * w)]
+        assert lungs.mean() < mediastinum.mean() - 0.15, name
+
+
+def test_lossless_transcodes_give_identical_arrays(decoded):
+    siim = decoded[find(decoded, "original/", "SIIM")].array
+    for fragment in SIIM_LOSSLESS:
+        np.testing.assert_array_equal(decoded[find(decoded, "derived/", "SIIM", fragment)].array, siim, err_msg=fragment)
+    barre = decoded[find(decoded, "original/", "Barre", "nometa")].array
+    for fragment in BARRE_LOSSLESS:
+        name = find(decoded, "derived/", "mono1_10bit", fragment)
+        np.testing.assert_array_equal(decoded[name].array, barre, err_msg=fragment)
+
+
+def test_inverted_pair_gives_equal_arrays(decoded, dicom_dir):
+    mono1 = find(decoded, "mono1_10bit_explicitLE-part10")
+    mono2 = find(decoded, "INVERTED")
+    # Without VOI the MONOCHROME1 inversion makes the pair identical.
+    raw1 = load_cxr_dicom(dicom_dir / mono1, voi="none").array
+    raw2 = load_cxr_dicom(dicom_dir / mono2, voi="none").array
+    np.testing.assert_array_equal(raw1, raw2)
+    assert np.abs((1.0 - raw1) - raw2).max() > 0.5  # not inverting would be caught
+    # With their windows (550/1024 and the curator's 473 = 1023 - 550, one grey level off the
+    # exact mirror 474) they agree to within that one level of 1023.
+    diff = np.abs(decoded[mono1].array - decoded[mono2].array).max()
+    assert diff <= 1.0 / 1023 + 1e-6
+    assert decoded[mono1].meta["voi"] == "window 550/1024"
+
+
+def test_dx_window_outside_the_pixel_range_falls_back_to_minmax(decoded, dicom_dir):
+    name = find(decoded, "dx_chest", "j2k-lossless")
+    meta = decoded[name].meta
+    assert meta["voi"] == "minmax (window 2725/5310 leaves 0.0% of pixels unclipped)"
+    assert meta["inverted_for_intensity_sign"] is True
+    assert meta["pixel_spacing"] == [0.4, 0.4] and meta["pixel_spacing_source"] == "ImagerPixelSpacing"
+    assert meta["view"] == "UNKNOWN"
+    # Forcing the file's window saturates every pixel: the reason for the fallback.
+    forced = load_cxr_dicom(dicom_dir / find(decoded, "dx_chest", "explicitLE"), voi="window").array
+    assert np.unique(forced).tolist() == [0.0]
+
+
+def test_pixel_spacing_metadata(decoded):
+    assert decoded[find(decoded, "original/", "SIIM")].meta["pixel_spacing"] == pytest.approx([0.168, 0.168])
+    assert decoded[find(decoded, "original/", "SIIM")].meta["pixel_spacing_source"] == "PixelSpacing"
+    # NEMA RG1 stores PixelSpacing 0\0: unknown, not zero.
+    assert decoded[find(decoded, "original/", "j2k-lossy")].meta["pixel_spacing"] is None
+
+
+def test_rescale_then_window_in_output_units():
+    pixels = np.array([[0, 100, 200, 300]], dtype=np.uint16)
+    # Modality LUT first (2x - 100 gives -100, 100, 300, 500), then the window on those values.
+    ds = make_cr(pixels, RescaleSlope="2", RescaleIntercept="-100", WindowCenter="200", WindowWidth="401")
+    out = dataset_to_image(ds).array[0, 0]
+    expected = np.clip((np.array([-100, 100, 300, 500]) - 199.5) / 400 + 0.5, 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_voi_lut_sequence_is_preferred_to_the_window():
+    pixels = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.LUTData = [0, 255, 51, 102]  # deliberately non-monotonic so only the LUT explains it
+    ds = make_cr(pixels, WindowCenter="1", WindowWidth="2", VOILUTSequence=[item])
+    image = dataset_to_image(ds)
+    np.testing.assert_allclose(image.array[0, 0], [0.0, 1.0, 0.2, 0.4], atol=1e-6)
+    assert image.meta["voi"] == "lut"
+    assert dataset_to_image(ds, voi="window").meta["voi"] == "window 1/2"
+
+
+def test_monochrome1_with_intensity_sign_and_opt_out():
+    pixels = np.array([[0, 10]], dtype=np.uint16)
+    plain = dataset_to_image(make_cr(pixels, PhotometricInterpretation="MONOCHROME1")).array[0, 0]
+    np.testing.assert_allclose(plain, [1.0, 0.0])
+    signed = make_cr(pixels, PixelIntensityRelationshipSign=1)
+    np.testing.assert_allclose(dataset_to_image(signed).array[0, 0], [1.0, 0.0])
+    np.testing.assert_allclose(dataset_to_image(signed, use_intensity_sign=False).array[0, 0], [0.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "attributes, problem",
+    [
+        ({"Modality": "CT"}, "modality 'CT' is not CR or DX"),
+        ({"Modality": None}, "modality '(missing)' is not CR or DX"),
+        ({"PixelData": None}, "has no pixel data"),
+        ({"NumberOfFrames": 3}, "is multi-frame (3 frames); expected a single-frame radiograph"),
+        ({"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3},
+         "is colour (PhotometricInterpretation 'RGB', SamplesPerPixel 3); expected MONOCHROME1/2 greyscale"),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.66.4"}, "is a DICOM SEG object, not a radiograph"),
+    ],
+)
+def test_not_a_cxr_errors_name_the_file(tmp_path, attributes, problem):
+    path = save(make_cr(**attributes), tmp_path / "case.dcm")
+    with pytest.raises(DicomInputError) as info:
+        load_cxr_dicom(path)
+    assert str(info.value) == f"{path}: {problem}"
+    assert info.value.problem == problem
+
+
+def test_non_dicom_and_bad_voi_mode(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not an image\n" * 50)
+    with pytest.raises(DicomInputError, match=r"notes.txt: not a DICOM file \(no SOP Class UID, Modality or Pixel Data\)"):
+        read_dataset(junk)
+    with pytest.raises(ValueError, match=r"voi must be one of \('auto', 'lut', 'window', 'none'\), got 'bright'"):
+        dataset_to_image(make_cr(), voi="bright")
+    with pytest.raises(DicomInputError, match="voi='lut' but the file has no VOI LUT Sequence"):
+        dataset_to_image(make_cr(), voi="lut", source="x.dcm")

@@ -1,0 +1,115 @@
+"""DICOM SEG writer: round trips through highdicom and pydicom, codes, and dciodvfy with zero errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.dicom.loader import read_dataset
+from cxrdoll.dicom.seg import NOMINAL_SLICE_THICKNESS_MM, build_seg, write_seg
+from cxrdoll.dicom.seg_codes import PRIVATE_SCHEME, segment_meaning
+from tests.dicom.conftest import find
+from tests.dicom.synthetic_dicom import make_cr
+
+NAMES = ["left lung", "heart", "right clavicle", "Pleural Effusion"]
+# Sources that stress the writer: no File Meta and no spacing (Barre), zero PixelSpacing (RG1),
+# non-ASCII text without a character set, bad Patient's Age and a de-identification flag (DX).
+SOURCES = (("original/", "nometa"), ("derived/", "RG1-from-J2KI"), ("derived/", "dx_chest", "explicitLE"),
+           ("original/", "SIIM"))
+
+
+def _masks(rows: int, cols: int) -> np.ndarray:
+    masks = np.zeros((len(NAMES), rows, cols), dtype=bool)
+    masks[0, rows // 4: rows // 2, cols // 8: cols // 3] = True
+    masks[1, rows // 2: 3 * rows // 4, cols // 3: 2 * cols // 3] = True
+    masks[2, 1:4, :] = True
+    return masks  # the last segment stays empty on purpose
+
+
+def dciodvfy_errors(path) -> list[str]:
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, timeout=60)
+    return [line for line in (out.stdout + out.stderr).decode("latin-1").splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def written(dicom_dir, dicom_index, tmp_path_factory):
+    """SEG files for the stress sources: {name: (source dataset, masks, path)}."""
+    out = tmp_path_factory.mktemp("seg")
+    cases = {}
+    for i, fragments in enumerate(SOURCES):
+        name = find(dicom_index, *fragments)
+        source = read_dataset(dicom_dir / name)
+        masks = _masks(source.Rows, source.Columns)
+        path = write_seg(out / f"seg{i}.dcm", source, masks, NAMES)
+        cases[name] = (source, masks, out / f"seg{i}.dcm")
+    return cases
+
+
+def test_round_trip_highdicom(written):
+    for name, (source, masks, path) in written.items():
+        seg = hd.seg.segread(path)
+        assert seg.number_of_segments == len(NAMES)
+        pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1, 2, 3, 4])
+        np.testing.assert_array_equal(np.moveaxis(pixels[0], -1, 0).astype(bool), masks, err_msg=name)
+        assert [d.segment_label for d in seg.SegmentSequence] == NAMES
+        assert seg.get_segment_description(1).segmented_property_type == hd.sr.CodedConcept("39607008", "SCT", "Lung")
+
+
+def test_round_trip_pydicom_references_and_codes(written):
+    for name, (source, masks, path) in written.items():
+        ds = pydicom.dcmread(path)
+        assert ds.Modality == "SEG" and ds.SegmentationType == "BINARY"
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        np.testing.assert_array_equal(ds.pixel_array.astype(bool), masks, err_msg=name)
+        referenced = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+        assert referenced.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert referenced.ReferencedSOPClassUID == source.SOPClassUID
+        measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        assert float(measures.SliceThickness) == NOMINAL_SLICE_THICKNESS_MM
+        lung = ds.SegmentSequence[0]
+        assert lung.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"  # anatomical structure
+        modifier = lung.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence[0]
+        assert (modifier.CodeValue, modifier.CodeMeaning) == ("7771000", "Left")
+        effusion = ds.SegmentSequence[3].SegmentedPropertyTypeCodeSequence[0]
+        assert (effusion.CodeValue, effusion.CodingSchemeDesignator) == ("60046008", "SCT")
+        assert ds.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+
+
+def test_pixel_spacing_comes_from_the_source_or_defaults(written):
+    spacings = {}
+    for name, (_, _, path) in written.items():
+        measures = pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        spacings[name] = [float(v) for v in measures.PixelSpacing]
+    assert spacings[find(spacings, "dx_chest")] == [0.4, 0.4]
+    assert spacings[find(spacings, "SIIM")] == pytest.approx([0.168, 0.168])
+    assert spacings[find(spacings, "nometa")] == [1.0, 1.0]
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) not installed")
+def test_dciodvfy_reports_no_errors(written):
+    for name, (_, _, path) in written.items():
+        assert dciodvfy_errors(path) == [], name
+
+
+def test_every_localisable_observation_and_structure_has_a_code():
+    for observation in OBSERVATIONS[1:]:
+        meaning = segment_meaning(observation)
+        assert meaning.type.scheme_designator in ("SCT", PRIVATE_SCHEME)
+    assert segment_meaning("Left_Lung").laterality.value == "7771000"
+    assert segment_meaning("infection").type.value == "840539006"
+    with pytest.raises(KeyError, match="no DICOM code for segment 'spleen'; known segments"):
+        segment_meaning("spleen")
+
+
+def test_shape_errors():
+    source = make_cr()
+    with pytest.raises(ValueError, match=r"masks must be \(N, H, W\) with N = 2 segment names, got shape \(1, 64, 48\)"):
+        build_seg(source, np.zeros((1, 64, 48), bool), ["heart", "lung"])
+    with pytest.raises(ValueError, match=r"mask size \(32, 48\) differs from the source image \(64, 48\)"):
+        build_seg(source, np.zeros((1, 32, 48), bool), ["heart"])

@@ -1,0 +1,37 @@
+"""LoadCXRDicomd: the MONAI transform bundles use for DICOM input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from cxrdoll.dicom.transforms import LoadCXRDicomd, dicom_image_transforms
+from tests.dicom.synthetic_dicom import make_cr, save
+
+
+def test_transform_gives_metatensor_with_spacing(tmp_path):
+    pixels = (np.arange(64 * 48) % 977).reshape(64, 48).astype(np.uint16)
+    path = save(make_cr(pixels, PhotometricInterpretation="MONOCHROME1"), tmp_path / "a.dcm")
+    out = LoadCXRDicomd(keys="image")({"image": str(path), "id": "a"})
+    image = out["image"]
+    assert isinstance(image, MetaTensor) and image.shape == (1, 64, 48) and image.dtype == torch.float32
+    expected = 1.0 - pixels.astype(np.float64) / pixels.max()  # MONOCHROME1, min-max (no window)
+    np.testing.assert_allclose(image.numpy()[0], expected, atol=1e-6)
+    assert image.meta["pixel_spacing"] == [0.2, 0.25]
+    assert image.meta["view"] == "PA"
+    assert out["id"] == "a"
+
+
+def test_pipeline_resizes_like_the_png_pipeline(tmp_path):
+    path = save(make_cr(), tmp_path / "a.dcm")
+    out = Compose(dicom_image_transforms(("image",), size=32))({"image": str(path)})
+    assert out["image"].shape == (1, 32, 32) and out["image"].dtype == torch.float32
+    assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
+
+
+def test_bad_voi_rejected_at_construction():
+    with pytest.raises(ValueError, match="voi must be one of"):
+        LoadCXRDicomd(keys="image", voi="soft")

@@ -1,0 +1,55 @@
+"""Frontal-view detection and selection, with each documented fallback."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from cxrdoll.dicom.views import select_frontal, view_position
+
+
+def _ds(**attributes) -> Dataset:
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _code(meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "R-10214", "SRT", meaning
+    return item
+
+
+@pytest.mark.parametrize(
+    "attributes, expected",
+    [
+        ({"ViewPosition": "PA"}, ("PA", "ViewPosition")),
+        ({"ViewPosition": "ap "}, ("AP", "ViewPosition")),
+        ({"ViewPosition": "LL"}, ("LATERAL", "ViewPosition")),
+        ({"ViewPosition": "LLD"}, ("OTHER", "ViewPosition")),
+        ({"ViewCodeSequence": [_code("postero-anterior")]}, ("PA", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("antero-posterior")]}, ("AP", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("lateral")]}, ("LATERAL", "ViewCodeSequence")),
+        ({"SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
+        ({"ProtocolName": "Thorax AP supine"}, ("AP", "ProtocolName")),
+        ({"SeriesDescription": "chest lat"}, ("LATERAL", "SeriesDescription")),
+        ({"SeriesDescription": "CHEST", "ImageComments": "frontal"}, ("UNKNOWN", "ImageComments")),
+        ({"SeriesDescription": "CHEST 1 VIEW"}, ("UNKNOWN", "none")),
+        ({}, ("UNKNOWN", "none")),
+    ],
+)
+def test_view_position_evidence_order(attributes, expected):
+    assert view_position(_ds(**attributes)) == expected
+
+
+def test_view_position_wins_over_text():
+    assert view_position(_ds(ViewPosition="AP", SeriesDescription="PA chest")) == ("AP", "ViewPosition")
+
+
+def test_select_frontal_prefers_pa_then_ap_then_unknown_never_lateral():
+    lateral, ap, pa, unknown = _ds(ViewPosition="LL"), _ds(ViewPosition="AP"), _ds(ViewPosition="PA"), _ds()
+    assert select_frontal([lateral, ap, pa, unknown]) == 2
+    assert select_frontal([lateral, unknown, ap]) == 2
+    assert select_frontal([lateral, unknown]) == 1
+    assert select_frontal([lateral, _ds(ViewPosition="RLD")]) is None

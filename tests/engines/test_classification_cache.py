@@ -1,0 +1,107 @@
+"""The uint8 image cache and the classification data chain."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
+from cxrdoll.data.classification import (
+    MaskLabelsd,
+    classification_items,
+    classification_transforms,
+    find_datalist,
+    image_items,
+)
+from cxrdoll.data.datalist import write_datalist
+from cxrdoll.data.transforms import load_image_pipeline
+from cxrdoll.io import save_png_atomic
+
+
+@pytest.fixture()
+def pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        p = tmp_path / "img" / f"{i}.png"
+        save_png_atomic(p, rng.integers(0, 256, size=(50 + i, 40), dtype=np.uint8))
+        paths.append(p)
+    return paths
+
+
+def test_cached_pixels_match_decoded_pipeline_to_rounding(pngs, tmp_path):
+    cache = UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "cache")
+    assert cache.array.shape == (5, 32, 32) and cache.array.dtype == np.uint8
+    for p in pngs:
+        expected = load_image_pipeline(32)({"image": str(p)})["image"]
+        got = LoadCachedImaged(cache)({"image": str(p)})["image"]
+        assert got.shape == expected.shape == (1, 32, 32)
+        assert torch.max(torch.abs(got - expected)).item() <= 0.5 / 255 + 1e-6
+
+
+def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, tmp_path):
+    items = [{"image": str(p)} for p in pngs]
+    first = UInt8ImageCache(items, 16, tmp_path / "cache")
+    mtime = first.path.stat().st_mtime_ns
+    again = UInt8ImageCache(items, 16, tmp_path / "cache")
+    assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
+    save_png_atomic(pngs[2], np.full((52, 40), 200, dtype=np.uint8))
+    os.utime(pngs[2], ns=(mtime + 10**9, mtime + 10**9))
+    changed = UInt8ImageCache(items, 16, tmp_path / "cache")
+    assert changed.path != first.path
+    assert changed.image(str(pngs[2])).mean().item() == pytest.approx(200 / 255, abs=1e-6)
+    assert UInt8ImageCache(items, 24, tmp_path / "cache").path != first.path  # size is part of the key
+
+
+def test_cache_pickles_without_its_memory_map_and_reports_missing_files(pngs, tmp_path):
+    cache = UInt8ImageCache([{"image": str(p)} for p in pngs], 16, tmp_path / "cache")
+    _ = cache.array
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone._array is None
+    torch.testing.assert_close(clone.image(str(pngs[0])), cache.image(str(pngs[0])))
+    with pytest.raises(KeyError, match="nope.png: not in image cache"):
+        cache.image("nope.png")
+    with pytest.raises(FileNotFoundError, match="gone.png: image listed in the datalist not found"):
+        UInt8ImageCache([{"image": str(tmp_path / "gone.png")}], 16, tmp_path / "cache")
+
+
+def test_mask_labels_gives_nan_where_ignored():
+    out = MaskLabelsd()({"label": [1.0, 0.0, 1.0], "label_mask": [1, 0, 1], "id": "x"})
+    assert "label_mask" not in out
+    assert out["label"][0].item() == 1.0 and math.isnan(out["label"][1].item()) and out["label"][2].item() == 1.0
+
+
+def _datalist(tmp_path, pngs, validation=True):
+    item = {"image": str(pngs[0]), "id": "a", "patient": "p", "label": [0.0] * 14, "label_mask": [1] * 14,
+            "raw_label": [None] * 14}
+    path = tmp_path / "data" / "datalist.json"
+    write_datalist(path, {"observations": list(OBSERVATIONS), "training": [item, {**item, "image": str(pngs[1])}],
+                          "validation": [item] if validation else []})
+    return path
+
+
+def test_transform_chain_from_cache_drops_ragged_fields(pngs, tmp_path):
+    items = classification_items(_datalist(tmp_path, pngs), "training")
+    cache = UInt8ImageCache(items, 16, tmp_path / "cache")
+    sample = classification_transforms(16, cache)(items[1])
+    assert set(sample) == {"image", "label", "id"} and sample["image"].shape == (1, 16, 16)
+    with pytest.raises(ValueError, match="holds 16px images, not 32px"):
+        classification_transforms(32, cache)
+
+
+def test_datalist_lookup_and_errors(pngs, tmp_path):
+    path = _datalist(tmp_path, pngs, validation=False)
+    assert find_datalist(path.parent) == str(path)
+    with pytest.raises(FileNotFoundError, match=r"no classification datalist \(looked for datalists/chexpert.json"):
+        find_datalist(tmp_path)
+    with pytest.raises(ValueError, match="'validation' list is empty"):
+        classification_items(path, "validation")
+    assert [i["id"] for i in image_items(pngs[0].parent)] == [f"{i}.png" for i in range(5)]
+    with pytest.raises(FileNotFoundError, match="no .png/.jpg/.jpeg images found"):
+        image_items(tmp_path / "data")

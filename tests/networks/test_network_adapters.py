@@ -1,0 +1,119 @@
+"""Adapters start as identity; each fine-tuning mode trains exactly the parts it names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cxrdoll.networks import (
+    add_adapters,
+    build_downstream_segmenter,
+    build_segmenter,
+    configure_trainable,
+    count_trainable_parameters,
+    prepare_downstream_segmenter,
+    replace_head,
+)
+
+SMALL = {"decoder_channels": (32, 16, 16, 8, 8)}
+
+
+def _trainable_parts(segmenter) -> dict[str, set[bool]]:
+    """For each part (encoder / decoder proper / adapter / head): the set of requires_grad flags."""
+    parts: dict[str, set[bool]] = {}
+    for name, p in segmenter.named_parameters():
+        part = "adapter" if ".adapter." in name else name.split(".")[0]
+        parts.setdefault(part, set()).add(p.requires_grad)
+    return parts
+
+
+@pytest.mark.parametrize("decoder", ["unet", "psp"])
+def test_zero_initialised_adapters_leave_outputs_identical(decoder):
+    torch.manual_seed(0)
+    segmenter = build_segmenter("densenet_tiny", decoder, psp_channels=16, **SMALL).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        before = segmenter(x)
+        names = add_adapters(segmenter)
+        after = segmenter(x)
+    assert torch.equal(before, after)
+    assert len(names) == len(segmenter.decoder.stages)
+    with pytest.raises(ValueError, match="decoder stage 0 already has an adapter"):
+        add_adapters(segmenter)
+
+
+def test_modes_make_exactly_the_right_parameters_trainable():
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    with pytest.raises(ValueError, match=r"mode 'adapters' needs adapters: call add_adapters\(\) first"):
+        configure_trainable(segmenter, "adapters")
+    add_adapters(segmenter)
+    expected = {
+        ("adapters", False): {"encoder": {False}, "decoder": {True}, "adapter": {True}, "head": {True}},
+        ("adapters", True): {"encoder": {False}, "decoder": {False}, "adapter": {True}, "head": {True}},
+        ("head", False): {"encoder": {False}, "decoder": {False}, "adapter": {False}, "head": {True}},
+        ("full", False): {"encoder": {True}, "decoder": {True}, "adapter": {True}, "head": {True}},
+        ("scratch", False): {"encoder": {True}, "decoder": {True}, "adapter": {True}, "head": {True}},
+    }
+    total = sum(p.numel() for p in segmenter.parameters())
+    for (mode, freeze_decoder), parts in expected.items():
+        count = configure_trainable(segmenter, mode, freeze_decoder=freeze_decoder)
+        assert _trainable_parts(segmenter) == parts, mode
+        assert count == count_trainable_parameters(segmenter)
+        assert count == sum(p.numel() for p in segmenter.parameters() if p.requires_grad)
+    assert configure_trainable(segmenter, "full") == total
+    head_only = configure_trainable(segmenter, "head")
+    assert head_only == sum(p.numel() for p in segmenter.head.parameters())
+    with pytest.raises(ValueError, match=r"unknown mode 'lora'; expected one of \['adapters', 'full', 'head', 'scratch'\]"):
+        configure_trainable(segmenter, "lora")
+
+
+def test_adapter_training_step_leaves_the_frozen_backbone_untouched():
+    torch.manual_seed(0)
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    add_adapters(segmenter)
+    replace_head(segmenter, 2)
+    configure_trainable(segmenter, "adapters", freeze_decoder=True)
+    segmenter.train()
+    frozen = {k: v.clone() for k, v in segmenter.state_dict().items() if not (".adapter." in k or k.startswith("head."))}
+    adapters = {k: v.clone() for k, v in segmenter.state_dict().items() if ".adapter.up." in k}
+    optimizer = torch.optim.SGD([p for p in segmenter.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):  # the second step moves ``down`` too, once ``up`` is no longer zero
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            segmenter(torch.randn(2, 1, 64, 64)), torch.ones(2, 2, 64, 64)
+        )
+        loss.backward()
+        optimizer.step()
+    state = segmenter.state_dict()
+    # weights and batch-norm running statistics of the frozen parts are unchanged
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(state[k], v) for k, v in adapters.items())
+
+
+def test_replace_head_gives_downstream_classes():
+    segmenter = build_segmenter("densenet_tiny", out_channels=14, **SMALL)
+    replace_head(segmenter, 5)
+    assert segmenter(torch.zeros(1, 1, 64, 64)).shape == (1, 5, 64, 64)
+    assert segmenter.head.kernel_size == (3, 3)
+
+
+def test_prepare_downstream_segmenter_per_mode(tmp_path):
+    torch.manual_seed(3)
+    pretrained = build_segmenter("densenet_tiny", out_channels=14, **SMALL)
+    ckpt = tmp_path / "doll.pt"
+    torch.save(pretrained.state_dict(), ckpt)
+    counts = {}
+    for mode in ("adapters", "full", "head"):
+        model = prepare_downstream_segmenter("densenet_tiny", 2, mode, pretrained_ckpt=ckpt, **SMALL)
+        assert torch.equal(model.state_dict()["encoder.stages.0.conv0.weight"], pretrained.state_dict()["encoder.stages.0.conv0.weight"])
+        counts[mode] = count_trainable_parameters(model)
+    scratch = prepare_downstream_segmenter("densenet_tiny", 2, "scratch", **SMALL)
+    assert counts["head"] < counts["adapters"] < counts["full"] == count_trainable_parameters(scratch)
+    # the bare structure for inference matches the prepared model's keys
+    structure = build_downstream_segmenter("densenet_tiny", 2, "adapters", **SMALL)
+    adapted = prepare_downstream_segmenter("densenet_tiny", 2, "adapters", pretrained_ckpt=ckpt, **SMALL)
+    assert structure.state_dict().keys() == adapted.state_dict().keys()
+    with pytest.raises(ValueError, match="mode 'scratch' trains from random weights; do not pass a checkpoint"):
+        prepare_downstream_segmenter("densenet_tiny", 2, "scratch", pretrained_ckpt=ckpt, **SMALL)
+    with pytest.raises(ValueError, match=r"mode 'full' needs pretrained_ckpt \(DoLL segmenter\) or classifier_ckpt"):
+        prepare_downstream_segmenter("densenet_tiny", 2, "full", **SMALL)

@@ -1,0 +1,110 @@
+"""``python -m cxrdoll``: user errors are one line and exit code 2; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from cxrdoll import cli
+
+FAKE = '''
+HELP = "do a fake thing.  for tests"
+RAISES = {
+    "value": ValueError("data.csv row 3, column 'Edema': value '2' is not 1, 0, -1 or blank"),
+    "key": KeyError("unknown observation 'Cardio'"),
+    "oserror": PermissionError(13, "Permission denied", "/root/out.json"),
+    "multiline": ValueError("first part\\n  second part"),
+    "bug": RuntimeError("internal invariant broken"),
+}
+
+
+def add_arguments(parser):
+    parser.add_argument("--raise", dest="kind", choices=sorted(RAISES))
+
+
+def run(args):
+    if args.kind:
+        raise RAISES[args.kind]
+    print("ran")
+    return 0
+'''
+
+
+@pytest.fixture
+def fake_cli(tmp_path, monkeypatch):
+    (tmp_path / "cxrdoll_fake_command.py").write_text(FAKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMANDS", {"fake-thing": "cxrdoll_fake_command", "prepare-chexpert": "cxrdoll.data.chexpert_command"})
+    yield cli.main
+    sys.modules.pop("cxrdoll_fake_command", None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "line"),
+    [
+        ("value", "error: data.csv row 3, column 'Edema': value '2' is not 1, 0, -1 or blank"),
+        ("key", "error: unknown observation 'Cardio'"),  # not KeyError's repr quoting
+        ("oserror", "error: [Errno 13] Permission denied: '/root/out.json'"),
+        ("multiline", "error: first part second part"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(fake_cli, capsys, kind, line):
+    assert fake_cli(["fake-thing", "--raise", kind]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == line + "\n" and captured.out == ""
+
+
+def test_bugs_keep_their_traceback(fake_cli):
+    with pytest.raises(RuntimeError, match="internal invariant broken"):
+        fake_cli(["fake-thing", "--raise", "bug"])
+
+
+def test_success_returns_the_command_exit_code(fake_cli, capsys):
+    assert fake_cli(["fake-thing"]) == 0 and capsys.readouterr().out == "ran\n"
+
+
+def test_unknown_command_suggests_the_closest(fake_cli, capsys):
+    assert fake_cli(["fake-thin"]) == 2
+    assert capsys.readouterr().err == (
+        "error: unknown command 'fake-thin'; did you mean 'fake-thing'? run 'python -m cxrdoll --help' for the list\n"
+    )
+    assert fake_cli(["zzz"]) == 2
+    assert "unknown command 'zzz'; run 'python -m cxrdoll --help'" in capsys.readouterr().err
+
+
+def exit_code(run, argv) -> int:
+    """argparse ends --help, --version and usage errors with SystemExit, as ``python -m`` needs."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    return exit_info.value.code
+
+
+def test_usage_errors_exit_2_with_argparse_message(fake_cli, capsys):
+    assert exit_code(fake_cli, ["fake-thing", "--raise", "nope"]) == 2
+    assert "argument --raise: invalid choice: 'nope'" in capsys.readouterr().err
+    assert exit_code(fake_cli, ["prepare-chexpert", "--root", "x"]) == 2
+    assert "the following arguments are required: --csv, --out" in capsys.readouterr().err
+
+
+def test_help_lists_commands_without_importing_them(fake_cli, capsys):
+    assert exit_code(fake_cli, ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  fake-thing        Do a fake thing. for tests\n" in out  # aligned after the longest name
+    assert "  prepare-chexpert  Turn CheXpert train.csv" in out
+    assert "cxrdoll_fake_command" not in sys.modules
+    assert fake_cli([]) == 2 and "commands:" in capsys.readouterr().err  # no command: the help, on stderr
+
+
+def test_command_help_and_version(fake_cli, capsys):
+    assert exit_code(fake_cli, ["prepare-chexpert", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m cxrdoll prepare-chexpert [-h] --root DIR --csv CSV --out JSON")
+    assert "--uncertain-per OBS=POLICY,..." in out and "examples:" in out
+    assert exit_code(fake_cli, ["--version"]) == 0 and capsys.readouterr().out.startswith("cxrdoll ")
+
+
+def test_real_command_user_error_is_one_line(fake_cli, capsys, tmp_path):
+    argv = ["prepare-chexpert", "--root", str(tmp_path), "--csv", "missing.csv", "--out", str(tmp_path / "o.json")]
+    assert fake_cli(argv) == 2
+    assert capsys.readouterr().err == f"error: missing.csv: CSV file not found (also looked for {tmp_path}/missing.csv)\n"
