@@ -54,10 +54,14 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     if not any(keyword in ds for keyword in ("SOPClassUID", "Modality", "PixelData")):
         # force=True "reads" any bytes; real DICOM has at least one of these.
         raise DicomInputError(path, "not a DICOM file (no SOP Class UID, Modality or Pixel Data)")
-    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
-        # Files without File Meta are Implicit VR Little Endian by the standard's default.
-        ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        # No File Meta: name the uncompressed encoding pydicom detected, so the pixels can decode.
+        implicit, little = ds.original_encoding
+        ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (
+            pydicom.uid.ImplicitVRLittleEndian if implicit
+            else pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+        )
     return ds
 
 

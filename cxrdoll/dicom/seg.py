@@ -1,8 +1,9 @@
 """Binary DICOM SEG for single-frame CR/DX radiographs, via highdicom.
 
-Radiographs have no Frame of Reference, so highdicom cannot derive the SEG's pixel measures from
-the source; they are given explicitly, with a slice thickness, because a SEG whose Pixel Measures
-lack SliceThickness does not read back (``highdicom.seg.segread`` fails on it).
+Radiographs have no Frame of Reference and often no usable spacing (absent, or 0\\0), so the
+Pixel Measures are given explicitly: the source's spacing, else 1 mm, plus a slice thickness,
+because a SEG whose Pixel Measures lack SliceThickness does not read back (highdicom 0.28's
+``segread`` raises "Sequence does not have the required attributes for a Pixel Measures Sequence").
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import pydicom
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.valuerep import validate_value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ignite.contrib.handlers import ProgressBar
+from ignite.handlers import ProgressBar
 from ignite.engine import Engine
 
 

@@ -237,7 +237,7 @@ def plot(summary: dict[str, Any], path: Path, curve_size: str | None) -> None:
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     """Train every (start, N, seed) and write ``results.json``, ``results.md`` and ``results.png`` to ``--out``."""
-    settings = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if v is not None and k != "_run"}}
+    settings = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if v is not None and not k.startswith("_")}}
     sizes = parse_sizes(str(settings["sizes"]))
     seeds = [int(s) for s in str(settings["seeds"]).split(",")]
     starts = [s.strip() for s in settings["starts"].split(",")]
@@ -296,6 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--num-threads", type=int, help="torch CPU threads (1 is fastest for small models on a busy machine)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -303,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     report = run_experiment(args)
     out = Path(args.out)
     print((out / "results.md").read_text())

@@ -62,7 +62,7 @@ class FastIntegratedGradients:
                  max_batch: int = 80, backward: str = "batched",
                  amp_dtype: str | torch.dtype | None = None) -> None:
         self.alphas, self.weights = quadrature(method, int(steps))
-        make_baseline(torch.zeros(1, 1, 2, 2), baseline)  # reject unknown names now, not mid-run
+        make_baseline(torch.zeros(1, 1, 2, 2), baseline, blur_sigma)  # fail now, not mid-run
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if backward not in BACKWARD_MODES:

@@ -43,7 +43,7 @@ class OcclusionExplainer:
                  amp_dtype: str | torch.dtype | None = None) -> None:
         if window < 1 or stride < 1 or max_batch < 1:
             raise ValueError(f"window, stride and max_batch must be >= 1, got {window}, {stride}, {max_batch}")
-        make_baseline(torch.zeros(1, 1, 2, 2), baseline)  # reject unknown names now
+        make_baseline(torch.zeros(1, 1, 2, 2), baseline, blur_sigma)  # fail now, not mid-run
         self.model = model
         self.window = int(window)
         self.stride = int(stride)

@@ -110,12 +110,19 @@ def _as_list(batch: list) -> list:
 
 
 def load_classifier(entry, device: torch.device) -> torch.nn.Module:
-    """Build ``entry.arch`` and load its state_dict with ``weights_only=True``; errors name the checkpoint."""
+    """Build ``entry.arch`` and load its state_dict with ``weights_only=True``; errors name the checkpoint.
+
+    When the registry gives ``checkpoint_sha256`` the file must match it: a checkpoint overwritten
+    after the sweep would silently label with a model whose AUROCs are not the ones recorded.
+    """
+    from cxrdoll.engines.sweep import file_sha256
     from cxrdoll.networks import build_classifier
 
     path = Path(entry.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint of classifier {entry.name!r} not found")
+    if entry.checkpoint_sha256 and file_sha256(path) != entry.checkpoint_sha256:
+        raise ValueError(f"{path}: sha256 differs from checkpoint_sha256 in the classifier registry")
     model = build_classifier(entry.arch)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -246,6 +253,10 @@ class LabelRunner:
             out[name] = items
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
+        ids = [item["id"] for items in out.values() for item in items]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise ValueError(f"{path}: item ids must be unique (they name the label files); repeated: {dupes}")
         return out
 
     # ----------------------------------------------------------------------------------- setup

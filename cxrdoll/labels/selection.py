@@ -26,6 +26,7 @@ class ClassifierEntry:
     image_size: int
     auroc: dict[str, float] = field(default_factory=dict)
     mean_auroc: float = float("nan")
+    checkpoint_sha256: str | None = None
 
     def skill(self, observation: str) -> float:
         """Validation AUROC for ``observation``; NaN when unknown (e.g. no positives in validation)."""
@@ -71,7 +72,8 @@ def load_registry(path: str | os.PathLike) -> Registry:
                 checkpoint=str(checkpoint),
                 image_size=int(item.get("image_size", 0)),
                 auroc=auroc,
-                mean_auroc=float(item.get("mean_auroc", float("nan"))),
+                mean_auroc=float("nan") if item.get("mean_auroc") is None else float(item["mean_auroc"]),
+                checkpoint_sha256=item.get("checkpoint_sha256"),
             )
         )
     names = [e.name for e in entries]

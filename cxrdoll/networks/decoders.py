@@ -12,7 +12,6 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
-from monai.networks.nets.basic_unet import UpCat
 from torch import nn
 
 _NORM = ("batch", {"eps": 1e-3, "momentum": 0.1})
@@ -20,31 +19,28 @@ _ACT = ("relu", {"inplace": True})
 
 
 class DecoderStage(nn.Module):
-    """One U-Net step: upsample ``x`` by 2, concatenate the skip map, two convs, then the adapter slot."""
+    """One U-Net step: 1x1 reduce, upsample by 2, concatenate the skip map, two 3x3 convs, adapter slot.
+
+    The same step as MONAI FlexibleUNet's decoder (nearest upsampling after a 1x1 pre-conv), written
+    out so that ``torch.compile(fullgraph=True)`` traces it and the adapter slot sits after it.
+    """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, halves: bool, dropout: float) -> None:
         super().__init__()
-        self.block = UpCat(
-            spatial_dims=2,
-            in_chns=in_channels,
-            cat_chns=skip_channels,
-            out_chns=out_channels,
-            act=_ACT,
-            norm=_NORM,
-            bias=False,
-            dropout=dropout,
-            upsample="nontrainable",
-            pre_conv="default",
-            interp_mode="nearest",
-            align_corners=None,
-            halves=halves,
-            is_pad=False,
+        up_channels = in_channels // 2 if halves else in_channels
+        self.reduce = nn.Conv2d(in_channels, up_channels, kernel_size=1)
+        self.convs = nn.Sequential(
+            Convolution(2, skip_channels + up_channels, out_channels, act=_ACT, norm=_NORM, dropout=dropout, bias=False),
+            Convolution(2, out_channels, out_channels, act=_ACT, norm=_NORM, dropout=dropout, bias=False),
         )
         self.adapter: nn.Module = nn.Identity()
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.adapter(self.block(x, skip))
+        x = F.interpolate(self.reduce(x), scale_factor=2.0, mode="nearest")
+        if skip is not None:
+            x = torch.cat([skip, x], dim=1)
+        return self.adapter(self.convs(x))
 
 
 class UNetDecoder(nn.Module):

@@ -34,7 +34,7 @@ def input_dir(tmp_path, dicom_dir, dicom_index):
     save(make_cr(PhotometricInterpretation="RGB", SamplesPerPixel=3), root / "rgb.dcm")
     save(make_cr(SOPInstanceUID=good.SOPInstanceUID), root / "zz_duplicate.dcm")
     (root / "notes.txt").write_text("not DICOM\n")
-    (root / "truncated.dcm").write_bytes((root / "ct.dcm").read_bytes()[:400])
+    (root / "truncated.dcm").write_bytes((root / "sub" / "lateral.dcm").read_bytes()[:-100])
     return root
 
 
@@ -58,7 +58,9 @@ def test_ingest_writes_images_datalist_and_report(input_dir, tmp_path, dicom_dir
         "zz_duplicate.dcm": "duplicate SOP Instance UID of sub/deeper/Doe_Jane_named.dcm",
         "truncated.dcm": reasons["truncated.dcm"],
     }
-    assert reasons["truncated.dcm"]  # a reason is given, whatever the decoder says
+    assert reasons["truncated.dcm"].startswith(("not a readable DICOM file", "pixel data could not be decoded"))
+    for path in [p for p in out.rglob("*") if p.is_file()]:  # DICOM patient IDs are never written
+        assert "SECRET-123" not in path.read_bytes().decode("latin-1"), path
     assert report["real2.dcm"]["voi"].startswith("minmax (window 2725/5310")
     datalist = json.loads((out / "datalist.json").read_text())
     items = {item["id"]: item for item in datalist["training"]}

@@ -30,7 +30,7 @@ def test_tau_selection_with_best_single_fallback(tmp_path):
             {"Cardiomegaly": 0.85, "Edema": 0.75, "Atelectasis": None},
             {"Cardiomegaly": 0.70, "Edema": 0.70},
         ],
-        [0.7, 0.8, 0.9],
+        [0.7, None, 0.9],
     )
     registry = load_registry(path)
     assert registry.classifiers[0].checkpoint == str(tmp_path / "m0.pt")  # relative to the registry file
@@ -41,6 +41,7 @@ def test_tau_selection_with_best_single_fallback(tmp_path):
     assert set(sel) == set(LOCALISABLE_OBSERVATIONS)
     assert best_overall(registry) == 2 and best_for(registry, "Edema") == 1
     assert math.isnan(registry.classifiers[1].skill("Atelectasis"))
+    assert math.isnan(registry.classifiers[1].mean_auroc)  # null in the registry
 
 
 def test_registry_errors_name_the_file(tmp_path):

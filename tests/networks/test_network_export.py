@@ -43,3 +43,15 @@ def test_channels_last_gives_the_same_logits():
         segmenter = segmenter.to(memory_format=torch.channels_last)
         out = segmenter(x.to(memory_format=torch.channels_last))
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_segmenter_compiles_as_one_graph():
+    """``torch.compile(fullgraph=True)`` fails on any graph break (the bundles' compile option relies on it)."""
+    torch.manual_seed(0)
+    segmenter = build_segmenter("densenet_tiny", "unet", decoder_channels=(16, 16, 8, 8, 8))
+    add_adapters(segmenter)
+    segmenter.eval()
+    compiled = torch.compile(segmenter, backend="aot_eager", fullgraph=True)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), segmenter(x))

@@ -78,8 +78,8 @@ def sample_params(rng: np.random.Generator) -> AnatomyParams:
         med_w=rng.uniform(0.055, 0.07),
         aortic_knob=rng.uniform(0.01, 0.03),
         heart_cx=rng.uniform(0.03, 0.05),
-        heart_left=rng.uniform(0.10, 0.12),
-        heart_right=rng.uniform(0.13, 0.16),
+        heart_left=rng.uniform(0.115, 0.13),
+        heart_right=rng.uniform(0.16, 0.19),
         heart_top=heart_top,
         spine_w=rng.uniform(0.035, 0.045),
         trachea_w=rng.uniform(0.016, 0.022),
@@ -129,7 +129,6 @@ class Anatomy:
     thorax: np.ndarray  # inside the chest wall, above the diaphragm
     body: np.ndarray  # float thickness profile 0..1
     below_diaphragm: np.ndarray
-    dome_y: dict[str, np.ndarray]
     ribs: list[Rib]
 
     def hilum(self, side: str) -> tuple[float, float]:
@@ -213,7 +212,7 @@ def build_anatomy(p: AnatomyParams, size: int) -> Anatomy:
 
     clav = {s: _clavicle_mask(p, s, u[s], Y) for s in SIDES}
     ribs = _ribs(p)
-    return Anatomy(size, p, X, Y, u, lung, heart, clav, med_upper, thorax, body.astype(np.float32), below, dome, ribs)
+    return Anatomy(size, p, X, Y, u, lung, heart, clav, med_upper, thorax, body.astype(np.float32), below, ribs)
 
 
 def clavicle_centre(p: AnatomyParams, t: np.ndarray) -> np.ndarray:

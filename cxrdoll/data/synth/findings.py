@@ -95,7 +95,7 @@ def _plant_mediastinum(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
 
 
 def _prepare_heart(p: AnatomyParams, rng: Rng) -> None:
-    p.heart_scale = rng.uniform(1.3, 1.5)
+    p.heart_scale = rng.uniform(1.4, 1.6)
 
 
 def _plant_heart(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:

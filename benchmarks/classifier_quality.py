@@ -1,0 +1,119 @@
+"""Quality target of the classifier bundle on synthetic phantoms: mean AUROC over planted findings.
+
+    python benchmarks/classifier_quality.py                      # target: >= 2000 images, 128 px, densenet121, 10 min
+    python benchmarks/classifier_quality.py --arch densenet_tiny --image-size 64 --epochs 8 --budget-s 0
+
+Generates the phantoms with ``python -m cxrdoll synth`` (unless --synth-dir already holds them),
+builds the datalist with ``prepare-chexpert``, trains through the bundle's train.json under a
+wall-clock budget (``max_train_seconds``; the clock covers everything from the start of the
+training run, cache included), and reports the validation AUROC of the best model: the mean over
+the 13 planted findings (all observations but "No Finding") and over the competition five.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cxrdoll.cli import main as cli  # noqa: E402
+from cxrdoll.constants import LOCALISABLE_OBSERVATIONS  # noqa: E402
+from cxrdoll.engines.auroc import mean_of_defined  # noqa: E402
+from cxrdoll.engines.bundle_run import run_bundle  # noqa: E402
+from cxrdoll.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--synth-dir", type=Path, default=Path("/tmp/cxrdoll_quality/synth"))
+    p.add_argument("--n", type=int, default=2500, help="studies to synthesise (20 %% go to validation)")
+    p.add_argument("--arch", default="densenet121")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--budget-s", type=float, default=600.0, help="wall-clock training budget (0: none)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS / "classifier_quality_cpu")
+    return p.parse_args(argv)
+
+
+def ensure_dataset(args: argparse.Namespace) -> Path:
+    datalist = args.synth_dir / "datalists" / "chexpert.json"
+    if not (args.synth_dir / "CheXpert-v1.0-small" / "train.csv").is_file():
+        rc = cli(["synth", "--out", str(args.synth_dir), "--n", str(args.n), "--size", str(args.image_size),
+                  "--valid-frac", "0.2", "--lateral-frac", "0", "--n-organs", "0", "--n-lesions", "0"])
+        if rc:
+            raise SystemExit(rc)
+    if not datalist.is_file():
+        rc = cli(["prepare-chexpert", "--root", str(args.synth_dir), "--csv", "CheXpert-v1.0-small/train.csv",
+                  "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", str(datalist)])
+        if rc:
+            raise SystemExit(rc)
+    return datalist
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    datalist = ensure_dataset(args)
+    data = read_json(datalist)
+    out = args.out.parent / (args.out.name + "_run")
+    start = time.perf_counter()
+    run_bundle(
+        datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
+        max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        num_workers=args.num_workers, resume=False, max_train_seconds=args.budget_s or None,
+    )
+    wall = time.perf_counter() - start
+    metrics = read_json(out / "metrics.json")
+    best, last = metrics["best"], metrics["last"]
+    result = {
+        "device": f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads, shared machine)",
+        "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "max_epochs": args.epochs, "budget_s": args.budget_s,
+        "train_images": len(data["training"]), "validation_images": len(data["validation"]),
+        "wall_s": round(wall, 1),
+        "epochs_validated": [h["epoch"] for h in metrics["history"]],
+        "best_epoch": best["epoch"],
+        "planted_mean_auroc": mean_of_defined(best["auroc"], LOCALISABLE_OBSERVATIONS),
+        "competition_mean_auroc": best["mean_auroc"],
+        "last_planted_mean_auroc": mean_of_defined(last["auroc"], LOCALISABLE_OBSERVATIONS),
+        "auroc": best["auroc"],
+        "target": "planted_mean_auroc >= 0.9 within 600 s (densenet121, >= 2000 images, 128-224 px)",
+    }
+    result["target_met"] = bool(
+        args.arch == "densenet121" and result["train_images"] >= 2000 and args.image_size >= 128
+        and wall <= 600 and (result["planted_mean_auroc"] or 0) >= 0.9
+    )
+    write_json_atomic(args.out.with_suffix(".json"), result)
+    rows = "\n".join(f"| {k} | {'—' if v is None else f'{v:.3f}'} |" for k, v in best["auroc"].items())
+    write_text_atomic(args.out.with_suffix(".md"), (
+        f"# Classifier quality on synthetic phantoms\n\n{result['device']}, torch {result['torch']}, {result['date']}\n\n"
+        f"{args.arch}, {args.image_size} px, {result['train_images']} train / {result['validation_images']} validation "
+        f"images, batch {args.batch_size}, lr {args.learning_rate}, budget {args.budget_s:g} s\n\n"
+        f"wall time {result['wall_s']} s, epochs validated {result['epochs_validated']}, best epoch {best['epoch']}\n\n"
+        f"mean AUROC over planted findings: {result['planted_mean_auroc']}; competition five: "
+        f"{result['competition_mean_auroc']}; target met: {result['target_met']}\n\n"
+        f"| observation | AUROC |\n|---|---|\n{rows}\n"
+    ))
+    print(json.dumps({k: v for k, v in result.items() if k != "auroc"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

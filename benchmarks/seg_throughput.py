@@ -1,0 +1,183 @@
+"""Segmentation pre-training throughput of cxr_seg_pretrain: end-to-end pipeline vs the bare model step.
+
+    python benchmarks/seg_throughput.py            # GPU: densenet121 + U-Net, 320 px, batch 16, bf16 AMP
+    python benchmarks/seg_throughput.py --smoke    # CPU smoke run: densenet_tiny, 64 px, batch 4
+
+The pipeline rate runs the bundle's own trainer (train.json: PNG + DoLL ``.npz`` decoding ->
+DataLoader -> SupervisedTrainer with the masked BCE + Dice loss) on random images and labels,
+timed from the end of the warm-up iterations to the last iteration. The bare rate repeats the same
+optimisation step (forward, loss, backward, AdamW) on tensors already on the device.
+Results: JSON (keys ``device``, ``torch``, ``date``, ``bare_img_per_s``, ``pipeline_img_per_s``,
+``ratio``) + a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cxrdoll.constants import OBSERVATIONS  # noqa: E402
+from cxrdoll.data.datalist import write_datalist  # noqa: E402
+from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
+from cxrdoll.engines.seg_network import pretraining_segmenter  # noqa: E402
+from cxrdoll.engines.segmentation import MaskedBCEDiceLoss  # noqa: E402
+from cxrdoll.io import save_npz_atomic, save_png_atomic, write_json_atomic, write_text_atomic  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "cxr_seg_pretrain"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="small CPU run: densenet_tiny, 64 px, batch 4, 3 iterations")
+    p.add_argument("--encoder", default="densenet121")
+    p.add_argument("--decoder", default="unet", choices=["unet", "psp"])
+    p.add_argument("--image-size", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=30, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first (cuDNN autotune)")
+    p.add_argument("--num-workers", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    p.add_argument("--out", type=Path, default=None, help="result stem (default results/seg_throughput[_cpu_smoke])")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.encoder, args.image_size, args.batch_size = "densenet_tiny", 64, 4
+        args.iterations, args.warmup, args.num_workers = 3, 1, 0
+    if args.out is None:
+        args.out = RESULTS / ("seg_throughput_cpu_smoke" if args.smoke else "seg_throughput")
+    return args
+
+
+def write_random_doll(root: Path, count: int, size: int, seed: int = 0) -> Path:
+    """``count`` random PNGs with random 14-channel DoLL labels (states -1/0/1): real decoding cost."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        image, label = root / "images" / f"{i:05d}.png", root / "labels" / f"{i:05d}.npz"
+        save_png_atomic(image, rng.integers(0, 256, size=(size, size), dtype=np.uint8))
+        save_npz_atomic(label, mask=(rng.random((len(OBSERVATIONS), size, size)) < 0.2).astype(np.uint8),
+                        state=rng.integers(-1, 2, len(OBSERVATIONS)).astype(np.int8))
+        items.append({"image": str(image), "label": str(label), "id": image.name})
+    datalist = root / "datalist.json"
+    write_datalist(datalist, {"training": items, "validation": items[:2]})
+    return datalist
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> float:
+    """Images/s of the bundle trainer over the timed iterations (validation is never reached)."""
+    from ignite.engine import Events
+
+    total = args.warmup + args.iterations
+    workflow = make_workflow(
+        BUNDLE, datalist=str(datalist), output_dir=str(out), encoder_name=args.encoder, decoder=args.decoder,
+        image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers, max_epochs=1,
+        val_interval=2, resume=False, amp=use_gpu,
+    )
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    device = torch.device("cuda" if use_gpu else "cpu")
+    marks: dict[int, float] = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _mark(engine):
+        if engine.state.iteration in (args.warmup, total):
+            _sync(device)
+            marks[engine.state.iteration] = time.perf_counter()
+        if engine.state.iteration == total:
+            engine.terminate()
+
+    trainer.run()
+    return args.iterations * args.batch_size / (marks[total] - marks[args.warmup])
+
+
+def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> float:
+    """Images/s of forward + masked BCE/Dice + backward + AdamW step on device-resident tensors."""
+    net = pretraining_segmenter(args.encoder, args.decoder).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    loss_fn = MaskedBCEDiceLoss()
+    shape = (args.batch_size, len(OBSERVATIONS), args.image_size, args.image_size)
+    x = torch.rand(args.batch_size, 1, args.image_size, args.image_size, device=device)
+    y = (torch.rand(shape, device=device) < 0.2).float()
+    y[:, 5] = float("nan")  # one ignored channel, as DoLL labels have
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_gpu):
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(args.iterations):
+        step()
+    _sync(device)
+    return args.iterations * args.batch_size / (time.perf_counter() - start)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, shared machine)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_gpu = torch.cuda.is_available()
+    if not use_gpu and not args.smoke:
+        print("no CUDA device: run with --smoke for the CPU smoke mode", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if use_gpu else "cpu")
+    count = args.batch_size * (args.warmup + args.iterations)
+    with tempfile.TemporaryDirectory(prefix="cxr_seg_throughput_") as tmp:
+        datalist = write_random_doll(Path(tmp) / "data", count, args.image_size)
+        pipe = pipeline_rate(args, datalist, Path(tmp) / "out", use_gpu)
+    bare = bare_rate(args, device, use_gpu)
+    result = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "bare_img_per_s": round(bare, 2),
+        "pipeline_img_per_s": round(pipe, 2),
+        "ratio": round(pipe / bare, 3),
+        "settings": {"encoder": args.encoder, "decoder": args.decoder, "image_size": args.image_size,
+                     "batch_size": args.batch_size, "iterations": args.iterations, "warmup": args.warmup,
+                     "num_workers": args.num_workers, "amp_bf16": use_gpu, "smoke": args.smoke},
+    }
+    write_json_atomic(args.out.with_suffix(".json"), result)
+    s = result["settings"]
+    write_text_atomic(args.out.with_suffix(".md"), (
+        f"# Segmentation pre-training throughput ({'CPU smoke' if args.smoke else 'GPU'})\n\n"
+        f"{result['device']}, torch {result['torch']}, {result['date']}\n\n"
+        f"{s['encoder']} + {s['decoder']}, 14 DoLL channels, {s['image_size']} px, batch {s['batch_size']}, "
+        f"{s['iterations']} timed iterations after {s['warmup']} warm-up, bf16 AMP: {use_gpu}\n\n"
+        "| measurement | images/s |\n|---|---|\n"
+        f"| bare model step | {result['bare_img_per_s']} |\n"
+        f"| bundle pipeline (PNG + npz -> trainer) | {result['pipeline_img_per_s']} |\n"
+        f"| ratio | {result['ratio']} |\n"
+    ))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""SegBundle: the deploy app's bundle runner, with TorchScript or inference.json networks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cxrdoll.deploy.seg_bundle import SegBundle
+from cxrdoll.io import write_json_atomic
+from tests.deploy.tiny_bundle import NAMES, SIZE, make_tiny_bundle, tiny_network
+
+
+def _image(h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.random((1, h, w), dtype=np.float32)
+
+
+def test_predict_matches_the_network_at_its_own_size(tmp_path):
+    bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
+    assert bundle.channel_names == NAMES and bundle.spatial_shape == (SIZE, SIZE)
+    image = _image(SIZE, SIZE)
+    masks = bundle.predict(image)
+    with torch.no_grad():
+        expected = torch.sigmoid(tiny_network()(torch.from_numpy(image)[None]))[0].numpy() > 0.5
+    np.testing.assert_array_equal(masks, expected)
+    assert 0 < masks.mean() < 1  # a test where every pixel is equal could not fail
+
+
+def test_predict_resizes_in_and_out(tmp_path):
+    bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
+    image = _image(100, 80)
+    masks = bundle.predict(image, threshold=0.5)
+    x = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=(SIZE, SIZE), mode="area")
+    with torch.no_grad():
+        probs = torch.sigmoid(tiny_network()(x))
+    probs = torch.nn.functional.interpolate(probs, size=(100, 80), mode="bilinear", align_corners=False)
+    assert masks.shape == (len(NAMES), 100, 80) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, probs[0].numpy() > 0.5)
+    assert bundle.predict(image, threshold=1.0).sum() == 0
+
+
+def test_inference_json_network_def_with_checkpoint(tmp_path):
+    """Without model.ts: network_def of inference.json + models/model.pt, names from class_names."""
+    root = tmp_path / "cfg"
+    (root / "models").mkdir(parents=True)
+    torch.save({"model": tiny_network().state_dict()}, root / "models" / "model.pt")
+    write_json_atomic(root / "configs" / "inference.json", {
+        "class_names": NAMES,
+        "image_size": SIZE,
+        "network_def": {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1,
+                        "out_channels": "$len(@class_names)", "channels": [4, 8], "strides": [2], "num_res_units": 0},
+    })
+    from_config = SegBundle.load(root)
+    from_torchscript = SegBundle.load(make_tiny_bundle(tmp_path / "ts"))
+    assert from_config.channel_names == NAMES and from_config.spatial_shape == (SIZE, SIZE)
+    image = _image(90, 90)
+    np.testing.assert_array_equal(from_config.predict(image), from_torchscript.predict(image))
+
+
+def test_bundle_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: bundle folder not found"):
+        SegBundle.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no network_data_format in configs/metadata.json and no image_size/class_names"):
+        SegBundle.load(tmp_path / "empty")
+    root = make_tiny_bundle(tmp_path / "b")
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "heart", "1": "lung"}
+    write_json_atomic(root / "configs" / "metadata.json", meta)
+    with pytest.raises(ValueError, match=r"network gave shape \(1, 3, 64, 64\); metadata declares 2 channels"):
+        SegBundle.load(root).predict(_image(SIZE, SIZE))
+    (root / "models" / "model.ts").unlink()
+    with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
+        SegBundle.load(root)
