@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "note": "shared machine: other jobs ran at the same time, so CPU figures are upper bounds",
+        "note": "shared machine: other jobs ran at the same time, so wall times are upper bounds; process CPU time is the contention-free cost",
         "runs": runs,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from cxrdoll.labels.quality import evaluate, markdown_report  # noqa: E402
 
 LABELLER = PROJECT / "bundles" / "cxr_doll_labeller"
 LABELLERS = ("doll_ig", "ig", "gradcam", "gradcampp")
-SMOKE = {"n": 1500, "size": 128, "archs": ["densenet_tiny", "resnet10", "resnet18"], "image_size": 96,
+SMOKE = {"n": 1500, "size": 128, "archs": ["densenet_tiny", "resnet10"], "image_size": 96,
          "epochs": 6, "batch_size": 32, "ig_steps": 16, "tau": 0.75}
 FULL = {"n": 6000, "size": 256, "archs": ["densenet121", "resnet18", "resnet50", "seresnet50", "efficientnet-b0"],
         "image_size": 224, "epochs": 10, "batch_size": 32, "ig_steps": 20, "tau": 0.8}

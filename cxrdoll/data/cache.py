@@ -40,8 +40,12 @@ class UInt8ImageCache:
         self.index = {p: i for i, p in enumerate(self.paths)}
         self.path = Path(cache_dir) / f"images_{self.size}px_{len(self.paths)}_{self._key()}.npy"
         self._array: np.ndarray | None = None
-        if not self.path.is_file():
+        # Under DDP rank 0 builds while the others wait, instead of every rank decoding everything.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not self.path.is_file() and (not distributed or torch.distributed.get_rank() == 0):
             self._build(num_workers, batch_size)
+        if distributed:
+            torch.distributed.barrier()
 
     def _key(self) -> str:
         digest = hashlib.sha256(f"{self.size}\n".encode())

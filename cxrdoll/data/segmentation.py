@@ -85,17 +85,20 @@ def read_array(path: str | Path) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Greyscale float32 in [0, 1], bright = dense; JSRT raw is inverted (its 0 is white)."""
+    """Greyscale float32 in [0, 1], bright = dense.
+
+    8-bit: /255; JSRT raw: inverted 12-bit (its 0 is white); floats already in [0, 1] as they are;
+    other integers: /4095 when they fit 12 bits, else min-max scaled (as are other floats).
+    """
     path = Path(path)
     array = read_array(path)
     if _suffix(path) == ".img":
         return (1.0 - array.astype(np.float32) / JSRT_MAX).astype(np.float32)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    if array.dtype == bool:
-        return array.astype(np.float32)
+    unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
     array = array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating) and array.min() >= 0 and array.max() <= 1:
+    if unit_kind and array.min() >= 0 and array.max() <= 1:
         return array
     lo, hi = float(array.min()), float(array.max())
     if lo >= 0 and hi <= JSRT_MAX and hi > 255:  # 12-bit stored in 16

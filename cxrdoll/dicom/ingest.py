@@ -74,7 +74,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
         try:
             row, item = _ingest_one(path, name, out_dir, options, seen_uids, shown)
         except DicomInputError as err:
-            row, item = ReportRow(shown, "skipped", err.problem), None
+            row, item = ReportRow(shown, "skipped", err.problem.replace(str(path), shown)), None
         except Exception as err:  # an unexpected failure of one file must not stop the batch
             reason = f"{type(err).__name__}: {err}".replace(str(path), shown)
             row, item = ReportRow(shown, "skipped", reason), None

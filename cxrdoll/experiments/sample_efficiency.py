@@ -251,6 +251,10 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"starting point {start!r} needs --{need}-ckpt")
     out = Path(settings["out"])
     datalists = shuffled_datalists(Path(settings["datalist"]), seeds, out / "datalists")
+    available = len(read_json(datalists[seeds[0]])["training"])
+    too_many = [n for n in sizes if n is not None and n > available]
+    if too_many:
+        raise ValueError(f"--sizes {too_many}: the training split of {settings['datalist']} has {available} images")
     results: list[tuple[Run, dict]] = []
     runs = [Run(start, n, seed) for start in starts for n in sizes for seed in seeds]
     began = time.monotonic()

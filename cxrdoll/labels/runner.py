@@ -332,10 +332,7 @@ class LabelRunner:
         # Per classifier, the targets it explains on each image; one explainer call covers them all.
         maps: dict[tuple[int, int, int], torch.Tensor] = {}  # (image, observation, model) -> soft map
         for k in self.used:
-            per_image = [
-                [c for c in target_indices(s) if OBSERVATIONS[c] in self.selection and k in self.selection[OBSERVATIONS[c]]]
-                for s in states
-            ]
+            per_image = [[c for c in target_indices(s) if k in self.selection.get(OBSERVATIONS[c], ())] for s in states]
             if not any(per_image):
                 continue
             attributions = self._explainers[k].attribute(images.to(self.device), per_image)
@@ -354,7 +351,8 @@ class LabelRunner:
             for c in target_indices(state):
                 ks = self.selection[OBSERVATIONS[c]]
                 stack = torch.stack([maps[(i, c, k)] for k in ks])
-                skill = skill_weights([self.registry.classifiers[k].skill(OBSERVATIONS[c]) for k in ks], self.weight_scheme)
+                aurocs = [self.registry.classifiers[k].skill(OBSERVATIONS[c]) for k in ks]
+                skill = skill_weights(aurocs, self.weight_scheme)
                 p = torch.tensor([float(probs[k][i, c]) for k in ks])
                 fused = boost(stack, skill, p, self.confidence_power, self.min_agree, self.agree_threshold)
                 soft[c] = fused.numpy()

@@ -105,7 +105,9 @@ def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, 
     state = {k: v for k, v in state.items() if k not in ignored}
     keep_initial = not any(_is_adapter_key(k) for k in state)
     target = {
-        k: v for k, v in target.items() if (head or not k.startswith("head.")) and not (keep_initial and _is_adapter_key(k))
+        k: v
+        for k, v in target.items()
+        if (head or not k.startswith("head.")) and not (keep_initial and _is_adapter_key(k))
     }
     _check(name, target, state)
     segmenter.load_state_dict(state, strict=False)

@@ -29,9 +29,10 @@ class DecoderStage(nn.Module):
         super().__init__()
         up_channels = in_channels // 2 if halves else in_channels
         self.reduce = nn.Conv2d(in_channels, up_channels, kernel_size=1)
+        conv = {"act": _ACT, "norm": _NORM, "dropout": dropout, "bias": False}
         self.convs = nn.Sequential(
-            Convolution(2, skip_channels + up_channels, out_channels, act=_ACT, norm=_NORM, dropout=dropout, bias=False),
-            Convolution(2, out_channels, out_channels, act=_ACT, norm=_NORM, dropout=dropout, bias=False),
+            Convolution(2, skip_channels + up_channels, out_channels, **conv),
+            Convolution(2, out_channels, out_channels, **conv),
         )
         self.adapter: nn.Module = nn.Identity()
         self.out_channels = out_channels
@@ -47,18 +48,23 @@ class UNetDecoder(nn.Module):
     """FlexibleUNet-style decoder: stride 32 back to stride 1, with skips at strides 16, 8, 4 and 2."""
 
     def __init__(
-        self, encoder_channels: Sequence[int], decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), dropout: float = 0.0
+        self,
+        encoder_channels: Sequence[int],
+        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if len(decoder_channels) != len(encoder_channels):
             raise ValueError(
-                f"decoder_channels needs {len(encoder_channels)} entries (one per encoder stage), got {list(decoder_channels)}"
+                f"decoder_channels needs {len(encoder_channels)} entries (one per encoder stage), "
+                f"got {list(decoder_channels)}"
             )
         in_channels = [encoder_channels[-1], *decoder_channels[:-1]]
         skip_channels = [*reversed(encoder_channels[:-1]), 0]
         halves = [True] * (len(decoder_channels) - 1) + [False]
         self.stages = nn.ModuleList(
-            DecoderStage(i, s, o, h, dropout) for i, s, o, h in zip(in_channels, skip_channels, decoder_channels, halves)
+            DecoderStage(i, s, o, h, dropout)
+            for i, s, o, h in zip(in_channels, skip_channels, decoder_channels, halves)
         )
         self.out_channels = int(decoder_channels[-1])
         self.output_stride = 1
@@ -123,7 +129,7 @@ class FuseStage(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, dropout: float) -> None:
         super().__init__()
         self.fuse = Convolution(
-            2, in_channels + skip_channels, out_channels, kernel_size=3, act=_ACT, norm=_NORM, dropout=dropout, bias=False
+            2, in_channels + skip_channels, out_channels, act=_ACT, norm=_NORM, dropout=dropout, bias=False
         )
         self.adapter: nn.Module = nn.Identity()
         self.out_channels = out_channels

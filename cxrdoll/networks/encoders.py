@@ -104,7 +104,9 @@ def _senet(factory: Callable[..., nn.Module], in_channels: int, **kw: Any) -> Fe
 
 
 def _efficientnet(model_name: str, in_channels: int, **kw: Any) -> FeatureEncoder:
-    net = nets.EfficientNetBN(model_name, pretrained=False, spatial_dims=2, in_channels=in_channels, num_classes=1, **kw)
+    net = nets.EfficientNetBN(
+        model_name, pretrained=False, spatial_dims=2, in_channels=in_channels, num_classes=1, **kw
+    )
     net.set_swish(memory_efficient=False)  # the memory-efficient swish is a custom autograd op TorchScript rejects
     blocks = net._blocks
     stages = [

@@ -20,7 +20,9 @@ SIZE_DIVISOR: int = STRIDES[-1]
 class Segmenter(nn.Module):
     """``encoder`` -> ``decoder`` -> ``head``; returns logits ``(B, out_channels, H, W)`` at input size."""
 
-    def __init__(self, encoder: FeatureEncoder, decoder: nn.Module, out_channels: int, head_kernel_size: int = 3) -> None:
+    def __init__(
+        self, encoder: FeatureEncoder, decoder: nn.Module, out_channels: int, head_kernel_size: int = 3
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder

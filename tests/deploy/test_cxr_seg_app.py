@@ -16,7 +16,7 @@ from PIL import Image
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.deploy.tiny_bundle import NAMES, make_tiny_bundle
-from tests.dicom.test_dicom_seg import dciodvfy_errors
+from tests.dicom.dciodvfy import dciodvfy_errors
 
 pytest.importorskip("monai.deploy.core", reason="MONAI Deploy SDK not installed (requirements-deploy.txt)")
 

@@ -73,9 +73,11 @@ def test_ingest_writes_images_datalist_and_report(input_dir, tmp_path, dicom_dir
     assert np.abs(np.asarray(png) - expected).max() <= 0.5 / 255 + 1e-6
 
 
-def test_nifti_output_with_resize_keeps_spacing(input_dir, tmp_path):
+def test_nifti_output_with_resize_keeps_spacing_and_all_views(input_dir, tmp_path):
     out = tmp_path / "out"
-    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--format", "nifti", "--size", "20"]) == 0
+    argv = ["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--format", "nifti", "--size", "20", "--views", "all"]
+    assert main(argv) == 0
+    assert _report(out)["sub/lateral.dcm"]["status"] == "ok"
     item = next(i for i in json.loads((out / "datalist.json").read_text())["training"] if "Doe" in i["id"])
     nifti = nib.load(item["image"])
     assert nifti.shape == (20, 20) and nifti.get_data_dtype() == np.float32

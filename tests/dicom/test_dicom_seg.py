@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import highdicom as hd
 import numpy as np
@@ -15,6 +14,7 @@ from cxrdoll.dicom.loader import read_dataset
 from cxrdoll.dicom.seg import NOMINAL_SLICE_THICKNESS_MM, build_seg, write_seg
 from cxrdoll.dicom.seg_codes import PRIVATE_SCHEME, segment_meaning
 from tests.dicom.conftest import find
+from tests.dicom.dciodvfy import dciodvfy_errors
 from tests.dicom.synthetic_dicom import make_cr
 
 NAMES = ["left lung", "heart", "right clavicle", "Pleural Effusion"]
@@ -30,11 +30,6 @@ def _masks(rows: int, cols: int) -> np.ndarray:
     masks[1, rows // 2: 3 * rows // 4, cols // 3: 2 * cols // 3] = True
     masks[2, 1:4, :] = True
     return masks  # the last segment stays empty on purpose
-
-
-def dciodvfy_errors(path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, timeout=60)
-    return [line for line in (out.stdout + out.stderr).decode("latin-1").splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture(scope="module")

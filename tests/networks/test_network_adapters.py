@@ -63,7 +63,8 @@ def test_modes_make_exactly_the_right_parameters_trainable():
     assert configure_trainable(segmenter, "full") == total
     head_only = configure_trainable(segmenter, "head")
     assert head_only == sum(p.numel() for p in segmenter.head.parameters())
-    with pytest.raises(ValueError, match=r"unknown mode 'lora'; expected one of \['adapters', 'full', 'head', 'scratch'\]"):
+    modes = r"\['adapters', 'full', 'head', 'scratch'\]"
+    with pytest.raises(ValueError, match=rf"unknown mode 'lora'; expected one of {modes}"):
         configure_trainable(segmenter, "lora")
 
 
@@ -74,8 +75,9 @@ def test_adapter_training_step_leaves_the_frozen_backbone_untouched():
     replace_head(segmenter, 2)
     configure_trainable(segmenter, "adapters", freeze_decoder=True)
     segmenter.train()
-    frozen = {k: v.clone() for k, v in segmenter.state_dict().items() if not (".adapter." in k or k.startswith("head."))}
-    adapters = {k: v.clone() for k, v in segmenter.state_dict().items() if ".adapter.up." in k}
+    state = segmenter.state_dict()
+    frozen = {k: v.clone() for k, v in state.items() if not (".adapter." in k or k.startswith("head."))}
+    adapters = {k: v.clone() for k, v in state.items() if ".adapter.up." in k}
     optimizer = torch.optim.SGD([p for p in segmenter.parameters() if p.requires_grad], lr=0.1)
     for _ in range(2):  # the second step moves ``down`` too, once ``up`` is no longer zero
         optimizer.zero_grad()
@@ -105,7 +107,8 @@ def test_prepare_downstream_segmenter_per_mode(tmp_path):
     counts = {}
     for mode in ("adapters", "full", "head"):
         model = prepare_downstream_segmenter("densenet_tiny", 2, mode, pretrained_ckpt=ckpt, **SMALL)
-        assert torch.equal(model.state_dict()["encoder.stages.0.conv0.weight"], pretrained.state_dict()["encoder.stages.0.conv0.weight"])
+        key = "encoder.stages.0.conv0.weight"
+        assert torch.equal(model.state_dict()[key], pretrained.state_dict()[key])
         counts[mode] = count_trainable_parameters(model)
     scratch = prepare_downstream_segmenter("densenet_tiny", 2, "scratch", **SMALL)
     assert counts["head"] < counts["adapters"] < counts["full"] == count_trainable_parameters(scratch)

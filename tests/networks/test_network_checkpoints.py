@@ -57,7 +57,11 @@ def test_classifier_of_another_architecture_is_refused_with_the_keys(tmp_path):
 def test_shape_mismatch_is_reported():
     classifier = build_classifier("densenet_tiny", in_channels=3)
     segmenter = build_segmenter("densenet_tiny", **SMALL)
-    with pytest.raises(ValueError, match=r"1 shape mismatches \(e\.g\. \['stages\.0\.conv0\.weight: checkpoint \(16, 3, 7, 7\)"):
+    expected = (
+        r"1 shape mismatches \(e\.g\. \['stages\.0\.conv0\.weight: "
+        r"checkpoint \(16, 3, 7, 7\) vs model \(16, 1, 7, 7\)"
+    )
+    with pytest.raises(ValueError, match=expected):
         init_encoder_from_classifier(segmenter, classifier.state_dict())
 
 

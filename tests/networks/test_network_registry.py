@@ -74,7 +74,11 @@ def test_unknown_architecture_names_the_choices():
         ("densenet_tiny", lambda: nets.DenseNet(2, 1, 14, 16, 8, (2, 2, 2, 2), bn_size=2), "class_layers.out"),
         ("resnet10", lambda: nets.resnet10(spatial_dims=2, n_input_channels=1, num_classes=14, conv1_t_stride=2), "fc"),
         ("seresnet50", lambda: nets.SEResNet50(spatial_dims=2, in_channels=1, num_classes=14), "last_linear"),
-        ("efficientnet-b0", lambda: nets.EfficientNetBN("efficientnet-b0", False, in_channels=1, num_classes=14), "_fc"),
+        (
+            "efficientnet-b0",
+            lambda: nets.EfficientNetBN("efficientnet-b0", pretrained=False, in_channels=1, num_classes=14),
+            "_fc",
+        ),
     ],
 )
 def test_classifier_computes_the_same_logits_as_the_monai_network(name, reference, fc):

@@ -11,7 +11,8 @@ SMALL_UNET = {"decoder_channels": (32, 16, 16, 8, 8)}
 
 
 @pytest.mark.parametrize(
-    ("arch", "decoder"), [("densenet121", "unet"), ("resnet18", "psp"), ("seresnext50", "unet"), ("efficientnet-b0", "psp")]
+    ("arch", "decoder"),
+    [("densenet121", "unet"), ("resnet18", "psp"), ("seresnext50", "unet"), ("efficientnet-b0", "psp")],
 )
 def test_segmenter_encoder_keys_equal_classifier_encoder_keys(arch, decoder):
     classifier_state = build_classifier(arch).state_dict()
