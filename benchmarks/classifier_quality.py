@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     datalist = ensure_dataset(args)
     data = read_json(datalist)
-    out = args.out.parent / (args.out.name + "_run")
+    out = args.synth_dir.parent / f"run_{args.arch}_{args.image_size}px"  # training outputs stay out of the repo
     start = time.perf_counter()
-    run_bundle(
+    workflow = run_bundle(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
         max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         num_workers=args.num_workers, resume=False, max_train_seconds=args.budget_s or None,
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_images": len(data["training"]), "validation_images": len(data["validation"]),
         "wall_s": round(wall, 1),
         "epochs_validated": [h["epoch"] for h in metrics["history"]],
+        "iterations_trained": int(workflow.parser.get_parsed_content("train#trainer").state.iteration),
         "best_epoch": best["epoch"],
         "planted_mean_auroc": mean_of_defined(best["auroc"], LOCALISABLE_OBSERVATIONS),
         "competition_mean_auroc": best["mean_auroc"],
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Classifier quality on synthetic phantoms\n\n{result['device']}, torch {result['torch']}, {result['date']}\n\n"
         f"{args.arch}, {args.image_size} px, {result['train_images']} train / {result['validation_images']} validation "
         f"images, batch {args.batch_size}, lr {args.learning_rate}, budget {args.budget_s:g} s\n\n"
-        f"wall time {result['wall_s']} s, epochs validated {result['epochs_validated']}, best epoch {best['epoch']}\n\n"
+        f"wall time {result['wall_s']} s, {result['iterations_trained']} iterations, epochs validated "
+        f"{result['epochs_validated']} (the last may be partial when the budget ran out), best epoch {best['epoch']}\n\n"
         f"mean AUROC over planted findings: {result['planted_mean_auroc']}; competition five: "
         f"{result['competition_mean_auroc']}; target met: {result['target_met']}\n\n"
         f"| observation | AUROC |\n|---|---|\n{rows}\n"

@@ -25,23 +25,24 @@ that off. Rows in error messages are numbered like a spreadsheet (header = row 1
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--root", required=True, metavar="DIR", help="dataset folder (holding train/), or its parent")
-    parser.add_argument("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
-    parser.add_argument("--out", required=True, metavar="JSON", help="datalist JSON to write")
-    parser.add_argument("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
-    parser.add_argument("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
-    parser.add_argument("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default 0)")
-    parser.add_argument("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default frontal)")
-    parser.add_argument("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
-                        help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros); default ignore")
-    parser.add_argument("--uncertain-per", metavar="OBS=POLICY,...", help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
-    parser.add_argument("--blank", choices=BLANK_POLICIES, default="zeros",
-                        help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")
-    parser.add_argument("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")
-    parser.add_argument("--no-finding", choices=NO_FINDING_RULES, default="derive",
-                        help="derive a blank 'No Finding' from the pathologies (default) or keep it raw")
-    parser.add_argument("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
-    parser.add_argument("--no-check-files", action="store_true", help="do not look for the images; build from the CSV alone")
+    add = parser.add_argument
+    add("--root", required=True, metavar="DIR", help="dataset folder (holding train/), or its parent")
+    add("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
+    add("--out", required=True, metavar="JSON", help="datalist JSON to write")
+    add("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
+    add("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
+    add("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default 0)")
+    add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default frontal)")
+    add("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
+        help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros); default ignore")
+    add("--uncertain-per", metavar="OBS=POLICY,...",
+        help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
+    add("--blank", choices=BLANK_POLICIES, default="zeros", help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")
+    add("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")
+    add("--no-finding", choices=NO_FINDING_RULES, default="derive",
+        help="derive a blank 'No Finding' from the pathologies (default) or keep it raw")
+    add("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
+    add("--no-check-files", action="store_true", help="do not look for the images; build from the CSV alone")
 
 
 def run(args: argparse.Namespace) -> int:

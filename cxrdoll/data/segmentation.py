@@ -129,14 +129,8 @@ class LoadSegmentationSample:
         self.num_classes = num_classes
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        image, out = _load_image(item, self.size)
         image_path = Path(item["image"])
-        image = read_image(image_path)
-        out: dict[str, Any] = {
-            "image": _resize(image[None], self.size, "area"),
-            "id": str(item.get("id", _stem(image_path))),
-            "image_path": str(image_path),
-            "orig_shape": torch.tensor(image.shape),
-        }
         if item.get("label") is None:
             return out
         label_paths = [item["label"]] if isinstance(item["label"], (str, Path)) else list(item["label"])
@@ -174,21 +168,26 @@ class LoadDollSample:
         self.truth_dir = Path(truth_dir) if truth_dir else None
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        image_path = Path(item["image"])
-        image = read_image(image_path)
-        item_id = str(item.get("id", _stem(image_path)))
+        _, out = _load_image(item, self.size)
         if self.truth_dir is None:
             label = read_doll_label(item["label"])
         else:
-            truth_path = self.truth_dir / (str(Path(item_id).with_suffix("")) + ".npz")
+            truth_path = self.truth_dir / (str(Path(out["id"]).with_suffix("")) + ".npz")
             label = _read_npz_mask(truth_path).astype(np.float32)
-        return {
-            "image": _resize(image[None], self.size, "area"),
-            "label": _resize(label, self.size, "nearest-exact"),
-            "id": item_id,
-            "image_path": str(image_path),
-            "orig_shape": torch.tensor(image.shape),
-        }
+        out["label"] = _resize(label, self.size, "nearest-exact")
+        return out
+
+
+def _load_image(item: dict[str, Any], size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The full-size image and the sample fields every loader shares (resized image, id, path, shape)."""
+    image_path = Path(item["image"])
+    image = read_image(image_path)
+    return image, {
+        "image": _resize(image[None], size, "area"),
+        "id": str(item.get("id", _stem(image_path))),
+        "image_path": str(image_path),
+        "orig_shape": torch.tensor(image.shape),
+    }
 
 
 def read_doll_label(path: str | Path) -> np.ndarray:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ignite.engine import Engine, Events
+
+if TYPE_CHECKING:
+    from monai.engines import Evaluator
 
 
 class WallClockBudget:
@@ -14,7 +18,7 @@ class WallClockBudget:
     ``metrics.json`` and the best ``model.pt`` then reflect the final weights.
     """
 
-    def __init__(self, seconds: float | None, validator: Engine | None = None) -> None:
+    def __init__(self, seconds: float | None, validator: "Evaluator | None" = None) -> None:
         if seconds is not None and seconds <= 0:
             raise ValueError(f"max_train_seconds must be positive or null, got {seconds}")
         self.seconds = seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -83,8 +84,6 @@ def per_image_scores(
         both = p.flatten(2).any(-1) & t.flatten(2).any(-1)
         hd = torch.full(both.shape, math.nan)
         if both.any():
-            import warnings
-
             with warnings.catch_warnings():  # MONAI warns about the empty channels we discard below
                 warnings.simplefilter("ignore")
                 hd = compute_hausdorff_distance(p.cpu(), t.cpu(), include_background=True, percentile=95).float()
@@ -99,8 +98,8 @@ class SegmentationMetrics(Metric):
 
     The engine's value under ``name`` is a float (NaN when undefined) so MONAI's best-model logic
     can compare it. Also published: ``<name>/dice/<class>``, ``<name>/iou/<class>``,
-    ``<name>/hd95/<class>`` (where defined) and the class means ``<name>/iou`` and ``<name>/hd95``. Each class value
-    is the mean over the images where it is defined. Expects binarised predictions.
+    ``<name>/hd95/<class>`` (where defined) and the class means ``<name>/iou`` and ``<name>/hd95``.
+    Each class value is the mean over the images where it is defined. Expects binarised predictions.
     Under DDP every rank's scores are gathered first.
     """
 

@@ -92,3 +92,74 @@ def bundle_run(bundle: str, config: str | list[str], **overrides) -> list[str]:
 
 def cxrdoll(*args: object) -> list[str]:
     return [PY, "-m", "cxrdoll", *map(str, args)]
+
+
+def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
+    """The pipeline's stages in order, with every path under ``work``."""
+    data = work / "data"
+    datalist = work / "datalists" / "chexpert.json"
+    stages: list[Stage] = []
+
+    # 1-2. Data: the synthetic default, the shared real sets, or the user's CheXpert copy.
+    truth: Path | None = None
+    if inputs.chexpert_root is not None:
+        prepare = cxrdoll("prepare-chexpert", "--root", inputs.chexpert_root, "--csv", inputs.chexpert_csv, "--out", datalist)
+    elif inputs.shared_data is not None:
+        stages.append(Stage("data", "map the shared real classification sets onto CheXpert's layout",
+                            [cxrdoll("prepare-shared-cls", "--shared", inputs.shared_data, "--out", data)],
+                            [data / "CheXpert-shared" / "train.csv"]))
+        prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--out", datalist)
+    else:
+        truth = data / "truth"
+        stages.append(Stage("data", "generate the synthetic phantoms (CheXpert layout, true masks, organ and lesion sets)",
+                            [cxrdoll("synth", "--out", data, "--n", p.n_images, "--size", p.synth_size, "--seed", 0,
+                                     "--n-organs", p.n_organs, "--n-lesions", p.n_lesions, "--workers", 2, "--preview",
+                                     "--overwrite")],
+                            [data / "CheXpert-v1.0-small" / "train.csv", truth]))
+        prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-v1.0-small/train.csv",
+                          "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", datalist)
+    stages.append(Stage("datalist", "build the classification datalist (frontal views, uncertainty policy)",
+                        [prepare], [datalist]))
+
+    # 3. Classifiers: one bundle run per architecture, then the registry the labeller reads.
+    classifiers = work / "classifiers"
+    train_runs = [
+        bundle_run("cxr_classifier", "train.json", datalist=datalist, output_dir=classifiers / arch, network_name=arch,
+                   image_size=p.image_size, max_epochs=p.classifier_epochs, batch_size=p.batch_size,
+                   num_workers=p.num_workers)
+        for arch in p.archs
+    ]
+    register = cxrdoll("register-classifiers", "--datalist", datalist, "--out", classifiers, "--archs", *p.archs)
+    stages.append(Stage("classifiers", f"train {len(p.archs)} classifiers ({', '.join(p.archs)})",
+                        [*train_runs, register], [classifiers / "classifiers.json"]))
+
+    # 4. Labels: the DoLL ensemble and the single-model / CAM baselines, through the same labeller.
+    labels = work / "labels"
+    label_runs = [
+        bundle_run("cxr_doll_labeller", "inference.json", classifiers=classifiers / "classifiers.json",
+                   datalist=datalist, output_dir=labels / name, explainer=name, image_size=p.image_size,
+                   tau=p.tau, sections=f"['{p.label_split}']", num_workers=p.num_workers,
+                   **{"ig_options#steps": p.ig_steps})
+        for name in LABELLERS
+    ]
+    stages.append(Stage("labels", "label with DoLL (IG ensemble) and the baselines (single IG, Grad-CAM, Grad-CAM++)",
+                        label_runs, [labels / name / "manifest.json" for name in LABELLERS]))
+    if truth is not None:
+        stages.append(Stage("label-quality", "score every labelling against the true masks",
+                            [cxrdoll("label-quality", "--truth", truth, "--out", work / "label_quality", "--labels",
+                                     *(f"{name}={labels / name}" for name in LABELLERS))],
+                            [work / "label_quality" / "label_quality.md"]))
+
+    # 5. Pre-training on the DoLL labels, the encoder initialised from the matching classifier.
+    pretrain = work / "pretrain"
+    stages.append(Stage("pretrain", "pre-train the whole segmentation network on the DoLL labels",
+                        [bundle_run("cxr_seg_pretrain", "train.json", datalist=labels / "doll_ig" / "datalist.json",
+                                    output_dir=pretrain, encoder_name=p.seg_encoder,
+                                    init_ckpt=classifiers / p.seg_encoder / "model.pt", image_size=p.image_size,
+                                    max_epochs=p.seg_epochs, batch_size=p.batch_size, num_workers=p.num_workers)],
+                        [pretrain / "model.pt"]))
+    return stages
+
+
+# labeller name in the report -> explainer id of cxr_doll_labeller
+LABELLERS: tuple[str, ...] = ("doll_ig", "ig", "gradcam", "gradcampp")

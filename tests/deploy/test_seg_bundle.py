@@ -18,14 +18,21 @@ def _image(h: int, w: int) -> np.ndarray:
     return rng.random((1, h, w), dtype=np.float32)
 
 
+def _assert_masks_match(masks: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> None:
+    """Equal wherever the reference is not within float noise of the threshold (memory layouts differ)."""
+    clear = np.abs(probs - threshold) > 1e-5
+    np.testing.assert_array_equal(masks[clear], probs[clear] > threshold)
+    assert clear.mean() > 0.99
+
+
 def test_predict_matches_the_network_at_its_own_size(tmp_path):
     bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
     assert bundle.channel_names == NAMES and bundle.spatial_shape == (SIZE, SIZE)
     image = _image(SIZE, SIZE)
     masks = bundle.predict(image)
     with torch.no_grad():
-        expected = torch.sigmoid(tiny_network()(torch.from_numpy(image)[None]))[0].numpy() > 0.5
-    np.testing.assert_array_equal(masks, expected)
+        probs = torch.sigmoid(tiny_network()(torch.from_numpy(image)[None]))[0].numpy()
+    _assert_masks_match(masks, probs)
     assert 0 < masks.mean() < 1  # a test where every pixel is equal could not fail
 
 
@@ -38,7 +45,7 @@ def test_predict_resizes_in_and_out(tmp_path):
         probs = torch.sigmoid(tiny_network()(x))
     probs = torch.nn.functional.interpolate(probs, size=(100, 80), mode="bilinear", align_corners=False)
     assert masks.shape == (len(NAMES), 100, 80) and masks.dtype == bool
-    np.testing.assert_array_equal(masks, probs[0].numpy() > 0.5)
+    _assert_masks_match(masks, probs[0].numpy())
     assert bundle.predict(image, threshold=1.0).sum() == 0
 
 

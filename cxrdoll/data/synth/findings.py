@@ -106,15 +106,15 @@ def _plant_heart(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
 # ---- parenchymal opacities --------------------------------------------------------------------
 
 def _plant_lung_opacity(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
-    """Ground glass: one or two large, faint, smooth-edged veils."""
+    """Ground glass: one or two large, faint, smooth-edged veils, mostly in the upper and mid zones."""
     field = np.zeros_like(scene.extra)
     for _ in range(int(rng.integers(1, 3))):
         side = _side(rng)
-        x, y = _lung_point(anat, side, rng, (0.15, 0.85))
-        rx = rng.uniform(0.08, 0.13)
+        x, y = _lung_point(anat, side, rng, (0.1, 0.7))
+        rx = rng.uniform(0.1, 0.15)
         field = np.maximum(field, _blob(anat, x, y, rx, rx * rng.uniform(0.8, 1.3), rng, 0.25))
     field = blur(field, 0.02) * scene.lung_soft
-    _add_density(scene, field, rng.uniform(0.04, 0.08), keep_air=0.3)
+    _add_density(scene, field, rng.uniform(0.03, 0.06), keep_air=0.35)
     return (field > 0.35) & (anat.lung["R"] | anat.lung["L"])
 
 
@@ -173,18 +173,18 @@ def _plant_consolidation(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
 
 
 def _plant_pneumonia(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
-    """Patchy multifocal airspace disease: a cluster of fluffy, mottled opacities in one zone."""
+    """Patchy airspace disease: a dense cluster of fluffy, mottled opacities in a lower zone."""
     side = _side(rng)
-    cx, cy = _lung_point(anat, side, rng, (0.35, 0.95), margin=0.04)
+    cx, cy = _lung_point(anat, side, rng, (0.45, 0.95), margin=0.05)
     field = np.zeros_like(scene.extra)
-    for _ in range(int(rng.integers(4, 8))):
-        x = cx + rng.normal(0, 0.05)
-        y = cy + rng.normal(0, 0.06)
-        r = rng.uniform(0.035, 0.055)
+    for _ in range(int(rng.integers(5, 9))):
+        x = cx + rng.normal(0, 0.055)
+        y = cy + rng.normal(0, 0.065)
+        r = rng.uniform(0.04, 0.065)
         field = np.maximum(field, _blob(anat, x, y, r, r, rng, 0.3))
-    mottle = np.clip(0.55 + 0.45 * smooth_noise(rng, anat.size, max(8, anat.size // 6)), 0.2, 1.0)
+    mottle = np.clip(0.6 + 0.4 * smooth_noise(rng, anat.size, max(8, anat.size // 5)), 0.3, 1.0)
     field = blur(field, 0.008) * scene.lung_soft
-    _add_density(scene, field * mottle, rng.uniform(0.04, 0.08), keep_air=0.25)
+    _add_density(scene, field * mottle, rng.uniform(0.06, 0.1), keep_air=0.1)
     return (field > 0.3) & anat.lung[side]
 
 
@@ -215,14 +215,14 @@ def _plant_pneumothorax(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     p = anat.params
     top, base = anat.lung_bounds(side)
     _, lat = lung_borders(p, side, anat.Y)
-    depth0 = rng.uniform(0.06, 0.11)
+    depth0 = rng.uniform(0.08, 0.14)
     reach = rng.uniform(0.45, 0.8)  # how far down the lateral wall it extends
     h = np.clip((anat.Y - top) / (reach * (base - top)), 0.0, 1.0)
     depth = depth0 * (1.0 - h**2)
     edge = lat - depth - 0.02 * (1.0 - h) * 2.0
     region = anat.lung[side] & (anat.u[side] > edge) & (h < 1.0)
     rim = blur(region, 0.004)
-    scene.air_gain += 0.3 * rim
+    scene.air_gain += 0.5 * rim
     scene.vessel_gain *= 1.0 - rim
     line = np.exp(-(((anat.u[side] - edge) / 0.004) ** 2)) * (h < 0.98) * anat.lung[side]
     scene.extra += 0.12 * line
@@ -267,11 +267,11 @@ def _plant_pleural_other(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
 # ---- bones and devices ------------------------------------------------------------------------
 
 def _prepare_fracture(p: AnatomyParams, rng: Rng) -> None:
-    """Break one to three consecutive posterior ribs along a line on the lateral arc."""
+    """Break two or three consecutive posterior ribs along a line on the lateral arc."""
     side = _side(rng)
     first = int(rng.integers(2, 7))
     u = rng.uniform(0.45, 0.7) * p.lung_w
-    for k in range(first, min(first + int(rng.integers(1, 4)), 9)):
+    for k in range(first, first + int(rng.integers(2, 4))):
         p.rib_breaks.append(RibBreak(side, k, u + rng.normal(0, 0.01), rng.uniform(0.012, 0.018),
                                      rng.choice([-1, 1]) * rng.uniform(0.012, 0.018)))
 
@@ -285,8 +285,8 @@ def _plant_fracture(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         y = float(rib.y_at(br.u / p.lung_w)) + br.step / 2
         rows, cols = _window(anat, x, y, 0.05, 0.05)
         d2 = (anat.X[:, cols] - x) ** 2 + (anat.Y[rows] - y) ** 2
-        scene.extra[rows, cols] += rng.uniform(0.2, 0.28) * np.exp(-d2 / 0.02**2)  # callus
-        mask[rows, cols] |= d2 < 0.04**2
+        scene.extra[rows, cols] += rng.uniform(0.25, 0.32) * np.exp(-d2 / 0.025**2)  # callus
+        mask[rows, cols] |= d2 < 0.045**2
     return mask
 
 

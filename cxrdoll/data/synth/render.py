@@ -48,32 +48,41 @@ def upsample(coarse: np.ndarray, size: int) -> np.ndarray:
     return cols[lo] * (1 - w)[:, None] + cols[hi] * w[:, None]  # row gathers are contiguous copies
 
 
-def pool(image: np.ndarray, cells: int) -> np.ndarray:
-    """Area-average a square image down to ``cells`` x ``cells``."""
-    size = image.shape[0]
-    starts = np.arange(cells) * size // cells
-    counts = np.diff(np.append(starts, size)).astype(np.float32)
-    out = np.add.reduceat(np.add.reduceat(image, starts, axis=0), starts, axis=1)
-    return out / counts[:, None] / counts[None, :]
-
-
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Band-limited noise with unit-ish std: a ``cells`` x ``cells`` grid upsampled to ``size``."""
-    coarse = ndimage.gaussian_filter(rng.standard_normal((cells, cells)).astype(np.float32), 0.6, mode="wrap")
+    coarse = _smooth3(rng.standard_normal((cells, cells), dtype=np.float32), wrap=(True, True))
     coarse /= coarse.std() + 1e-6
     return upsample(coarse, size)
 
 
+def _smooth3(a: np.ndarray, wrap: tuple[bool, bool]) -> np.ndarray:
+    """A [1, 2, 1] / 4 smoothing along both axes (wrapped or edge-clamped): cheap on small grids."""
+    for axis, periodic in enumerate(wrap):
+        if periodic:
+            a = 0.5 * a + 0.25 * (np.roll(a, 1, axis) + np.roll(a, -1, axis))
+        else:
+            pad = np.concatenate([a.take([0], axis), a, a.take([-1], axis)], axis)
+            n = a.shape[axis]
+            a = 0.5 * a + 0.25 * (pad.take(range(0, n), axis) + pad.take(range(2, n + 2), axis))
+    return a
+
+
 def blur(mask: np.ndarray, sigma_norm: float) -> np.ndarray:
-    """Gaussian blur, sigma a fraction of the image size; wide blurs run on a pooled copy."""
+    """Gaussian blur, sigma a fraction of the image size.
+
+    Blurs wider than about two pixels run on a copy halved (2x2 means) until sigma is about one
+    pixel there, then are upsampled back: the result is smooth anyway, and blurs are much of the
+    cost of a phantom.
+    """
     size = mask.shape[0]
     sigma = sigma_norm * size
-    mask = mask.astype(np.float32)
-    cells = max(8, int(round(size * 1.5 / sigma))) if sigma > 0 else size
-    if cells > size // 3:
-        return ndimage.gaussian_filter(mask, max(sigma, 0.3), truncate=2.5)
-    small = ndimage.gaussian_filter(pool(mask, cells), sigma * cells / size, truncate=2.5, mode="nearest")
-    return upsample(small, size)
+    small = mask.astype(np.float32)
+    factor = 1
+    while sigma / (2 * factor) >= 0.8 and small.shape[0] % 2 == 0 and small.shape[0] >= 16:
+        small = 0.25 * (small[0::2, 0::2] + small[1::2, 0::2] + small[0::2, 1::2] + small[1::2, 1::2])
+        factor *= 2
+    small = ndimage.gaussian_filter(small, max(sigma / factor, 0.3), truncate=2.5, mode="nearest")
+    return small if factor == 1 else upsample(small, size)
 
 
 def render_base(anat: Anatomy, rng: np.random.Generator) -> Scene:
@@ -168,8 +177,7 @@ def _vessels(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
         c0, c1 = (0, half // 2 + half // 16) if s == "R" else (half // 2 - half // 16, half)
         rows = slice(half - py, 2 * half - py)
         cols = slice(half - px + c0, half - px + c1)
-        field = rng.standard_normal((n_theta, n_r)).astype(np.float32)
-        field = ndimage.gaussian_filter(field, (1.0, 1.0), mode=("wrap", "nearest"))
+        field = _smooth3(_smooth3(rng.standard_normal((n_theta, n_r), dtype=np.float32), (True, False)), (True, False))
         field /= field.std() + 1e-6
         ti, ri = polar["theta"][rows, cols] * n_theta, polar["radial"][rows, cols] * (n_r - 1)
         g = ndimage.map_coordinates(field, [ti.ravel(), ri.ravel()], order=1, mode="grid-wrap").reshape(ti.shape)

@@ -1,0 +1,83 @@
+"""Wall-clock budget and resumable checkpoint handlers on plain Ignite engines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from cxrdoll.engines.budget import WallClockBudget
+from cxrdoll.engines.checkpoint import ResumableCheckpoint
+
+
+def _trainer(net: torch.nn.Module) -> Engine:
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    def step(engine, batch):
+        opt.zero_grad()
+        loss = net(batch).pow(2).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return Engine(step)
+
+
+def test_budget_stops_mid_epoch_after_validating():
+    trainer = _trainer(torch.nn.Linear(2, 1))
+    runs = []
+
+    class Evaluator:  # MONAI evaluators run with the trainer's epoch number
+        def run(self, global_epoch):
+            runs.append(global_epoch)
+
+    WallClockBudget(1e-9, Evaluator()).attach(trainer)
+    trainer.run([torch.ones(1, 2)] * 5, max_epochs=3)
+    assert trainer.state.iteration == 1 and runs == [1]
+
+
+def test_no_budget_runs_to_the_end_and_bad_budget_is_rejected():
+    trainer = _trainer(torch.nn.Linear(2, 1))
+    WallClockBudget(None).attach(trainer)
+    trainer.run([torch.ones(1, 2)] * 5, max_epochs=2)
+    assert trainer.state.iteration == 10
+    with pytest.raises(ValueError, match="max_train_seconds must be positive or null, got 0"):
+        WallClockBudget(0)
+
+
+def test_checkpoint_resumes_weights_and_iteration(tmp_path):
+    data = [torch.ones(1, 2)] * 3
+    net = torch.nn.Linear(2, 1)
+    trainer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": net}).attach(trainer)
+    trainer.run(data, max_epochs=1)
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+
+    fresh = torch.nn.Linear(2, 1)
+    resumed = _trainer(fresh)
+    seen = []
+    resumed.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append((e.state.iteration, fresh.weight.clone())))
+    ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": fresh}).attach(resumed)
+    resumed.run(data, max_epochs=2)
+    assert seen[0][0] == 4 and resumed.state.iteration == 6  # continued with epoch 2 only
+    torch.testing.assert_close(seen[0][1], saved["weight"])
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    trainer = _trainer(torch.nn.Linear(2, 1))
+    ResumableCheckpoint(bad, {"network": torch.nn.Linear(2, 1)}).attach(trainer)
+    with pytest.raises(RuntimeError, match="ckpt.pt: cannot load resume checkpoint"):
+        trainer.run([torch.ones(1, 2)], max_epochs=1)
+
+    net = torch.nn.Linear(2, 1)
+    done = _trainer(net)
+    ResumableCheckpoint(tmp_path / "long.pt", {"network": net}).attach(done)
+    done.run([torch.ones(1, 2)], max_epochs=3)
+    short = _trainer(net)
+    ResumableCheckpoint(tmp_path / "long.pt", {"network": net}).attach(short)
+    with pytest.raises(ValueError, match="long.pt: checkpoint is at epoch 3, beyond max_epochs=2"):
+        short.run([torch.ones(1, 2)], max_epochs=2)
+    with pytest.raises(ValueError, match="checkpoint interval must be >= 1"):
+        ResumableCheckpoint(tmp_path / "x.pt", {}, interval=0)
