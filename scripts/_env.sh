@@ -21,3 +21,5 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+# MONAI Deploy (holoscan) wants a 32 MB stack; it is imported with every `import monai` once installed.
+ulimit -s 32768 2>/dev/null || true

@@ -16,9 +16,9 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose, Transform
+from monai.transforms import Transform
 
-from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.data.any_image import LoadAnyImaged
 from cxrdoll.io import atomic_path
 
 
@@ -59,7 +59,7 @@ class UInt8ImageCache:
 
     def _build(self, num_workers: int, batch_size: int) -> None:
         loader = DataLoader(
-            Dataset([{"image": p} for p in self.paths], Compose(load_image_transforms(("image",), self.size))),
+            Dataset([{"image": p} for p in self.paths], LoadAnyImaged(self.size)),
             batch_size=batch_size,
             num_workers=num_workers,
             shuffle=False,

@@ -15,9 +15,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, MapTransform
 
+from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged
 from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
 from cxrdoll.data.datalist import load_classification_datalist
-from cxrdoll.data.transforms import load_image_transforms
 
 # Where ``dataset_dir`` may hold the classification datalist, in the order tried.
 DATALIST_CANDIDATES: tuple[str, ...] = ("datalists/chexpert.json", "chexpert.json", "datalist.json")
@@ -72,18 +72,18 @@ def classification_transforms(
     augmentations: Sequence[Any] = (),
     keep: KeysCollection = ("image", "label", "id"),
 ) -> Compose:
-    """Load (from the uint8 cache when given, else decode the file), mask labels, then augment."""
+    """Load (from the uint8 cache when given, else decode PNG/JPEG/DICOM), mask labels, then augment."""
     if cache is not None and cache.size != image_size:
         raise ValueError(f"cache {cache.path} holds {cache.size}px images, not {image_size}px")
-    load = [LoadCachedImaged(cache)] if cache is not None else load_image_transforms(("image",), image_size)
-    return Compose([*load, MaskLabelsd(), KeepKeysd(keys=keep, allow_missing_keys=True), *augmentations])
+    load = LoadCachedImaged(cache) if cache is not None else LoadAnyImaged(image_size)
+    return Compose([load, MaskLabelsd(), KeepKeysd(keys=keep, allow_missing_keys=True), *augmentations])
 
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 
 
 def image_items(image_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Every PNG/JPEG under ``image_dir`` (sorted), with its relative path as ``id``, for inference."""
+    """Every PNG/JPEG/DICOM under ``image_dir`` (sorted), with its relative path as ``id``, for inference."""
     root = Path(image_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")

@@ -2,7 +2,7 @@
 
 The full target (>= 2000 images at 128 px, DenseNet121, mean AUROC >= 0.9 in 10 min) is
 ``benchmarks/classifier_quality.py``; here a tiny DenseNet on 64 px phantoms must clearly beat
-chance on the validation split within a few epochs.
+chance on the validation split within six epochs.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def test_bundle_learns_planted_findings(tmp_path, one_thread):
         assert main(["prepare-chexpert", "--root", str(synth), "--csv", "CheXpert-v1.0-small/train.csv",
                      "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", str(datalist)]) == 0
     metrics = train_classifier(tmp_path / "out", datalist=str(datalist), network_name="densenet_tiny", image_size=64,
-                               batch_size=32, num_workers=0, max_epochs=4, learning_rate=0.003)
+                               batch_size=32, num_workers=0, max_epochs=6, learning_rate=0.003)
     best = metrics["best"]
     planted = mean_of_defined(best["auroc"], LOCALISABLE_OBSERVATIONS)
-    # Seen on the shared 2-core CPU: 0.745 (competition five) and 0.711 (13 planted) at epoch 4;
-    # chance is 0.5, so these bounds fail on a broken loss, label mask, metric or data chain.
+    # Chance is 0.5; at epoch 4 runs here reached 0.72-0.75 (competition five) and 0.71-0.72
+    # (13 planted), and keep climbing: these bounds fail on a broken loss, mask, metric or data chain.
     assert best["mean_auroc"] >= 0.68, best
     assert planted >= 0.65, best

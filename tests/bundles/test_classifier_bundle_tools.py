@@ -52,7 +52,7 @@ def test_network_data_format_describes_the_network():
 @pytest.mark.parametrize("arch", ["densenet121", "resnet10"])
 def test_verify_net_in_out(arch):
     verify_net_in_out(net_id="network_def", meta_file=str(META), config_file=str(CONFIGS / "train.json"),
-                      device="cpu", n=2, network_name=arch)
+                      device="cpu", network_name=arch)
 
 
 def test_ckpt_export_torchscript_matches_eager(tmp_path):

@@ -97,8 +97,7 @@ def test_adapter_trains_only_adapters_and_head_then_infers_and_exports(pretraine
 
 
 def test_adapter_torchscript_export_matches_eager(pretrained, tmp_path):
-    from monai.bundle import ckpt_export
-    from monai.bundle import ConfigParser
+    from monai.bundle import ConfigParser, ckpt_export
 
     datalist = write_tiny_downstream(tmp_path / "down", n_train=2, n_val=1)
     out = tmp_path / "adapter"

@@ -14,6 +14,7 @@ from cxrdoll.data.segmentation import (
     LoadDollSample,
     LoadSegmentationSample,
     datalist_classes,
+    epoch_sampler,
     first_n,
     folder_datalist,
     load_segmentation_datalist,
@@ -189,3 +190,9 @@ def test_shared_lung_set_masks_aligned_and_ignore_respected(shared_data):
         s = LoadSegmentationSample(64, 1)(entry)
         lung = s["label"][0] == 1
         assert s["image"][0][lung].mean() < s["image"][0][~lung].mean()
+
+
+def test_epoch_sampler_fixes_the_number_of_draws():
+    draws = list(epoch_sampler(list(range(3)), 10))
+    assert len(draws) == 10 and set(draws) <= {0, 1, 2}
+    assert epoch_sampler(list(range(3)), None) is None

@@ -103,5 +103,18 @@ def test_datalist_lookup_and_errors(pngs, tmp_path):
     with pytest.raises(ValueError, match="'validation' list is empty"):
         classification_items(path, "validation")
     assert [i["id"] for i in image_items(pngs[0].parent)] == [f"{i}.png" for i in range(5)]
-    with pytest.raises(FileNotFoundError, match="no .png/.jpg/.jpeg images found"):
+    with pytest.raises(FileNotFoundError, match="no .png/.jpg/.jpeg/.dcm/.dicom images found"):
         image_items(tmp_path / "data")
+
+
+def test_dicom_and_png_share_one_loader_and_cache(shared_data, pngs, tmp_path):
+    from cxrdoll.dicom.transforms import dicom_image_transforms
+    from monai.transforms import Compose
+
+    dicom = sorted((shared_data / "dicom").rglob("*.dcm"))[0]
+    items = [{"image": str(dicom)}, {"image": str(pngs[0])}]
+    cache = UInt8ImageCache(items, 32, tmp_path / "cache")
+    expected = Compose(dicom_image_transforms(("image",), 32))({"image": str(dicom)})["image"]
+    assert torch.max(torch.abs(cache.image(str(dicom)) - expected)).item() <= 0.5 / 255 + 1e-6
+    direct = classification_transforms(32)({"image": str(dicom), "label": [0.0] * 14, "label_mask": [1] * 14})
+    torch.testing.assert_close(direct["image"], expected)

@@ -164,8 +164,10 @@ def _plant_consolidation(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         region = anat.lung[side] & (anat.Y < fissure + 0.02 * (anat.u[side] - p.lung_w / 2))
     else:  # lower lobe: silhouettes the hemidiaphragm
         region = anat.lung[side] & (anat.Y > fissure + rng.uniform(0.05, 0.1))
-    _, lat = lung_borders(p, side, anat.Y)
-    region &= anat.u[side] > lat * rng.uniform(0.0, 0.35)
+    if region.any():  # a lobulated part of the lobe; the fissure edge stays sharp where it is reached
+        ys, xs = np.nonzero(region)
+        cy, cx = (ys.mean() + 0.5) / anat.size, (xs.mean() + 0.5) / anat.size
+        region &= _blob(anat, cx, cy, rng.uniform(0.13, 0.2), rng.uniform(0.12, 0.18), rng, 0.3) > 0.5
     field = blur(region, 0.006)
     bronchi = np.exp(-((smooth_noise(rng, anat.size, max(6, anat.size // 12)) / 0.2) ** 2))
     _add_density(scene, field * (1.0 - 0.25 * bronchi), rng.uniform(0.08, 0.14))
