@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, train_classifier
-from cxrdoll.io import write_json_atomic
+from cxrdoll.io import read_json, write_json_atomic
 
 HELP = "train several classifier architectures through the cxr_classifier bundle and write classifiers.json"
 
@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--bundle-root", default=str(DEFAULT_BUNDLE_ROOT), help="cxr_classifier bundle folder")
+    parser.add_argument(
+        "--register-only", action="store_true",
+        help="train nothing: write classifiers.json from runs already in OUT/<arch>/ (e.g. trained by monai.bundle run)",
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="ID=JSON",
         help="extra bundle override, value parsed as JSON when possible (e.g. --set learning_rate=0.001)",
@@ -55,35 +59,47 @@ def run(args: argparse.Namespace) -> int:
         **parse_overrides(args.set),
     }
     out = Path(args.out).resolve()
-    sweep(args.archs, datalist, out, args.bundle_root, overrides)
+    sweep(args.archs, datalist, out, args.bundle_root, overrides, train=not args.register_only)
     print(f"wrote {out / 'classifiers.json'}")
     return 0
 
 
-def sweep(archs: Sequence[str], datalist: Path, out: Path, bundle_root: str | Path, overrides: dict[str, Any]) -> dict:
-    """Train each of ``archs`` and return the registry written to ``out/classifiers.json``."""
+def sweep(
+    archs: Sequence[str], datalist: Path, out: Path, bundle_root: str | Path, overrides: dict[str, Any],
+    train: bool = True,
+) -> dict:
+    """Train each of ``archs`` (unless ``train`` is False: register finished runs only) and return the
+    registry written to ``out/classifiers.json``."""
     registry: dict[str, Any] = {"observations": list(OBSERVATIONS), "data_hash": file_sha256(datalist), "classifiers": []}
     for arch in archs:
         start = time.perf_counter()
-        metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
-        best = metrics["best"]
-        if best is None or best["mean_auroc"] is None:
-            raise ValueError(f"{out / arch / 'metrics.json'}: no validation AUROC was defined for {arch}")
-        registry["classifiers"].append(
-            {
-                "name": arch,
-                "arch": arch,
-                "checkpoint": str(out / arch / "model.pt"),
-                "checkpoint_sha256": file_sha256(out / arch / "model.pt"),
-                "image_size": int(overrides["image_size"]),
-                "auroc": best["auroc"],
-                "mean_auroc": best["mean_auroc"],
-                "best_epoch": best["epoch"],
-                "train_seconds": round(time.perf_counter() - start, 1),
-            }
-        )
+        if train:
+            metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
+        else:
+            metrics = read_json(out / arch / "metrics.json")
+        entry = registry_entry(out / arch, arch, int(overrides["image_size"]), metrics)
+        if train:
+            entry["train_seconds"] = round(time.perf_counter() - start, 1)
+        registry["classifiers"].append(entry)
         write_json_atomic(out / "classifiers.json", registry)
     return registry
+
+
+def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One ``classifiers.json`` entry from a finished bundle run's ``metrics.json``."""
+    best = metrics["best"]
+    if best is None or best["mean_auroc"] is None:
+        raise ValueError(f"{run_dir / 'metrics.json'}: no validation AUROC was defined for {arch}")
+    return {
+        "name": arch,
+        "arch": arch,
+        "checkpoint": str(run_dir / "model.pt"),
+        "checkpoint_sha256": file_sha256(run_dir / "model.pt"),
+        "image_size": image_size,
+        "auroc": best["auroc"],
+        "mean_auroc": best["mean_auroc"],
+        "best_epoch": best["epoch"],
+    }
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

@@ -129,7 +129,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                    num_workers=p.num_workers)
         for arch in p.archs
     ]
-    register = cxrdoll("register-classifiers", "--datalist", datalist, "--out", classifiers, "--archs", *p.archs)
+    register = cxrdoll("sweep-classifiers", "--register-only", "--datalist", datalist, "--out", classifiers,
+                       "--image-size", p.image_size, "--archs", *p.archs)
     stages.append(Stage("classifiers", f"train {len(p.archs)} classifiers ({', '.join(p.archs)})",
                         [*train_runs, register], [classifiers / "classifiers.json"]))
 

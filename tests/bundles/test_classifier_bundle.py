@@ -114,6 +114,23 @@ def test_sweep_writes_registry_from_finished_runs(trained, tmp_path):
     assert (tmp_path / "zoo" / ARCH / "checkpoint.pt").read_bytes() == before  # nothing retrained
 
 
+def test_register_only_needs_no_training_settings_and_reports_missing_runs(trained, tmp_path, capsys):
+    """``--register-only`` registers runs made by ``monai.bundle run`` and names a run that is missing."""
+    import shutil
+
+    from cxrdoll.cli import main
+
+    shutil.copytree(trained["out"], tmp_path / "zoo" / ARCH)
+    args = ["sweep-classifiers", "--register-only", "--datalist", str(trained["datalist"]),
+            "--out", str(tmp_path / "zoo"), "--image-size", "64", "--archs", ARCH]
+    assert main(args) == 0
+    (entry,) = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())["classifiers"]
+    assert entry["mean_auroc"] == json.loads((trained["out"] / "metrics.json").read_text())["best"]["mean_auroc"]
+    assert "train_seconds" not in entry
+    assert main([*args, "resnet18"]) == 2
+    assert f"{tmp_path / 'zoo' / 'resnet18' / 'metrics.json'}: file not found" in capsys.readouterr().err
+
+
 def test_sweep_rejects_unknown_architecture(tmp_path, capsys):
     from cxrdoll.cli import main
 

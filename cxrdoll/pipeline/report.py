@@ -1,0 +1,100 @@
+"""``report.md`` for a pipeline run: the tables and figures each stage left behind, plus timings.
+
+The report only quotes files the stages wrote; a stage that did not run leaves its section saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cxrdoll.constants import COMPETITION_OBSERVATIONS, OBSERVATIONS
+from cxrdoll.io import read_json, write_text_atomic
+
+
+def classifier_table(registry_path: Path) -> str:
+    if not registry_path.exists():
+        return "_No classifiers registered._\n"
+    registry = read_json(registry_path)
+    entries = registry["classifiers"]
+    short = {o: "".join(w[0] for w in o.split()) if len(o) > 12 else o for o in OBSERVATIONS}
+    lines = [
+        "Validation AUROC of the best epoch per architecture (blank: only one class present in validation).",
+        "",
+        "| observation | " + " | ".join(e["name"] for e in entries) + " |",
+        "|---|" + "---|" * len(entries),
+    ]
+    for obs in OBSERVATIONS:
+        cells = [_fmt(e["auroc"].get(obs)) for e in entries]
+        lines.append(f"| {obs} | " + " | ".join(cells) + " |")
+    lines.append(f"| **mean of the competition five** ({', '.join(short[o] for o in COMPETITION_OBSERVATIONS)}) | "
+                 + " | ".join(f"**{_fmt(e['mean_auroc'])}**" for e in entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _section_from(path: Path, missing: str) -> str:
+    if not path.exists():
+        return f"_{missing}_\n"
+    text = path.read_text()
+    # Demote the file's own title so it nests under the report's section heading.
+    return "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines()) + "\n"
+
+
+def timing_table(timings_path: Path) -> str:
+    if not timings_path.exists():
+        return "_No timings recorded._\n"
+    timings = read_json(timings_path)
+    lines = ["| stage | wall time (s) | peak memory of its processes (GB) |", "|---|---|---|"]
+    for name, t in timings.items():
+        lines.append(f"| {name} | {t['seconds']:.0f} | {t['peak_child_rss_gb']:.2f} |")
+    total = sum(t["seconds"] for t in timings.values())
+    lines.append(f"| **total** | **{total:.0f}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def environment() -> str:
+    import monai
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {device} · Python {platform.python_version()} · "
+            f"torch {torch.__version__} · MONAI {monai.__version__}")
+
+
+def write_report(work: Path, title: str, commands_log: Path) -> Path:
+    """Assemble ``work/report.md``; figures are copied under ``work/figures`` so the folder is self-contained."""
+    figures = work / "figures"
+    figures.mkdir(exist_ok=True)
+    parts = [f"# {title}", "", environment(), "",
+             f"Every stage's command is in [`{commands_log.name}`]({commands_log.name}); re-running the pipeline "
+             "skips finished stages.", ""]
+
+    parts += ["## Classifiers", "", classifier_table(work / "classifiers" / "classifiers.json")]
+    parts += ["## DoLL label quality", "",
+              _section_from(work / "label_quality" / "label_quality.md",
+                            "No true masks for this data, so label quality was not scored.")]
+    overlays = sorted((work / "labels" / "doll_ig" / "overlays").glob("*.png"))[:4]
+    if overlays:
+        parts += ["### DoLL overlays", "", "Image, then each positive observation's soft map with its mask outline.", ""]
+        for src in overlays:
+            dest = figures / f"doll_{src.name}"
+            shutil.copyfile(src, dest)
+            parts.append(f"![{src.stem}](figures/{dest.name})")
+        parts.append("")
+    parts += ["## Sample efficiency (downstream fine-tuning)", "",
+              _section_from(work / "sample_efficiency" / "results.md", "The sample-efficiency stage has not run.")]
+    plot = work / "sample_efficiency" / "results.png"
+    if plot.exists():
+        shutil.copyfile(plot, figures / "sample_efficiency.png")
+        parts += ["![sample efficiency](figures/sample_efficiency.png)", ""]
+    parts += ["## Timings", "", timing_table(work / "timings.json")]
+    path = work / "report.md"
+    write_text_atomic(path, "\n".join(parts))
+    return path
