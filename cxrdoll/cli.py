@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "ingest-dicom": "cxrdoll.dicom.ingest_command",
     "seg-datalist": "cxrdoll.data.seg_datalist_command",
     "experiment": "cxrdoll.experiments.command",
+    "demo": "cxrdoll.pipeline.command",
 }
 
 DESCRIPTION = (

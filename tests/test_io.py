@@ -29,3 +29,12 @@ def test_read_json_names_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         read_json(bad)
+
+
+def test_atomic_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
+    import os
+
+    write_json_atomic(tmp_path / "a.json", {})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -151,6 +151,8 @@ class LabelRunner:
         binarise_method, binarise_value: ``otsu``, ``top_q`` (value = percent), ``fixed`` (value = threshold).
         save_soft: also store the float16 soft maps.
         sections: datalist sections to label (their split is kept in the output datalist).
+        max_items_per_section: label only the first N items of each section (a quick look at label
+            quality, or a CPU-sized run); None labels everything.
         batch_size: images per explainer call. 1 keeps every image's result independent of which
             other images share its batch, which the bit-identical resume relies on.
         rank, world_size: this process's shard; read from torchrun's ``RANK``/``WORLD_SIZE`` when None.
@@ -179,6 +181,7 @@ class LabelRunner:
         binarise_value: float | None = None,
         save_soft: bool = True,
         sections: Sequence[str] = ("training", "validation"),
+        max_items_per_section: int | None = None,
         batch_size: int = 1,
         num_workers: int = 0,
         rank: int | None = None,
@@ -204,7 +207,8 @@ class LabelRunner:
 
         self.registry: Registry = load_registry(classifiers)
         self.datalist_path = Path(datalist)
-        self.sections = self._read_sections(self.datalist_path, sections)
+        self.max_items_per_section = None if max_items_per_section is None else int(max_items_per_section)
+        self.sections = self._read_sections(self.datalist_path, sections, self.max_items_per_section)
         self.output_dir = Path(output_dir)
         self.explainer = explainer
         self.explainer_options = dict(explainer_options or {})
@@ -238,7 +242,7 @@ class LabelRunner:
         self._explainers: dict[int, Any] = {}
 
     @staticmethod
-    def _read_sections(path: Path, sections: Sequence[str]) -> dict[str, list[dict]]:
+    def _read_sections(path: Path, sections: Sequence[str], limit: int | None = None) -> dict[str, list[dict]]:
         doc = read_json(path)
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: expected a MONAI datalist object")
@@ -250,7 +254,7 @@ class LabelRunner:
             for i, item in enumerate(items):
                 if not isinstance(item, dict) or "image" not in item or "id" not in item:
                     raise ValueError(f"{path}: {name}[{i}] needs 'image' and 'id'")
-            out[name] = items
+            out[name] = items if limit is None else items[:limit]
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
         ids = [item["id"] for items in out.values() for item in items]
@@ -278,6 +282,7 @@ class LabelRunner:
             "percentile": self.percentile,
             "binarise": {"method": self.binarise_method, "value": self.binarise_value},
             "save_soft": self.save_soft,
+            "max_items_per_section": self.max_items_per_section,
             "classifiers": [
                 {"name": self.registry.classifiers[k].name, "arch": self.registry.classifiers[k].arch,
                  "checkpoint": self.registry.classifiers[k].checkpoint}

@@ -33,14 +33,14 @@ class Profile:
     classifier_epochs: int = 4
     batch_size: int = 32
     num_workers: int = 0
-    label_split: str = "validation"
+    label_items: int | None = 300  # per split; None labels every image
     ig_steps: int = 16
     tau: float = 0.8
     seg_encoder: str = "resnet18"
     seg_epochs: int = 6
     n_labelled: tuple[int, ...] = (4, 8, 16, 32)
     seeds: int = 3
-    adapter_epochs: int = 20
+    experiment_profile: str = "demo"
 
 
 PROFILES: dict[str, Profile] = {
@@ -57,10 +57,17 @@ PROFILES: dict[str, Profile] = {
         batch_size=64,
         num_workers=8,
         ig_steps=20,
+        label_items=None,
         seg_encoder="densenet121",
         seg_epochs=30,
         n_labelled=(4, 8, 16, 32, 64),
-        adapter_epochs=60,
+        experiment_profile="full",
+    ),
+    # A minute-long end-to-end check of the wiring (tests); its numbers mean nothing.
+    "smoke": Profile(
+        n_images=120, synth_size=64, n_organs=16, n_lesions=4, image_size=64, archs=("densenet_tiny", "resnet10"),
+        classifier_epochs=1, batch_size=16, ig_steps=4, tau=0.0, label_items=8, seg_encoder="densenet_tiny", seg_epochs=1,
+        n_labelled=(4,), seeds=1,
     ),
 }
 
@@ -109,6 +116,12 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                             [cxrdoll("prepare-shared-cls", "--shared", inputs.shared_data, "--out", data)],
                             [data / "CheXpert-shared" / "train.csv"]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--out", datalist)
+        if inputs.downstream is not None and not inputs.downstream.exists():
+            stages.append(Stage("downstream", "the shared real lung masks as the downstream datalist",
+                                [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
+                                         inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",
+                                         "--out", inputs.downstream)],
+                                [inputs.downstream]))
     else:
         truth = data / "truth"
         stages.append(Stage("data", "generate the synthetic phantoms (CheXpert layout, true masks, organ and lesion sets)",
@@ -139,7 +152,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     label_runs = [
         bundle_run("cxr_doll_labeller", "inference.json", classifiers=classifiers / "classifiers.json",
                    datalist=datalist, output_dir=labels / name, explainer=name, image_size=p.image_size,
-                   tau=p.tau, sections=f"['{p.label_split}']", num_workers=p.num_workers,
+                   tau=p.tau, max_items_per_section=p.label_items, num_workers=p.num_workers,
                    **{"ig_options#steps": p.ig_steps})
         for name in LABELLERS
     ]
@@ -159,6 +172,19 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                                     init_ckpt=classifiers / p.seg_encoder / "model.pt", image_size=p.image_size,
                                     max_epochs=p.seg_epochs, batch_size=p.batch_size, num_workers=p.num_workers)],
                         [pretrain / "model.pt"]))
+
+    # 6-7. Fine-tune on scarce downstream masks from four starting points, evaluated on held-out masks.
+    downstream = inputs.downstream or (data / "organs" / "datalist.json")
+    experiment = work / "sample_efficiency"
+    stages.append(Stage("finetune", "fine-tune with adapters against scratch / backbone-only / full fine-tune, "
+                        "and evaluate Dice on the held-out split",
+                        [cxrdoll("experiment", "sample-efficiency", "--datalist", downstream, "--out", experiment,
+                                 "--pretrained-ckpt", pretrain / "model.pt",
+                                 "--classifier-ckpt", classifiers / p.seg_encoder / "model.pt",
+                                 "--encoder-name", p.seg_encoder, "--profile", p.experiment_profile,
+                                 "--sizes", ",".join(map(str, p.n_labelled)),
+                                 "--seeds", ",".join(map(str, range(p.seeds))))],
+                        [experiment / "results.md"]))
     return stages
 
 

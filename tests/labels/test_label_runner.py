@@ -210,3 +210,16 @@ def test_duplicate_ids_are_refused(setup, tmp_path):
     copy.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"dupes.json: item ids must be unique .* repeated: \['tiny/patient00000"):
         LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
+
+
+def test_max_items_per_section_labels_the_first_items_identically(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    summary = LabelRunner(classifiers, datalist, tmp_path, max_items_per_section=2, **OPTIONS).run()
+    assert summary["images"] == 4  # 2 of training + 2 of validation
+    out = json.loads((tmp_path / "datalist.json").read_text())
+    full = json.loads((reference / "datalist.json").read_text())
+    assert [d["id"] for d in out["training"]] == [d["id"] for d in full["training"][:2]]
+    files = _label_files(tmp_path)
+    assert files and all(files[name] == _label_files(reference)[name] for name in files)
+    with pytest.raises(ValueError, match="differ in \\['max_items_per_section'\\]"):
+        LabelRunner(classifiers, datalist, tmp_path, max_items_per_section=3, **OPTIONS).run()

@@ -1,0 +1,60 @@
+"""``python -m cxrdoll demo``: the whole pipeline, resumable, ending in ``report.md``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from cxrdoll.pipeline.demo import PROFILES, Inputs, build_stages, profile_with
+from cxrdoll.pipeline.report import write_report
+from cxrdoll.pipeline.stages import StageFailed, StageRunner
+
+HELP = "run the whole DoLL pipeline (data → classifiers → labels → pre-training → adapters → report)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
+    parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
+    parser.add_argument("--device", choices=sorted(PROFILES), default="cpu",
+                        help="profile: 'cpu' fits a 2-core machine in minutes; 'cuda' uses full-size settings")
+    parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
+    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
+    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
+    parser.add_argument("--shared-data", type=Path,
+                        help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
+                             "are the downstream task")
+    parser.add_argument("--archs", nargs="+", help="classifier architectures (default: the profile's)")
+    parser.add_argument("--seg-encoder", help="segmentation encoder; must be one of --archs (default: the profile's)")
+    parser.add_argument("--until", help="stop after this stage")
+
+
+def run(args: argparse.Namespace) -> int:
+    changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
+                                 "seg_encoder": args.seg_encoder}.items() if v is not None}
+    profile = profile_with(args.device, **changes)
+    if profile.seg_encoder not in profile.archs:
+        raise ValueError(f"--seg-encoder {profile.seg_encoder!r} must be one of the classifier archs {list(profile.archs)}")
+    downstream = args.downstream
+    if args.shared_data is not None and downstream is None:
+        downstream = args.out.resolve() / "datalists" / "lungs.json"
+    inputs = Inputs(chexpert_root=args.chexpert_root, chexpert_csv=args.chexpert_csv, downstream=downstream,
+                    shared_data=args.shared_data)
+    work = args.out.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    runner = StageRunner(work, fresh=args.fresh)
+    stages = build_stages(work, profile, inputs)
+    start = time.perf_counter()
+    try:
+        for stage in stages:
+            runner.run(stage)
+            if stage.name == args.until:
+                break
+    except StageFailed as err:
+        print(f"error: {err}")
+        return 1
+    title = "cxrdoll pipeline report: " + ("shared real data" if args.shared_data else
+                                            "your CheXpert data" if args.chexpert_root else "synthetic phantoms")
+    report = write_report(work, title, runner.log_path)
+    print(f"pipeline finished in {time.perf_counter() - start:.0f} s; report: {report}")
+    return 0
