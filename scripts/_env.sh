@@ -9,12 +9,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Re-install only when the requirements changed since the last successful install.
 STAMP=.venv/.cxrdoll-requirements.sha
-WANT="$(cat requirements.txt requirements-deploy.txt pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
+# CXRDOLL_DEPLOY=0 skips the MONAI Deploy extra (the demo does not need it; the tests do).
+DEPLOY="${CXRDOLL_DEPLOY:-1}"
+WANT="$( (cat requirements.txt requirements-deploy.txt pyproject.toml 2>/dev/null; echo "deploy=$DEPLOY") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "[setup] installing requirements (torch stays on the CPU wheel)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
-  if [ -f requirements-deploy.txt ]; then
+  if [ -f requirements-deploy.txt ] && [ "$DEPLOY" = 1 ]; then
     .venv/bin/python -m pip install -q -r requirements-deploy.txt || echo "[setup] WARNING: deploy extra failed to install; its tests will skip"
   fi
   .venv/bin/python -m pip install -q --no-deps -e .

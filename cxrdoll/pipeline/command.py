@@ -16,8 +16,10 @@ HELP = "run the whole DoLL pipeline (data → classifiers → labels → pre-tra
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
-    parser.add_argument("--device", choices=sorted(PROFILES), default="cpu",
-                        help="profile: 'cpu' fits a 2-core machine in minutes; 'cuda' uses full-size settings")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="'cpu' (default) fits a 2-core machine in ~12 minutes; 'cuda' uses full-size settings")
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        help="sizes to use (default: the --device's); 'smoke' checks the wiring in ~3 minutes")
     parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
     parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
                                  "seg_encoder": args.seg_encoder}.items() if v is not None}
-    profile = profile_with(args.device, **changes)
+    profile = profile_with(args.profile or args.device, **changes)
     if profile.seg_encoder not in profile.archs:
         raise ValueError(f"--seg-encoder {profile.seg_encoder!r} must be one of the classifier archs {list(profile.archs)}")
     downstream = args.downstream

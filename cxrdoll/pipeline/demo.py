@@ -21,24 +21,24 @@ PY = sys.executable
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of one run; the defaults are the 2-core CPU demo."""
+    """Sizes of one run; the defaults are the 2-core CPU demo (about 12 minutes)."""
 
     device: str = "cpu"
-    n_images: int = 2000
+    n_images: int = 1200
     synth_size: int = 128
-    n_organs: int = 160
-    n_lesions: int = 160
-    image_size: int = 96
-    archs: tuple[str, ...] = ("resnet18", "densenet121", "efficientnet-b0")
-    classifier_epochs: int = 4
+    n_organs: int = 120
+    n_lesions: int = 40
+    image_size: int = 64
+    archs: tuple[str, ...] = ("densenet_tiny", "resnet10", "efficientnet-b0")
+    classifier_epochs: int = 3
     batch_size: int = 32
     num_workers: int = 0
-    label_items: int | None = 300  # per split; None labels every image
-    ig_steps: int = 16
-    tau: float = 0.8
-    seg_encoder: str = "resnet18"
-    seg_epochs: int = 6
-    n_labelled: tuple[int, ...] = (4, 8, 16, 32)
+    label_items: int | None = 60  # per split; None labels every image
+    ig_steps: int = 8
+    tau: float = 0.75
+    seg_encoder: str = "densenet_tiny"
+    seg_epochs: int = 8
+    n_labelled: tuple[int, ...] = (8, 32)
     seeds: int = 3
     experiment_profile: str = "demo"
 

@@ -1,0 +1,51 @@
+"""The stage runner: printed commands, skipping finished stages, re-running changed ones, clear failures."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from cxrdoll.pipeline.stages import Stage, StageFailed, StageRunner
+
+
+def _writer(path, text="x"):
+    return [sys.executable, "-c", f"import pathlib; pathlib.Path({str(path)!r}).write_text({text!r}); print('wrote')"]
+
+
+def test_stage_runs_prints_its_command_and_is_skipped_next_time(tmp_path):
+    out = tmp_path / "a.txt"
+    stage = Stage("make-a", "write a", [_writer(out)], [out])
+    echo = io.StringIO()
+    StageRunner(tmp_path, echo=echo).run(stage)
+    assert out.read_text() == "x"
+    assert f"$ {sys.executable} -c" in echo.getvalue() and "    wrote" in echo.getvalue()
+    assert "make-a" in (tmp_path / "timings.json").read_text()
+
+    out.write_text("kept")
+    echo = io.StringIO()
+    StageRunner(tmp_path, echo=echo).run(stage)
+    assert out.read_text() == "kept" and "done already, skipping" in echo.getvalue()
+
+
+def test_changed_command_missing_output_or_fresh_reruns(tmp_path):
+    out = tmp_path / "a.txt"
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("s", "", [_writer(out, "1")], [out]))
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("s", "", [_writer(out, "2")], [out]))
+    assert out.read_text() == "2"  # a changed setting re-runs the stage
+    out.unlink()
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("s", "", [_writer(out, "2")], [out]))
+    assert out.read_text() == "2"  # a missing output re-runs it
+    out.write_text("old")
+    StageRunner(tmp_path, fresh=True, echo=io.StringIO()).run(Stage("s", "", [_writer(out, "2")], [out]))
+    assert out.read_text() == "2"
+
+
+def test_failures_name_the_stage_command_and_log(tmp_path):
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    with pytest.raises(StageFailed, match=r"(?s)stage 'boom' failed \(exit 3\) running: .*full log: .*pipeline.log"):
+        runner.run(Stage("boom", "", [[sys.executable, "-c", "import sys; sys.exit(3)"]]))
+    with pytest.raises(StageFailed, match=r"stage 'lazy' finished but did not write: .*never.txt"):
+        runner.run(Stage("lazy", "", [[sys.executable, "-c", "pass"]], [tmp_path / "never.txt"]))
+    assert not (tmp_path / ".stages" / "boom.json").exists()  # a failed stage is not marked done
