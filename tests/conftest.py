@@ -19,6 +19,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests run tiny networks: one intra-op thread is fastest, and two OpenMP threads on a busy
+    2-core machine can spin ~100x slower. Subprocesses (torchrun, bundles) keep their own setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

@@ -31,6 +31,7 @@ class Profile:
     image_size: int = 64
     archs: tuple[str, ...] = ("densenet_tiny", "resnet10", "efficientnet-b0")
     classifier_epochs: int = 3
+    classifier_lr: float = 1e-3  # from scratch: no pretrained weights are downloaded
     batch_size: int = 32
     num_workers: int = 0
     label_items: int | None = 60  # per split; None labels every image
@@ -139,7 +140,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     train_runs = [
         bundle_run("cxr_classifier", "train.json", datalist=datalist, output_dir=classifiers / arch, network_name=arch,
                    image_size=p.image_size, max_epochs=p.classifier_epochs, batch_size=p.batch_size,
-                   num_workers=p.num_workers)
+                   num_workers=p.num_workers, learning_rate=p.classifier_lr)
         for arch in p.archs
     ]
     register = cxrdoll("sweep-classifiers", "--register-only", "--datalist", datalist, "--out", classifiers,

@@ -1,13 +1,13 @@
 """Run pipeline stages as visible shell commands, skip the ones already done, and time them.
 
 Every stage is a list of commands a user could paste into a shell; nothing runs through a
-private code path. A stage counts as done when its marker file records the same commands and
-its outputs exist, so a re-run skips it and a changed setting re-runs it.
+private code path. A stage counts as done when its marker file records the same commands, its
+outputs exist and no stage before it ran again; so a re-run skips it, and a changed setting
+re-runs that stage and everything after it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shlex
@@ -36,21 +36,22 @@ class StageFailed(RuntimeError):
 class StageRunner:
     """Runs stages in order, printing each command, logging output and recording timings."""
 
-    def __init__(self, work_dir: Path, fresh: bool = False, echo: TextIO = sys.stdout):
+    def __init__(self, work_dir: Path, fresh: bool = False, echo: TextIO | None = None):
         self.work_dir = work_dir
         self.marker_dir = work_dir / ".stages"
         self.log_path = work_dir / "pipeline.log"
         self.timings_path = work_dir / "timings.json"
-        self.echo = echo
+        self.echo = echo or sys.stdout  # looked up now, not at import, so redirected output is honoured
         if fresh and self.marker_dir.exists():
             for marker in self.marker_dir.glob("*.json"):
                 marker.unlink()
         self.marker_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, dict] = read_json(self.timings_path) if self.timings_path.exists() else {}
+        self._upstream_ran = False
 
     def is_done(self, stage: Stage) -> bool:
         marker = self.marker_dir / f"{stage.name}.json"
-        if not marker.exists():
+        if self._upstream_ran or not marker.exists():
             return False
         recorded = read_json(marker).get("commands")
         return recorded == [shlex.join(c) for c in stage.commands] and all(p.exists() for p in stage.outputs)
@@ -60,6 +61,7 @@ class StageRunner:
             self._say(f"[{stage.name}] done already, skipping ({stage.description}); --fresh re-runs it")
             return
         self._say(f"[{stage.name}] {stage.description}")
+        self._upstream_ran = True
         start = time.perf_counter()
         for command in stage.commands:
             self._run_command(stage.name, command)

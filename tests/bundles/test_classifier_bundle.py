@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, run_bundle
+from cxrdoll.engines.bundle_run import run_bundle
 from cxrdoll.networks import build_classifier
 from tests.bundles.classifier_data import write_tiny_datalist
 

@@ -8,20 +8,10 @@ chance on the validation split within six epochs.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS
 from cxrdoll.engines.auroc import mean_of_defined
 from cxrdoll.engines.bundle_run import train_classifier
-
-
-@pytest.fixture()
-def one_thread():
-    """A single thread is faster than two on the shared CI cores; restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

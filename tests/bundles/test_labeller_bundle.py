@@ -66,17 +66,10 @@ def test_bundle_run_command_writes_labels(tiny, tmp_path):
 
 @pytest.mark.parametrize("explainer", ["gradcampp", "occlusion"])
 def test_other_explainers_share_the_output_format(tiny, tmp_path, explainer):
-    import torch
-
     classifiers, datalist = tiny
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_bundle(BUNDLE, ("inference.json",), classifiers=str(classifiers), datalist=str(datalist),
-                   output_dir=str(tmp_path), explainer=explainer, image_size=32, num_workers=0, num_overlays=0,
-                   progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    run_bundle(BUNDLE, ("inference.json",), classifiers=str(classifiers), datalist=str(datalist),
+               output_dir=str(tmp_path), explainer=explainer, image_size=32, num_workers=0, num_overlays=0,
+               progress=False)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["explainer"] == explainer and len(manifest["models"]) == 1  # the best single classifier
     assert manifest["models"][0]["name"] == "densenet_tiny_0"

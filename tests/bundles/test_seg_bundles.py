@@ -18,15 +18,6 @@ TINY = {"encoder_name": "densenet_tiny", "decoder_channels": [32, 16, 16, 8, 8],
         "batch_size": 2, "num_workers": 0, "device": "cpu", "max_epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> dict:
     """One pre-training epoch (2 iterations) on DoLL labels; returns paths."""

@@ -27,15 +27,6 @@ from cxrdoll.data.segmentation import (
 from cxrdoll.data.transforms import load_image_pipeline
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_jsrt_round_trip_big_endian_12_bit(tmp_path):
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 4096, size=(8, 8), dtype=np.uint16)

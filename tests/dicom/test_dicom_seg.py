@@ -41,7 +41,7 @@ def written(dicom_dir, dicom_index, tmp_path_factory):
         name = find(dicom_index, *fragments)
         source = read_dataset(dicom_dir / name)
         masks = _masks(source.Rows, source.Columns)
-        path = write_seg(out / f"seg{i}.dcm", source, masks, NAMES)
+        write_seg(out / f"seg{i}.dcm", source, masks, NAMES)
         cases[name] = (source, masks, out / f"seg{i}.dcm")
     return cases
 

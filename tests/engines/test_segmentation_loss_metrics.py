@@ -14,15 +14,6 @@ from cxrdoll.engines.segmentation import MaskedBCEDiceLoss, SegmentationMetrics,
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _sig(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 

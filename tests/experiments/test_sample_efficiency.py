@@ -16,15 +16,6 @@ from tests.bundles.seg_data import write_tiny_downstream
 DECODER = "32,16,16,8,8"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread; two OpenMP threads on a shared 2-core box can be 100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_tiny_run_writes_table_plot_and_per_epoch_dice(tmp_path):
     datalist = write_tiny_downstream(tmp_path / "down", n_train=4, n_val=2)
     pretrained, classifier = tmp_path / "doll.pt", tmp_path / "cls.pt"

@@ -31,15 +31,6 @@ def _label_files(folder: Path) -> dict[str, bytes]:
             if not p.name.startswith(".")}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on 2 busy cores spin and run ~20x slower than one; tests use one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def setup(one_thread, tmp_path_factory):
     """8 good images, one corrupt PNG and one missing file; and an uninterrupted reference run."""

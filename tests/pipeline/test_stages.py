@@ -49,3 +49,15 @@ def test_failures_name_the_stage_command_and_log(tmp_path):
     with pytest.raises(StageFailed, match=r"stage 'lazy' finished but did not write: .*never.txt"):
         runner.run(Stage("lazy", "", [[sys.executable, "-c", "pass"]], [tmp_path / "never.txt"]))
     assert not (tmp_path / ".stages" / "boom.json").exists()  # a failed stage is not marked done
+
+
+def test_a_rerun_stage_reruns_every_later_stage(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    runner.run(Stage("a", "", [_writer(a, "1")], [a]))
+    runner.run(Stage("b", "", [_writer(b, "from a=1")], [b]))
+    b.write_text("stale")
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    runner.run(Stage("a", "", [_writer(a, "2")], [a]))  # a setting of stage a changed
+    runner.run(Stage("b", "", [_writer(b, "from a=1")], [b]))  # b's own command did not, but its input did
+    assert b.read_text() == "from a=1"
