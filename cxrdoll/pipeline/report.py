@@ -20,9 +20,9 @@ def classifier_table(registry_path: Path) -> str:
         return "_No classifiers registered._\n"
     registry = read_json(registry_path)
     entries = registry["classifiers"]
-    short = {o: "".join(w[0] for w in o.split()) if len(o) > 12 else o for o in OBSERVATIONS}
     lines = [
-        "Validation AUROC of the best epoch per architecture (blank: only one class present in validation).",
+        "Validation AUROC of the best epoch per architecture (blank: only one class present in validation); "
+        f"the competition five are {', '.join(COMPETITION_OBSERVATIONS)}.",
         "",
         "| observation | " + " | ".join(e["name"] for e in entries) + " |",
         "|---|" + "---|" * len(entries),
@@ -30,7 +30,7 @@ def classifier_table(registry_path: Path) -> str:
     for obs in OBSERVATIONS:
         cells = [_fmt(e["auroc"].get(obs)) for e in entries]
         lines.append(f"| {obs} | " + " | ".join(cells) + " |")
-    lines.append(f"| **mean of the competition five** ({', '.join(short[o] for o in COMPETITION_OBSERVATIONS)}) | "
+    lines.append("| **mean of the competition five** | "
                  + " | ".join(f"**{_fmt(e['mean_auroc'])}**" for e in entries) + " |")
     return "\n".join(lines) + "\n"
 
@@ -42,9 +42,11 @@ def _fmt(value: float | None) -> str:
 def _section_from(path: Path, missing: str) -> str:
     if not path.exists():
         return f"_{missing}_\n"
-    text = path.read_text()
-    # Demote the file's own title so it nests under the report's section heading.
-    return "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines()) + "\n"
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]  # the report's own section heading replaces the file's title
+    # Demote the file's headings so they nest under the report's section heading.
+    return "\n".join(("#" + line) if line.startswith("#") else line for line in lines) + "\n"
 
 
 def timing_table(timings_path: Path) -> str:
