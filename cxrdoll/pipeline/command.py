@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="'cpu' (default) fits a 2-core machine in ~12 minutes; 'cuda' uses full-size settings")
+                        help="'cpu' (default) fits a 2-core machine in ~10 minutes; 'cuda' uses full-size settings")
     parser.add_argument("--profile", choices=sorted(PROFILES),
                         help="sizes to use (default: the --device's); 'smoke' checks the wiring in ~3 minutes")
     parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
