@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Paths given relative to the working directory must not be read relative to the datalist's folder.
+    args.src = args.src.resolve()
+    args.masks = args.masks.resolve() if args.masks is not None else None
     if args.layout == "scr":
         if args.masks is None:
             raise ValueError("--layout scr needs --masks (the SCR mask folder)")

@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_with(args.profile or args.device, **changes)
     if profile.seg_encoder not in profile.archs:
         raise ValueError(f"--seg-encoder {profile.seg_encoder!r} must be one of the classifier archs {list(profile.archs)}")
+    for name in ("chexpert_root", "downstream", "shared_data"):  # commands run from any folder
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
     downstream = args.downstream
     if args.shared_data is not None and downstream is None:
         downstream = args.out.resolve() / "datalists" / "lungs.json"

@@ -109,6 +109,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
 
     # 1-2. Data: the synthetic default, the shared real sets, or the user's CheXpert copy.
     truth: Path | None = None
+    downstream_stage: Stage | None = None
     if inputs.chexpert_root is not None:
         prepare = cxrdoll("prepare-chexpert", "--root", inputs.chexpert_root, "--csv", inputs.chexpert_csv, "--out", datalist)
     elif inputs.shared_data is not None:
@@ -117,11 +118,11 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                             [data / "CheXpert-shared" / "train.csv"]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--out", datalist)
         if inputs.downstream is not None and not inputs.downstream.exists():
-            stages.append(Stage("downstream", "the shared real lung masks as the downstream datalist",
-                                [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
-                                         inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",
-                                         "--out", inputs.downstream)],
-                                [inputs.downstream]))
+            downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
+                                     [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
+                                              inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",
+                                              "--out", inputs.downstream)],
+                                     [inputs.downstream])
     else:
         truth = data / "truth"
         stages.append(Stage("data", "generate the synthetic phantoms (CheXpert layout, true masks, organ and lesion sets)",
@@ -174,6 +175,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                         [pretrain / "model.pt"]))
 
     # 6-7. Fine-tune on scarce downstream masks from four starting points, evaluated on held-out masks.
+    if downstream_stage is not None:
+        stages.append(downstream_stage)
     downstream = inputs.downstream or (data / "organs" / "datalist.json")
     experiment = work / "sample_efficiency"
     stages.append(Stage("finetune", "fine-tune with adapters against scratch / backbone-only / full fine-tune, "
