@@ -19,11 +19,10 @@ import numpy as np
 
 import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+from cxrdoll.io import npz_bytes, read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 SHARD_DIR = ".shards"
 REPORT_COLUMNS = ("id", "image", "reason")
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
@@ -32,19 +31,6 @@ def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise ValueError(f"item id {item_id!r} is not a relative path inside the label folder")
     return Path(out_dir) / rel.with_suffix(".npz")
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """Compressed ``.npz`` content with fixed member timestamps, so equal arrays give equal bytes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for key, value in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-            archive.writestr(info, member.getvalue())
-    return buffer.getvalue()
 
 
 def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:

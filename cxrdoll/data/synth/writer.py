@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ...constants import CHEXPERT_COLUMNS, OBSERVATIONS
-from ...io import save_png_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ...io import npz_bytes, save_png_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..datalist import write_datalist
 from .anatomy import sample_params
 from .lateral import make_lateral
@@ -125,22 +124,6 @@ def reported_labels(cfg: SynthConfig, positive: np.ndarray, study: Study) -> lis
     return cells
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    """A compressed ``.npz`` (loads with ``np.load``) with fixed zip timestamps, for byte-identical output.
-
-    (``np.savez_compressed`` stamps the current time.) Deflate level 1: masks are mostly zeros,
-    level 1 is three times faster than the default and the files stay a few kB.
-    """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, array in arrays.items():
-            npy = io.BytesIO()
-            np.lib.format.write_array(npy, np.asarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zf.writestr(info, npy.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
-    return buf.getvalue()
-
-
 def jpeg_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=95)
@@ -156,7 +139,7 @@ def _write_study(job: tuple[SynthConfig, Path, Study]) -> tuple[list[list[str]],
     phantom = make_phantom(rng, cfg.size, findings, params=sample_params(anatomy_rng))
     frontal = study.path("frontal")
     write_bytes_atomic(root / frontal, jpeg_bytes(phantom.image))
-    write_bytes_atomic(root / "truth" / (frontal[: -len(".jpg")] + ".npz"), npz_bytes(mask=phantom.truth))
+    write_bytes_atomic(root / "truth" / (frontal[: -len(".jpg")] + ".npz"), npz_bytes(compresslevel=1, mask=phantom.truth))
     sex, age = patient_meta(cfg, study.patient)
     ap_pa = "AP" if phantom.positive[OBSERVATIONS.index("Support Devices")] or rng.random() < 0.3 else "PA"
     labels = reported_labels(cfg, phantom.positive, study)
