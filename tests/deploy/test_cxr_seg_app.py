@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import torch
 from PIL import Image
 
 from cxrdoll.deploy.seg_bundle import SegBundle
@@ -37,7 +39,10 @@ def test_app_writes_one_valid_seg_per_cxr_series(shared_data, tmp_path):
     bundle_dir = make_tiny_bundle(tmp_path / "bundle")
     out = tmp_path / "out"
     command = f'ulimit -s 32768 && exec "{sys.executable}" "{APP}" -i "{dicom_dir}" -o "{out}" -m "{bundle_dir}"'
-    run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # The app runs with this process's thread count: the comparison below is exact, and convolutions
+    # summed in another order by another thread count can flip pixels lying at the 0.5 threshold.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     segs = sorted(out.glob("*_seg.dcm"))
