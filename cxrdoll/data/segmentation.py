@@ -222,7 +222,7 @@ def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, A
     """Items of one split with paths made absolute against the datalist's folder."""
     path = Path(path)
     data = load_datalist(path, (split,), ("image",))
-    return [_absolute(item, path.parent) for item in data[split]]
+    return [_absolute(item, path.resolve().parent) for item in data[split]]
 
 
 def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:

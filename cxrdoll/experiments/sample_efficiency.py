@@ -45,9 +45,9 @@ LABELS = {
 # demo: a few minutes on 2 CPU cores; full: the GPU-sized experiment.
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"image_size": 64, "sizes": "4,8,16", "seeds": "0,1,2", "max_epochs": 6, "samples_per_epoch": 16,
-             "batch_size": 4, "learning_rate": 0.003},
+             "batch_size": 4, "learning_rate": 0.003, "freeze_decoder": False},
     "full": {"image_size": 320, "sizes": "4,8,16,32,all", "seeds": "0,1,2", "max_epochs": 40, "samples_per_epoch": 64,
-             "batch_size": 8, "learning_rate": 0.001},
+             "batch_size": 8, "learning_rate": 0.001, "freeze_decoder": False},
 }
 KEY = "val_mean_dice"
 
@@ -115,7 +115,8 @@ def train_run(run: Run, datalist: Path, out_dir: Path, settings: dict[str, Any],
         "seed": run.seed,
         "hd95": False,  # HD95 per epoch costs more than the training on CPU; Dice is the curve we need
         **{k: settings[k] for k in ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_size",
-                                    "max_epochs", "samples_per_epoch", "learning_rate", "num_workers", "device")},
+                                    "max_epochs", "samples_per_epoch", "learning_rate", "num_workers", "device",
+                                    "freeze_decoder")},
     }
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
@@ -175,7 +176,8 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
         "",
         f"Datalist `{settings['datalist']}`; encoder `{settings['encoder_name']}`, decoder `{settings['decoder']}`, "
         f"{settings['image_size']} px, {settings['max_epochs']} epochs of {settings['samples_per_epoch']} samples, "
-        f"seeds {settings['seeds']}, device `{settings['device']}`.",
+        f"seeds {settings['seeds']}, device `{settings['device']}`; DoLL + adapters trains adapters, head and "
+        f"{'nothing else (decoder frozen)' if settings.get('freeze_decoder') else 'the decoder (encoder frozen)'}.",
         "",
         "Validation mean Dice after the last epoch, mean ± sd over seeds (best epoch in brackets).",
         "",
@@ -298,6 +300,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--samples-per-epoch", type=int)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--freeze-decoder", action="store_true", default=None,
+                        help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (1 is fastest for small models on a busy machine)")

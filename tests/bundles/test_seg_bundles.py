@@ -49,11 +49,7 @@ def test_pretrain_records_history_and_evaluates_against_truth(pretrained):
     assert "val_mean_dice" in saved
 
 
-def _frozen_keys(state: dict) -> list[str]:
-    return [k for k in state if not k.startswith("head.") and ".adapter." not in k]
-
-
-def test_adapter_trains_only_adapters_and_head_then_infers_and_exports(pretrained, tmp_path):
+def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pretrained, tmp_path):
     datalist = write_tiny_downstream(tmp_path / "down")
     out = tmp_path / "adapter"
     wf = run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json",), datalist=str(datalist), output_dir=str(out),
@@ -61,8 +57,10 @@ def test_adapter_trains_only_adapters_and_head_then_infers_and_exports(pretraine
     assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2
     before = torch.load(pretrained["model"], weights_only=True)
     after = torch.load(out / "model.pt", weights_only=True)
-    frozen = _frozen_keys(after)
+    frozen = [k for k in after if k.startswith("encoder.")]
     assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # weights and BN statistics
+    decoder = [k for k in after if k.startswith("decoder.") and ".adapter." not in k and k.endswith(".weight")]
+    assert any(not torch.equal(after[k], before[k]) for k in decoder)  # freeze_decoder defaults to false
     assert after["head.weight"].shape[0] == 2
     assert any(after[k].abs().sum() > 0 for k in after if k.endswith("adapter.up.weight"))  # zero-init, now trained
     history = json.loads((out / "validation_history.json").read_text())

@@ -124,6 +124,16 @@ def test_nifti_mask_and_relative_datalist(tmp_path):
         first_n(items, 2)
 
 
+
+def test_datalist_given_by_a_relative_path_yields_absolute_paths(tmp_path, monkeypatch):
+    """Items are copied into other datalists (sample-efficiency seeds), so their paths must not depend on the cwd."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.json").write_text(json.dumps({"training": [{"image": "i.png", "label": ["m.png"]}]}))
+    monkeypatch.chdir(tmp_path)
+    (item,) = load_segmentation_datalist("sub/d.json", "training")
+    assert item["image"] == str(tmp_path / "sub" / "i.png")
+    assert item["label"] == [str(tmp_path / "sub" / "m.png")]
+
 def _write_doll(path, state, size=8):
     mask = np.zeros((14, size, size), np.uint8)
     mask[:, :2, :2] = 1
