@@ -32,11 +32,20 @@ def test_loss_matches_hand_computation_with_ignored_channel_and_pixel():
     s = 1.0
     dice0 = 1 - (2 * _sig(2.0) * 1 + s) / (_sig(2.0) + 1 + s)
     dice1 = 1 - (0 + s) / (_sig(0.5) + _sig(-3.0) + s)
-    expected = bce + (dice0 + dice1) / 2
+    # by default the empty target teaches through BCE only; Dice averages the pairs with a positive pixel
     loss = MaskedBCEDiceLoss(smooth=s)(logits, target)
-    assert loss.item() == pytest.approx(expected, rel=1e-6)
-    weighted = MaskedBCEDiceLoss(bce_weight=0.5, dice_weight=2.0, smooth=s)(logits, target)
+    assert loss.item() == pytest.approx(bce + dice0, rel=1e-6)
+    with_empty = MaskedBCEDiceLoss(smooth=s, dice_on_empty=True)(logits, target)
+    assert with_empty.item() == pytest.approx(bce + (dice0 + dice1) / 2, rel=1e-6)
+    weighted = MaskedBCEDiceLoss(bce_weight=0.5, dice_weight=2.0, smooth=s, dice_on_empty=True)(logits, target)
     assert weighted.item() == pytest.approx(0.5 * bce + 2.0 * (dice0 + dice1) / 2, rel=1e-6)
+
+
+def test_batch_of_empty_targets_is_bce_alone():
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.zeros(2, 3, 4, 4)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert MaskedBCEDiceLoss()(logits, target).item() == pytest.approx(bce.item(), rel=1e-6)
 
 
 def test_ignored_channel_gets_no_gradient_and_empty_target_pushes_down():
