@@ -8,6 +8,7 @@ the pipeline must be able to learn them from image-level labels alone.
 
 from __future__ import annotations
 
+import cmath
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,25 +55,26 @@ def _lung_point(anat: Anatomy, side: str, rng: Rng, zone: tuple[float, float] = 
     return (xs[i] + 0.5) / anat.size, (ys[i] + 0.5) / anat.size
 
 
-def _window(anat: Anatomy, x: float, y: float, rx: float, ry: float) -> tuple[slice, slice]:
-    """Pixel box around an ellipse, so local shapes cost their own area, not the image's."""
-    n = anat.size
-    r0, r1 = int(max((y - ry) * n, 0)), int(min((y + ry) * n + 2, n))
-    c0, c1 = int(max((x - rx) * n, 0)), int(min((x + rx) * n + 2, n))
-    return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+def _blob(anat: Anatomy, x: float, y: float, rx: float, ry: float, rng: Rng, rough: float = 0.15,
+          out: np.ndarray | None = None) -> np.ndarray:
+    """Soft 0..1 field of an ellipse with a lobulated border (angular harmonics of random phase).
 
-
-def _blob(anat: Anatomy, x: float, y: float, rx: float, ry: float, rng: Rng, rough: float = 0.15) -> np.ndarray:
-    """Soft 0..1 field of an ellipse with a lobulated border (angular harmonics of random phase)."""
-    harmonics = [(k, rng.uniform(0.3, 1.0) / k, rng.uniform(0, 6.3)) for k in (2, 3, 5)]
-    out = np.zeros((anat.size, anat.size), np.float32)
+    Drawn into ``out`` (a new zero image by default) as a maximum, so clusters of blobs cost their
+    windows only. The harmonics ``cos(k * theta + phase)`` are real parts of powers of the unit
+    complex direction: no per-pixel arctan2 or cosine.
+    """
+    weights = [cmath.rect(rng.uniform(0.3, 1.0) / k, rng.uniform(0, 6.3)) for k in (2, 3, 5)]  # amplitude, phase
+    out = np.zeros((anat.size, anat.size), np.float32) if out is None else out
     reach = 1.0 + 1.2 * rough
-    rows, cols = _window(anat, x, y, rx * reach, ry * reach)
+    rows, cols = anat.window(x, y, rx * reach, ry * reach)
     dx, dy = (anat.X[:, cols] - x) / rx, (anat.Y[rows] - y) / ry
     r = np.sqrt(dx * dx + dy * dy)
-    theta = np.arctan2(dy, dx)
-    wobble = 1.0 + rough * sum(a * np.cos(k * theta + phase) for k, a, phase in harmonics)
-    out[rows, cols] = np.clip((wobble - r) / 0.15, 0.0, 1.0)
+    unit = (dx + 1j * dy) / np.maximum(r, 1e-6)  # exp(i theta); 0 at the centre, where the blob is 1 anyway
+    z2 = unit * unit
+    z3 = z2 * unit
+    wobble = weights[0] * z2 + weights[1] * z3 + weights[2] * (z3 * z2)
+    window = out[rows, cols]
+    np.maximum(window, np.clip((1.0 + rough * wobble.real - r) / 0.15, 0.0, 1.0), out=window)
     return out
 
 
@@ -112,7 +114,7 @@ def _plant_lung_opacity(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         side = _side(rng)
         x, y = _lung_point(anat, side, rng, (0.1, 0.7))
         rx = rng.uniform(0.1, 0.15)
-        field = np.maximum(field, _blob(anat, x, y, rx, rx * rng.uniform(0.8, 1.3), rng, 0.25))
+        _blob(anat, x, y, rx, rx * rng.uniform(0.8, 1.3), rng, 0.25, out=field)
     field = blur(field, 0.02) * scene.lung_soft
     _add_density(scene, field, rng.uniform(0.03, 0.06), keep_air=0.35)
     return (field > 0.35) & (anat.lung["R"] | anat.lung["L"])
@@ -138,7 +140,7 @@ def _plant_edema(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     spread = rng.uniform(0.13, 0.18)
     for s in SIDES:
         hx, hy = anat.hilum(s)
-        field = np.maximum(field, _blob(anat, hx + SIDE_SIGN[s] * 0.03, hy, spread, spread * 1.4, rng, 0.2))
+        _blob(anat, hx + SIDE_SIGN[s] * 0.03, hy, spread, spread * 1.4, rng, 0.2, out=field)
     field = blur(field, 0.03) * scene.lung_soft
     mottle = 0.75 + 0.25 * smooth_noise(rng, anat.size, max(8, anat.size // 10))
     _add_density(scene, field * mottle, rng.uniform(0.05, 0.08), keep_air=0.25)
@@ -183,7 +185,7 @@ def _plant_pneumonia(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         x = cx + rng.normal(0, 0.055)
         y = cy + rng.normal(0, 0.065)
         r = rng.uniform(0.04, 0.065)
-        field = np.maximum(field, _blob(anat, x, y, r, r, rng, 0.3))
+        _blob(anat, x, y, r, r, rng, 0.3, out=field)
     mottle = np.clip(0.6 + 0.4 * smooth_noise(rng, anat.size, max(8, anat.size // 5)), 0.3, 1.0)
     field = blur(field, 0.008) * scene.lung_soft
     _add_density(scene, field * mottle, rng.uniform(0.06, 0.1), keep_air=0.1)
@@ -197,7 +199,7 @@ def _plant_atelectasis(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
     angle = rng.uniform(-0.35, 0.35)
     half_len = rng.uniform(0.07, 0.11)
     thick = rng.uniform(0.008, 0.014)
-    rows, cols = _window(anat, x, y, half_len + 0.03, half_len + 0.03)
+    rows, cols = anat.window(x, y, half_len + 0.03, half_len + 0.03)
     dx, dy = anat.X[:, cols] - x, anat.Y[rows] - y
     along = dx * np.cos(angle) + dy * np.sin(angle)
     across = -dx * np.sin(angle) + dy * np.cos(angle)
@@ -285,7 +287,7 @@ def _plant_fracture(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         rib = next(r for r in anat.ribs if (r.side, r.index, r.kind) == (br.side, br.index, "posterior"))
         x = p.cx + SIDE_SIGN[br.side] * br.u
         y = float(rib.y_at(br.u / p.lung_w)) + br.step / 2
-        rows, cols = _window(anat, x, y, 0.05, 0.05)
+        rows, cols = anat.window(x, y, 0.05, 0.05)
         d2 = (anat.X[:, cols] - x) ** 2 + (anat.Y[rows] - y) ** 2
         scene.extra[rows, cols] += rng.uniform(0.25, 0.32) * np.exp(-d2 / 0.025**2)  # callus
         mask[rows, cols] |= d2 < 0.045**2

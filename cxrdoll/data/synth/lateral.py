@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .anatomy import AnatomyParams, grid
+from .anatomy import AnatomyParams, grid, pow_11_32
 from .render import Scene, blur, compose, smooth_noise
 
 
@@ -20,7 +20,7 @@ def make_lateral(rng: np.random.Generator, size: int, p: AnatomyParams) -> np.nd
     depth = 0.3 + 0.5 * (p.lung_w - 0.36)  # half the chest's front-to-back diameter
     cx = 0.5 + rng.uniform(-0.02, 0.02)
     front, back = cx - depth, cx + depth
-    body = np.clip(1 - ((X - cx) / (depth + 0.07)) ** 2, 0, 1) ** 0.35 * (Y > p.apex_y - 0.25)
+    body = pow_11_32(np.clip(1 - ((X - cx) / (depth + 0.07)) ** 2, 0, 1)) * (Y > p.apex_y - 0.25)
     # Diaphragm: higher in front, lowest at the posterior costophrenic sulcus.
     frac = np.clip((X - front) / (back - front), 0, 1)
     dome = p.cp_y["R"] - 0.09 + 0.11 * frac**2

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
+from scipy import special
 
-from .anatomy import SIDE_SIGN, SIDES, Anatomy, clavicle_centre
+from .anatomy import SIDE_SIGN, SIDES, Anatomy, clavicle_centre, grid
 
 
 @dataclass
@@ -32,39 +32,148 @@ class Scene:
 
 
 @lru_cache(maxsize=32)
-def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbours and weights for linear interpolation from ``n_in`` to ``n_out`` cell centres."""
+def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower neighbour and weight of the upper one, for linear interpolation of ``n_in`` to ``n_out`` cell centres."""
     pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n_in - 1)
-    return lo, hi, (pos - lo).astype(np.float32)
+    return lo, (pos - lo).astype(np.float32)
+
+
+def _lerp(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` as ``a[lo] + w * (a[lo + 1] - a[lo])``: two gathers, no BLAS
+    (its threads stall on busy CPUs). The step past the last cell is 0, where the weight is 0 anyway."""
+    lo, w = _interp_weights(n_out, a.shape[axis])
+    step = np.zeros_like(a)
+    if axis == 0:
+        np.subtract(a[1:], a[:-1], out=step[:-1])
+    else:
+        np.subtract(a[:, 1:], a[:, :-1], out=step[:, :-1])
+    out = a.take(lo, axis)
+    step = step.take(lo, axis)
+    step *= w if axis == 1 else w[:, None]
+    out += step
+    return out
+
+
+def _double(a: np.ndarray, axis: int) -> np.ndarray:
+    """Exact 2x linear upsampling along ``axis``, edge cells repeated.
+
+    Each cell becomes two: itself minus and plus a quarter of the step to its neighbour before and
+    after. Steps are taken on the flattened array, so every operation is one contiguous loop
+    (strided 2-D slices cost several times more); steps that would cross an edge are zeroed.
+    """
+    n, m = a.shape
+    shift = m if axis == 0 else 1
+    flat = a.ravel()
+    step = np.empty(n * m + shift, np.float32)
+    np.subtract(flat[shift:], flat[:-shift], out=step[shift:n * m])
+    if axis == 0:
+        step[:m] = step[n * m:] = 0
+    else:
+        step[::m] = 0  # row starts, and the end
+    step *= np.float32(0.25)
+    rows, width = (n, m) if axis == 0 else (n * m, 1)
+    cells = flat.reshape(rows, width)
+    out = np.empty((rows, 2, width), np.float32)
+    np.subtract(cells, step[:n * m].reshape(rows, width), out=out[:, 0])
+    np.add(cells, step[shift:].reshape(rows, width), out=out[:, 1])
+    return out.reshape((2 * n, m) if axis == 0 else (n, 2 * m))
 
 
 def upsample(coarse: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear upsampling to ``size`` x ``size`` by gathering (no BLAS: its threads stall on busy CPUs)."""
-    lo, hi, w = _interp_weights(size, coarse.shape[1])
-    cols = coarse[:, lo] * (1 - w) + coarse[:, hi] * w  # small: (cells, size)
-    lo, hi, w = _interp_weights(size, coarse.shape[0])
-    return cols[lo] * (1 - w)[:, None] + cols[hi] * w[:, None]  # row gathers are contiguous copies
+    """Bilinear upsampling (cell centres aligned) to ``size`` x ``size``, float32; columns first, on the small grid."""
+    coarse = coarse.astype(np.float32, copy=False)
+    if coarse.shape == (size // 2, size // 2) and size % 2 == 0:
+        return _double(_double(coarse, 1), 0)
+    return _lerp(_lerp(coarse, size, 1), size, 0)
+
+
+def halve(a: np.ndarray) -> np.ndarray:
+    """2x2 means as float32 (an odd last row or column is repeated): the first step of every cheap blur.
+
+    Rows are added first (contiguous), and booleans as bytes, so a mask costs no float copy.
+    """
+    if a.shape[0] % 2:
+        a = np.concatenate([a, a[-1:]], 0)
+    if a.shape[1] % 2:
+        a = np.concatenate([a, a[:, -1:]], 1)
+    if a.dtype == bool:
+        a = a.view(np.uint8)
+    rows = a[0::2] + a[1::2]
+    return np.multiply(rows[:, 0::2] + rows[:, 1::2], np.float32(0.25), dtype=np.float32)
 
 
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Band-limited noise with unit-ish std: a ``cells`` x ``cells`` grid upsampled to ``size``."""
     coarse = _smooth3(rng.standard_normal((cells, cells), dtype=np.float32), wrap=(True, True))
-    coarse /= coarse.std() + 1e-6
-    return upsample(coarse, size)
+    return upsample(_unit_std(coarse), size)
+
+
+def _unit_std(a: np.ndarray) -> np.ndarray:
+    """Divide ``a`` in place by its standard deviation (+1e-6), with bare reductions: ``ndarray.std``'s
+    Python overhead was a visible cost on these small grids."""
+    flat = a.ravel()
+    centred = flat - np.add.reduce(flat) / flat.size
+    a /= np.sqrt(np.add.reduce(centred * centred) / flat.size) + np.float32(1e-6)
+    return a
+
+
+@lru_cache(maxsize=64)
+def _neighbours(n: int, periodic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of each cell's previous and next neighbour along an axis of ``n`` cells (wrapped or clamped)."""
+    i = np.arange(n)
+    if periodic:
+        return (i - 1) % n, (i + 1) % n
+    return np.maximum(i - 1, 0), np.minimum(i + 1, n - 1)
 
 
 def _smooth3(a: np.ndarray, wrap: tuple[bool, bool]) -> np.ndarray:
     """A [1, 2, 1] / 4 smoothing along both axes (wrapped or edge-clamped): cheap on small grids."""
     for axis, periodic in enumerate(wrap):
-        if periodic:
-            a = 0.5 * a + 0.25 * (np.roll(a, 1, axis) + np.roll(a, -1, axis))
-        else:
-            pad = np.concatenate([a.take([0], axis), a, a.take([-1], axis)], axis)
-            n = a.shape[axis]
-            a = 0.5 * a + 0.25 * (pad.take(range(0, n), axis) + pad.take(range(2, n + 2), axis))
+        before, after = _neighbours(a.shape[axis], periodic)
+        a = np.float32(0.5) * a + np.float32(0.25) * (a.take(before, axis) + a.take(after, axis))
     return a
+
+
+@lru_cache(maxsize=64)
+def _gauss_taps(sigma: float, truncate: float) -> tuple[np.float32, ...]:
+    """Centre and one side of ndimage's normalised Gaussian kernel (radius ``int(truncate * sigma + 0.5)``)."""
+    w = np.exp(-0.5 * (np.arange(int(truncate * sigma + 0.5) + 1) / sigma) ** 2)
+    return tuple(np.float32(v) for v in w / (2 * w.sum() - w[0]))
+
+
+def _shift_sum(flat: np.ndarray, taps: tuple[np.float32, ...], step: int, length: int,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """``sum_i taps[i] * (flat[x - i*step] + flat[x + i*step])`` for ``length`` points from ``r*step`` on."""
+    c = (len(taps) - 1) * step
+    out = np.multiply(flat[c:c + length], taps[0], out=out)
+    pair = np.empty(length, np.float32)
+    for i in range(1, len(taps)):
+        np.add(flat[c - i * step:c - i * step + length], flat[c + i * step:c + i * step + length], out=pair)
+        pair *= taps[i]
+        out += pair
+    return out
+
+
+def gaussian(a: np.ndarray, sigma: float, truncate: float) -> np.ndarray:
+    """Separable Gaussian filter, edges repeated (ndimage's "nearest"), as float32.
+
+    Each pass sums shifted slices of a flattened, edge-padded copy (a row's overrun lands in the
+    padding), so every operation runs over contiguous memory: several times faster than ndimage's
+    line buffers for the short kernels used here.
+    """
+    taps = _gauss_taps(float(sigma), truncate)
+    r = len(taps) - 1
+    a = a.astype(np.float32, copy=r == 0)
+    if r == 0:
+        return a
+    n, m = a.shape
+    wide = np.concatenate([a[:, :1].repeat(r, 1), a, a[:, -1:].repeat(r, 1)], 1).ravel()
+    across = np.empty((n, m + 2 * r), np.float32)
+    _shift_sum(wide, taps, 1, wide.size - 2 * r, out=across.ravel()[:-2 * r])
+    across = across[:, :m]
+    tall = np.concatenate([across[:1].repeat(r, 0), across, across[-1:].repeat(r, 0)]).ravel()
+    return _shift_sum(tall, taps, m, n * m).reshape(n, m)
 
 
 def blur(mask: np.ndarray, sigma_norm: float) -> np.ndarray:
@@ -76,20 +185,46 @@ def blur(mask: np.ndarray, sigma_norm: float) -> np.ndarray:
     """
     size = mask.shape[0]
     sigma = sigma_norm * size
-    small = mask.astype(np.float32)
-    factor = 1
+    small, factor = mask, 1
     while sigma / (2 * factor) >= 0.8 and small.shape[0] % 2 == 0 and small.shape[0] >= 16:
-        small = 0.25 * (small[0::2, 0::2] + small[1::2, 0::2] + small[0::2, 1::2] + small[1::2, 1::2])
+        small = halve(small)
         factor *= 2
-    small = ndimage.gaussian_filter(small, max(sigma / factor, 0.3), truncate=2.5, mode="nearest")
+    small = gaussian(small, max(sigma / factor, 0.3), truncate=2.5)
     return small if factor == 1 else upsample(small, size)
 
 
 def render_base(anat: Anatomy, rng: np.random.Generator) -> Scene:
-    """Soft tissue, lungs with vascular markings, spine, ribs and clavicles."""
+    """Soft tissue, lungs with vascular markings, spine, ribs and clavicles.
+
+    The lung layers are smooth, so they are built on a half-resolution grid and each upsampled once.
+    """
     p, size = anat.params, anat.size
+    soft = _soft_tissue(anat, rng)
+    lungs = halve(anat.lung["R"] | anat.lung["L"])
+    half = lungs.shape[0]
+    lung_soft = blur(lungs, 0.01)
+    depth = np.sqrt(blur(lungs, 0.06).clip(0, 1))
+    height = np.clip((grid(half)[0] - p.apex_y) / (p.cp_y["R"] - p.apex_y), 0, 1)
+    # Lower zones sit behind more soft tissue (breasts, pectorals): less air contrast there.
+    air = rng.uniform(0.34, 0.44) * lung_soft
+    air *= 0.5 + 0.5 * depth
+    air *= 1 - 0.25 * height**2
+    air *= 1.0 + 0.06 * smooth_noise(rng, half, 6)
+    vessels = _vessels(anat, rng, half)
+    vessels += 0.02 * smooth_noise(rng, half, max(8, size // 5))
+    vessels *= lung_soft
+    bones = _spine(anat, rng)
+    bands = zip(_ribs(anat, rng), _clavicles(anat))  # ribs and clavicles in one stamp
+    bones += stamp_bands(size, *(np.concatenate(parts) for parts in bands))
+    zeros = np.zeros((size, size), np.float32)
+    return Scene(soft, upsample(air, size), upsample(vessels, size), bones, zeros, np.ones_like(zeros),
+                 np.ones_like(zeros), upsample(lung_soft, size))
+
+
+def _soft_tissue(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
+    """Body thickness, with dense organs and air columns blurred once together, and the humeral heads."""
+    p = anat.params
     Y, X = anat.Y, anat.X
-    # Dense organs and air columns, blurred once together.
     f = np.float32
     organs = f(0.10) * anat.heart + f(0.12) * (anat.below_diaphragm & (anat.body > 0.2)) + f(0.04) * anat.mediastinum
     trachea = (np.abs(X - p.cx) < p.trachea_w) & (Y < p.carina_y) & (Y > p.apex_y - 0.12)
@@ -99,57 +234,84 @@ def render_base(anat: Anatomy, rng: np.random.Generator) -> Scene:
         gy = p.cp_y["L"] - p.dome_rise["L"] + 0.035 + p.gastric_bubble
         bubble = ((X - gx) / (1.8 * p.gastric_bubble)) ** 2 + ((Y - gy) / p.gastric_bubble) ** 2 < 1
         organs -= f(0.12) * (bubble & anat.below_diaphragm)
-    soft = anat.body * np.float32(rng.uniform(0.85, 1.0)) + blur(organs, 0.007)
-    for s in SIDES:  # humeral heads in the upper corners
-        hx = p.cx + SIDE_SIGN[s] * (p.lung_w + p.wall + 0.06)
-        head = np.clip(1 - ((X - hx) ** 2 + (Y - p.apex_y + 0.01) ** 2) / 0.07**2, 0, 1)
-        soft += 0.25 * np.sqrt(head)
-
-    lungs = anat.lung["R"] | anat.lung["L"]
-    lung_soft = blur(lungs, 0.01)
-    depth = np.sqrt(blur(lungs, 0.06).clip(0, 1))
-    height = np.clip((Y - p.apex_y) / (p.cp_y["R"] - p.apex_y), 0, 1)
-    # Lower zones sit behind more soft tissue (breasts, pectorals): less air contrast there.
-    air = rng.uniform(0.34, 0.44) * lung_soft * (0.5 + 0.5 * depth) * (1 - 0.25 * height**2)
-    air *= 1.0 + 0.06 * smooth_noise(rng, size, 6)
-    vessels = _vessels(anat, rng) * lung_soft
-    vessels += 0.02 * smooth_noise(rng, size, max(8, size // 5)) * lung_soft
-    bones = _spine(anat, rng) + _ribs(anat, rng) + _clavicles(anat)
-    zeros = np.zeros((size, size), np.float32)
-    return Scene(soft.astype(np.float32), air.astype(np.float32), vessels.astype(np.float32),
-                 bones.astype(np.float32), zeros, np.ones_like(zeros), np.ones_like(zeros), lung_soft)
+    soft = anat.body * f(rng.uniform(0.85, 1.0))
+    soft += blur(organs, 0.007)
+    for s in SIDES:  # humeral heads in the upper corners, drawn only in their own box
+        hx, hy, radius = p.cx + SIDE_SIGN[s] * (p.lung_w + p.wall + 0.06), p.apex_y - 0.01, 0.07
+        rows, cols = anat.window(hx, hy, radius, radius)
+        head = np.clip(1 - ((X[:, cols] - hx) ** 2 + (Y[rows] - hy) ** 2) / radius**2, 0, 1)
+        soft[rows, cols] += 0.25 * np.sqrt(head)
+    return soft
 
 
 def compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """Exposure, quantum noise, detector blur and tone curve: attenuation layers -> uint8 image."""
-    a = scene.soft - scene.air * scene.air_gain + scene.vessels * scene.vessel_gain + scene.bones + scene.extra
+    v = scene.air * scene.air_gain
+    np.subtract(scene.soft, v, out=v)
+    v += scene.vessels * scene.vessel_gain
+    v += scene.bones
+    v += scene.extra
     lo = rng.uniform(0.15, 0.28)
     hi = rng.uniform(1.25, 1.45)
-    v = (a - lo) * np.float32(1.0 / (hi - lo))
+    v -= lo
+    v *= np.float32(1.0 / (hi - lo))
     size = v.shape[0]
     noise = rng.uniform(0.008, 0.03) * min(1.0, (size / 256) ** 0.5)  # smaller images average more quanta
-    v += noise * (0.3 + np.clip(v, 0, 1)) * rng.standard_normal(v.shape, dtype=np.float32)
-    v = ndimage.gaussian_filter(v, rng.uniform(0.4, 0.8) * size / 256, truncate=2.0)
+    v += noise * (0.3 + np.clip(v, 0, 1)) * normal_noise(rng, v.shape)
+    v = gaussian(v, rng.uniform(0.4, 0.8) * size / 256, truncate=2.0)
     # Tone curve as a lookup table (a per-pixel power is the costliest step otherwise).
-    levels = np.linspace(0.0, 1.0, 4096, dtype=np.float32) ** np.float32(rng.uniform(0.8, 1.2))
-    lut = (levels * 255.0 + 0.5).astype(np.uint8)
-    return lut[(np.clip(v, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
+    lut = np.exp(_log_levels() * np.float32(rng.uniform(0.8, 1.2)))
+    lut = (lut * 255.0 + 0.5).astype(np.uint8)
+    np.clip(v, 0.0, 1.0, out=v)
+    v *= 4095.0
+    v += 0.5
+    return lut.take(v.astype(np.uint16))
+
+
+@lru_cache(maxsize=1)
+def _log_levels() -> np.ndarray:
+    """Logarithms of the tone curve's 4096 input levels: a power law is then one exp (log 0 = -inf -> 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.linspace(0.0, 1.0, 4096, dtype=np.float32))
+
+
+@lru_cache(maxsize=1)
+def _normal_quantiles() -> np.ndarray:
+    """Standard normal quantiles at the mid-points of 65536 equal-probability bins."""
+    return special.ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
+
+
+def normal_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Gaussian noise (clipped at 4.3 sigma) as a lookup of 16-bit uniform draws: a third of the
+    cost of ``standard_normal``, which was the costliest step of :func:`compose`."""
+    return _normal_quantiles().take(rng.integers(0, 65536, shape, dtype=np.uint16))
+
+
+# Vessel markings: a noise field over (angle, radius) around each hilum, wrapped along both axes.
+N_THETA, N_R = 30, 5
 
 
 @lru_cache(maxsize=8)
 def _polar(n: int) -> dict[str, np.ndarray]:
-    """Radius-only and angle fields on a ``2n x 2n`` grid of offsets, sliced per hilum.
+    """Fields on a ``2n x 2n`` grid of offsets, sliced per hilum: radius-only profiles and, for the
+    polar noise field, the four flat indices and weights of each pixel's bilinear lookup.
 
-    Sliced rather than recomputed per image: arctan2 and exp over the grid would otherwise be
-    most of the cost of the vessel markings.
+    Sliced rather than recomputed per image: arctan2, exp and the lookup geometry over the grid
+    would otherwise be most of the cost of the vessel markings.
     """
     c = np.arange(-n, n, dtype=np.float32) / n
     dy, dx = c[:, None], c[None, :]
     r = np.sqrt(dx * dx + dy * dy)
+    theta = (np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * N_THETA
+    radial = np.sqrt(r / 0.6) * (N_R - 1)
+    t0, r0 = np.floor(theta), np.floor(radial)
+    ft, fr = theta - t0, radial - r0
+    t0, r0 = t0.astype(np.intp), r0.astype(np.intp)
+    rows = [t0 % N_THETA * N_R, (t0 + 1) % N_THETA * N_R]
+    cols = [r0 % N_R, (r0 + 1) % N_R]
     fields = {
-        "r": r,
-        "theta": (np.arctan2(dy, dx) + np.pi) / (2 * np.pi),
-        "radial": np.sqrt(r / 0.6),
+        "taps": np.stack([rows[i] + cols[j] for i in (0, 1) for j in (0, 1)]),
+        "tap_weights": np.stack([(1 - ft) * (1 - fr), (1 - ft) * fr, ft * (1 - fr), ft * fr]).astype(np.float32),
         "inv_width": (r + 0.1) / (0.45 * 0.1),
         "amp": 0.15 * np.exp(-r / 0.22) + 0.015,
         "hilar": 0.09 * np.exp(-((r / 0.05) ** 2)),
@@ -160,27 +322,25 @@ def _polar(n: int) -> dict[str, np.ndarray]:
     return fields
 
 
-def _vessels(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
+def _vessels(anat: Anatomy, rng: np.random.Generator, half: int) -> np.ndarray:
     """Branching markings radiating from each hilum: zero-crossings of noise in polar coordinates.
 
-    Drawn at half resolution and upsampled: markings are soft, and this halves the cost.
+    Drawn on the ``half`` x ``half`` grid of the lung layers: markings are soft.
     """
-    size = anat.size
-    half = max(size // 2, 16)
     polar = _polar(half)
     out = np.zeros((half, half), np.float32)
     fade = None
-    n_theta, n_r = 30, 5
     for s in SIDES:
         hx, hy = anat.hilum(s)
-        px, py = int(np.clip(round(hx * half), 0, half)), int(np.clip(round(hy * half), 0, half))
+        px, py = min(max(round(hx * half), 0), half), min(max(round(hy * half), 0), half)
         c0, c1 = (0, half // 2 + half // 16) if s == "R" else (half // 2 - half // 16, half)
         rows = slice(half - py, 2 * half - py)
         cols = slice(half - px + c0, half - px + c1)
-        field = _smooth3(_smooth3(rng.standard_normal((n_theta, n_r), dtype=np.float32), (True, False)), (True, False))
-        field /= field.std() + 1e-6
-        ti, ri = polar["theta"][rows, cols] * n_theta, polar["radial"][rows, cols] * (n_r - 1)
-        g = ndimage.map_coordinates(field, [ti.ravel(), ri.ravel()], order=1, mode="grid-wrap").reshape(ti.shape)
+        field = _smooth3(_smooth3(rng.standard_normal((N_THETA, N_R), dtype=np.float32), (True, False)), (True, False))
+        _unit_std(field)
+        taps = field.ravel().take(polar["taps"][:, rows, cols])
+        taps *= polar["tap_weights"][:, rows, cols]
+        g = taps.sum(axis=0)
         g *= polar["inv_width"][rows, cols]
         out[:, c0:c1] += np.exp(-g * g) * polar["amp"][rows, cols] + polar["hilar"][rows, cols]
         side_fade = polar["fade"][rows, half - px:2 * half - px]
@@ -188,7 +348,7 @@ def _vessels(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
     # Peripheral markings: curvy zero-crossings of isotropic noise, fading away from the hila.
     worms = smooth_noise(rng, half, max(6, half // 7)) * np.float32(1 / 0.25)
     out += np.exp(-worms * worms) * fade
-    return upsample(out, size)
+    return out
 
 
 def _spine(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
@@ -214,21 +374,27 @@ def stamp_bands(size: int, cols: np.ndarray, centre: np.ndarray, half: np.ndarra
     what one full-image operation does.
     """
     use = weight > 0
-    cols, centre, half, weight = cols[use], centre[use], half[use], weight[use]
+    cols, centre, half, weight = (x[use].astype(np.float32, copy=False) for x in (cols, centre, half, weight))
     if not len(cols):
         return np.zeros((size, size), np.float32)
     reach = int(np.ceil(half.max() * size)) + 1
-    offsets = np.arange(-reach, reach + 1)
-    rows = np.floor(centre * size).astype(np.intp)[:, None] + offsets  # (pairs, offsets)
-    d = ((rows + 0.5) * (1.0 / size) - centre[:, None]) / half[:, None]
-    value = np.maximum(1.0 - d * d, 0.0) * (0.45 + 0.55 * np.sqrt(np.abs(d))) * weight[:, None]
-    ok = (rows >= 0) & (rows < size) & (value > 0)
-    flat = (rows * size + cols[:, None])[ok]
-    return np.bincount(flat, weights=value[ok], minlength=size * size).reshape(size, size).astype(np.float32)
+    # Row indices as float32 (exact below 2**24), so nothing is promoted to float64.
+    rows = np.floor(centre * size)[:, None] + np.arange(-reach, reach + 1, dtype=np.float32)  # (pairs, offsets)
+    d = (rows + np.float32(0.5)) * np.float32(1 / size) - centre[:, None]
+    d *= (1 / half)[:, None]
+    ok = (np.abs(d) < 1) & (rows >= 0) & (rows < size)
+    d = d[ok]
+    value = (1 - d * d) * (np.float32(0.45) + np.float32(0.55) * np.sqrt(np.abs(d)))
+    value *= np.broadcast_to(weight[:, None], ok.shape)[ok]
+    flat = (rows * size + cols[:, None])[ok].astype(np.intp)
+    return np.bincount(flat, weights=value, minlength=size * size).reshape(size, size).astype(np.float32)
 
 
-def _ribs(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
-    """All ribs in one stamp: per-column centrelines, tapered ends, fractures as gaps and steps."""
+Bands = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # stamp_bands' cols, centre, half, weight
+
+
+def _ribs(anat: Anatomy, rng: np.random.Generator) -> Bands:
+    """All ribs as bands: per-column centrelines, tapered ends, fractures as gaps and steps."""
     p, size = anat.params, anat.size
     strength = {"posterior": rng.uniform(0.11, 0.16), "anterior": rng.uniform(0.05, 0.08)}
     col = lambda values: np.array(values, np.float32)[:, None]  # noqa: E731  one row per rib
@@ -246,13 +412,13 @@ def _ribs(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
         weight[i] *= np.clip((np.abs(t[i] - tb) - br.gap / p.lung_w) / 0.01, 0, 1)
     cols = np.broadcast_to(np.arange(size), t.shape)
     half = np.broadcast_to(col([r.half_thick for r in ribs]), t.shape)
-    return stamp_bands(size, cols, centre, half, weight)
+    return cols, centre, half, weight
 
 
-def _clavicles(anat: Anatomy) -> np.ndarray:
+def _clavicles(anat: Anatomy) -> Bands:
     p, size = anat.params, anat.size
     u0, u1 = p.med_w * 0.4, p.lung_w + p.wall + 0.03
-    x = (np.arange(size) + 0.5) / size
+    x = (np.arange(size, dtype=np.float32) + 0.5) / size
     cols, centres, halves, weights = [], [], [], []
     for s in SIDES:
         t = (SIDE_SIGN[s] * (x - p.cx) - u0) / (u1 - u0)
@@ -260,4 +426,4 @@ def _clavicles(anat: Anatomy) -> np.ndarray:
         centres.append(clavicle_centre(p, t))
         halves.append(0.013 + 0.004 * np.abs(np.cos(np.pi * t)))
         weights.append(0.14 * (t > 0) * np.clip((1 - t) / 0.05, 0, 1))
-    return stamp_bands(size, np.stack(cols), np.stack(centres), np.stack(halves), np.stack(weights))
+    return np.stack(cols), np.stack(centres), np.stack(halves), np.stack(weights)
