@@ -34,7 +34,8 @@ class Profile:
     classifier_lr: float = 1e-3  # from scratch: no pretrained weights are downloaded
     batch_size: int = 32
     num_workers: int = 0
-    label_items: int | None = 60  # per split; None labels every image
+    label_items: int | None = 60  # per split, for the label-quality comparison; None labels every image
+    doll_label_items: int | None = 400  # per split for DoLL, whose labels are the pre-training set
     ig_steps: int = 8
     tau: float = 0.75
     seg_encoder: str = "densenet_tiny"
@@ -58,6 +59,7 @@ PROFILES: dict[str, Profile] = {
         num_workers=8,
         ig_steps=20,
         label_items=None,
+        doll_label_items=None,
         seg_encoder="densenet121",
         seg_epochs=30,
         n_labelled=(4, 8, 16, 32, 64),
@@ -66,7 +68,7 @@ PROFILES: dict[str, Profile] = {
     # A minute-long end-to-end check of the wiring (tests); its numbers mean nothing.
     "smoke": Profile(
         n_images=120, synth_size=64, n_organs=16, n_lesions=4, image_size=64, archs=("densenet_tiny", "resnet10"),
-        classifier_epochs=1, batch_size=16, ig_steps=4, tau=0.0, label_items=8, seg_encoder="densenet_tiny", seg_epochs=1,
+        classifier_epochs=1, batch_size=16, ig_steps=4, tau=0.0, label_items=8, doll_label_items=8, seg_encoder="densenet_tiny", seg_epochs=1,
         n_labelled=(4,), seeds=1,
     ),
 }
@@ -153,7 +155,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     label_runs = [
         bundle_run("cxr_doll_labeller", "inference.json", classifiers=classifiers / "classifiers.json",
                    datalist=datalist, output_dir=labels / name, explainer=name, image_size=p.image_size,
-                   tau=p.tau, max_items_per_section=p.label_items, num_workers=p.num_workers,
+                   tau=p.tau, max_items_per_section=p.doll_label_items if name == "doll_ig" else p.label_items,
+                   num_workers=p.num_workers,
                    **{"ig_options#steps": p.ig_steps})
         for name in LABELLERS
     ]
