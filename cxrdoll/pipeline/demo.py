@@ -148,7 +148,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     register = cxrdoll("sweep-classifiers", "--register-only", "--datalist", datalist, "--out", classifiers,
                        "--image-size", p.image_size, "--archs", *p.archs)
     stages.append(Stage("classifiers", f"train {len(p.archs)} classifiers ({', '.join(p.archs)})",
-                        [*train_runs, register], [classifiers / "classifiers.json"]))
+                        [*train_runs, register], [classifiers / "classifiers.json"], classifiers))
 
     # 4. Labels: the DoLL ensemble and the single-model / CAM baselines, through the same labeller.
     labels = work / "labels"
@@ -161,7 +161,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
         for name in LABELLERS
     ]
     stages.append(Stage("labels", "label with DoLL (IG ensemble) and the baselines (single IG, Grad-CAM, Grad-CAM++)",
-                        label_runs, [labels / name / "manifest.json" for name in LABELLERS]))
+                        label_runs, [labels / name / "manifest.json" for name in LABELLERS], labels))
     if truth is not None:
         stages.append(Stage("label-quality", "score every labelling against the true masks",
                             [cxrdoll("label-quality", "--truth", truth, "--out", work / "label_quality", "--labels",
@@ -175,7 +175,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                                     output_dir=pretrain, encoder_name=p.seg_encoder,
                                     init_ckpt=classifiers / p.seg_encoder / "model.pt", image_size=p.image_size,
                                     max_epochs=p.seg_epochs, batch_size=p.batch_size, num_workers=p.num_workers)],
-                        [pretrain / "model.pt"]))
+                        [pretrain / "model.pt"], pretrain))
 
     # 6-7. Fine-tune on scarce downstream masks from four starting points, evaluated on held-out masks.
     if downstream_stage is not None:
@@ -190,7 +190,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                                  "--encoder-name", p.seg_encoder, "--profile", p.experiment_profile,
                                  "--sizes", ",".join(map(str, p.n_labelled)),
                                  "--seeds", ",".join(map(str, range(p.seeds))))],
-                        [experiment / "results.md"]))
+                        [experiment / "results.md"], experiment))
     return stages
 
 

@@ -3,7 +3,10 @@
 Every stage is a list of commands a user could paste into a shell; nothing runs through a
 private code path. A stage counts as done when its marker file records the same commands, its
 outputs exist and no stage before it ran again; so a re-run skips it, and a changed setting
-re-runs that stage and everything after it.
+re-runs that stage and everything after it. The tools inside a stage resume from what they find
+(classifier checkpoints, finished labels, finished fine-tuning runs), so a stage re-run for a
+changed setting or input, or under ``--fresh``, first empties its ``workspace``; a stage that was
+only interrupted keeps it and resumes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +31,7 @@ class Stage:
     description: str
     commands: list[list[str]]
     outputs: list[Path] = field(default_factory=list)
+    workspace: Path | None = None  # the folder its tools resume from
 
 
 class StageFailed(RuntimeError):
@@ -42,6 +47,7 @@ class StageRunner:
         self.log_path = work_dir / "pipeline.log"
         self.timings_path = work_dir / "timings.json"
         self.echo = echo or sys.stdout  # looked up now, not at import, so redirected output is honoured
+        self.fresh = fresh
         if fresh and self.marker_dir.exists():
             for marker in self.marker_dir.glob("*.json"):
                 marker.unlink()
@@ -56,11 +62,21 @@ class StageRunner:
         recorded = read_json(marker).get("commands")
         return recorded == [shlex.join(c) for c in stage.commands] and all(p.exists() for p in stage.outputs)
 
+    def is_stale(self, stage: Stage) -> bool:
+        """Whether what the stage left behind was made from other settings or inputs than this run's."""
+        if self.fresh or self._upstream_ran:
+            return True
+        marker = self.marker_dir / f"{stage.name}.json"
+        return marker.exists() and read_json(marker).get("commands") != [shlex.join(c) for c in stage.commands]
+
     def run(self, stage: Stage) -> None:
         if self.is_done(stage):
             self._say(f"[{stage.name}] done already, skipping ({stage.description}); --fresh re-runs it")
             return
         self._say(f"[{stage.name}] {stage.description}")
+        if stage.workspace is not None and stage.workspace.exists() and self.is_stale(stage):
+            self._say(f"  (emptying {stage.workspace}: made with other settings or inputs)")
+            shutil.rmtree(stage.workspace)
         self._upstream_ran = True
         start = time.perf_counter()
         for command in stage.commands:

@@ -61,3 +61,26 @@ def test_a_rerun_stage_reruns_every_later_stage(tmp_path):
     runner.run(Stage("a", "", [_writer(a, "2")], [a]))  # a setting of stage a changed
     runner.run(Stage("b", "", [_writer(b, "from a=1")], [b]))  # b's own command did not, but its input did
     assert b.read_text() == "from a=1"
+
+
+def _appender(folder, text):
+    """A resuming tool: keeps what it finds in ``folder`` and adds to it."""
+    return [sys.executable, "-c", f"import pathlib; d = pathlib.Path({str(folder)!r}); d.mkdir(exist_ok=True); "
+            f"f = d / 'log.txt'; f.write_text((f.read_text() if f.exists() else '') + {text!r})"]
+
+
+def test_a_rerun_for_new_settings_or_fresh_empties_the_workspace_an_interrupted_one_resumes(tmp_path):
+    work = tmp_path / "ws"
+    log = work / "log.txt"
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("s", "", [_appender(work, "1")], [log], work))
+    echo = io.StringIO()
+    StageRunner(tmp_path, echo=echo).run(Stage("s", "", [_appender(work, "2")], [log], work))
+    assert log.read_text() == "2" and "emptying" in echo.getvalue()  # not "12": old results made with other settings
+    StageRunner(tmp_path, fresh=True, echo=io.StringIO()).run(Stage("s", "", [_appender(work, "2")], [log], work))
+    assert log.read_text() == "2"
+    # interrupted: no marker for stage t yet, its workspace holds partial work that the tool resumes
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "log.txt").write_text("half,")
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("t", "", [_appender(partial, "rest")], [partial / "log.txt"], partial))
+    assert (partial / "log.txt").read_text() == "half,rest"
