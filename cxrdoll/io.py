@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -31,7 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@functools.cache
 def _umask() -> int:
+    """The process umask, read once: reading it means setting it, which is not thread-safe, and
+    bulk writers (the phantom generator) would pay two system calls per file."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -34,6 +34,11 @@ class Stage:
     workspace: Path | None = None  # the folder its tools resume from
 
 
+def command_lines(stage: Stage) -> list[str]:
+    """The stage's commands as shell lines: what its marker records and what is printed."""
+    return [shlex.join(c) for c in stage.commands]
+
+
 class StageFailed(RuntimeError):
     pass
 
@@ -55,19 +60,22 @@ class StageRunner:
         self.timings: dict[str, dict] = read_json(self.timings_path) if self.timings_path.exists() else {}
         self._upstream_ran = False
 
-    def is_done(self, stage: Stage) -> bool:
+    def _recorded(self, stage: Stage) -> list[str] | None:
+        """The commands the stage's marker records from its last finished run; None without a marker."""
         marker = self.marker_dir / f"{stage.name}.json"
-        if self._upstream_ran or not marker.exists():
+        return read_json(marker).get("commands") if marker.exists() else None
+
+    def is_done(self, stage: Stage) -> bool:
+        if self._upstream_ran:
             return False
-        recorded = read_json(marker).get("commands")
-        return recorded == [shlex.join(c) for c in stage.commands] and all(p.exists() for p in stage.outputs)
+        return self._recorded(stage) == command_lines(stage) and all(p.exists() for p in stage.outputs)
 
     def is_stale(self, stage: Stage) -> bool:
         """Whether what the stage left behind was made from other settings or inputs than this run's."""
         if self.fresh or self._upstream_ran:
             return True
-        marker = self.marker_dir / f"{stage.name}.json"
-        return marker.exists() and read_json(marker).get("commands") != [shlex.join(c) for c in stage.commands]
+        recorded = self._recorded(stage)
+        return recorded is not None and recorded != command_lines(stage)
 
     def run(self, stage: Stage) -> None:
         if self.is_done(stage):
@@ -90,7 +98,7 @@ class StageRunner:
         write_json_atomic(self.timings_path, self.timings)
         write_json_atomic(
             self.marker_dir / f"{stage.name}.json",
-            {"commands": [shlex.join(c) for c in stage.commands], "seconds": round(seconds, 1)},
+            {"commands": command_lines(stage), "seconds": round(seconds, 1)},
         )
         self._say(f"[{stage.name}] finished in {seconds:.0f} s")
 
