@@ -26,7 +26,6 @@ import argparse
 import datetime
 import itertools
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
+from benchmarks.common import device_name, sync  # noqa: E402
 from cxrdoll.explain import FastIntegratedGradients  # noqa: E402
 from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -102,11 +102,6 @@ def make_inputs(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[li
     return images, targets
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_captum(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
                warmup: int) -> tuple[list[torch.Tensor], float]:
     """Reference maps (channel-summed, ``(T, H, W)`` per image) and captum's attributions/s."""
@@ -120,10 +115,10 @@ def run_captum(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
 
     for _ in range(warmup):
         one(0, targets[0][0])
-    _sync(images.device)
+    sync(images.device)
     start = time.perf_counter()
     maps = [torch.stack([one(i, t) for t in tgt]) for i, tgt in enumerate(targets)]
-    _sync(images.device)
+    sync(images.device)
     elapsed = time.perf_counter() - start
     return maps, sum(map(len, targets)) / elapsed
 
@@ -135,12 +130,12 @@ def run_fast(model: nn.Module, images: torch.Tensor, targets: list[list[int]], s
                                  max_batch=images_per_batch * steps, backward=backward, amp_dtype=amp)
     for _ in range(warmup):
         ig.attribute(images[:images_per_batch], targets[:images_per_batch])
-    _sync(images.device)
+    sync(images.device)
     start = time.perf_counter()
     maps: list[torch.Tensor] = []
     for b in range(0, len(targets), images_per_batch):
         maps += ig.attribute(images[b : b + images_per_batch], targets[b : b + images_per_batch])
-    _sync(images.device)
+    sync(images.device)
     elapsed = time.perf_counter() - start
     return maps, sum(map(len, targets)) / elapsed
 
@@ -180,12 +175,6 @@ def gpu_hours(attr_per_s: float, device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return CHEXPERT_FRONTAL_IMAGES * CLASSIFIERS * POSITIVES_PER_IMAGE / attr_per_s / 3600.0
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def write_markdown(path: Path, result: dict) -> None:
@@ -314,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         "note": " ".join(filter(None, [
             "Random weights: the network is far rougher than a trained one, so fidelity at fewer steps than "
             "captum's 50 is pessimistic; choose the setting with --checkpoint." if not args.checkpoint else "",
-            "CPU run on a shared 2-core machine under heavy contention from other jobs: timings are indicative "
-            "only; the GPU figures are owed by a CUDA run." if device.type != "cuda" else "",
+            "CPU run (load average in the device field): timings are indicative only; the GPU figures are "
+            "owed by a CUDA run." if device.type != "cuda" else "",
         ])),
     }
     write_json_atomic(args.out, result)

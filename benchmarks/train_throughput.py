@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
@@ -72,16 +72,8 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
     return datalist
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:
     """Images/s of the bundle trainer over the timed iterations, plus the cache build time."""
-    from ignite.engine import Events
-
-    total = args.warmup + args.iterations
     start = time.perf_counter()
     workflow = make_workflow(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
@@ -91,18 +83,7 @@ def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: 
     trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the uint8 cache
     cache_seconds = time.perf_counter() - start
     device = torch.device("cuda" if use_gpu else "cpu")
-    marks: dict[int, float] = {}
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _mark(engine):
-        if engine.state.iteration in (args.warmup, total):
-            _sync(device)
-            marks[engine.state.iteration] = time.perf_counter()
-        if engine.state.iteration == total:
-            engine.terminate()
-
-    trainer.run()
-    elapsed = marks[total] - marks[args.warmup]
+    elapsed = time_trainer(trainer, args.warmup, args.iterations, device)
     return {"pipeline_img_per_s": args.iterations * args.batch_size / elapsed, "cache_build_s": cache_seconds}
 
 
@@ -123,20 +104,7 @@ def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> 
         loss.backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(args.iterations):
-        step()
-    _sync(device)
-    return args.iterations * args.batch_size / (time.perf_counter() - start)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return args.iterations * args.batch_size / time_steps(step, args.warmup, args.iterations, device)
 
 
 def main(argv: list[str] | None = None) -> int:

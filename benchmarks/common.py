@@ -1,0 +1,63 @@
+"""What the timing benchmarks share: device naming, CUDA sync, and timed loops.
+
+Every rate is measured the same way: warm-up iterations first (cuDNN autotune, compile), then a
+clock from the end of the warm-up to the end of the last timed iteration, synchronised on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a clock reading covers it; no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its torch thread count and current 1-min load average."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, 1-min load {os.getloadavg()[0]:.2f})")
+
+
+def time_steps(step: Callable[[], Any], warmup: int, iterations: int, device: torch.device) -> float:
+    """Seconds for ``iterations`` calls of ``step`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_trainer(trainer: Any, warmup: int, iterations: int, device: torch.device) -> float:
+    """Seconds an Ignite ``trainer`` takes for ``iterations`` iterations after ``warmup``; stops it there."""
+    from ignite.engine import Events
+
+    if warmup < 1:
+        raise ValueError("time_trainer needs at least one warm-up iteration to start its clock")
+    total = warmup + iterations
+    marks: dict[int, float] = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _mark(engine: Any) -> None:
+        if engine.state.iteration in (warmup, total):
+            sync(device)
+            marks[engine.state.iteration] = time.perf_counter()
+        if engine.state.iteration == total:
+            engine.terminate()
+
+    trainer.run()
+    if total not in marks:
+        raise RuntimeError(f"the trainer stopped after fewer than {total} iterations: give it more data")
+    return marks[total] - marks[warmup]

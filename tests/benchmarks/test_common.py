@@ -1,0 +1,52 @@
+"""The shared timing loops of the benchmark scripts: they time exactly what they say they time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from benchmarks.common import device_name, time_steps, time_trainer
+
+CPU = torch.device("cpu")
+
+
+class _Trainer(Engine):
+    """An Ignite engine whose ``run()`` takes no arguments, as MONAI's trainers' does."""
+
+    def __init__(self, items: int, epochs: int) -> None:
+        super().__init__(lambda engine, batch: batch)
+        self._items, self._epochs = items, epochs
+
+    def run(self):  # type: ignore[override]
+        return super().run(range(self._items), max_epochs=self._epochs)
+
+
+def test_time_steps_runs_warmup_then_timed_iterations():
+    calls = []
+    seconds = time_steps(lambda: calls.append(1), warmup=2, iterations=5, device=CPU)
+    assert len(calls) == 7
+    assert seconds >= 0.0
+
+
+def test_time_trainer_stops_after_warmup_plus_iterations():
+    trainer = _Trainer(items=100, epochs=3)
+    seconds = time_trainer(trainer, warmup=2, iterations=4, device=CPU)
+    assert trainer.state.iteration == 6
+    assert seconds >= 0.0
+
+
+def test_time_trainer_names_a_too_short_run():
+    trainer = _Trainer(items=3, epochs=1)
+    with pytest.raises(RuntimeError, match="fewer than 6 iterations"):
+        time_trainer(trainer, warmup=2, iterations=4, device=CPU)
+
+
+def test_time_trainer_needs_a_warmup_iteration():
+    with pytest.raises(ValueError, match="warm-up"):
+        time_trainer(_Trainer(items=10, epochs=1), warmup=0, iterations=4, device=CPU)
+
+
+def test_cpu_device_name_reports_threads_and_load():
+    name = device_name(CPU)
+    assert f"{torch.get_num_threads()} torch threads" in name and "load" in name
