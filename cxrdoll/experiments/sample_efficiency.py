@@ -163,12 +163,45 @@ def summarise(results: list[tuple[Run, dict]], sizes: Sequence[int | None]) -> d
     return summary
 
 
+def paired_comparison(
+    results: list[tuple[Run, dict]], reference: str = "doll_adapters"
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """``reference`` against every other start, per size, paired by seed.
+
+    A seed trains every start on the same labelled images, so the per-seed difference in
+    last-epoch Dice removes the luck of the draw that inflates the unpaired sd.
+    ``{size: {other: {mean_diff, std_diff, wins, seeds}}}``; ``wins`` counts seeds where
+    ``reference`` is strictly ahead.
+    """
+    final = {(r.start, r.n, r.seed): _dice(h["history"][-1]) for r, h in results}
+    paired: dict[str, dict[str, dict[str, float | int]]] = {}
+    for start, n, seed in final:
+        if start != reference:
+            continue
+        for other in STARTS:
+            if other == reference or (other, n, seed) not in final:
+                continue
+            cell = paired.setdefault("all" if n is None else str(n), {}).setdefault(other, {"diffs": []})
+            cell["diffs"].append(final[(reference, n, seed)] - final[(other, n, seed)])
+    for by_other in paired.values():
+        for other, cell in by_other.items():
+            diffs = np.array(cell.pop("diffs"))
+            by_other[other] = {
+                "mean_diff": float(diffs.mean()),
+                "std_diff": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
+                "wins": int((diffs > 0).sum()),
+                "seeds": int(len(diffs)),
+            }
+    return paired
+
+
 def _dice(record: dict) -> float:
     value = record.get(KEY)
     return 0.0 if value is None else float(value)  # undefined Dice (nothing predicted or present) scores 0
 
 
-def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str | None) -> str:
+def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str | None,
+             paired: dict[str, dict[str, dict[str, float | int]]] | None = None) -> str:
     starts = [s for s in STARTS if summary[s]["sizes"]]
     sizes = list(dict.fromkeys(k for s in starts for k in summary[s]["sizes"]))
     lines = [
@@ -192,6 +225,18 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
         n_images = next(summary[s]["sizes"][size]["n_images"] for s in starts if size in summary[s]["sizes"])
         lines.append(f"| {size if size != 'all' else f'all ({n_images})'} | " + " | ".join(cells) + " |")
     lines.append("| trainable parameters | " + " | ".join(f"{summary[s]['trainable_parameters']:,}" for s in starts) + " |")
+    others = [s for s in starts if s != "doll_adapters"]
+    if paired and others:
+        lines += ["", "DoLL + adapters against each other start, paired by seed (a seed trains every start on the same "
+                  "labelled images): mean ± sd of the per-seed difference in last-epoch Dice, and the seeds where "
+                  "DoLL + adapters is ahead.", "",
+                  "| labelled images | " + " | ".join(f"vs {LABELS[s]}"
+                                                      for s in others) + " |",
+                  "|---|" + "---|" * len(others)]
+        for size, by_other in paired.items():
+            cells = [f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f} ({c['wins']}/{c['seeds']})"
+                     if (c := by_other.get(s)) else "" for s in others]
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
     if curve_size is not None:
         lines += ["", f"Validation mean Dice per epoch with {curve_size} labelled images (mean over seeds):", ""]
         epochs = len(summary[starts[0]]["sizes"][curve_size]["dice_per_epoch"])
@@ -267,15 +312,19 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[{i}/{len(runs)}] {run.name}: val Dice {last if last is None else round(last, 3)} "
               f"({time.monotonic() - began:.0f} s)", flush=True)
     summary = summarise(results, sizes)
+    paired = paired_comparison(results)
     curve_size = "8" if 8 in sizes else ("all" if sizes[0] is None else str(sizes[0]))
     report = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()},
         "summary": summary,
+        "paired_vs_doll_adapters": paired,
         "runs": [{"start": r.start, "n": r.n, "seed": r.seed, **h} for r, h in results],
-        "seconds": time.monotonic() - began,
+        # finished runs are reused on a re-run, so the call's wall time alone can read 0 s
+        "seconds_this_call": time.monotonic() - began,
+        "seconds_in_runs": sum(h["history"][-1].get("elapsed_s", 0.0) for _, h in results),
     }
     write_json_atomic(out / "results.json", report)
-    write_text_atomic(out / "results.md", markdown(summary, settings, curve_size))
+    write_text_atomic(out / "results.md", markdown(summary, settings, curve_size, paired))
     plot(summary, out / "results.png", curve_size)
     return report
 
@@ -317,5 +366,5 @@ def run(args: argparse.Namespace) -> int:
     report = run_experiment(args)
     out = Path(args.out)
     print((out / "results.md").read_text())
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'} in {report['seconds']:.0f} s")
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'} in {report['seconds_this_call']:.0f} s ({report['seconds_in_runs']:.0f} s of training runs)")
     return 0

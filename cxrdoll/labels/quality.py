@@ -177,6 +177,30 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
     }
 
 
+def paired_difference(reference: np.ndarray, other: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean-over-observations of ``reference`` minus ``other`` (both ``(N, 13)`` on the same images).
+
+    Both are resampled with the *same* image indices, so what the images share (easy or hard
+    cases) cancels and the CI is that of the difference, not two overlapping marginal CIs.
+    ``ahead`` is the share of resamples where ``reference`` is higher.
+    """
+    if reference.shape != other.shape:
+        raise ValueError(f"paired scores must have the same shape, got {reference.shape} and {other.shape}")
+
+    def mean(values: np.ndarray) -> float:
+        per_obs = _nanmean(values, axis=0)
+        return float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
+
+    diff = mean(reference) - mean(other)
+    rng = np.random.default_rng(seed)
+    n = reference.shape[0]
+    boot = np.array([mean(reference[rows]) - mean(other[rows])
+                     for rows in (rng.integers(0, n, size=n) for _ in range(n_boot if n else 0))])
+    boot = boot[~np.isnan(boot)]
+    ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if boot.size else [float("nan")] * 2
+    return {"diff": diff, "ci": ci, "ahead": float(np.mean(boot > 0)) if boot.size else float("nan")}
+
+
 def _f(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
@@ -184,7 +208,11 @@ def _f(x: float) -> float | None:
 def evaluate(
     labellings: dict[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Score several labellings on the images they all labelled and that have truth."""
+    """Score several labellings on the images they all labelled and that have truth.
+
+    The first labelling is the reference: every other one is also compared with it in a paired
+    bootstrap of the mean IoU (``result["paired_iou"]``).
+    """
     if not labellings:
         raise ValueError("no labellings given")
     truths = index_npz(truth_dir)
@@ -201,8 +229,12 @@ def evaluate(
         "truth": str(truth_dir), "images": len(ids), "bootstrap": {"resamples": n_boot, "seed": seed, "ci": 95},
         "observations": list(LOCALISABLE_OBSERVATIONS), "labellings": {},
     }
+    reference = next(iter(labellings))
+    result["paired_iou"] = {"reference": reference, "others": {}}
+    iou_scores: dict[str, np.ndarray] = {}
     for name, folder in labellings.items():
         scores = score_labelling(indices[name], truths, ids)
+        iou_scores[name] = scores.values["iou"]
         entry: dict[str, Any] = {
             "labels": str(folder),
             "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),
@@ -212,6 +244,8 @@ def evaluate(
         for metric in METRICS:
             entry[metric] = summarise(scores.values[metric], n_boot, seed)
         result["labellings"][name] = entry
+        if name != reference:
+            result["paired_iou"]["others"][name] = paired_difference(iou_scores[reference], iou_scores[name], n_boot, seed)
     return result
 
 
@@ -240,6 +274,15 @@ def markdown_report(result: dict[str, Any]) -> str:
     for name in names:
         e = result["labellings"][name]
         lines.append(f"| {name} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS) + " |")
+    paired = result.get("paired_iou", {})
+    if paired.get("others"):
+        ref = paired["reference"]
+        lines += ["", f"Paired against `{ref}` (each bootstrap resample draws the same images for both): mean IoU "
+                  f"of `{ref}` minus the other's, with its 95 % CI and the share of resamples where `{ref}` is ahead.",
+                  "", f"| labelling | mean IoU difference ({ref} − it) | {ref} ahead |", "|---|---|---|"]
+        for name, d in paired["others"].items():
+            ahead = "—" if np.isnan(d["ahead"]) else f"{d['ahead']:.0%}"
+            lines.append(f"| {name} | {_cell(d['diff'], d['ci'])} | {ahead} |")
     titles = {"iou": "IoU", "hit": "Hit rate (pointing game)", "auroc": "Soft-map AUROC"}
     for metric in METRICS:
         lines += ["", f"## {titles[metric]}", "", "| observation | n | " + " | ".join(names) + " |",

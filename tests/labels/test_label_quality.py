@@ -5,7 +5,7 @@ import pytest
 
 from cxrdoll.cli import main
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
-from cxrdoll.labels.quality import hit, iou, peak_pixel, pixel_auroc, resize_truth, summarise
+from cxrdoll.labels.quality import hit, iou, paired_difference, peak_pixel, pixel_auroc, resize_truth, summarise
 from cxrdoll.labels.writer import write_label
 
 CARDIO = OBSERVATIONS.index("Cardiomegaly")
@@ -73,6 +73,24 @@ def _label(folder, item_id, cardio_mask, cardio_soft, edema_state=0, size=4):
     write_label(folder / f"{item_id}.npz", mask, state, soft)
 
 
+def test_paired_bootstrap_cancels_what_the_images_share():
+    rng = np.random.default_rng(1)
+    n, c = 40, len(LOCALISABLE_OBSERVATIONS)
+    hardness = rng.uniform(0.0, 0.8, size=(n, 1))  # shared by both labellers: widens marginal CIs
+    other = np.clip(hardness + rng.normal(0, 0.01, (n, c)), 0, 1)
+    reference = np.clip(other + 0.02, 0, 1)
+    other[:, 3] = np.nan  # an observation neither evaluated
+    reference[:, 3] = np.nan
+    paired = paired_difference(reference, other, n_boot=300, seed=0)
+    assert paired["diff"] == pytest.approx(0.02, abs=2e-3)
+    assert 0 < paired["ci"][0] <= paired["diff"] <= paired["ci"][1] and paired["ahead"] == 1.0
+    marginal_ref, marginal_other = summarise(reference, 300, 0), summarise(other, 300, 0)
+    assert marginal_ref["mean_ci"][0] < marginal_other["mean_ci"][1]  # the marginal CIs overlap
+    assert paired_difference(reference, other, 300, 0) == paired  # deterministic for a seed
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference(reference, other[:-1])
+
+
 def test_label_quality_command_compares_labellings(tmp_path, capsys):
     truth_dir, good, bad = tmp_path / "truth", tmp_path / "good", tmp_path / "bad"
     # Truth at 8x8; labels at 4x4. Image "p1/a": cardio in the top-left 4x4 block (-> 2x2 at 4x4).
@@ -107,6 +125,9 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     report = (tmp_path / "q" / "label_quality.md").read_text()
     assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report
     assert "| Cardiomegaly | 1 | 1.000 [1.000, 1.000] | 0.333 [0.333, 0.333] |" in report
+    assert result["paired_iou"]["reference"] == "doll"
+    assert result["paired_iou"]["others"]["bad"]["diff"] == pytest.approx(2 / 3)
+    assert "| bad | 0.667 [0.667, 0.667] | 100% |" in report
     assert report in capsys.readouterr().out
 
 
