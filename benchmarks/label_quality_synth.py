@@ -7,6 +7,7 @@ to win on mean IoU.
 
     python benchmarks/label_quality_synth.py --smoke --work /tmp/lq   # small CPU version
     python benchmarks/label_quality_synth.py --work /data/lq          # GPU size
+    python benchmarks/label_quality_synth.py --smoke --work /tmp/lq3 --archs resnet10 resnet18 resnet34
 
 Results: benchmarks/results/label_quality_synth[_cpu_smoke].{json,md}.
 """
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(PROJECT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import device_name  # noqa: E402
 from cxrdoll.cli import main as cli  # noqa: E402
 from cxrdoll.engines.bundle_run import run_bundle  # noqa: E402
 from cxrdoll.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
@@ -55,8 +55,12 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="small CPU version")
     parser.add_argument("--work", required=True, help="working folder (reused between runs)")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--archs", nargs="+", default=None,
+                        help="classifier zoo instead of the config's (results get the names as a suffix)")
     args = parser.parse_args()
     cfg = SMOKE if args.smoke else FULL
+    if args.archs:
+        cfg = {**cfg, "archs": args.archs}
     work = Path(args.work).resolve()
     synth, datalist, sweep = work / "synth", work / "datalist.json", work / "sweep"
     timings = {}
@@ -89,7 +93,7 @@ def main() -> int:
 
     means = {name: entry["iou"]["mean"] for name, entry in result["labellings"].items()}
     classifiers = read_json(registry)["classifiers"]
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared)"
+    device = device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     summary = {
         "device": device,
         "torch": torch.__version__,
@@ -102,7 +106,7 @@ def main() -> int:
         "seconds": timings,
         "label_quality": result,
     }
-    name = "label_quality_synth" + ("_cpu_smoke" if args.smoke else "")
+    name = "label_quality_synth" + ("_cpu_smoke" if args.smoke else "") + ("_" + "_".join(args.archs) if args.archs else "")
     results = PROJECT / "benchmarks" / "results"
     write_json_atomic(results / f"{name}.json", summary)
     header = [
