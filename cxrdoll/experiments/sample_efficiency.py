@@ -230,8 +230,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
         lines += ["", "DoLL + adapters against each other start, paired by seed (a seed trains every start on the same "
                   "labelled images): mean ± sd of the per-seed difference in last-epoch Dice, and the seeds where "
                   "DoLL + adapters is ahead.", "",
-                  "| labelled images | " + " | ".join(f"vs {LABELS[s]}"
-                                                      for s in others) + " |",
+                  "| labelled images | " + " | ".join(f"vs {LABELS[s]}" for s in others) + " |",
                   "|---|" + "---|" * len(others)]
         for size, by_other in paired.items():
             cells = [f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f} ({c['wins']}/{c['seeds']})"

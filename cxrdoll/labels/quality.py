@@ -141,6 +141,12 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _mean_over_observations(values: np.ndarray) -> float:
+    """Mean over observations of the per-observation means of ``(N, 13)`` scores (NaN if none)."""
+    per_obs = _nanmean(values, axis=0)
+    return float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
+
+
 def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Point estimates and percentile 95 % CIs, per observation and for the mean over observations.
 
@@ -148,7 +154,7 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
     correlation between observations of the same image.
     """
     per_obs = _nanmean(values, axis=0)
-    overall = float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
+    overall = _mean_over_observations(values)
     rng = np.random.default_rng(seed)
     n = values.shape[0]
     lo = np.full(values.shape[1], np.nan)
@@ -186,15 +192,10 @@ def paired_difference(reference: np.ndarray, other: np.ndarray, n_boot: int = 10
     """
     if reference.shape != other.shape:
         raise ValueError(f"paired scores must have the same shape, got {reference.shape} and {other.shape}")
-
-    def mean(values: np.ndarray) -> float:
-        per_obs = _nanmean(values, axis=0)
-        return float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
-
-    diff = mean(reference) - mean(other)
+    diff = _mean_over_observations(reference) - _mean_over_observations(other)
     rng = np.random.default_rng(seed)
     n = reference.shape[0]
-    boot = np.array([mean(reference[rows]) - mean(other[rows])
+    boot = np.array([_mean_over_observations(reference[rows]) - _mean_over_observations(other[rows])
                      for rows in (rng.integers(0, n, size=n) for _ in range(n_boot if n else 0))])
     boot = boot[~np.isnan(boot)]
     ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if boot.size else [float("nan")] * 2
