@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import device_name  # noqa: E402
 from cxrdoll.cli import main as cli  # noqa: E402
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS  # noqa: E402
 from cxrdoll.engines.auroc import mean_of_defined  # noqa: E402
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = read_json(out / "metrics.json")
     best, last = metrics["best"], metrics["last"]
     result = {
-        "device": f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)",
+        "device": device_name(torch.device("cpu")),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "torch": torch.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

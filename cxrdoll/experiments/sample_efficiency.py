@@ -143,7 +143,7 @@ def summarise(results: list[tuple[Run, dict]], sizes: Sequence[int | None]) -> d
             final = [_dice(h["history"][-1]) for h in runs]
             best = [max(_dice(e) for e in h["history"]) for h in runs]
             curves = np.array([[_dice(e) for e in h["history"]] for h in runs])
-            per_size["all" if n is None else str(n)] = {
+            per_size[_size_key(n)] = {
                 "n_images": runs[0]["num_train"],
                 "seeds": len(runs),
                 "final_mean": float(np.mean(final)),
@@ -174,25 +174,28 @@ def paired_comparison(
     ``reference`` is strictly ahead.
     """
     final = {(r.start, r.n, r.seed): _dice(h["history"][-1]) for r, h in results}
-    paired: dict[str, dict[str, dict[str, float | int]]] = {}
-    for start, n, seed in final:
+    diffs: dict[tuple[str, str], list[float]] = {}
+    for (start, n, seed), dice in final.items():
         if start != reference:
             continue
         for other in STARTS:
-            if other == reference or (other, n, seed) not in final:
-                continue
-            cell = paired.setdefault("all" if n is None else str(n), {}).setdefault(other, {"diffs": []})
-            cell["diffs"].append(final[(reference, n, seed)] - final[(other, n, seed)])
-    for by_other in paired.values():
-        for other, cell in by_other.items():
-            diffs = np.array(cell.pop("diffs"))
-            by_other[other] = {
-                "mean_diff": float(diffs.mean()),
-                "std_diff": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-                "wins": int((diffs > 0).sum()),
-                "seeds": int(len(diffs)),
-            }
+            if other != reference and (other, n, seed) in final:
+                diffs.setdefault((_size_key(n), other), []).append(dice - final[(other, n, seed)])
+    paired: dict[str, dict[str, dict[str, float | int]]] = {}
+    for (size, other), values in diffs.items():
+        d = np.array(values)
+        paired.setdefault(size, {})[other] = {
+            "mean_diff": float(d.mean()),
+            "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "wins": int((d > 0).sum()),
+            "seeds": int(len(d)),
+        }
     return paired
+
+
+def _size_key(n: int | None) -> str:
+    """How a number of labelled images is keyed in the results: "8", or "all" for every image."""
+    return "all" if n is None else str(n)
 
 
 def _dice(record: dict) -> float:

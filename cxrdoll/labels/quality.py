@@ -232,10 +232,9 @@ def evaluate(
     }
     reference = next(iter(labellings))
     result["paired_iou"] = {"reference": reference, "others": {}}
-    iou_scores: dict[str, np.ndarray] = {}
+    reference_iou = np.empty(0)
     for name, folder in labellings.items():
         scores = score_labelling(indices[name], truths, ids)
-        iou_scores[name] = scores.values["iou"]
         entry: dict[str, Any] = {
             "labels": str(folder),
             "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),
@@ -245,8 +244,10 @@ def evaluate(
         for metric in METRICS:
             entry[metric] = summarise(scores.values[metric], n_boot, seed)
         result["labellings"][name] = entry
-        if name != reference:
-            result["paired_iou"]["others"][name] = paired_difference(iou_scores[reference], iou_scores[name], n_boot, seed)
+        if name == reference:
+            reference_iou = scores.values["iou"]
+        else:
+            result["paired_iou"]["others"][name] = paired_difference(reference_iou, scores.values["iou"], n_boot, seed)
     return result
 
 
