@@ -20,11 +20,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AVX-512 (development machines differ in that).
+
+    Falls back to the machine type where ``/proc/cpuinfo`` is unavailable.
+    """
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    name = names[0] if names else platform.machine()
+    return f"{name}, {'with' if ' avx512f' in info else 'no'} AVX-512"
+
+
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU with its torch thread count and current 1-min load average."""
+    """The GPU's name, or the CPU with its model, torch thread count and current 1-min load average."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    return (f"CPU ({cpu_model()}, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads, 1-min load {os.getloadavg()[0]:.2f})")
 
 
@@ -61,3 +75,17 @@ def time_trainer(trainer: Any, warmup: int, iterations: int, device: torch.devic
     if total not in marks:
         raise RuntimeError(f"the trainer stopped after fewer than {total} iterations: give it more data")
     return marks[total] - marks[warmup]
+
+
+def loader_rate(loader: Any, warmup: int, batches: int) -> float:
+    """Images/s the DataLoader alone delivers after ``warmup`` batches: the pipeline's data ceiling.
+
+    Timed on fresh workers over ``batches`` batches, so the prefetch queue filled during the warm-up
+    covers at most ``2 * num_workers`` of them; compare with the trainer's rate to see which bounds it.
+    """
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    images = sum(len(next(it)["image"]) for _ in range(batches))
+    return images / (time.perf_counter() - start)

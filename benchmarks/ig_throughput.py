@@ -13,8 +13,15 @@ fidelity is the mean relative L2 error and the mean IoU of the top-10 % masks ag
 Weights are random (seeded) unless ``--checkpoint`` gives a trained classifier state_dict. A random
 DenseNet with calibrated BatchNorm is a much rougher function of its input than a trained one, so
 its IG converges slowly in the step count: fidelity across step counts is pessimistic there, and
-the GPU sweep that picks the setting should use a trained checkpoint. Every run also measures fast
-IG at captum's own 50 steps, which must reproduce captum (``parity_rel_l2_at_captum_steps``).
+the GPU sweep that picks the setting should use a trained checkpoint, with ``--datalist`` giving
+the images it was trained on (validation images, their positive findings first among the targets)
+instead of smooth random ones. Every run also measures fast IG at captum's own 50 steps, which must
+reproduce captum (``parity_rel_l2_at_captum_steps``).
+
+Precision: ``fp32`` is strict fp32 (TF32 off); ``tf32`` lets cuDNN and cuBLAS use TF32 tensor cores
+(PyTorch's default for convolutions); ``bf16``/``fp16`` autocast the forward pass. The fidelity
+reference is captum in strict fp32; captum's speed is timed with PyTorch's default flags, as a user
+would run it.
 Results: benchmarks/results/ig_throughput.{json,md} (CUDA), ig_throughput_cpu[_smoke].{json,md}.
 The CheXpert projection (191,027 frontal images x 17 classifiers x 2.4 positives per image) is
 computed only from a measured CUDA rate; on CPU it is null.
@@ -28,7 +35,9 @@ import itertools
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -50,6 +59,7 @@ CLASSIFIERS = 17
 POSITIVES_PER_IMAGE = 2.4
 TARGET_SPEEDUP = 20.0
 TARGET_IOU = 0.97
+PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
 
 
 def build_model(name: str, checkpoint: str | None, device: torch.device) -> tuple[nn.Module, str]:
@@ -102,6 +112,45 @@ def make_inputs(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[li
     return images, targets
 
 
+def datalist_inputs(datalist: Path, n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[list[int]]]:
+    """The first ``n`` validation images of a classification datalist with at least one positive.
+
+    Targets: the image's positive findings (up to 3), then seeded other classes, as the labeller
+    explains the positives of each image.
+    """
+    from cxrdoll.data.classification import classification_items, classification_transforms
+
+    load = classification_transforms(size)
+    gen = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for item in classification_items(datalist, "validation"):
+        sample = load(item)
+        positives = (sample["label"] == 1).nonzero().flatten().tolist()
+        if not positives:
+            continue
+        chosen = positives[:TARGETS_PER_IMAGE]
+        chosen += [c for c in torch.randperm(NUM_CLASSES, generator=gen).tolist() if c not in chosen][
+            : TARGETS_PER_IMAGE - len(chosen)]
+        images.append(torch.as_tensor(sample["image"]).float())
+        targets.append(chosen)
+        if len(images) == n:
+            break
+    if len(images) < n:
+        raise SystemExit(f"{datalist}: only {len(images)} validation images with a positive finding, {n} asked for")
+    return torch.stack(images), targets
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 tensor cores in cuDNN convolutions and cuBLAS matmuls; restores the flags."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def run_captum(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
                warmup: int) -> tuple[list[torch.Tensor], float]:
     """Reference maps (channel-summed, ``(T, H, W)`` per image) and captum's attributions/s."""
@@ -124,10 +173,17 @@ def run_captum(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
 
 
 def run_fast(model: nn.Module, images: torch.Tensor, targets: list[list[int]], steps: int,
-             images_per_batch: int, backward: str, amp: str | None, warmup: int) -> tuple[list[torch.Tensor], float]:
+             images_per_batch: int, backward: str, precision: str, warmup: int) -> tuple[list[torch.Tensor], float]:
     """Fast IG maps and attributions/s, ``images_per_batch`` images (x steps) per forward pass."""
+    amp = precision if precision in ("bf16", "fp16") else None
     ig = FastIntegratedGradients(model, steps=steps, method=METHOD, baseline="zeros",
                                  max_batch=images_per_batch * steps, backward=backward, amp_dtype=amp)
+    with tf32(precision == "tf32"):
+        return _timed_attribute(ig, images, targets, images_per_batch, warmup)
+
+
+def _timed_attribute(ig: FastIntegratedGradients, images: torch.Tensor, targets: list[list[int]],
+                     images_per_batch: int, warmup: int) -> tuple[list[torch.Tensor], float]:
     for _ in range(warmup):
         ig.attribute(images[:images_per_batch], targets[:images_per_batch])
     sync(images.device)
@@ -160,12 +216,17 @@ def fidelity(maps: list[torch.Tensor], refs: list[torch.Tensor]) -> tuple[float,
     return sum(rel) / len(rel), sum(iou) / len(iou)
 
 
-def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, amp, warmup) -> dict:
-    maps, rate = run_fast(model, images, targets, steps, ipb, backward, amp, warmup)
+def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, precision, warmup) -> dict:
+    row = {"steps": steps, "images_per_batch": ipb, "backward": backward, "precision": precision}
+    try:
+        maps, rate = run_fast(model, images, targets, steps, ipb, backward, precision, warmup)
+    except torch.OutOfMemoryError:  # a sweep point too large for the device: record it, keep sweeping
+        torch.cuda.empty_cache()
+        print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} {precision:5s} out of memory", flush=True)
+        return row | {"error": "out of memory"}
     rel_l2, iou = fidelity(maps, refs)
-    row = {"steps": steps, "images_per_batch": ipb, "backward": backward, "amp": amp or "fp32",
-           "attr_per_s": rate, "speedup": rate / captum_rate, "rel_l2": rel_l2, "top10_iou": iou}
-    print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} amp={row['amp']:5s} "
+    row |= {"attr_per_s": rate, "speedup": rate / captum_rate, "rel_l2": rel_l2, "top10_iou": iou}
+    print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} {precision:5s} "
           f"{rate:8.3f} attr/s  x{row['speedup']:.2f}  rel_l2={rel_l2:.4f}  iou={iou:.4f}", flush=True)
     return row
 
@@ -183,15 +244,22 @@ def write_markdown(path: Path, result: dict) -> None:
         "# Fast IG throughput vs captum",
         "",
         f"{result['device']}, torch {result['torch']}, {result['date']}. {result['network']}; "
-        f"{s['n_images']} images 1x{s['image_size']}^2, {TARGETS_PER_IMAGE} targets/image, {METHOD}, zero baseline.",
+        f"{s['n_images']} images 1x{s['image_size']}^2, {TARGETS_PER_IMAGE} targets/image, {METHOD}, zero baseline; inputs: {s['inputs']}.",
         "",
         "| run | attributions/s | speed-up | rel. L2 | top-10 % IoU |",
         "|---|---|---|---|---|",
         f"| captum, one call per target, n_steps={CAPTUM_STEPS}, internal_batch_size={CAPTUM_INTERNAL_BATCH} "
         f"| {result['captum_attr_per_s']:.3f} | 1 | — | — |",
     ]
+    if result["captum_strict_fp32_attr_per_s"] != result["captum_attr_per_s"]:
+        lines.append(f"| captum in strict fp32 (TF32 off; the fidelity reference) "
+                     f"| {result['captum_strict_fp32_attr_per_s']:.3f} | — | — | — |")
     for row in result["runs"]:
-        lines.append(f"| fast IG {row['amp']}, {row['images_per_batch']} images x {row['steps']} steps, "
+        if "error" in row:
+            lines.append(f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, "
+                         f"{row['backward']} backward | {row['error']} | | | |")
+            continue
+        lines.append(f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, "
                      f"{row['backward']} backward | {row['attr_per_s']:.3f} | {row['speedup']:.2f} "
                      f"| {row['rel_l2']:.4f} | {row['top10_iou']:.4f} |")
     hours = result["chexpert_17_classifiers_gpu_hours"]
@@ -199,7 +267,7 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         "Reported setting (the fastest with top-10 % IoU >= 0.97, else the command-line one): "
         f"{s['images_per_batch']} images x {result['steps']} steps, {s['backward']} backward, "
-        f"{s['amp']}: {result['speedup']:.2f}x captum at top-10 % IoU {result['top10_iou']:.4f} "
+        f"{s['precision']}: {result['speedup']:.2f}x captum at top-10 % IoU {result['top10_iou']:.4f} "
         f"(target: >= {TARGET_SPEEDUP:g}x at IoU >= {TARGET_IOU}; met: {result['target_met']}).",
         "",
         f"Parity: fast IG at captum's {CAPTUM_STEPS} steps differs from captum by relative L2 "
@@ -223,14 +291,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=None, help="number of images (default 16, smoke 2)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--images-per-batch", type=int, default=None, help="default 4 (smoke 2)")
-    p.add_argument("--backward", default="batched", choices=["batched", "loop"])
-    p.add_argument("--amp", default=None, choices=["bf16", "fp16"], help="autocast dtype (default fp32)")
+    p.add_argument("--backward", default="loop", choices=["loop", "batched"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (strict), tf32 (TF32 tensor cores), bf16/fp16 (autocast)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 1, smoke 0)")
     p.add_argument("--sweep", action="store_true", help="also time every combination of the sweep lists")
     p.add_argument("--sweep-steps", type=int, nargs="+", default=[16, 20, 32])
     p.add_argument("--sweep-images", type=int, nargs="+", default=None, help="default 1 2 4 8 (smoke 2)")
-    p.add_argument("--sweep-backward", nargs="+", default=["batched", "loop"], choices=["batched", "loop"])
-    p.add_argument("--sweep-amp", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--sweep-backward", nargs="+", default=["loop", "batched"], choices=["loop", "batched"])
+    p.add_argument("--sweep-precision", nargs="+", default=["fp32"], choices=PRECISIONS)
+    p.add_argument("--datalist", type=Path, default=None,
+                   help="classification datalist: explain its validation images (positives first) instead of random ones")
     p.add_argument("--out", type=Path, default=None, help="result JSON path (the .md goes beside it)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -241,8 +312,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.images_per_batch = args.images_per_batch or (2 if args.smoke else 4)
     args.warmup = (0 if args.smoke else 1) if args.warmup is None else args.warmup
     args.sweep_images = args.sweep_images or ([2] if args.smoke else [1, 2, 4, 8])
+    if not args.device.startswith("cuda"):  # TF32 exists only on CUDA: on CPU it would repeat fp32
+        args.sweep_precision = [p for p in args.sweep_precision if p != "tf32"]
     if args.smoke:
-        args.sweep_backward = args.sweep_backward[:1] if args.sweep_backward == ["batched", "loop"] else args.sweep_backward
+        args.sweep_backward = args.sweep_backward[:1] if args.sweep_backward == ["loop", "batched"] else args.sweep_backward
     if args.out is None:
         name = "ig_throughput" if args.device.startswith("cuda") else "ig_throughput_cpu" + ("_smoke" if args.smoke else "")
         args.out = PROJECT / "benchmarks" / "results" / f"{name}.json"
@@ -253,31 +326,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     model, network = build_model(args.network, args.checkpoint, device)
-    images, targets = make_inputs(args.images, args.size)
+    images, targets = (datalist_inputs(args.datalist, args.images, args.size) if args.datalist
+                       else make_inputs(args.images, args.size))
     images = images.to(device)
     if not args.checkpoint:
         calibrate_batchnorm(model, images)
     print(f"{device_name(device)} | {network} | {args.images} images 1x{args.size}^2", flush=True)
 
-    refs, captum_rate = run_captum(model, images, targets, args.warmup)
-    print(f"  captum n_steps={CAPTUM_STEPS}: {captum_rate:.3f} attr/s", flush=True)
-    amp = None if args.amp in (None, "fp32") else args.amp
+    # Reference in strict fp32; captum's speed with PyTorch's default flags (cuDNN TF32 on CUDA).
+    with tf32(False):
+        refs, captum_rate = run_captum(model, images, targets, args.warmup)
+    captum_fp32_rate = captum_rate
+    if device.type == "cuda":
+        _, captum_rate = run_captum(model, images, targets, args.warmup)
+    print(f"  captum n_steps={CAPTUM_STEPS}: {captum_rate:.3f} attr/s (strict fp32: {captum_fp32_rate:.3f})", flush=True)
     runs = [measure(model, images, targets, refs, captum_rate, args.steps, args.images_per_batch,
-                    args.backward, amp, args.warmup)]
-    # Same steps and method as captum, fp32: must reproduce captum (parity on the real network).
+                    args.backward, args.precision, args.warmup)]
+    # Same steps and method as captum, strict fp32: must reproduce captum (parity on the real network).
     parity = measure(model, images, targets, refs, captum_rate, CAPTUM_STEPS, args.images_per_batch,
-                     args.backward, None, args.warmup)
+                     args.backward, "fp32", args.warmup)
     runs.append(parity)
     if args.sweep:
-        done = {(r["steps"], r["images_per_batch"], r["backward"], r["amp"]) for r in runs}
-        for steps, ipb, backward, amp_name in itertools.product(args.sweep_steps, args.sweep_images,
-                                                                args.sweep_backward, args.sweep_amp):
-            if (steps, ipb, backward, amp_name) in done:
-                continue
-            runs.append(measure(model, images, targets, refs, captum_rate, steps, ipb, backward,
-                                None if amp_name == "fp32" else amp_name, args.warmup))
+        done = {(r["steps"], r["images_per_batch"], r["backward"], r["precision"]) for r in runs}
+        for steps, ipb, backward, precision in itertools.product(args.sweep_steps, args.sweep_images,
+                                                                 args.sweep_backward, args.sweep_precision):
+            if (steps, ipb, backward, precision) not in done:
+                runs.append(measure(model, images, targets, refs, captum_rate, steps, ipb, backward,
+                                    precision, args.warmup))
     # Report the fastest setting that keeps top-10 % IoU >= 0.97, else the command-line setting.
-    faithful = [r for r in runs if r["top10_iou"] >= TARGET_IOU]
+    faithful = [r for r in runs if r.get("top10_iou", 0.0) >= TARGET_IOU]
     best = max(faithful, key=lambda r: r["attr_per_s"]) if faithful else runs[0]
 
     result = {
@@ -285,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "captum_attr_per_s": captum_rate,
+        "captum_strict_fp32_attr_per_s": captum_fp32_rate,
         "attr_per_s": best["attr_per_s"],
         "speedup": best["speedup"],
         "rel_l2": best["rel_l2"],
@@ -294,11 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         "parity_rel_l2_at_captum_steps": parity["rel_l2"],
         "target_met": bool(best["speedup"] >= TARGET_SPEEDUP and best["top10_iou"] >= TARGET_IOU),
         "network": network,
-        "setting": {"images_per_batch": best["images_per_batch"], "backward": best["backward"], "amp": best["amp"],
+        "setting": {"images_per_batch": best["images_per_batch"], "backward": best["backward"],
+                    "precision": best["precision"], "inputs": str(args.datalist or "smooth random images"),
                     "method": METHOD, "baseline": "zeros", "image_size": args.size, "n_images": args.images,
-                    "targets_per_image": TARGETS_PER_IMAGE, "warmup_calls": args.warmup,
-                    "tf32": bool(device.type == "cuda" and torch.backends.cudnn.allow_tf32)},
-        "captum": {"n_steps": CAPTUM_STEPS, "internal_batch_size": CAPTUM_INTERNAL_BATCH, "method": METHOD},
+                    "targets_per_image": TARGETS_PER_IMAGE, "warmup_calls": args.warmup},
+        "captum": {"n_steps": CAPTUM_STEPS, "internal_batch_size": CAPTUM_INTERNAL_BATCH, "method": METHOD,
+                   "timed_with_cudnn_tf32": bool(device.type == "cuda" and torch.backends.cudnn.allow_tf32),
+                   "reference": "strict fp32 (TF32 off)"},
         "runs": runs,
         "note": " ".join(filter(None, [
             "Random weights: the network is far rougher than a trained one, so fidelity at fewer steps than "

@@ -52,14 +52,16 @@ class FastIntegratedGradients:
         baseline: ``zeros``, ``blurred`` or ``mean`` (see :func:`make_baseline`).
         blur_sigma, baseline_value: parameters of the blurred / mean baselines.
         max_batch: most path elements (image x step) per forward pass: the memory budget.
-        backward: ``batched`` (one vmapped backward for all targets) or ``loop`` (one backward
-            per target on the retained graph); same result, different speed and memory.
+        backward: ``loop`` (one backward per target on the retained graph) or ``batched`` (one
+            vmapped backward for all targets); same result. ``loop`` is the default: it was faster
+            on both devices measured (H200: 10-30 %; 2-core CPU: 1.5-1.9x) and holds one set of
+            backward buffers instead of one per target.
         amp_dtype: autocast dtype for the forward pass (``bf16``/``fp16``), None for fp32.
     """
 
     def __init__(self, model: nn.Module, steps: int = 20, method: str = "gausslegendre",
                  baseline: str = "zeros", blur_sigma: float = 10.0, baseline_value: float | None = None,
-                 max_batch: int = 80, backward: str = "batched",
+                 max_batch: int = 80, backward: str = "loop",
                  amp_dtype: str | torch.dtype | None = None) -> None:
         self.alphas, self.weights = quadrature(method, int(steps))
         make_baseline(torch.zeros(1, 1, 2, 2), baseline, blur_sigma)  # fail now, not mid-run

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from benchmarks.common import device_name, time_steps, time_trainer
+from benchmarks.common import cpu_model, device_name, loader_rate, time_steps, time_trainer
 
 CPU = torch.device("cpu")
 
@@ -47,6 +47,18 @@ def test_time_trainer_needs_a_warmup_iteration():
         time_trainer(_Trainer(items=10, epochs=1), warmup=0, iterations=4, device=CPU)
 
 
-def test_cpu_device_name_reports_threads_and_load():
+def test_cpu_device_name_reports_model_threads_and_load():
     name = device_name(CPU)
     assert f"{torch.get_num_threads()} torch threads" in name and "load" in name
+    assert cpu_model() in name and "AVX-512" in cpu_model()  # the CPUs of development machines differ in it
+
+
+def test_loader_rate_counts_images_after_the_warmup(monkeypatch):
+    from types import SimpleNamespace
+
+    import benchmarks.common
+
+    clock = iter([10.0, 12.0])  # start and end of the timed batches: 2 s
+    monkeypatch.setattr(benchmarks.common, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    batches = [{"image": torch.zeros(n, 1, 2, 2)} for n in (100, 3, 3, 3, 100)]
+    assert loader_rate(batches, warmup=1, batches=3) == 9 / 2.0  # the warm-up and the 5th batch are not counted

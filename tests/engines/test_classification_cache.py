@@ -95,6 +95,16 @@ def test_transform_chain_from_cache_drops_ragged_fields(pngs, tmp_path):
         classification_transforms(32, cache)
 
 
+def test_augmented_images_leave_as_plain_tensors(pngs, tmp_path):
+    """MetaTensor inputs halved the GPU training rate (host-side metadata work in every layer)."""
+    from monai.transforms import RandAffined
+
+    items = classification_items(_datalist(tmp_path, pngs), "training")
+    augment = [RandAffined(keys="image", prob=1.0, rotate_range=0.1, padding_mode="zeros")]
+    sample = classification_transforms(16, UInt8ImageCache(items, 16, tmp_path / "cache"), augment)(items[0])
+    assert type(sample["image"]) is torch.Tensor and sample["image"].shape == (1, 16, 16)
+
+
 def test_datalist_lookup_and_errors(pngs, tmp_path):
     path = _datalist(tmp_path, pngs, validation=False)
     assert find_datalist(path.parent) == str(path)

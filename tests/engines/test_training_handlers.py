@@ -6,6 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from cxrdoll.engines.amp import GradScalerOnlyForFloat16
 from cxrdoll.engines.budget import WallClockBudget
 from cxrdoll.engines.checkpoint import ResumableCheckpoint
 
@@ -81,3 +82,16 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         short.run([torch.ones(1, 2)], max_epochs=2)
     with pytest.raises(ValueError, match="checkpoint interval must be >= 1"):
         ResumableCheckpoint(tmp_path / "x.pt", {}, interval=0)
+
+
+@pytest.mark.parametrize("dtype, keeps_scaling", [(torch.bfloat16, False), (torch.float16, True), (None, True)])
+def test_only_float16_keeps_a_gradient_scaler(dtype, keeps_scaling):
+    from types import SimpleNamespace
+
+    scaler = torch.amp.GradScaler("cuda", enabled=torch.cuda.is_available())
+    engine = SimpleNamespace(scaler=scaler, amp_kwargs={} if dtype is None else {"dtype": dtype})
+    GradScalerOnlyForFloat16().attach(engine)
+    assert (engine.scaler is scaler) == keeps_scaling
+    if not keeps_scaling:  # pass-through: the loss is not scaled, so no inf check runs
+        loss = torch.tensor(2.0)
+        assert not engine.scaler.is_enabled() and engine.scaler.scale(loss) is loss
