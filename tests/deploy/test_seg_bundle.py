@@ -36,6 +36,18 @@ def test_predict_matches_the_network_at_its_own_size(tmp_path):
     assert 0 < masks.mean() < 1  # a test where every pixel is equal could not fail
 
 
+def test_warm_up_runs_the_network_at_its_input_size_and_changes_nothing(tmp_path):
+    bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
+    image = _image(SIZE, SIZE)
+    before = bundle.predict(image)
+    network, shapes = bundle.network, []
+    bundle.network = lambda x: shapes.append(tuple(x.shape)) or network(x)
+    bundle.warm_up(passes=2)
+    assert shapes == [(1, 1, SIZE, SIZE)] * 2
+    bundle.network = network
+    assert (bundle.predict(image) == before).all()
+
+
 def test_predict_resizes_in_and_out(tmp_path):
     bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
     image = _image(100, 80)
