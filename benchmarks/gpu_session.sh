@@ -10,7 +10,8 @@
 # /tmp/gpu_session_out), so a call cut short still returns what finished. Python packages the
 # machine lacks (monai, ignite, captum, pydicom, highdicom, DICOM codecs) are installed from the
 # wheels in .whl/ when present (benchmarks/README.md says how to fetch them). DICOM inputs:
-# $DICOM_DIR, else ../shared/data/dicom, else .devdata/dicom. PYTHON overrides the interpreter.
+# $DICOM_DIR, else ../shared/data/dicom, else .devdata/dicom. PYTHON overrides the interpreter,
+# GPU_SESSION_WORK the scratch folder (/tmp/cxrdoll_gpu_session).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=""
@@ -29,7 +30,7 @@ if [ -d .whl ] && ! "$PY" -c "import monai, ignite, captum, pydicom, highdicom" 
 fi
 DICOM_DIR="${DICOM_DIR:-}"
 for d in ../shared/data/dicom .devdata/dicom; do [ -z "$DICOM_DIR" ] && [ -d "$d" ] && DICOM_DIR="$d"; done
-WORK=/tmp/cxrdoll_gpu_session
+WORK="${GPU_SESSION_WORK:-/tmp/cxrdoll_gpu_session}"  # phantoms and training runs
 if [ -n "$SMOKE" ]; then
   RESULTS="$WORK/results"
   TRAIN=(--smoke) SEG=(--smoke) IG=(--smoke) IG_TRAINED=(--smoke --network densenet_tiny --size 64)

@@ -1,0 +1,31 @@
+"""The one-lease GPU script, in its CPU smoke mode: every step runs, and the results come back packed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = ["train_throughput", "ig_throughput", "seg_throughput", "dicom_latency", "classifier_quality",
+         "ig_throughput_trained"]
+
+
+@pytest.mark.slow
+def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_data):
+    env = os.environ | {"PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "GPU_SESSION_WORK": str(tmp_path / "work"),
+                        "DICOM_DIR": str(shared_data / "dicom")}
+    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--smoke", "400"], env=env, check=True,
+                   capture_output=True, timeout=600)
+    log = (tmp_path / "out" / "gpu_session.log").read_text()
+    for step in STEPS:
+        assert f"== {step}: exit 0 after" in log, f"{step} did not finish cleanly:\n{log[-3000:]}"
+    with tarfile.open(tmp_path / "out" / "gpu_results.tgz") as packed:
+        names = {Path(n).name for n in packed.getnames()}
+    assert {f"{step}{ext}" for step in ("train_throughput", "seg_throughput", "dicom_latency_gpu")
+            for ext in (".json", ".md")} <= names
+    assert {"ig_throughput.json", "ig_throughput_trained.json", "classifier_quality_gpu.json"} <= names
