@@ -1,15 +1,16 @@
 """Quality target of the classifier bundle on synthetic phantoms: mean AUROC over planted findings.
 
     python benchmarks/classifier_quality.py                      # target: >= 2000 images, 128 px, densenet121, 10 min
-    python benchmarks/classifier_quality.py --arch densenet_tiny --image-size 64 --epochs 8 --budget-s 0
+    python benchmarks/classifier_quality.py --arch densenet_tiny --image-size 64 --schedule epochs --epochs 8 --budget-s 0
 
 Generates the phantoms with ``python -m cxrdoll synth`` (unless --synth-dir already holds them),
 builds the datalist with ``prepare-chexpert``, trains through the bundle's train.json under a
 wall-clock budget (``max_train_seconds``; the clock covers everything from the start of the
 training run, cache included), and reports the validation AUROC of the best model: the mean over
 the 13 planted findings (all observations but "No Finding") and over the competition five. The
-cosine schedule runs over as many epochs as the budget fits on this machine (``--epochs auto``,
-from a few timed bare steps, whose time counts in the wall time).
+learning rate anneals over the budget's seconds (``--schedule time``,
+``cxrdoll.engines.budget.WallClockCosineLR``), so the run fits whatever machine it is on; ``--schedule
+epochs`` anneals over ``--epochs`` instead.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import device_name  # noqa: E402
-from benchmarks.train_throughput import bare_rate  # noqa: E402
 from cxrdoll.cli import main as cli  # noqa: E402
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS  # noqa: E402
 from cxrdoll.engines.auroc import mean_of_defined  # noqa: E402
@@ -36,6 +35,7 @@ from cxrdoll.engines.bundle_run import run_bundle  # noqa: E402
 from cxrdoll.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TIME_SCHEDULE_EPOCH_CAP = 1000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,9 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=2500, help="studies to synthesise (20 %% go to validation)")
     p.add_argument("--arch", default="densenet121")
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--epochs", default="auto",
-                   help="the cosine schedule anneals over these; 'auto': as many as fit the budget, from a timed "
-                        "bare training step (its time counts in the wall time)")
+    p.add_argument("--schedule", default="time", choices=["time", "epochs"],
+                   help="anneal the cosine learning rate over the budget's seconds (default: fits any machine; two "
+                        "epochs suited a CPU without AVX-512 and were too few on a 2.2x faster one) or over --epochs")
+    p.add_argument("--epochs", type=int, default=2, help="with --schedule epochs: the cosine schedule's length")
     p.add_argument("--batch-size", type=int, default=16, help="16: twice the optimiser steps of 32 at the same cost per image")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--budget-s", type=float, default=560.0,
@@ -82,18 +83,6 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
     return datalist
 
 
-def epochs_for_budget(args: argparse.Namespace, train_images: int, device: torch.device) -> int:
-    """As many epochs as fit 85 % of the budget at the bare step's speed (at least 1).
-
-    The schedule length must match the machine: two epochs were right for a CPU without AVX-512
-    (0.903 in 509 s) and too few for one with it (0.892 in 226 s; 0.930 with four in 489 s).
-    """
-    step = SimpleNamespace(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size,
-                           iterations=3, warmup=1, compile=False)
-    seconds_per_iteration = args.batch_size / bare_rate(step, device, use_gpu=args.amp and device.type == "cuda")
-    return max(1, int(0.85 * args.budget_s / (seconds_per_iteration * (train_images // args.batch_size))))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -103,20 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     out = args.synth_dir.parent / f"run_{args.arch}_{args.image_size}px"  # training outputs stay out of the repo
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    epochs_auto = args.epochs == "auto"
-    if epochs_auto:
+    schedule = {}
+    if args.schedule == "time":
         if not args.budget_s:
-            raise SystemExit("--epochs auto needs a budget (--budget-s > 0)")
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        args.epochs = epochs_for_budget(args, len(data["training"]), device)
-    args.epochs = int(args.epochs)
+            raise SystemExit("--schedule time needs a budget (--budget-s > 0)")
+        args.epochs = TIME_SCHEDULE_EPOCH_CAP  # the budget, not the epoch count, ends the run
+        schedule = {"lr_scheduler": "$torch.optim.lr_scheduler.ConstantLR(@optimizer, factor=1.0, total_iters=0)",
+                    "lr_by_time": {"_target_": "cxrdoll.engines.budget.WallClockCosineLR", "optimizer": "@optimizer",
+                                   "seconds": "@max_train_seconds"},
+                    "train#trainer#train_handlers": "$@train#handlers + [@lr_by_time]"}
     args.val_interval = args.val_interval or args.epochs
     workflow = run_bundle(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
         max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         num_workers=args.num_workers, resume=False, max_train_seconds=args.budget_s or None,
         val_interval=args.val_interval, seed=args.seed, amp=args.amp, channels_last=args.amp,
-        **({} if args.augment else {"train#augmentations": []}),
+        **schedule, **({} if args.augment else {"train#augmentations": []}),
     )
     wall = time.perf_counter() - start
     device = workflow.parser.get_parsed_content("device")
@@ -128,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "max_epochs": args.epochs, "epochs_auto": epochs_auto,
+        "learning_rate": args.learning_rate, "schedule": args.schedule,
+        "max_epochs": None if args.schedule == "time" else args.epochs,
         "budget_s": args.budget_s,
         "val_interval": args.val_interval, "augment": args.augment, "seed": args.seed, "amp_bf16": args.amp,
         "checkpoint": str(out / "model.pt"),
@@ -154,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Classifier quality on synthetic phantoms\n\n{result['device']}, torch {result['torch']}, {result['date']}; "
         f"1-min load average {result['load_average_1min'][0]} before, {result['load_average_1min'][1]} after\n\n"
         f"{args.arch}, {args.image_size} px, {result['train_images']} train / {result['validation_images']} validation "
-        f"images, batch {args.batch_size}, {args.epochs} epochs{' (auto)' if epochs_auto else ''}, lr {args.learning_rate}, augmentation {'on' if args.augment else 'off'}, "
+        f"images, batch {args.batch_size}, {f'cosine over the {args.budget_s:g} s budget' if args.schedule == 'time' else f'cosine over {args.epochs} epochs'}, lr {args.learning_rate}, augmentation {'on' if args.augment else 'off'}, "
         f"seed {args.seed}, budget {args.budget_s:g} s\n\n"
         f"wall time {result['wall_s']} s, {result['iterations_trained']} iterations, epochs validated "
         f"{result['epochs_validated']} (the last may be partial when the budget ran out), best epoch {best['epoch']}\n\n"

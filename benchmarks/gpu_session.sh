@@ -34,14 +34,14 @@ WORK="${GPU_SESSION_WORK:-/tmp/cxrdoll_gpu_session}"  # phantoms and training ru
 if [ -n "$SMOKE" ]; then
   RESULTS="$WORK/results"
   TRAIN=(--smoke) SEG=(--smoke) IG=(--smoke) IG_TRAINED=(--smoke --network densenet_tiny --size 64)
-  DICOM=(--smoke) QUALITY=(--arch densenet_tiny --image-size 64 --n 80 --epochs 2 --val-interval 2)
+  DICOM=(--smoke) QUALITY=(--arch densenet_tiny --image-size 64 --n 80 --schedule epochs --epochs 2 --val-interval 2)
 else
   RESULTS=benchmarks/results
   TRAIN=(--num-workers 12) SEG=(--num-workers 12)
   IG=(--sweep --sweep-images 4 8 --sweep-precision fp32 tf32 bf16)
   IG_TRAINED=(--sweep --sweep-precision fp32 tf32 bf16)
   DICOM=(--device cuda)
-  QUALITY=(--image-size 320 --epochs 6 --val-interval 6 --batch-size 32 --num-workers 12 --synth-workers 14 --amp)
+  QUALITY=(--image-size 320 --schedule epochs --epochs 6 --val-interval 6 --batch-size 32 --num-workers 12 --synth-workers 14 --amp)
 fi
 mkdir -p "$RESULTS"
 
@@ -72,6 +72,12 @@ if [ -n "$DICOM_DIR" ]; then
 else
   echo "== dicom_latency: skipped, no DICOM folder" | tee -a "$LOG"
 fi
+# Where the classifier pipeline loses to the bare step (0.744 on 2026-11-30): without the pin-memory
+# thread, and without the three logging handlers that read the loss back every iteration.
+step train_throughput_nopin 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" \
+  --override train#dataloader#pin_memory=false --out "$RESULTS/train_throughput_nopin"
+step train_throughput_nolog 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" \
+  --override 'train#trainer#train_handlers=$@train#handlers[:-3]' --out "$RESULTS/train_throughput_nolog"
 # IG fidelity where it matters: a DenseNet121 trained on phantoms, explaining its own validation images.
 step classifier_quality 150 "$PY" benchmarks/classifier_quality.py "${QUALITY[@]}" --synth-dir "$WORK/synth" \
   --budget-s 0 --out "$RESULTS/classifier_quality_gpu"

@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (cuDNN autotune, compile)")
     p.add_argument("--num-workers", type=int, default=8)
     p.add_argument("--compile", action="store_true", help="torch.compile the network in both measurements")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a bundle config override for the pipeline run, e.g. train#dataloader#pin_memory=false or "
+                        "'train#trainer#train_handlers=$@train#handlers[:-3]' (no logging handlers); VALUE is JSON "
+                        "where it parses as JSON, else a string; repeatable")
     p.add_argument("--out", type=Path, default=None, help="result stem (default results/train_throughput[_cpu_smoke])")
     args = p.parse_args(argv)
     if args.smoke:
@@ -78,13 +83,27 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
     return datalist
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as bundle overrides; VALUE is JSON where it parses, else a string."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--override {pair!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:
     """Images/s of the bundle trainer over the timed iterations, plus the cache build time."""
     start = time.perf_counter()
     workflow = make_workflow(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
         batch_size=args.batch_size, num_workers=args.num_workers, max_epochs=1, val_interval=2, resume=False,
-        amp=use_gpu, channels_last=use_gpu, compile=args.compile,
+        amp=use_gpu, channels_last=use_gpu, compile=args.compile, **parse_overrides(args.override),
     )
     trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the uint8 cache
     cache_seconds = time.perf_counter() - start
@@ -138,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         "loader_img_per_s": round(pipe["loader_img_per_s"], 2),
         "settings": {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
                      "iterations": args.iterations, "warmup": args.warmup, "num_workers": args.num_workers,
-                     "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke},
+                     "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke,
+                     "overrides": parse_overrides(args.override)},
     }
     write_json_atomic(args.out.with_suffix(".json"), result)
     s = result["settings"]
@@ -146,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Training throughput ({'CPU smoke' if args.smoke else 'GPU'})\n\n"
         f"{result['device']}, torch {result['torch']}, {result['date']}\n\n"
         f"{s['arch']}, {s['image_size']} px, batch {s['batch_size']}, {s['iterations']} timed iterations after "
-        f"{s['warmup']} warm-up, bf16+channels_last: {use_gpu}, torch.compile: {s['compile']}\n\n"
+        f"{s['warmup']} warm-up, bf16+channels_last: {use_gpu}, torch.compile: {s['compile']}"
+        f"{', overrides: ' + json.dumps(s['overrides']) if s['overrides'] else ''}\n\n"
         "| measurement | images/s |\n|---|---|\n"
         f"| bare model step | {result['bare_img_per_s']} |\n"
         f"| bundle pipeline (cache -> trainer) | {result['pipeline_img_per_s']} |\n"

@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from cxrdoll.engines.amp import GradScalerOnlyForFloat16
-from cxrdoll.engines.budget import WallClockBudget
+from cxrdoll.engines.budget import WallClockBudget, WallClockCosineLR
 from cxrdoll.engines.checkpoint import ResumableCheckpoint
 
 
@@ -95,3 +95,16 @@ def test_only_float16_keeps_a_gradient_scaler(dtype, keeps_scaling):
     if not keeps_scaling:  # pass-through: the loss is not scaled, so no inf check runs
         loss = torch.tensor(2.0)
         assert not engine.scaler.is_enabled() and engine.scaler.scale(loss) is loss
+
+
+def test_cosine_rate_follows_the_clock_to_zero_at_the_budget():
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    now = [100.0]
+    seen = []
+    trainer = Engine(lambda engine, batch: seen.append(round(opt.param_groups[0]["lr"], 6)) or now.__setitem__(0, now[0] + 2.5))
+    WallClockCosineLR(opt, seconds=10.0, clock=lambda: now[0]).attach(trainer)
+    trainer.run([0] * 6, max_epochs=1)  # 2.5 s per iteration: t = 0, 2.5, 5, 7.5, 10, 12.5
+    assert seen == [0.1, 0.085355, 0.05, 0.014645, 0.0, 0.0]
+    with pytest.raises(ValueError, match="positive or null"):
+        WallClockCosineLR(opt, seconds=0)
