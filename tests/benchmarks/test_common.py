@@ -62,3 +62,4 @@ def test_loader_rate_counts_images_after_the_warmup(monkeypatch):
     monkeypatch.setattr(benchmarks.common, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     batches = [{"image": torch.zeros(n, 1, 2, 2)} for n in (100, 3, 3, 3, 100)]
     assert loader_rate(batches, warmup=1, batches=3) == 9 / 2.0  # the warm-up and the 5th batch are not counted
+
