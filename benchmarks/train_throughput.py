@@ -21,7 +21,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import device_name, loader_rate, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
-from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
+from cxrdoll.engines.bundle_run import make_workflow, parse_overrides  # noqa: E402
 from cxrdoll.engines.loss import MaskedBCEWithLogitsLoss  # noqa: E402
 from cxrdoll.io import save_png_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from cxrdoll.networks import build_classifier  # noqa: E402
@@ -81,20 +80,6 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
     write_datalist(datalist, {"observations": list(OBSERVATIONS), "policy": {}, "root": str(root),
                               "training": items, "validation": items[: max(2, len(items) // 8)]})
     return datalist
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as bundle overrides; VALUE is JSON where it parses, else a string."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--override {pair!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
 
 
 def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,6 +11,20 @@ from cxrdoll.io import read_json
 
 # The bundle as laid out in a source checkout (the package sits beside ``bundles/``).
 DEFAULT_BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "cxr_classifier"
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``ID=VALUE`` command-line strings as bundle overrides; VALUE is JSON when it parses, else a string."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bundle override {pair!r}: expected ID=VALUE")
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
 
 
 def make_workflow(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, train_classifier
+from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, parse_overrides, train_classifier
 from cxrdoll.io import read_json, write_json_atomic
 
 HELP = "train several classifier architectures through the cxr_classifier bundle and write classifiers.json"
@@ -100,20 +99,6 @@ def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str,
         "mean_auroc": best["mean_auroc"],
         "best_epoch": best["epoch"],
     }
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``ID=VALUE`` strings to a dict; VALUE is JSON when it parses, else kept as a string."""
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects ID=VALUE, got {pair!r}")
-        try:
-            result[key] = json.loads(value)
-        except json.JSONDecodeError:
-            result[key] = value
-    return result
 
 
 def file_sha256(path: Path) -> str:
