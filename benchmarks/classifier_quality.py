@@ -8,9 +8,9 @@ builds the datalist with ``prepare-chexpert``, trains through the bundle's train
 wall-clock budget (``max_train_seconds``; the clock covers everything from the start of the
 training run, cache included), and reports the validation AUROC of the best model: the mean over
 the 13 planted findings (all observations but "No Finding") and over the competition five. The
-learning rate anneals over the budget's seconds (``--schedule time``,
-``cxrdoll.engines.budget.WallClockCosineLR``), so the run fits whatever machine it is on; ``--schedule
-epochs`` anneals over ``--epochs`` instead.
+learning rate anneals over the budget's seconds (``--schedule time``: the bundle's
+``lr_schedule time``), so the run fits whatever machine it is on; ``--schedule epochs`` anneals
+over ``--epochs`` instead.
 """
 
 from __future__ import annotations
@@ -92,22 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.synth_dir.parent / f"run_{args.arch}_{args.image_size}px"  # training outputs stay out of the repo
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    schedule = {}
     if args.schedule == "time":
         if not args.budget_s:
             raise SystemExit("--schedule time needs a budget (--budget-s > 0)")
         args.epochs = TIME_SCHEDULE_EPOCH_CAP  # the budget, not the epoch count, ends the run
-        schedule = {"lr_scheduler": "$torch.optim.lr_scheduler.ConstantLR(@optimizer, factor=1.0, total_iters=0)",
-                    "lr_by_time": {"_target_": "cxrdoll.engines.budget.WallClockCosineLR", "optimizer": "@optimizer",
-                                   "seconds": "@max_train_seconds"},
-                    "train#trainer#train_handlers": "$@train#handlers + [@lr_by_time]"}
     args.val_interval = args.val_interval or args.epochs
     workflow = run_bundle(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
         max_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         num_workers=args.num_workers, resume=False, max_train_seconds=args.budget_s or None,
         val_interval=args.val_interval, seed=args.seed, amp=args.amp, channels_last=args.amp,
-        **schedule, **({} if args.augment else {"train#augmentations": []}),
+        lr_schedule=args.schedule, **({} if args.augment else {"train#augmentations": []}),
     )
     wall = time.perf_counter() - start
     device = workflow.parser.get_parsed_content("device")

@@ -77,3 +77,19 @@ class WallClockCosineLR:
         progress = min(1.0, (self.clock() - self.start) / self.seconds)
         for group, initial in zip(self.optimizer.param_groups, self.initial):
             group["lr"] = initial * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_scheduler(optimizer: torch.optim.Optimizer, schedule: str, max_epochs: int,
+                    seconds: float | None) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch scheduler for the bundle's ``lr_schedule``.
+
+    ``epochs``: cosine over ``max_epochs``. ``time``: constant per epoch, because
+    ``WallClockCosineLR`` anneals over ``seconds`` (``max_train_seconds``, which it needs).
+    """
+    if schedule == "epochs":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    if schedule == "time":
+        if seconds is None:
+            raise ValueError("lr_schedule 'time' anneals over max_train_seconds: set it too")
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"lr_schedule must be 'epochs' or 'time', got {schedule!r}")

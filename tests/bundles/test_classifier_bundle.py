@@ -136,3 +136,16 @@ def test_sweep_rejects_unknown_architecture(tmp_path, capsys):
 
     assert main(["sweep-classifiers", "--datalist", "x.json", "--out", str(tmp_path), "--archs", "alexnet"]) == 2
     assert "unknown architecture(s) ['alexnet']" in capsys.readouterr().err
+
+
+def test_time_schedule_anneals_over_the_training_budget(trained, tmp_path):
+    lr = 1e-3
+    workflow = run_bundle(datalist=str(trained["datalist"]), output_dir=str(tmp_path / "timed"), lr_schedule="time",
+                          max_train_seconds=2.0, max_epochs=1000, val_interval=1000, learning_rate=lr, **COMMON)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch > 1  # the budget, not the epoch count, ended the run
+    assert workflow.parser.get_parsed_content("optimizer").param_groups[0]["lr"] < 0.05 * lr
+    with pytest.raises(Exception) as failure:  # MONAI wraps it; the cause names the missing setting
+        run_bundle(datalist=str(trained["datalist"]), output_dir=str(tmp_path / "no_budget"), lr_schedule="time",
+                   **COMMON)
+    assert "lr_schedule 'time' anneals over max_train_seconds" in str(failure.value.__cause__)
