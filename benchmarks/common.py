@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -89,3 +90,10 @@ def loader_rate(loader: Any, warmup: int, batches: int) -> float:
     start = time.perf_counter()
     images = sum(len(next(it)["image"]) for _ in range(batches))
     return images / (time.perf_counter() - start)
+
+
+def run_parallel(jobs: Sequence[Callable[[], Any]]) -> None:
+    """Run ``jobs`` on a thread per core and re-raise the first failure (file encodes: zlib releases the GIL)."""
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        for future in [pool.submit(job) for job in jobs]:
+            future.result()

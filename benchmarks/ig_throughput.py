@@ -179,20 +179,15 @@ def run_fast(model: nn.Module, images: torch.Tensor, targets: list[list[int]], s
     ig = FastIntegratedGradients(model, steps=steps, method=METHOD, baseline="zeros",
                                  max_batch=images_per_batch * steps, backward=backward, amp_dtype=amp)
     with tf32(precision == "tf32"):
-        return _timed_attribute(ig, images, targets, images_per_batch, warmup)
-
-
-def _timed_attribute(ig: FastIntegratedGradients, images: torch.Tensor, targets: list[list[int]],
-                     images_per_batch: int, warmup: int) -> tuple[list[torch.Tensor], float]:
-    for _ in range(warmup):
-        ig.attribute(images[:images_per_batch], targets[:images_per_batch])
-    sync(images.device)
-    start = time.perf_counter()
-    maps: list[torch.Tensor] = []
-    for b in range(0, len(targets), images_per_batch):
-        maps += ig.attribute(images[b : b + images_per_batch], targets[b : b + images_per_batch])
-    sync(images.device)
-    elapsed = time.perf_counter() - start
+        for _ in range(warmup):
+            ig.attribute(images[:images_per_batch], targets[:images_per_batch])
+        sync(images.device)
+        start = time.perf_counter()
+        maps: list[torch.Tensor] = []
+        for b in range(0, len(targets), images_per_batch):
+            maps += ig.attribute(images[b : b + images_per_batch], targets[b : b + images_per_batch])
+        sync(images.device)
+        elapsed = time.perf_counter() - start
     return maps, sum(map(len, targets)) / elapsed
 
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, loader_rate, time_steps, time_trainer  # noqa: E402
+from benchmarks.common import device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
@@ -75,16 +74,14 @@ def write_random_doll(root: Path, count: int, size: int, seed: int = 0) -> Path:
     """``count`` random PNGs with random 14-channel DoLL labels (blob masks, states -1/0/1)."""
     rng = np.random.default_rng(seed)
     items = []
-    writers, writes = ThreadPoolExecutor(os.cpu_count()), []  # zlib releases the GIL: encodes run in parallel
+    writes = []
     for i in range(count):
         image, label = root / "images" / f"{i:05d}.png", root / "labels" / f"{i:05d}.npz"
-        writes.append(writers.submit(save_png_atomic, image, rng.integers(0, 256, size=(size, size), dtype=np.uint8)))
-        writes.append(writers.submit(save_npz_atomic, label, mask=random_blob_masks(rng, size),
-                       state=rng.integers(-1, 2, len(OBSERVATIONS)).astype(np.int8)))
+        writes.append(partial(save_png_atomic, image, rng.integers(0, 256, size=(size, size), dtype=np.uint8)))
+        writes.append(partial(save_npz_atomic, label, mask=random_blob_masks(rng, size),
+                              state=rng.integers(-1, 2, len(OBSERVATIONS)).astype(np.int8)))
         items.append({"image": str(image), "label": str(label), "id": image.name})
-    for write in writes:
-        write.result()  # re-raises a failed write
-    writers.shutdown()
+    run_parallel(writes)
     datalist = root / "datalist.json"
     write_datalist(datalist, {"training": items, "validation": items[:2]})
     return datalist

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, loader_rate, time_steps, time_trainer  # noqa: E402
+from benchmarks.common import device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow, parse_overrides  # noqa: E402
@@ -59,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.iterations, args.warmup, args.num_workers = 3, 1, 0
     if args.out is None:
         args.out = RESULTS / ("train_throughput_cpu_smoke" if args.smoke else "train_throughput")
+    args.overrides = parse_overrides(args.override)
     return args
 
 
@@ -66,16 +66,14 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
     """``count`` random greyscale PNGs with random labels: decoding cost like real 8-bit images."""
     rng = np.random.default_rng(seed)
     items = []
-    writers, writes = ThreadPoolExecutor(os.cpu_count()), []  # zlib releases the GIL: encodes run in parallel
+    writes = []
     for i in range(count):
         path = root / "images" / f"{i:05d}.png"
-        writes.append(writers.submit(save_png_atomic, path, rng.integers(0, 256, size=(size, size), dtype=np.uint8)))
+        writes.append(partial(save_png_atomic, path, rng.integers(0, 256, size=(size, size), dtype=np.uint8)))
         items.append({"image": str(path), "id": path.name, "patient": f"p{i}",
                       "label": rng.integers(0, 2, len(OBSERVATIONS)).astype(float).tolist(),
                       "label_mask": [1] * len(OBSERVATIONS), "raw_label": [0] * len(OBSERVATIONS)})
-    for write in writes:
-        write.result()  # re-raises a failed write
-    writers.shutdown()
+    run_parallel(writes)
     datalist = root / "datalist.json"
     write_datalist(datalist, {"observations": list(OBSERVATIONS), "policy": {}, "root": str(root),
                               "training": items, "validation": items[: max(2, len(items) // 8)]})
@@ -88,7 +86,7 @@ def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: 
     workflow = make_workflow(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
         batch_size=args.batch_size, num_workers=args.num_workers, max_epochs=1, val_interval=2, resume=False,
-        amp=use_gpu, channels_last=use_gpu, compile=args.compile, **parse_overrides(args.override),
+        amp=use_gpu, channels_last=use_gpu, compile=args.compile, **args.overrides,
     )
     trainer = workflow.parser.get_parsed_content("train#trainer")  # builds the uint8 cache
     cache_seconds = time.perf_counter() - start
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
                      "iterations": args.iterations, "warmup": args.warmup, "num_workers": args.num_workers,
                      "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke,
-                     "overrides": parse_overrides(args.override)},
+                     "overrides": args.overrides},
     }
     write_json_atomic(args.out.with_suffix(".json"), result)
     s = result["settings"]
