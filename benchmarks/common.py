@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def sync(device: torch.device) -> None:
@@ -41,6 +43,27 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     return (f"CPU ({cpu_model()}, {os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads, 1-min load {os.getloadavg()[0]:.2f})")
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched inside ``with counter:``, backward included.
+
+    On a GPU nearly every one is a kernel launch, so two loops doing the same maths should
+    dispatch the same number: the excess is host work the device may wait for. Counting routes
+    every operator through Python, so never count inside a timed region.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
 
 
 def time_steps(step: Callable[[], Any], warmup: int, iterations: int, device: torch.device) -> float:

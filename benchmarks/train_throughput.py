@@ -7,7 +7,9 @@
 The pipeline rate runs the bundle's own trainer (train.json: uint8 cache -> DataLoader ->
 augmentation -> SupervisedTrainer) on random PNGs, timed from the end of the warm-up iterations
 to the last iteration; cache building is timed separately. The bare rate repeats the same
-optimisation step on tensors already on the device. Results: JSON + a markdown table.
+optimisation step on tensors already on the device. Both are also counted, outside the timing: the
+ATen operators one iteration dispatches (about one kernel launch each on a GPU), and which ones the
+pipeline adds to the bare step. Results: JSON + a markdown table.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
+from benchmarks.common import OpCounter, device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow, parse_overrides  # noqa: E402
@@ -39,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="small CPU run: densenet_tiny, 64 px, batch 8, 3 iterations")
+    p.add_argument("--smoke", action="store_true", help="small CPU run: densenet_tiny, 64 px, batch 8, 3 timed iterations after 2 warm-up")
     p.add_argument("--arch", default="densenet121")
     p.add_argument("--image-size", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=64)
@@ -55,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.arch, args.image_size, args.batch_size = "densenet_tiny", 64, 8
-        args.iterations, args.warmup, args.num_workers = 3, 1, 0
+        args.iterations, args.warmup, args.num_workers = 3, 2, 0
     if args.out is None:
         args.out = RESULTS / ("train_throughput_cpu_smoke" if args.smoke else "train_throughput")
     args.overrides = parse_overrides(args.override)
@@ -92,12 +95,21 @@ def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: 
     cache_seconds = time.perf_counter() - start
     loader = loader_rate(workflow.parser.get_parsed_content("train#dataloader"), args.warmup, args.iterations)
     device = torch.device("cuda" if use_gpu else "cpu")
+    counter = None if args.compile else count_iteration_ops(trainer, args.warmup)
     elapsed = time_trainer(trainer, args.warmup, args.iterations, device)
     return {"pipeline_img_per_s": args.iterations * args.batch_size / elapsed, "cache_build_s": cache_seconds,
-            "loader_img_per_s": loader}
+            "loader_img_per_s": loader, "ops": counter}
 
 
-def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> float:
+def count_iteration_ops(trainer: Engine, iteration: int) -> OpCounter:
+    """Count the operators of one (untimed warm-up) trainer iteration, from its batch copy to its handlers."""
+    counter = OpCounter()
+    trainer.add_event_handler(Events.ITERATION_STARTED(once=iteration), lambda _: counter.__enter__())
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda _: counter.__exit__(None, None, None))
+    return counter
+
+
+def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> tuple[float, OpCounter | None]:
     """Images/s of forward + masked loss + backward + AdamW step on device-resident tensors."""
     fmt = torch.channels_last if use_gpu else torch.contiguous_format
     net = build_classifier(args.arch).to(device, memory_format=fmt)
@@ -114,7 +126,12 @@ def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> 
         loss.backward()
         opt.step()
 
-    return args.iterations * args.batch_size / time_steps(step, args.warmup, args.iterations, device)
+    rate = args.iterations * args.batch_size / time_steps(step, args.warmup, args.iterations, device)
+    if args.compile:  # counting would run the compiled graph through Python dispatch: not the measured step
+        return rate, None
+    with OpCounter() as counter:
+        step()
+    return rate, counter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cxr_throughput_") as tmp:
         datalist = write_random_datalist(Path(tmp) / "data", count, args.image_size)
         pipe = pipeline_rate(args, datalist, Path(tmp) / "out", use_gpu)
-    bare = bare_rate(args, device, use_gpu)
+    bare, bare_ops = bare_rate(args, device, use_gpu)
+    pipe_ops = pipe.pop("ops")
     result = {
         "device": device_name(device),
         "torch": torch.__version__,
@@ -138,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(pipe["pipeline_img_per_s"] / bare, 3),
         "cache_build_s": round(pipe["cache_build_s"], 1),
         "loader_img_per_s": round(pipe["loader_img_per_s"], 2),
+        "ops_per_iteration": None if bare_ops is None else {
+            "bare": bare_ops.total, "pipeline": pipe_ops.total,
+            "pipeline_extra": dict((pipe_ops.ops - bare_ops.ops).most_common(8))},
         "settings": {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
                      "iterations": args.iterations, "warmup": args.warmup, "num_workers": args.num_workers,
                      "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke,
@@ -158,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| DataLoader alone (cache -> augmented batches, no model) | {result['loader_img_per_s']} |\n\n"
         f"uint8 cache build: {result['cache_build_s']} s (not in the pipeline rate)\n"
     )
+    ops = result["ops_per_iteration"]
+    if ops:
+        table += (f"\nATen operators dispatched per iteration (about one kernel launch each on a GPU): bare step "
+                  f"{ops['bare']}, pipeline {ops['pipeline']}; the pipeline's extra: "
+                  f"{', '.join(f'{k} x{v}' for k, v in ops['pipeline_extra'].items()) or 'none'}\n")
     write_text_atomic(args.out.with_suffix(".md"), table)
     print(json.dumps(result, indent=2))
     return 0

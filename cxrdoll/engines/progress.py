@@ -1,16 +1,42 @@
-"""A tqdm progress bar for MONAI trainers, showing the running loss."""
+"""Training feedback that does not stall the GPU: loss logging and a progress bar every N iterations.
+
+Reading the loss (``loss.item()``) makes the host wait until the device has finished the
+iteration, so the next iteration's kernels are queued only after the GPU has gone idle. Each
+logging handler did that on every iteration; here they share one interval, ``log_every``.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
-from ignite.engine import Engine
+
+
+def loss_value(output: dict[str, Any]) -> float:
+    """The iteration's loss as a number, for the logging handlers' ``output_transform`` (a device read)."""
+    return output["loss"].item()
+
+
+def every_n_iterations(n: int) -> Callable[[Engine, int], bool]:
+    """Event filter for MONAI's ``StatsHandler``/``TensorBoardStatsHandler`` ``iteration_log``: every ``n``-th."""
+    if int(n) < 1:
+        raise ValueError(f"log_every must be a positive number of iterations, got {n}")
+    n = int(n)
+    return lambda engine, event: event % n == 0
 
 
 class LossProgressBar:
-    """Attachable from a bundle config (MONAI handlers take ``attach(engine)`` with no options)."""
+    """A tqdm bar over the epoch's iterations, advanced (and the loss shown) every ``every`` iterations.
 
-    def __init__(self, persist: bool = False) -> None:
+    Attachable from a bundle config (MONAI handlers take ``attach(engine)`` with no options).
+    """
+
+    def __init__(self, every: int = 1, persist: bool = False) -> None:
+        every_n_iterations(every)  # validates
+        self.every = int(every)
         self.bar = ProgressBar(persist=persist)
 
     def attach(self, engine: Engine) -> None:
-        self.bar.attach(engine, output_transform=lambda output: {"loss": output["loss"].item()})
+        self.bar.attach(engine, output_transform=lambda output: {"loss": loss_value(output)},
+                        event_name=Events.ITERATION_COMPLETED(every=self.every))

@@ -61,9 +61,10 @@ class MaskedBCEDiceLoss(nn.Module):
         dims = tuple(range(2, logits.ndim))
         p = torch.sigmoid(logits) * weight
         dice = 1 - (2 * (p * t).sum(dims) + self.smooth) / (p.sum(dims) + t.sum(dims) + self.smooth)
-        in_dice = counted.flatten(2).any(-1) if self.dice_on_empty else (t * weight).flatten(2).sum(-1) > 0
-        # No pair in the Dice term: a zero that keeps the graph connected (like the classifier loss).
-        dice = dice[in_dice].mean() if in_dice.any() else dice.sum() * 0
+        in_dice = (counted.flatten(2).any(-1) if self.dice_on_empty else (t * weight).flatten(2).sum(-1) > 0).float()
+        # A weighted mean rather than dice[in_dice]: no data-dependent shape, so no wait for the GPU.
+        # No pair in the Dice term gives a zero that keeps the graph connected (like the classifier loss).
+        dice = (dice * in_dice).sum() / in_dice.sum().clamp(min=1)
         return self.bce_weight * bce + self.dice_weight * dice
 
 

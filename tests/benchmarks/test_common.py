@@ -6,7 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from benchmarks.common import cpu_model, device_name, loader_rate, time_steps, time_trainer
+from benchmarks.common import OpCounter, cpu_model, device_name, loader_rate, time_steps, time_trainer
 
 CPU = torch.device("cpu")
 
@@ -63,3 +63,13 @@ def test_loader_rate_counts_images_after_the_warmup(monkeypatch):
     batches = [{"image": torch.zeros(n, 1, 2, 2)} for n in (100, 3, 3, 3, 100)]
     assert loader_rate(batches, warmup=1, batches=3) == 9 / 2.0  # the warm-up and the 5th batch are not counted
 
+
+
+def test_op_counter_counts_forward_and_backward_inside_its_block_only():
+    x = torch.rand(3, requires_grad=True)
+    with OpCounter() as counter:
+        (x * 2).sum().backward()
+    assert counter.ops["aten.mul"] >= 2 and counter.ops["aten.sum"] == 1  # forward mul, backward mul by 2
+    before = counter.total
+    (x * 3).sum()
+    assert counter.total == before > 0

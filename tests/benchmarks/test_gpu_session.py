@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["train_throughput", "ig_throughput", "seg_throughput", "dicom_latency", "train_throughput_nopin",
-         "train_throughput_nolog", "classifier_quality", "ig_throughput_trained"]
+STEPS = ["train_throughput", "train_throughput_before", "train_throughput_nopin", "ig_throughput",
+         "seg_throughput", "dicom_latency", "classifier_quality", "ig_throughput_trained"]
 
 
 @pytest.mark.slow

@@ -32,3 +32,13 @@ def test_two_process_pretraining_writes_one_model_and_history(tmp_path):
     # 3 validation images split 2 + 1 over the ranks; the gathered Dice covers the positive one
     assert len(history["history"]) == 1 and history["history"][0]["val_mean_dice"] is not None
     assert (out / "model.pt").is_file()
+
+
+def test_ranks_above_zero_drop_exactly_the_three_logging_handlers():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json")])
+    assert parser["train#trainer#train_handlers"] == "$@train#handlers[: -3 if torch.distributed.get_rank() > 0 else None]"
+    targets = [h["_target_"] if isinstance(h, dict) else h for h in parser["train#handlers"]]
+    assert targets[-3:] == ["StatsHandler", "TensorBoardStatsHandler", "cxrdoll.engines.progress.LossProgressBar"]
