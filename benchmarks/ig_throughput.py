@@ -16,7 +16,9 @@ its IG converges slowly in the step count: fidelity across step counts is pessim
 the GPU sweep that picks the setting should use a trained checkpoint, with ``--datalist`` giving
 the images it was trained on (validation images, their positive findings first among the targets)
 instead of smooth random ones. Every run also measures fast IG at captum's own 50 steps, which must
-reproduce captum (``parity_rel_l2_at_captum_steps``).
+reproduce captum (``parity_rel_l2_at_captum_steps``). ``--converged-steps N`` adds IG at N nodes as
+a stand-in for the exact integral and reports captum and every run against it too: it separates
+the fast setting's quadrature error from that of captum's own 50-node reference.
 
 Precision: ``fp32`` is strict fp32 (TF32 off); ``tf32`` lets cuDNN and cuBLAS use TF32 tensor cores
 (PyTorch's default for convolutions); ``bf16``/``fp16`` autocast the forward pass. The fidelity
@@ -211,7 +213,21 @@ def fidelity(maps: list[torch.Tensor], refs: list[torch.Tensor]) -> tuple[float,
     return sum(rel) / len(rel), sum(iou) / len(iou)
 
 
-def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, precision, warmup) -> dict:
+def converged_maps(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
+                   steps: int) -> list[torch.Tensor]:
+    """IG at ``steps`` nodes in strict fp32: a stand-in for the exact path integral.
+
+    captum's 50-node answer is itself a quadrature estimate; comparing it and each fast setting
+    with this one separates the fast method's error from the reference's own.
+    """
+    ig = FastIntegratedGradients(model, steps=steps, method=METHOD, baseline="zeros",
+                                 max_batch=CAPTUM_INTERNAL_BATCH)
+    with tf32(False):
+        return [m for i in range(len(targets)) for m in ig.attribute(images[i : i + 1], targets[i : i + 1])]
+
+
+def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, precision, warmup,
+            converged: list[torch.Tensor] | None = None) -> dict:
     row = {"steps": steps, "images_per_batch": ipb, "backward": backward, "precision": precision}
     try:
         maps, rate = run_fast(model, images, targets, steps, ipb, backward, precision, warmup)
@@ -221,8 +237,12 @@ def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, pre
         return row | {"error": "out of memory"}
     rel_l2, iou = fidelity(maps, refs)
     row |= {"attr_per_s": rate, "speedup": rate / captum_rate, "rel_l2": rel_l2, "top10_iou": iou}
+    if converged is not None:
+        row["converged_rel_l2"], row["converged_top10_iou"] = fidelity(maps, converged)
     print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} {precision:5s} "
-          f"{rate:8.3f} attr/s  x{row['speedup']:.2f}  rel_l2={rel_l2:.4f}  iou={iou:.4f}", flush=True)
+          f"{rate:8.3f} attr/s  x{row['speedup']:.2f}  rel_l2={rel_l2:.4f}  iou={iou:.4f}"
+          + (f"  vs converged: rel_l2={row['converged_rel_l2']:.4f} iou={row['converged_top10_iou']:.4f}"
+             if converged is not None else ""), flush=True)
     return row
 
 
@@ -235,28 +255,31 @@ def gpu_hours(attr_per_s: float, device: torch.device) -> float | None:
 
 def write_markdown(path: Path, result: dict) -> None:
     s = result["setting"]
+    conv = result.get("converged_reference")
+    extra_head = f" vs IG at {conv['steps']} nodes: rel. L2 | top-10 % IoU |" if conv else ""
     lines = [
         "# Fast IG throughput vs captum",
         "",
         f"{result['device']}, torch {result['torch']}, {result['date']}. {result['network']}; "
         f"{s['n_images']} images 1x{s['image_size']}^2, {TARGETS_PER_IMAGE} targets/image, {METHOD}, zero baseline; inputs: {s['inputs']}.",
         "",
-        "| run | attributions/s | speed-up | rel. L2 | top-10 % IoU |",
-        "|---|---|---|---|---|",
+        "| run | attributions/s | speed-up | rel. L2 | top-10 % IoU |" + extra_head,
+        "|---|---|---|---|---|" + ("---|---|" if conv else ""),
         f"| captum, one call per target, n_steps={CAPTUM_STEPS}, internal_batch_size={CAPTUM_INTERNAL_BATCH} "
-        f"| {result['captum_attr_per_s']:.3f} | 1 | — | — |",
+        f"| {result['captum_attr_per_s']:.3f} | 1 | — | — |"
+        + (f" {conv['captum_rel_l2']:.4f} | {conv['captum_top10_iou']:.4f} |" if conv else ""),
     ]
     if result["captum_strict_fp32_attr_per_s"] != result["captum_attr_per_s"]:
         lines.append(f"| captum in strict fp32 (TF32 off; the fidelity reference) "
-                     f"| {result['captum_strict_fp32_attr_per_s']:.3f} | — | — | — |")
+                     f"| {result['captum_strict_fp32_attr_per_s']:.3f} | — | — | — |" + (" | |" if conv else ""))
     for row in result["runs"]:
+        name = f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, {row['backward']} backward"
         if "error" in row:
-            lines.append(f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, "
-                         f"{row['backward']} backward | {row['error']} | | | |")
+            lines.append(f"{name} | {row['error']} | | | |" + (" | |" if conv else ""))
             continue
-        lines.append(f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, "
-                     f"{row['backward']} backward | {row['attr_per_s']:.3f} | {row['speedup']:.2f} "
-                     f"| {row['rel_l2']:.4f} | {row['top10_iou']:.4f} |")
+        lines.append(f"{name} | {row['attr_per_s']:.3f} | {row['speedup']:.2f} | {row['rel_l2']:.4f} "
+                     f"| {row['top10_iou']:.4f} |"
+                     + (f" {row['converged_rel_l2']:.4f} | {row['converged_top10_iou']:.4f} |" if conv else ""))
     hours = result["chexpert_17_classifiers_gpu_hours"]
     lines += [
         "",
@@ -271,6 +294,10 @@ def write_markdown(path: Path, result: dict) -> None:
         "CheXpert projection (191,027 frontal images x 17 classifiers x 2.4 positives/image): "
         + (f"{hours:.1f} GPU hours." if hours is not None else "not computed (no GPU rate measured)."),
     ]
+    if conv:
+        lines += ["", f"Converged reference: IG at {conv['steps']} Gauss-Legendre nodes in strict fp32 stands in for the "
+                      f"exact path integral; captum's {CAPTUM_STEPS}-node reference is {conv['captum_rel_l2']:.4f} "
+                      f"relative L2 and {conv['captum_top10_iou']:.4f} top-10 % IoU away from it."]
     if result.get("note"):
         lines += ["", result["note"]]
     write_text_atomic(path, "\n".join(lines) + "\n")
@@ -295,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-images", type=int, nargs="+", default=None, help="default 1 2 4 8 (smoke 2)")
     p.add_argument("--sweep-backward", nargs="+", default=["loop", "batched"], choices=["loop", "batched"])
     p.add_argument("--sweep-precision", nargs="+", default=["fp32"], choices=PRECISIONS)
+    p.add_argument("--converged-steps", type=int, default=None, metavar="N",
+                   help="also compare captum and every run with IG at N nodes (strict fp32), a stand-in for the "
+                        "exact integral: shows how far captum's 50-node reference is from it")
     p.add_argument("--datalist", type=Path, default=None,
                    help="classification datalist: explain its validation images (positives first) instead of random ones")
     p.add_argument("--out", type=Path, default=None, help="result JSON path (the .md goes beside it)")
@@ -335,11 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         _, captum_rate = run_captum(model, images, targets, args.warmup)
     print(f"  captum n_steps={CAPTUM_STEPS}: {captum_rate:.3f} attr/s (strict fp32: {captum_fp32_rate:.3f})", flush=True)
+    converged, captum_vs_converged = None, None
+    if args.converged_steps:
+        converged = converged_maps(model, images, targets, args.converged_steps)
+        rel_l2, iou = fidelity(refs, converged)
+        captum_vs_converged = {"steps": args.converged_steps, "captum_rel_l2": rel_l2, "captum_top10_iou": iou}
+        print(f"  captum vs IG at {args.converged_steps} nodes: rel_l2={rel_l2:.4f}  iou={iou:.4f}", flush=True)
     runs = [measure(model, images, targets, refs, captum_rate, args.steps, args.images_per_batch,
-                    args.backward, args.precision, args.warmup)]
+                    args.backward, args.precision, args.warmup, converged)]
     # Same steps and method as captum, strict fp32: must reproduce captum (parity on the real network).
     parity = measure(model, images, targets, refs, captum_rate, CAPTUM_STEPS, args.images_per_batch,
-                     args.backward, "fp32", args.warmup)
+                     args.backward, "fp32", args.warmup, converged)
     runs.append(parity)
     if args.sweep:
         done = {(r["steps"], r["images_per_batch"], r["backward"], r["precision"]) for r in runs}
@@ -347,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                  args.sweep_backward, args.sweep_precision):
             if (steps, ipb, backward, precision) not in done:
                 runs.append(measure(model, images, targets, refs, captum_rate, steps, ipb, backward,
-                                    precision, args.warmup))
+                                    precision, args.warmup, converged))
     # Report the fastest setting that keeps top-10 % IoU >= 0.97, else the command-line setting.
     faithful = [r for r in runs if r.get("top10_iou", 0.0) >= TARGET_IOU]
     best = max(faithful, key=lambda r: r["attr_per_s"]) if faithful else runs[0]
@@ -375,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                    "timed_with_cudnn_tf32": bool(device.type == "cuda" and torch.backends.cudnn.allow_tf32),
                    "reference": "strict fp32 (TF32 off)"},
         "runs": runs,
+        "converged_reference": captum_vs_converged,
         "note": " ".join(filter(None, [
             "Random weights: the network is far rougher than a trained one, so fidelity at fewer steps than "
             "captum's 50 is pessimistic; choose the setting with --checkpoint." if not args.checkpoint else "",
