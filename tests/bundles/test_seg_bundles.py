@@ -24,8 +24,17 @@ def pretrained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("seg")
     datalist = write_tiny_doll(root / "doll")
     out = root / "pretrain"
-    run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json",), datalist=str(datalist), output_dir=str(out), **TINY)
+    run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json",), datalist=str(datalist), output_dir=str(out), log_every=1,
+               **TINY)
     return {"root": root, "doll": datalist, "out": out, "model": out / "model.pt"}
+
+
+def test_pretrain_logs_the_training_loss_to_tensorboard(pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(pretrained["out"] / "logs")).Reload()
+    losses = events.Scalars("train_loss")
+    assert [e.step for e in losses] == [1, 2] and all(0 < e.value < 10 for e in losses)
 
 
 def test_pretrain_records_history_and_evaluates_against_truth(pretrained):
