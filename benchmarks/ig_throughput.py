@@ -18,7 +18,8 @@ the images it was trained on (validation images, their positive findings first a
 instead of smooth random ones. Every run also measures fast IG at captum's own 50 steps, which must
 reproduce captum (``parity_rel_l2_at_captum_steps``). ``--converged-steps N`` adds IG at N nodes as
 a stand-in for the exact integral and reports captum and every run against it too: it separates
-the fast setting's quadrature error from that of captum's own 50-node reference.
+the fast setting's quadrature error from that of captum's own 50-node reference. ``--method`` /
+``--sweep-method`` choose fast IG's quadrature (captum's reference stays Gauss-Legendre).
 
 Precision: ``fp32`` is strict fp32 (TF32 off); ``tf32`` lets cuDNN and cuBLAS use TF32 tensor cores
 (PyTorch's default for convolutions); ``bf16``/``fp16`` autocast the forward pass. The fidelity
@@ -62,6 +63,7 @@ POSITIVES_PER_IMAGE = 2.4
 TARGET_SPEEDUP = 20.0
 TARGET_IOU = 0.97
 PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
+METHODS = ["gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"]
 
 
 def build_model(name: str, checkpoint: str | None, device: torch.device) -> tuple[nn.Module, str]:
@@ -175,10 +177,11 @@ def run_captum(model: nn.Module, images: torch.Tensor, targets: list[list[int]],
 
 
 def run_fast(model: nn.Module, images: torch.Tensor, targets: list[list[int]], steps: int,
-             images_per_batch: int, backward: str, precision: str, warmup: int) -> tuple[list[torch.Tensor], float]:
+             images_per_batch: int, backward: str, precision: str, method: str,
+             warmup: int) -> tuple[list[torch.Tensor], float]:
     """Fast IG maps and attributions/s, ``images_per_batch`` images (x steps) per forward pass."""
     amp = precision if precision in ("bf16", "fp16") else None
-    ig = FastIntegratedGradients(model, steps=steps, method=METHOD, baseline="zeros",
+    ig = FastIntegratedGradients(model, steps=steps, method=method, baseline="zeros",
                                  max_batch=images_per_batch * steps, backward=backward, amp_dtype=amp)
     with tf32(precision == "tf32"):
         for _ in range(warmup):
@@ -226,21 +229,23 @@ def converged_maps(model: nn.Module, images: torch.Tensor, targets: list[list[in
         return [m for i in range(len(targets)) for m in ig.attribute(images[i : i + 1], targets[i : i + 1])]
 
 
-def measure(model, images, targets, refs, captum_rate, steps, ipb, backward, precision, warmup,
+def measure(model, images, targets, refs, captum_rate, setting: dict, warmup: int,
             converged: list[torch.Tensor] | None = None) -> dict:
-    row = {"steps": steps, "images_per_batch": ipb, "backward": backward, "precision": precision}
+    """Time one fast-IG ``setting`` (steps, images_per_batch, backward, precision, method) and score it."""
+    row = dict(setting)
+    label = (f"steps={row['steps']:3d} images/batch={row['images_per_batch']:2d} backward={row['backward']:7s} "
+             f"{row['precision']:5s} {row['method']}")
     try:
-        maps, rate = run_fast(model, images, targets, steps, ipb, backward, precision, warmup)
+        maps, rate = run_fast(model, images, targets, warmup=warmup, **setting)
     except torch.OutOfMemoryError:  # a sweep point too large for the device: record it, keep sweeping
         torch.cuda.empty_cache()
-        print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} {precision:5s} out of memory", flush=True)
+        print(f"  {label} out of memory", flush=True)
         return row | {"error": "out of memory"}
     rel_l2, iou = fidelity(maps, refs)
     row |= {"attr_per_s": rate, "speedup": rate / captum_rate, "rel_l2": rel_l2, "top10_iou": iou}
     if converged is not None:
         row["converged_rel_l2"], row["converged_top10_iou"] = fidelity(maps, converged)
-    print(f"  steps={steps:3d} images/batch={ipb:2d} backward={backward:7s} {precision:5s} "
-          f"{rate:8.3f} attr/s  x{row['speedup']:.2f}  rel_l2={rel_l2:.4f}  iou={iou:.4f}"
+    print(f"  {label} {rate:8.3f} attr/s  x{row['speedup']:.2f}  rel_l2={rel_l2:.4f}  iou={iou:.4f}"
           + (f"  vs converged: rel_l2={row['converged_rel_l2']:.4f} iou={row['converged_top10_iou']:.4f}"
              if converged is not None else ""), flush=True)
     return row
@@ -261,7 +266,7 @@ def write_markdown(path: Path, result: dict) -> None:
         "# Fast IG throughput vs captum",
         "",
         f"{result['device']}, torch {result['torch']}, {result['date']}. {result['network']}; "
-        f"{s['n_images']} images 1x{s['image_size']}^2, {TARGETS_PER_IMAGE} targets/image, {METHOD}, zero baseline; inputs: {s['inputs']}.",
+        f"{s['n_images']} images 1x{s['image_size']}^2, {TARGETS_PER_IMAGE} targets/image, {METHOD} unless a run names another quadrature, zero baseline; inputs: {s['inputs']}.",
         "",
         "| run | attributions/s | speed-up | rel. L2 | top-10 % IoU |" + extra_head,
         "|---|---|---|---|---|" + ("---|---|" if conv else ""),
@@ -273,7 +278,9 @@ def write_markdown(path: Path, result: dict) -> None:
         lines.append(f"| captum in strict fp32 (TF32 off; the fidelity reference) "
                      f"| {result['captum_strict_fp32_attr_per_s']:.3f} | — | — | — |" + (" | |" if conv else ""))
     for row in result["runs"]:
-        name = f"| fast IG {row['precision']}, {row['images_per_batch']} images x {row['steps']} steps, {row['backward']} backward"
+        method = f" {row['method']}" if row["method"] != METHOD else ""
+        name = (f"| fast IG {row['precision']}{method}, {row['images_per_batch']} images x {row['steps']} steps, "
+                f"{row['backward']} backward")
         if "error" in row:
             lines.append(f"{name} | {row['error']} | | | |" + (" | |" if conv else ""))
             continue
@@ -285,7 +292,7 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         "Reported setting (the fastest with top-10 % IoU >= 0.97, else the command-line one): "
         f"{s['images_per_batch']} images x {result['steps']} steps, {s['backward']} backward, "
-        f"{s['precision']}: {result['speedup']:.2f}x captum at top-10 % IoU {result['top10_iou']:.4f} "
+        f"{s['precision']}, {s['method']}: {result['speedup']:.2f}x captum at top-10 % IoU {result['top10_iou']:.4f} "
         f"(target: >= {TARGET_SPEEDUP:g}x at IoU >= {TARGET_IOU}; met: {result['target_met']}).",
         "",
         f"Parity: fast IG at captum's {CAPTUM_STEPS} steps differs from captum by relative L2 "
@@ -314,6 +321,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--images-per-batch", type=int, default=None, help="default 4 (smoke 2)")
     p.add_argument("--backward", default="loop", choices=["loop", "batched"])
+    p.add_argument("--method", default=METHOD, choices=METHODS,
+                   help="fast IG's quadrature (captum's reference always uses gausslegendre)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (strict), tf32 (TF32 tensor cores), bf16/fp16 (autocast)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 1, smoke 0)")
@@ -322,6 +331,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-images", type=int, nargs="+", default=None, help="default 1 2 4 8 (smoke 2)")
     p.add_argument("--sweep-backward", nargs="+", default=["loop", "batched"], choices=["loop", "batched"])
     p.add_argument("--sweep-precision", nargs="+", default=["fp32"], choices=PRECISIONS)
+    p.add_argument("--sweep-method", nargs="+", default=[METHOD], choices=METHODS)
     p.add_argument("--converged-steps", type=int, default=None, metavar="N",
                    help="also compare captum and every run with IG at N nodes (strict fp32), a stand-in for the "
                         "exact integral: shows how far captum's 50-node reference is from it")
@@ -371,19 +381,18 @@ def main(argv: list[str] | None = None) -> int:
         rel_l2, iou = fidelity(refs, converged)
         captum_vs_converged = {"steps": args.converged_steps, "captum_rel_l2": rel_l2, "captum_top10_iou": iou}
         print(f"  captum vs IG at {args.converged_steps} nodes: rel_l2={rel_l2:.4f}  iou={iou:.4f}", flush=True)
-    runs = [measure(model, images, targets, refs, captum_rate, args.steps, args.images_per_batch,
-                    args.backward, args.precision, args.warmup, converged)]
-    # Same steps and method as captum, strict fp32: must reproduce captum (parity on the real network).
-    parity = measure(model, images, targets, refs, captum_rate, CAPTUM_STEPS, args.images_per_batch,
-                     args.backward, "fp32", args.warmup, converged)
-    runs.append(parity)
+    keys = ("steps", "images_per_batch", "backward", "precision", "method")
+    settings = [dict(zip(keys, (args.steps, args.images_per_batch, args.backward, args.precision, args.method))),
+                # Same steps and method as captum, strict fp32: must reproduce captum (parity on the real network).
+                dict(zip(keys, (CAPTUM_STEPS, args.images_per_batch, args.backward, "fp32", METHOD)))]
     if args.sweep:
-        done = {(r["steps"], r["images_per_batch"], r["backward"], r["precision"]) for r in runs}
-        for steps, ipb, backward, precision in itertools.product(args.sweep_steps, args.sweep_images,
-                                                                 args.sweep_backward, args.sweep_precision):
-            if (steps, ipb, backward, precision) not in done:
-                runs.append(measure(model, images, targets, refs, captum_rate, steps, ipb, backward,
-                                    precision, args.warmup, converged))
+        settings += [dict(zip(keys, combo)) for combo in itertools.product(
+            args.sweep_steps, args.sweep_images, args.sweep_backward, args.sweep_precision, args.sweep_method)]
+    runs: list[dict] = []
+    for setting in settings:
+        if setting not in [{k: r[k] for k in keys} for r in runs]:
+            runs.append(measure(model, images, targets, refs, captum_rate, setting, args.warmup, converged))
+    parity = runs[1]
     # Report the fastest setting that keeps top-10 % IoU >= 0.97, else the command-line setting.
     faithful = [r for r in runs if r.get("top10_iou", 0.0) >= TARGET_IOU]
     best = max(faithful, key=lambda r: r["attr_per_s"]) if faithful else runs[0]
@@ -405,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "network": network,
         "setting": {"images_per_batch": best["images_per_batch"], "backward": best["backward"],
                     "precision": best["precision"], "inputs": str(args.datalist or "smooth random images"),
-                    "method": METHOD, "baseline": "zeros", "image_size": args.size, "n_images": args.images,
+                    "method": best["method"], "baseline": "zeros", "image_size": args.size, "n_images": args.images,
                     "targets_per_image": TARGETS_PER_IMAGE, "warmup_calls": args.warmup},
         "captum": {"n_steps": CAPTUM_STEPS, "internal_batch_size": CAPTUM_INTERNAL_BATCH, "method": METHOD,
                    "timed_with_cudnn_tf32": bool(device.type == "cuda" and torch.backends.cudnn.allow_tf32),
