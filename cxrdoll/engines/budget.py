@@ -13,7 +13,33 @@ if TYPE_CHECKING:
     from monai.engines import Evaluator
 
 
-class WallClockBudget:
+class _TimedFromStart:
+    """A trainer handler on ``event``, timed from the run's start; ``seconds`` None: not attached."""
+
+    event = Events.ITERATION_COMPLETED
+
+    def __init__(self, seconds: float | None, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"{name} must be positive or null, got {seconds}")
+        self.seconds, self.clock, self.start = seconds, clock, 0.0
+
+    def attach(self, engine: Engine) -> None:
+        if self.seconds is None:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(self.event, self.on_event)
+
+    def _started(self, engine: Engine) -> None:
+        self.start = self.clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def on_event(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+
+class WallClockBudget(_TimedFromStart):
     """Terminate the trainer once ``seconds`` have passed since it started (``None``: no limit).
 
     Stopping mid-epoch skips the epoch-end validation, so the validator is run once more first:
@@ -21,24 +47,12 @@ class WallClockBudget:
     """
 
     def __init__(self, seconds: float | None, validator: "Evaluator | None" = None) -> None:
-        if seconds is not None and seconds <= 0:
-            raise ValueError(f"max_train_seconds must be positive or null, got {seconds}")
-        self.seconds = seconds
+        super().__init__(seconds, "max_train_seconds")
         self.validator = validator
-        self.start = 0.0
         self.exhausted = False
 
-    def attach(self, engine: Engine) -> None:
-        if self.seconds is None:
-            return
-        engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
-
-    def _started(self, engine: Engine) -> None:
-        self.start = time.monotonic()
-
-    def _check(self, engine: Engine) -> None:
-        if time.monotonic() - self.start < self.seconds:
+    def on_event(self, engine: Engine) -> None:
+        if self.elapsed() < self.seconds:
             return
         self.exhausted = True
         engine.logger.info(f"wall-clock budget of {self.seconds:g} s spent at iteration {engine.state.iteration}")
@@ -47,7 +61,7 @@ class WallClockBudget:
         engine.terminate()
 
 
-class WallClockCosineLR:
+class WallClockCosineLR(_TimedFromStart):
     """Anneal the learning rate to zero over a wall-clock budget instead of a number of epochs.
 
     Before every iteration each parameter group's rate becomes its starting rate times
@@ -57,24 +71,16 @@ class WallClockCosineLR:
     too few on a 2.2x faster one). Pair it with a constant epoch scheduler; ``None``: no-op.
     """
 
+    event = Events.ITERATION_STARTED
+
     def __init__(self, optimizer: torch.optim.Optimizer, seconds: float | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if seconds is not None and seconds <= 0:
-            raise ValueError(f"the learning-rate budget must be positive or null, got {seconds}")
-        self.optimizer, self.seconds, self.clock = optimizer, seconds, clock
-        self.start, self.initial = 0.0, [group["lr"] for group in optimizer.param_groups]
+        super().__init__(seconds, "the learning-rate budget", clock)
+        self.optimizer = optimizer
+        self.initial = [group["lr"] for group in optimizer.param_groups]
 
-    def attach(self, engine: Engine) -> None:
-        if self.seconds is None:
-            return
-        engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.ITERATION_STARTED, self._anneal)
-
-    def _started(self, engine: Engine) -> None:
-        self.start = self.clock()
-
-    def _anneal(self, engine: Engine) -> None:
-        progress = min(1.0, (self.clock() - self.start) / self.seconds)
+    def on_event(self, engine: Engine) -> None:
+        progress = min(1.0, self.elapsed() / self.seconds)
         for group, initial in zip(self.optimizer.param_groups, self.initial):
             group["lr"] = initial * 0.5 * (1.0 + math.cos(math.pi * progress))
 

@@ -18,11 +18,15 @@ def loss_value(output: dict[str, Any]) -> float:
     return output["loss"].item()
 
 
-def every_n_iterations(n: int) -> Callable[[Engine, int], bool]:
-    """Event filter for MONAI's ``StatsHandler``/``TensorBoardStatsHandler`` ``iteration_log``: every ``n``-th."""
+def _log_interval(n: int) -> int:
     if int(n) < 1:
         raise ValueError(f"log_every must be a positive number of iterations, got {n}")
-    n = int(n)
+    return int(n)
+
+
+def every_n_iterations(n: int) -> Callable[[Engine, int], bool]:
+    """Event filter for MONAI's ``StatsHandler``/``TensorBoardStatsHandler`` ``iteration_log``: every ``n``-th."""
+    n = _log_interval(n)
     return lambda engine, event: event % n == 0
 
 
@@ -33,8 +37,7 @@ class LossProgressBar:
     """
 
     def __init__(self, every: int = 1, persist: bool = False) -> None:
-        every_n_iterations(every)  # validates
-        self.every = int(every)
+        self.every = _log_interval(every)
         self.bar = ProgressBar(persist=persist)
 
     def attach(self, engine: Engine) -> None:

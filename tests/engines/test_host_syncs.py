@@ -47,7 +47,7 @@ def _waits_for_device(func, args: tuple, kwargs: dict) -> bool:
 def _caller() -> str:
     """The first frame outside this file and torch: where the call was written."""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if "/torch/" not in frame.filename and not frame.filename.endswith(__file__.rsplit("/", 1)[-1]):
+        if "/torch/" not in frame.filename and frame.filename != __file__:
             return f"{Path(frame.filename).name}:{frame.lineno}"
     return "?"
 
