@@ -1,7 +1,9 @@
-"""What the timing benchmarks share: device naming, CUDA sync, and timed loops.
+"""What the timing benchmarks share: device naming, CUDA sync, timed loops, and what a loop does.
 
 Every rate is measured the same way: warm-up iterations first (cuDNN autotune, compile), then a
 clock from the end of the warm-up to the end of the last timed iteration, synchronised on CUDA.
+Where a rate falls short, two views outside the timing say why: the operators an iteration
+dispatches (``OpCounter``) and how busy the device stayed across a few iterations (``DeviceTimeline``).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import platform
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 import torch
+from torch.autograd import DeviceType
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -64,6 +68,73 @@ class OpCounter(TorchDispatchMode):
     @property
     def total(self) -> int:
         return sum(self.ops.values())
+
+
+def busy_and_span(intervals: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """Length of the union of ``(start, end)`` intervals, and from the first start to the last end."""
+    busy, span_start, span_end, cover_end = 0.0, None, None, None
+    for start, end in sorted(intervals):
+        if span_start is None:
+            span_start, cover_end = start, start
+        if end > cover_end:
+            busy += end - max(start, cover_end)
+            cover_end = end
+        span_end = end if span_end is None else max(span_end, end)
+    return busy, (0.0 if span_start is None else span_end - span_start)
+
+
+class DeviceTimeline:
+    """How busy the device stayed across the work done inside ``with timeline:`` (torch.profiler).
+
+    On CUDA, busy time is the union of the kernels, copies and memsets that ran; the rest of the
+    span, first to last, is time the GPU waited for the host. Profiled the same way, the bare step
+    and the pipeline then tell host-bound idle time (a lower busy fraction) from extra or slower
+    device work (more busy milliseconds per iteration). On a CPU, busy time is the union of ATen
+    operators, data loading on the main thread included: a check of the code path, not a diagnosis.
+    ``trace`` also writes a Chrome trace there (``.json.gz``) to open in Perfetto.
+    """
+
+    def __init__(self, device: torch.device, trace: Path | None = None) -> None:
+        self.device, self.trace = device, trace
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._profiler = torch.profiler.profile(activities=activities)
+
+    def __enter__(self) -> "DeviceTimeline":
+        self._profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self._profiler.__exit__(*exc)
+        if self.trace is not None:
+            self.trace.parent.mkdir(parents=True, exist_ok=True)
+            self._profiler.export_chrome_trace(str(self.trace))
+
+    def summary(self, iterations: int) -> dict[str, float]:
+        """Busy and span milliseconds per iteration, and their ratio, for ``iterations`` profiled ones."""
+        if self.device.type == "cuda":
+            events = [e for e in self._profiler.events() if e.device_type == DeviceType.CUDA]
+        else:
+            events = [e for e in self._profiler.events()
+                      if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]
+        busy, span = busy_and_span((e.time_range.start, e.time_range.end) for e in events)
+        if span <= 0:
+            raise RuntimeError(f"the profiler saw no {self.device.type} work in its window")
+        return {"busy_ms_per_iteration": round(busy / 1e3 / iterations, 3),
+                "span_ms_per_iteration": round(span / 1e3 / iterations, 3),
+                "busy_fraction": round(busy / span, 3)}
+
+
+def within_events(engine: Any, enter: Any, leave: Any, context: ContextManager) -> None:
+    """Enter ``context`` when the Ignite ``engine`` fires event ``enter``, leave it at event ``leave``.
+
+    Handlers run in the order they were added: attach before any handler that should find the
+    context already left (a clock that starts at the same event).
+    """
+    engine.add_event_handler(enter, lambda _: context.__enter__())
+    engine.add_event_handler(leave, lambda _: context.__exit__(None, None, None))
 
 
 def time_steps(step: Callable[[], Any], warmup: int, iterations: int, device: torch.device) -> float:

@@ -67,8 +67,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, what is left of
 # Issue 3 first (the one GPU target still open that code can move): the pipeline against the bare step,
 # then where its remaining time goes: the 2026-11-30 behaviour (every handler reading the loss back
 # each iteration, blocking host-to-device copies, gradients zeroed instead of released), no
-# pin-memory thread, and torch.compile.
-step train_throughput 150 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --out "$RESULTS/train_throughput"
+# pin-memory thread, and torch.compile. Each also profiles a few iterations (device busy fraction); the
+# first writes their Chrome traces beside the log (train_throughput_{bare,pipeline}.json.gz).
+step train_throughput 150 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --out "$RESULTS/train_throughput" \
+  --trace "$OUT_DIR"
 step train_throughput_before 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --override log_every=1 \
   --override train#trainer#non_blocking=false --override train#trainer#optim_set_to_none=false \
   --out "$RESULTS/train_throughput_before"

@@ -3,13 +3,16 @@
     python benchmarks/train_throughput.py                # GPU: DenseNet121, 320 px, batch 64, bf16 + channels_last
     python benchmarks/train_throughput.py --compile      # the same with torch.compile
     python benchmarks/train_throughput.py --smoke        # CPU smoke run: tiny net, 64 px, batch 8
+    python benchmarks/train_throughput.py --trace DIR    # also Chrome traces of the profiled iterations
 
 The pipeline rate runs the bundle's own trainer (train.json: uint8 cache -> DataLoader ->
 augmentation -> SupervisedTrainer) on random PNGs, timed from the end of the warm-up iterations
 to the last iteration; cache building is timed separately. The bare rate repeats the same
-optimisation step on tensors already on the device. Both are also counted, outside the timing: the
-ATen operators one iteration dispatches (about one kernel launch each on a GPU), and which ones the
-pipeline adds to the bare step. Results: JSON + a markdown table.
+optimisation step on tensors already on the device. Both are also looked at outside the timing:
+the ATen operators one iteration dispatches (about one kernel launch each on a GPU) and which ones
+the pipeline adds to the bare step, and, over a few profiled iterations, how busy the device stayed
+(``DeviceTimeline``): a pipeline busy fraction below the bare step's is time the GPU waited for
+the host. Results: JSON + a markdown table.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import OpCounter, device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    DeviceTimeline, OpCounter, device_name, loader_rate, run_parallel, time_steps, time_trainer, within_events,
+)
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow, parse_overrides  # noqa: E402
@@ -50,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations first (cuDNN autotune, compile)")
     p.add_argument("--num-workers", type=int, default=8)
     p.add_argument("--compile", action="store_true", help="torch.compile the network in both measurements")
+    p.add_argument("--profile-iterations", type=int, default=5,
+                   help="iterations profiled for the device timeline, after the warm-up and before the timed ones (0: none)")
+    p.add_argument("--trace", type=Path, default=None, metavar="DIR",
+                   help="write Chrome traces of the profiled iterations here (<out name>_{bare,pipeline}.json.gz)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="a bundle config override for the pipeline run, e.g. train#dataloader#pin_memory=false or "
                         "'train#trainer#train_handlers=$@train#handlers[:-3]' (no logging handlers); VALUE is JSON "
@@ -58,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.arch, args.image_size, args.batch_size = "densenet_tiny", 64, 8
-        args.iterations, args.warmup, args.num_workers = 3, 2, 0
+        args.iterations, args.warmup, args.num_workers, args.profile_iterations = 3, 2, 0, 1
     if args.out is None:
         args.out = RESULTS / ("train_throughput_cpu_smoke" if args.smoke else "train_throughput")
     args.overrides = parse_overrides(args.override)
@@ -84,7 +93,11 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
 
 
 def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:
-    """Images/s of the bundle trainer over the timed iterations, plus the cache build time."""
+    """Images/s of the bundle trainer over the timed iterations, plus the cache build time.
+
+    Iteration ``warmup`` has its operators counted, from its batch copy to its handlers; the next
+    ``profile_iterations`` are profiled whole, batch fetches included; all before the clock starts.
+    """
     start = time.perf_counter()
     workflow = make_workflow(
         datalist=str(datalist), output_dir=str(out), network_name=args.arch, image_size=args.image_size,
@@ -95,21 +108,27 @@ def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: 
     cache_seconds = time.perf_counter() - start
     loader = loader_rate(workflow.parser.get_parsed_content("train#dataloader"), args.warmup, args.iterations)
     device = torch.device("cuda" if use_gpu else "cpu")
-    counter = None if args.compile else count_iteration_ops(trainer, args.warmup)
-    elapsed = time_trainer(trainer, args.warmup, args.iterations, device)
+    counter = None if args.compile else OpCounter()
+    if counter is not None:
+        within_events(trainer, Events.ITERATION_STARTED(once=args.warmup), Events.ITERATION_COMPLETED(once=args.warmup),
+                      counter)
+    timeline = profiled(args, device, "pipeline")
+    if timeline is not None:
+        within_events(trainer, Events.ITERATION_COMPLETED(once=args.warmup),
+                      Events.ITERATION_COMPLETED(once=args.warmup + args.profile_iterations), timeline)
+    elapsed = time_trainer(trainer, args.warmup + args.profile_iterations, args.iterations, device)
     return {"pipeline_img_per_s": args.iterations * args.batch_size / elapsed, "cache_build_s": cache_seconds,
-            "loader_img_per_s": loader, "ops": counter}
+            "loader_img_per_s": loader, "ops": counter, "timeline": timeline}
 
 
-def count_iteration_ops(trainer: Engine, iteration: int) -> OpCounter:
-    """Count the operators of one (untimed warm-up) trainer iteration, from its batch copy to its handlers."""
-    counter = OpCounter()
-    trainer.add_event_handler(Events.ITERATION_STARTED(once=iteration), lambda _: counter.__enter__())
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration), lambda _: counter.__exit__(None, None, None))
-    return counter
+def profiled(args: argparse.Namespace, device: torch.device, name: str) -> DeviceTimeline | None:
+    """The device timeline for one measurement, with its trace file when ``--trace`` asks for one."""
+    if args.profile_iterations < 1:
+        return None
+    return DeviceTimeline(device, args.trace / f"{args.out.name}_{name}.json.gz" if args.trace else None)
 
 
-def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> tuple[float, OpCounter | None]:
+def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> dict:
     """Images/s of forward + masked loss + backward + AdamW step on device-resident tensors."""
     fmt = torch.channels_last if use_gpu else torch.contiguous_format
     net = build_classifier(args.arch).to(device, memory_format=fmt)
@@ -127,11 +146,16 @@ def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> 
         opt.step()
 
     rate = args.iterations * args.batch_size / time_steps(step, args.warmup, args.iterations, device)
-    if args.compile:  # counting would run the compiled graph through Python dispatch: not the measured step
-        return rate, None
-    with OpCounter() as counter:
-        step()
-    return rate, counter
+    counter = None
+    if not args.compile:  # counting would run the compiled graph through Python dispatch: not the measured step
+        with OpCounter() as counter:
+            step()
+    timeline = profiled(args, device, "bare")
+    if timeline is not None:
+        with timeline:
+            for _ in range(args.profile_iterations):
+                step()
+    return {"bare_img_per_s": rate, "ops": counter, "timeline": timeline}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,26 +165,30 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: run with --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
     device = torch.device("cuda" if use_gpu else "cpu")
-    count = args.batch_size * (args.warmup + args.iterations)
+    count = args.batch_size * (args.warmup + args.profile_iterations + args.iterations)
     with tempfile.TemporaryDirectory(prefix="cxr_throughput_") as tmp:
         datalist = write_random_datalist(Path(tmp) / "data", count, args.image_size)
         pipe = pipeline_rate(args, datalist, Path(tmp) / "out", use_gpu)
-    bare, bare_ops = bare_rate(args, device, use_gpu)
-    pipe_ops = pipe.pop("ops")
+    bare = bare_rate(args, device, use_gpu)
+    bare_ops, pipe_ops = bare["ops"], pipe["ops"]
     result = {
         "device": device_name(device),
         "torch": torch.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "bare_img_per_s": round(bare, 2),
+        "bare_img_per_s": round(bare["bare_img_per_s"], 2),
         "pipeline_img_per_s": round(pipe["pipeline_img_per_s"], 2),
-        "ratio": round(pipe["pipeline_img_per_s"] / bare, 3),
+        "ratio": round(pipe["pipeline_img_per_s"] / bare["bare_img_per_s"], 3),
         "cache_build_s": round(pipe["cache_build_s"], 1),
         "loader_img_per_s": round(pipe["loader_img_per_s"], 2),
         "ops_per_iteration": None if bare_ops is None else {
             "bare": bare_ops.total, "pipeline": pipe_ops.total,
             "pipeline_extra": dict((pipe_ops.ops - bare_ops.ops).most_common(8))},
+        "device_timeline": None if pipe["timeline"] is None else {
+            "iterations": args.profile_iterations, "bare": bare["timeline"].summary(args.profile_iterations),
+            "pipeline": pipe["timeline"].summary(args.profile_iterations)},
         "settings": {"arch": args.arch, "image_size": args.image_size, "batch_size": args.batch_size,
-                     "iterations": args.iterations, "warmup": args.warmup, "num_workers": args.num_workers,
+                     "iterations": args.iterations, "warmup": args.warmup,
+                     "profile_iterations": args.profile_iterations, "num_workers": args.num_workers,
                      "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke,
                      "overrides": args.overrides},
     }
@@ -184,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         table += (f"\nATen operators dispatched per iteration (about one kernel launch each on a GPU): bare step "
                   f"{ops['bare']}, pipeline {ops['pipeline']}; the pipeline's extra: "
                   f"{', '.join(f'{k} x{v}' for k, v in ops['pipeline_extra'].items()) or 'none'}\n")
+    timeline = result["device_timeline"]
+    if timeline:
+        busy = "kernels, copies and memsets" if use_gpu else "ATen operators (a code-path check on a CPU)"
+        table += (f"\nDevice timeline over {timeline['iterations']} profiled iterations (torch.profiler; busy = "
+                  f"union of {busy}; a lower busy fraction than the bare step's is time the device waited for the "
+                  "host):\n\n| measurement | busy ms / iteration | span ms / iteration | busy fraction |\n|---|---|---|---|\n"
+                  + "".join(f"| {name} | {t['busy_ms_per_iteration']} | {t['span_ms_per_iteration']} | "
+                            f"{t['busy_fraction']} |\n" for name, t in (("bare step", timeline["bare"]),
+                                                                    ("pipeline", timeline["pipeline"]))))
     write_text_atomic(args.out.with_suffix(".md"), table)
     print(json.dumps(result, indent=2))
     return 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
-from benchmarks.common import OpCounter, cpu_model, device_name, loader_rate, time_steps, time_trainer
+from benchmarks.common import (
+    DeviceTimeline, OpCounter, busy_and_span, cpu_model, device_name, loader_rate, time_steps, time_trainer, within_events,
+)
 
 CPU = torch.device("cpu")
 
@@ -64,7 +66,6 @@ def test_loader_rate_counts_images_after_the_warmup(monkeypatch):
     assert loader_rate(batches, warmup=1, batches=3) == 9 / 2.0  # the warm-up and the 5th batch are not counted
 
 
-
 def test_op_counter_counts_forward_and_backward_inside_its_block_only():
     x = torch.rand(3, requires_grad=True)
     with OpCounter() as counter:
@@ -73,3 +74,49 @@ def test_op_counter_counts_forward_and_backward_inside_its_block_only():
     before = counter.total
     (x * 3).sum()
     assert counter.total == before > 0
+
+
+@pytest.mark.parametrize("intervals, busy, span", [
+    ([], 0.0, 0.0),
+    ([(0, 2), (5, 6)], 3.0, 6.0),             # a gap of 3 is idle
+    ([(0, 4), (1, 2), (3, 6)], 6.0, 6.0),     # nested and overlapping kernels count once
+    ([(5, 6), (0, 2), (1, 3)], 4.0, 6.0),     # order does not matter
+    ([(0, 10), (2, 3), (4, 5)], 10.0, 10.0),  # a long interval covering later short ones
+])
+def test_busy_and_span_takes_the_union_of_overlapping_intervals(intervals, busy, span):
+    assert busy_and_span(intervals) == (busy, span)
+
+
+def test_device_timeline_on_cpu_measures_its_window_per_iteration(tmp_path):
+    a = torch.rand(256, 256)
+    with DeviceTimeline(CPU, trace=tmp_path / "t" / "trace.json.gz") as timeline:
+        for _ in range(4):
+            a = (a @ a).tanh()
+    summary = timeline.summary(iterations=4)
+    assert 0 < summary["busy_ms_per_iteration"] <= summary["span_ms_per_iteration"]
+    assert 0 < summary["busy_fraction"] <= 1
+    assert (tmp_path / "t" / "trace.json.gz").stat().st_size > 0
+
+
+def test_device_timeline_names_an_empty_window():
+    with DeviceTimeline(CPU) as timeline:
+        pass
+    with pytest.raises(RuntimeError, match="no cpu work"):
+        timeline.summary(iterations=1)
+
+
+def test_within_events_spans_the_iterations_it_is_given():
+    seen = []
+
+    class Window:
+        def __enter__(self):
+            seen.append("enter")
+
+        def __exit__(self, *exc):
+            seen.append("exit")
+
+    trainer = _Trainer(items=10, epochs=1)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.iteration))
+    within_events(trainer, Events.ITERATION_COMPLETED(once=2), Events.ITERATION_COMPLETED(once=4), Window())
+    trainer.run()
+    assert seen[:7] == [1, 2, "enter", 3, 4, "exit", 5]

@@ -29,3 +29,5 @@ def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_da
     assert {f"{step}{ext}" for step in ("train_throughput", "seg_throughput", "dicom_latency_gpu")
             for ext in (".json", ".md")} <= names
     assert {"ig_throughput.json", "ig_throughput_trained.json", "classifier_quality_gpu.json"} <= names
+    traces = sorted(p.name for p in (tmp_path / "out").glob("*.json.gz"))  # beside the log, not in the results
+    assert traces == ["train_throughput_bare.json.gz", "train_throughput_pipeline.json.gz"]
