@@ -95,8 +95,9 @@ def write_random_datalist(root: Path, count: int, size: int, seed: int = 0) -> P
 def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: bool) -> dict:
     """Images/s of the bundle trainer over the timed iterations, plus the cache build time.
 
-    Iteration ``warmup`` has its operators counted, from its batch copy to its handlers; the next
-    ``profile_iterations`` are profiled whole, batch fetches included; all before the clock starts.
+    Iteration ``warmup`` has its operators counted, from its batch copy to its handlers (slowly: the
+    device drains meanwhile); after one iteration to refill its queue, the next ``profile_iterations``
+    are profiled whole, batch fetches included; all before the clock starts.
     """
     start = time.perf_counter()
     workflow = make_workflow(
@@ -114,9 +115,10 @@ def pipeline_rate(args: argparse.Namespace, datalist: Path, out: Path, use_gpu: 
                       counter)
     timeline = profiled(args, device, "pipeline")
     if timeline is not None:
-        within_events(trainer, Events.ITERATION_COMPLETED(once=args.warmup),
-                      Events.ITERATION_COMPLETED(once=args.warmup + args.profile_iterations), timeline)
-    elapsed = time_trainer(trainer, args.warmup + args.profile_iterations, args.iterations, device)
+        within_events(trainer, Events.ITERATION_COMPLETED(once=args.warmup + 1),
+                      Events.ITERATION_COMPLETED(once=args.warmup + 1 + args.profile_iterations), timeline)
+    untimed = args.warmup + (1 + args.profile_iterations if timeline is not None else 0)
+    elapsed = time_trainer(trainer, untimed, args.iterations, device)
     return {"pipeline_img_per_s": args.iterations * args.batch_size / elapsed, "cache_build_s": cache_seconds,
             "loader_img_per_s": loader, "ops": counter, "timeline": timeline}
 
@@ -146,15 +148,15 @@ def bare_rate(args: argparse.Namespace, device: torch.device, use_gpu: bool) -> 
         opt.step()
 
     rate = args.iterations * args.batch_size / time_steps(step, args.warmup, args.iterations, device)
-    counter = None
-    if not args.compile:  # counting would run the compiled graph through Python dispatch: not the measured step
-        with OpCounter() as counter:
-            step()
-    timeline = profiled(args, device, "bare")
+    timeline = profiled(args, device, "bare")  # straight after the timed steps: the device queue is full
     if timeline is not None:
         with timeline:
             for _ in range(args.profile_iterations):
                 step()
+    counter = None
+    if not args.compile:  # counting would run the compiled graph through Python dispatch: not the measured step
+        with OpCounter() as counter:
+            step()
     return {"bare_img_per_s": rate, "ops": counter, "timeline": timeline}
 
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: run with --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
     device = torch.device("cuda" if use_gpu else "cpu")
-    count = args.batch_size * (args.warmup + args.profile_iterations + args.iterations)
+    count = args.batch_size * (args.warmup + 1 + args.profile_iterations + args.iterations)
     with tempfile.TemporaryDirectory(prefix="cxr_throughput_") as tmp:
         datalist = write_random_datalist(Path(tmp) / "data", count, args.image_size)
         pipe = pipeline_rate(args, datalist, Path(tmp) / "out", use_gpu)
