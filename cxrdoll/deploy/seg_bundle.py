@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cxrdoll.io import read_json
+from cxrdoll.networks.checkpoints import load_network_weights
 
 
 @dataclass
@@ -123,9 +124,5 @@ def _load_network(root: Path, config, device: torch.device) -> torch.nn.Module:
     if "network_def" not in config:
         raise KeyError(f"{root / 'configs' / 'inference.json'}: no 'network_def'")
     network = config.get_parsed_content("network_def")
-    state = torch.load(weights, map_location=device, weights_only=True)
-    # CheckpointLoader writes {"model": state_dict}; a bare state_dict is accepted too.
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    network.load_state_dict(state)
+    load_network_weights(network, weights)  # a bare state_dict, or one nested under "model" as training saves it
     return network.to(device)

@@ -1,4 +1,4 @@
-"""One resumable checkpoint per run: rewritten atomically after every epoch, loaded at start."""
+"""Checkpoints of a run: the resumable one, rewritten atomically each epoch, and trained weights to evaluate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 from cxrdoll.io import atomic_path
+from cxrdoll.networks.checkpoints import check_state_dict, load_checkpoint_file, load_network_weights
 
 
 class ResumableCheckpoint:
@@ -41,13 +42,18 @@ class ResumableCheckpoint:
     def load(self, engine: Engine) -> None:
         if not (self.resume and self.path.is_file()):
             return
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file: say which one
-            raise RuntimeError(f"{self.path}: cannot load resume checkpoint ({err})") from err
+        state = load_checkpoint_file(self.path)
         missing = sorted(set(self.objects) - set(state))
         if missing:
             raise KeyError(f"{self.path}: resume checkpoint lacks {missing}")
+        for name, obj in self.objects.items():  # another architecture: one line, not every key
+            module = unwrap_module(obj)
+            if isinstance(module, torch.nn.Module):
+                try:
+                    check_state_dict(f"{self.path} [{name}]", module.state_dict(), state[name])
+                except ValueError as err:
+                    raise ValueError(f"{err}. Resume with the settings that wrote it, or start over in a "
+                                     "new output_dir or with --resume false") from None
         max_epochs = engine.state.max_epochs
         Checkpoint.load_objects(to_load=self.objects, checkpoint=state)
         # The command line decides how long to train; the checkpoint only says where we are.
@@ -64,6 +70,26 @@ class ResumableCheckpoint:
         state = {name: unwrap_module(obj).state_dict() for name, obj in self.objects.items()}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+
+
+class WeightsLoader:
+    """Evaluator handler: load the trained network's weights when the run starts.
+
+    Used where MONAI's ``CheckpointLoader`` would be: a checkpoint of another architecture then
+    fails in one line naming the file and the model, not with every mismatched key.
+    """
+
+    def __init__(self, path: str | Path, network: torch.nn.Module, model_name: str = "") -> None:
+        self.path = Path(path)
+        self.network = network
+        self.model_name = model_name
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+
+    def load(self, engine: Engine) -> None:
+        load_network_weights(unwrap_module(self.network), self.path, self.model_name)
+        engine.logger.info(f"loaded weights from {self.path}")
 
 
 def unwrap_module(obj: Any) -> Any:

@@ -116,7 +116,7 @@ def load_classifier(entry, device: torch.device) -> torch.nn.Module:
     after the sweep would silently label with a model whose AUROCs are not the ones recorded.
     """
     from cxrdoll.engines.sweep import file_sha256
-    from cxrdoll.networks import build_classifier
+    from cxrdoll.networks import build_classifier, load_network_weights
 
     path = Path(entry.checkpoint)
     if not path.is_file():
@@ -124,11 +124,7 @@ def load_classifier(entry, device: torch.device) -> torch.nn.Module:
     if entry.checkpoint_sha256 and file_sha256(path) != entry.checkpoint_sha256:
         raise ValueError(f"{path}: sha256 differs from checkpoint_sha256 in the classifier registry")
     model = build_classifier(entry.arch)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: not a state_dict of {entry.arch!r} ({str(err).splitlines()[0]})") from None
+    load_network_weights(model, path, model_name=entry.arch)
     return model.to(device).eval()
 
 

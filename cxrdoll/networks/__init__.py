@@ -12,6 +12,8 @@ from cxrdoll.networks.adapters import (
 from cxrdoll.networks.checkpoints import (
     LoadReport,
     init_encoder_from_classifier,
+    load_checkpoint_file,
+    load_network_weights,
     load_segmenter_checkpoint,
     load_state_dict_file,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "count_trainable_parameters",
     "has_adapters",
     "init_encoder_from_classifier",
+    "load_checkpoint_file",
+    "load_network_weights",
     "load_segmenter_checkpoint",
     "load_state_dict_file",
     "prepare_downstream_segmenter",

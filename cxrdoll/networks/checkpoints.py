@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 import torch
 from torch import nn
@@ -29,18 +29,38 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
 
 
+def load_checkpoint_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, failing with the file and what is wrong with it.
+
+    torch's own message for a corrupt file advises ``weights_only=False``, which would run code
+    from the file: the wrong advice for a damaged or foreign checkpoint, so it is not passed on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt, truncated or unsafe files
+        raise ValueError(f"{path}: cannot load as a checkpoint: {_load_problem(err)}") from None
+
+
+def _load_problem(err: Exception) -> str:
+    text = str(err)
+    if isinstance(err, EOFError) or "central directory" in text:
+        return "the file is empty or truncated"
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].strip()
+        return (f"not a PyTorch weights file, or one holding objects other than tensors and plain containers "
+                f"({detail})")
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
 def load_state_dict_file(source: CheckpointLike) -> dict[str, torch.Tensor]:
     """A state_dict from a path (plain or nested under "model"/"network") or from a mapping."""
     name = "state_dict"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for corrupt or unsafe files
-            raise ValueError(f"{path}: cannot load checkpoint with weights_only=True ({err})") from err
+        name = str(source)
+        source = load_checkpoint_file(source)
     if isinstance(source, Mapping):
         for key in _WRAPPER_KEYS:
             if isinstance(source.get(key), Mapping):
@@ -51,7 +71,7 @@ def load_state_dict_file(source: CheckpointLike) -> dict[str, torch.Tensor]:
     return dict(source)
 
 
-def _check(name: str, expected: StateDict, given: StateDict) -> None:
+def check_state_dict(name: str, expected: StateDict, given: StateDict, model: str = "") -> None:
     """Raise one readable error listing missing, unexpected and mis-shaped keys."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
@@ -66,7 +86,19 @@ def _check(name: str, expected: StateDict, given: StateDict) -> None:
         if items
     ]
     if problems:
-        raise ValueError(f"{name} does not match the model: " + "; ".join(problems))
+        raise ValueError(f"{name} does not match the model{model}: " + "; ".join(problems))
+
+
+def load_network_weights(network: nn.Module, source: CheckpointLike, model_name: str = "") -> None:
+    """Load a whole network's trained weights; a checkpoint of another architecture fails in one readable line.
+
+    ``model_name`` (e.g. the ``--network_name`` of the run) goes into the message, since that is
+    usually what differs from the run that wrote the checkpoint.
+    """
+    state = load_state_dict_file(source)
+    model = f" ({model_name})" if model_name else ""
+    check_state_dict(_source_name(source), network.state_dict(), state, model)
+    network.load_state_dict(state)
 
 
 def _source_name(source: CheckpointLike) -> str:
@@ -81,7 +113,7 @@ def init_encoder_from_classifier(segmenter: nn.Module, checkpoint: CheckpointLik
     state = load_state_dict_file(checkpoint)
     encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     target = segmenter.encoder.state_dict()
-    _check(f"{_source_name(checkpoint)} (encoder part)", target, encoder_state)
+    check_state_dict(f"{_source_name(checkpoint)} (encoder part)", target, encoder_state)
     segmenter.encoder.load_state_dict(encoder_state, strict=True)
     return LoadReport(
         loaded=[f"encoder.{k}" for k in encoder_state], ignored=sorted(k for k in state if not k.startswith("encoder."))
@@ -109,7 +141,7 @@ def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, 
         for k, v in target.items()
         if (head or not k.startswith("head.")) and not (keep_initial and _is_adapter_key(k))
     }
-    _check(name, target, state)
+    check_state_dict(name, target, state)
     segmenter.load_state_dict(state, strict=False)
     return LoadReport(loaded=sorted(state), ignored=ignored)
 

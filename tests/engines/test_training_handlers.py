@@ -8,7 +8,7 @@ from ignite.engine import Engine, Events
 
 from cxrdoll.engines.amp import GradScalerOnlyForFloat16
 from cxrdoll.engines.budget import WallClockBudget, WallClockCosineLR
-from cxrdoll.engines.checkpoint import ResumableCheckpoint
+from cxrdoll.engines.checkpoint import ResumableCheckpoint, WeightsLoader
 
 
 def _trainer(net: torch.nn.Module) -> Engine:
@@ -69,8 +69,18 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     trainer = _trainer(torch.nn.Linear(2, 1))
     ResumableCheckpoint(bad, {"network": torch.nn.Linear(2, 1)}).attach(trainer)
-    with pytest.raises(RuntimeError, match="ckpt.pt: cannot load resume checkpoint"):
+    with pytest.raises(ValueError, match="ckpt.pt: cannot load as a checkpoint"):
         trainer.run([torch.ones(1, 2)], max_epochs=1)
+
+    small = torch.nn.Linear(2, 1)
+    wrote = _trainer(small)
+    ResumableCheckpoint(tmp_path / "small.pt", {"network": small}).attach(wrote)
+    wrote.run([torch.ones(1, 2)], max_epochs=1)
+    wider = torch.nn.Linear(2, 3)
+    resumed = _trainer(wider)
+    ResumableCheckpoint(tmp_path / "small.pt", {"network": wider}).attach(resumed)
+    with pytest.raises(ValueError, match=r"small\.pt \[network\] does not match the model: 2 shape mismatches.*--resume false"):
+        resumed.run([torch.ones(1, 2)], max_epochs=2)
 
     net = torch.nn.Linear(2, 1)
     done = _trainer(net)
@@ -108,3 +118,18 @@ def test_cosine_rate_follows_the_clock_to_zero_at_the_budget():
     assert seen == [0.1, 0.085355, 0.05, 0.014645, 0.0, 0.0]
     with pytest.raises(ValueError, match="positive or null"):
         WallClockCosineLR(opt, seconds=0)
+
+
+def test_weights_loader_loads_at_start_and_names_a_foreign_checkpoint(tmp_path):
+    trained = torch.nn.Linear(2, 1)
+    torch.save({"model": trained.state_dict()}, tmp_path / "model.pt")
+    fresh = torch.nn.Linear(2, 1)
+    evaluator = Engine(lambda engine, batch: fresh(batch))
+    WeightsLoader(tmp_path / "model.pt", fresh).attach(evaluator)
+    evaluator.run([torch.ones(1, 2)])
+    torch.testing.assert_close(fresh.state_dict(), trained.state_dict())
+
+    other = Engine(lambda engine, batch: batch)
+    WeightsLoader(tmp_path / "model.pt", torch.nn.Linear(3, 1), model_name="wide").attach(other)
+    with pytest.raises(ValueError, match=r"model\.pt does not match the model \(wide\): 1 shape mismatches"):
+        other.run([torch.ones(1, 2)])

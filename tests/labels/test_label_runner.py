@@ -174,7 +174,7 @@ def test_checkpoints_are_checked(setup, tmp_path):
     registry["classifiers"][0].pop("checkpoint_sha256")
     registry["classifiers"][0]["arch"] = "resnet10"
     tampered.write_text(json.dumps(registry))
-    with pytest.raises(ValueError, match=r"model0.pt: not a state_dict of 'resnet10'"):
+    with pytest.raises(ValueError, match=r"model0.pt does not match the model \(resnet10\): "):
         LabelRunner(tampered, datalist, tmp_path / "b", **OPTIONS).run()
 
 

@@ -10,6 +10,7 @@ from cxrdoll.networks import (
     build_classifier,
     build_segmenter,
     init_encoder_from_classifier,
+    load_network_weights,
     load_segmenter_checkpoint,
     load_state_dict_file,
 )
@@ -112,5 +113,27 @@ def test_bad_checkpoint_files_are_named(tmp_path):
         load_state_dict_file(not_tensors)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"garbage\.pt: cannot load checkpoint with weights_only=True"):
+    with pytest.raises(ValueError, match=r"garbage\.pt: cannot load as a checkpoint: not a PyTorch weights file") as err:
         load_state_dict_file(garbage)
+    assert "weights_only` set to `False`" not in str(err.value)  # torch's advice would run code from the file
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt: cannot load as a checkpoint: the file is empty or truncated"):
+        load_state_dict_file(empty)
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.ones(100)}, whole)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated\.pt: cannot load as a checkpoint: the file is empty or truncated"):
+        load_state_dict_file(truncated)
+
+
+def test_weights_of_another_architecture_fail_in_one_line_naming_the_model(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model": build_classifier("resnet10").state_dict()}, path)
+    with pytest.raises(ValueError, match=r"model\.pt does not match the model \(densenet_tiny\): \d+ missing keys") as err:
+        load_network_weights(build_classifier("densenet_tiny"), path, model_name="densenet_tiny")
+    assert len(str(err.value).splitlines()) == 1 and len(str(err.value)) < 1000
+    same = build_classifier("resnet10")
+    load_network_weights(same, path)  # nested under "model", as training saves it
+    torch.testing.assert_close(same.state_dict(), torch.load(path, weights_only=True)["model"])
