@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cxrdoll.errors import user_error
+
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
     "sweep-classifiers": "cxrdoll.engines.sweep",
@@ -34,10 +36,6 @@ DESCRIPTION = (
     "Each stage of the pipeline is one command."
 )
 EPILOG = "Run 'python -m cxrdoll <command> --help' for a command's options and examples."
-
-# Exceptions that mean bad input or environment: one line on stderr, exit code 2. Anything else
-# is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
 
 
 def command_help(module_name: str) -> str:
@@ -110,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(only).parse_args(argv)  # --help, --version, usage errors: argparse exits (0 or 2)
     try:
         return int(args._run(args) or 0)
-    except USER_ERRORS as err:
-        print(f"error: {_message(err)}", file=sys.stderr)
+    except Exception as err:  # user errors (cxrdoll.errors): one line on stderr, exit code 2; bugs keep their traceback
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {_message(cause)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,13 +10,31 @@ from cxrdoll import cli
 
 FAKE = '''
 HELP = "do a fake thing.  for tests"
+
+
+def wrapped(inner, implicit=False):
+    """``inner`` behind two RuntimeErrors, as MONAI raises a bundle's bad input."""
+    middle = RuntimeError("applying transform <LoadImaged>")
+    if implicit:
+        middle.__context__ = inner
+    else:
+        middle.__cause__ = inner
+    outer = RuntimeError("Failed to evaluate ConfigExpression: '$load(@datalist)'")
+    outer.__cause__ = middle
+    return outer
+
+
 RAISES = {
     "value": ValueError("data.csv row 3, column 'Edema': value '2' is not 1, 0, -1 or blank"),
     "key": KeyError("unknown observation 'Cardio'"),
     "oserror": PermissionError(13, "Permission denied", "/root/out.json"),
     "multiline": ValueError("first part\\n  second part"),
     "bug": RuntimeError("internal invariant broken"),
+    "wrapped": wrapped(ValueError("data.json: not valid JSON (line 5)")),
+    "wrapped-context": wrapped(FileNotFoundError("model.pt: file not found"), implicit=True),
+    "wrapped-bug": wrapped(TypeError("unsupported operand")),
 }
+
 
 
 def add_arguments(parser):
@@ -58,6 +76,18 @@ def test_user_errors_print_one_line_and_exit_2(fake_cli, capsys, kind, line):
 def test_bugs_keep_their_traceback(fake_cli):
     with pytest.raises(RuntimeError, match="internal invariant broken"):
         fake_cli(["fake-thing", "--raise", "bug"])
+    with pytest.raises(RuntimeError, match="Failed to evaluate ConfigExpression"):
+        fake_cli(["fake-thing", "--raise", "wrapped-bug"])  # no user error behind the wrappers
+
+
+@pytest.mark.parametrize(
+    ("kind", "line"),
+    [("wrapped", "error: data.json: not valid JSON (line 5)"), ("wrapped-context", "error: model.pt: file not found")],
+)
+def test_user_errors_behind_runtime_errors_are_unwrapped(fake_cli, capsys, kind, line):
+    """MONAI reports a bundle's bad datalist or checkpoint as 'Failed to evaluate ConfigExpression'."""
+    assert fake_cli(["fake-thing", "--raise", kind]) == 2
+    assert capsys.readouterr().err == line + "\n"
 
 
 def test_success_returns_the_command_exit_code(fake_cli, capsys):

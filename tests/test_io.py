@@ -17,6 +17,14 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_writing_over_a_folder_names_the_destination_not_the_temp_file(tmp_path):
+    (tmp_path / "out.json").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        write_json_atomic(tmp_path / "out.json", {"a": 1})
+    assert str(err.value) == f"{tmp_path / 'out.json'}: is a folder; expected the path of a file to write"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left
+
+
 def test_npz_round_trip(tmp_path):
     mask = (np.arange(24).reshape(2, 3, 4) % 2).astype(np.uint8)
     save_npz_atomic(tmp_path / "x.npz", mask=mask)

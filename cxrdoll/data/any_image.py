@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Mapping
 
+import torch
 from monai.transforms import Compose, Transform
 
 from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.errors import user_error
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 
@@ -21,9 +23,36 @@ class LoadAnyImaged(Transform):
         from cxrdoll.dicom.transforms import dicom_image_transforms
 
         self.key = key
+        self.size = size
         self.pil = Compose(load_image_transforms((key,), size))
         self.dicom = Compose(dicom_image_transforms((key,), size))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        is_dicom = str(data[self.key]).lower().endswith(DICOM_SUFFIXES)
-        return (self.dicom if is_dicom else self.pil)(dict(data))
+        """The loaded item; an unreadable file is a ValueError naming it and saying why."""
+        path = str(data[self.key])
+        is_dicom = path.lower().endswith(DICOM_SUFFIXES)
+        try:
+            return (self.dicom if is_dicom else self.pil)(dict(data))
+        except RuntimeError as err:  # MONAI wraps the loader's reason in RuntimeErrors
+            reason = user_error(err) or (None if is_dicom else _pil_error(path))
+            if reason is None:  # the file reads fine: a bug, not the user's file
+                raise
+            text = " ".join(str(reason).split())
+            raise ValueError(text if text.startswith(path) else f"{path}: {text}") from err
+
+    def placeholder(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """A black image of the loaded shape in place of an unreadable one (``cxrdoll.data.unreadable``)."""
+        return {**data, self.key: torch.zeros(1, self.size, self.size)}
+
+
+def _pil_error(path: str) -> Exception | None:
+    """PIL's own error on opening ``path``, or None if it decodes: for a file no reader can open,
+    MONAI's message lists every reader it tried instead of saying what is wrong."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as err:  # PIL raises many types for a bad file; the file is what is wrong
+        return err
+    return None

@@ -19,6 +19,7 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Transform
 
 from cxrdoll.data.any_image import LoadAnyImaged
+from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
 from cxrdoll.io import atomic_path
 
 
@@ -59,7 +60,7 @@ class UInt8ImageCache:
 
     def _build(self, num_workers: int, batch_size: int) -> None:
         loader = DataLoader(
-            Dataset([{"image": p} for p in self.paths], LoadAnyImaged(self.size)),
+            Dataset([{"image": p} for p in self.paths], SkipUnreadable(LoadAnyImaged(self.size))),
             batch_size=batch_size,
             num_workers=num_workers,
             shuffle=False,
@@ -68,6 +69,9 @@ class UInt8ImageCache:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.paths), self.size, self.size))
             start = 0
             for batch in loader:
+                error = next((e for e in batch[ERROR_KEY] if e), None)
+                if error is not None:  # training needs every listed image: stop, naming the file
+                    raise ValueError(error)
                 images = batch["image"][:, 0].numpy()
                 out[start : start + len(images)] = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
                 start += len(images)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.data.segmentation import scr_datalist, shared_lungs_datalist
@@ -35,7 +36,27 @@ def run(args: argparse.Namespace) -> int:
         datalist = scr_datalist(args.src, args.masks, args.val_fraction)
     else:
         datalist = shared_lungs_datalist(args.src)
+    skipped = drop_missing(datalist)
+    if not datalist["training"]:
+        raise ValueError(f"{args.src}: no training item has all its files; nothing written")
     write_datalist(args.out, datalist)
     print(f"wrote {args.out}: {len(datalist['training'])} training, {len(datalist['validation'])} validation, "
-          f"classes {datalist['classes']}")
+          f"classes {datalist['classes']}" + (f"; skipped {skipped} items with missing files" if skipped else ""))
     return 0
+
+
+def drop_missing(datalist: dict[str, Any]) -> int:
+    """Remove items whose image or mask file does not exist, with a warning line each, and return
+    how many: a training run would otherwise fail on them much later."""
+    skipped = 0
+    for split in ("training", "validation"):
+        kept = []
+        for item in datalist[split]:
+            missing = [p for p in (item["image"], *item["label"]) if not Path(p).is_file()]
+            if missing:
+                print(f"warning: {split} item {item['id']!r}: {', '.join(missing)} not found; skipped")
+            else:
+                kept.append(item)
+        skipped += len(datalist[split]) - len(kept)
+        datalist[split] = kept
+    return skipped

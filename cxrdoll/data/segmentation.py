@@ -144,6 +144,12 @@ class LoadSegmentationSample:
         out["label"] = _resize(label, self.size, "nearest-exact")
         return out
 
+    def placeholder(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A black image's sample in place of an unreadable one (``cxrdoll.data.unreadable``; inference items only)."""
+        image_path = Path(item["image"])
+        return {"image": torch.zeros(1, self.size, self.size), "id": str(item.get("id", _stem(image_path))),
+                "image_path": str(image_path), "orig_shape": torch.tensor([self.size, self.size])}
+
 
 def _checked_mask(path: str | Path, shape: Sequence[int], image_path: Path) -> np.ndarray:
     mask = read_mask(path)
@@ -241,7 +247,10 @@ def datalist_classes(path: str | Path) -> list[str]:
     path = Path(path)
     data = read_json(path)
     if "classes" in data:
-        return list(data["classes"])
+        classes = data["classes"]
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+            raise ValueError(f"{path}: 'classes' must be a non-empty list of class names, got {classes!r}")
+        return classes
     first = next((item for split in ("training", "validation") for item in data.get(split, [])), None)
     if first is None or isinstance(first.get("label"), (list, tuple)):
         raise ValueError(f"{path}: no 'classes' list; it is required when items have several masks")
@@ -307,11 +316,15 @@ def scr_datalist(jsrt_dir: str | Path, scr_masks_dir: str | Path, val_fraction: 
 def shared_lungs_datalist(root: str | Path) -> dict[str, Any]:
     """``seg_lungs_covid_ieee8023_v7labs``: its patient split, absolute paths, and ``masks/ignore`` where present."""
     root = Path(root)
-    data = read_json(root / "datalist.json")
+    source = root / "datalist.json"
+    data = load_datalist(source, ("training", "validation"), ("image", "label"))
     out: dict[str, Any] = {"classes": ["lung"]}
     for split in ("training", "validation"):
         items = []
-        for item in data[split]:
+        for i, item in enumerate(data[split]):
+            for key in ("image", "label"):
+                if not isinstance(item[key], str) or not item[key]:
+                    raise ValueError(f"{source}: {split}[{i}].{key} must be a file path, got {item[key]!r}")
             entry = _absolute(item, root)
             ignore = root / "masks" / "ignore" / Path(item["image"]).name
             if ignore.is_file():

@@ -50,16 +50,24 @@ class SharedImage:
     labels: dict[str, int]
 
 
+def _flag(row: dict[str, str], column: str) -> int:
+    """A 0/1 cell; anything else is an error naming the column (the caller adds file and row)."""
+    value = row[column]
+    if value.strip() not in ("0", "1"):
+        raise ValueError(f"column {column!r}: value {value!r} is not 0 or 1")
+    return int(value)
+
+
 def _nih(row: dict[str, str]) -> dict[str, int]:
     labels: dict[str, int] = {}
     for nih, obs in NIH_TO_CHEXPERT.items():
-        labels[obs] = max(labels.get(obs, 0), int(row[nih]))
-    labels["No Finding"] = 1 - int(row["abnormal"])
+        labels[obs] = max(labels.get(obs, 0), _flag(row, nih))
+    labels["No Finding"] = 1 - _flag(row, "abnormal")
     return labels
 
 
 def _ieee8023(row: dict[str, str]) -> dict[str, int]:
-    if row["no_finding"] == "1":
+    if _flag(row, "no_finding"):
         return {"No Finding": 1, "Pneumonia": 0, "Lung Opacity": 0}
     if row["finding_primary"] == "ARDS":
         # Diffuse airspace opacity; not labelled as pneumonia by the source.
@@ -68,7 +76,7 @@ def _ieee8023(row: dict[str, str]) -> dict[str, int]:
 
 
 def _kermany(row: dict[str, str]) -> dict[str, int]:
-    if row["pneumonia"] == "1":
+    if _flag(row, "pneumonia"):
         return {"No Finding": 0, "Pneumonia": 1, "Lung Opacity": 1}
     return {"No Finding": 1, "Pneumonia": 0, "Lung Opacity": 0}
 
@@ -82,7 +90,8 @@ SOURCES: dict[str, tuple[Callable[[dict[str, str]], dict[str, int]], str, str | 
 
 
 def read_shared_sets(shared_dir: Path, sources: Iterable[str] = tuple(SOURCES)) -> list[SharedImage]:
-    """Read each set's ``labels.csv``; a missing column is an error naming the file."""
+    """Read each set's ``labels.csv``; a missing column, short row or bad cell is an error naming
+    the file, row and column."""
     items: list[SharedImage] = []
     for source in sources:
         mapper, patient_col, sex_col, age_col, view_col = SOURCES[source]
@@ -91,11 +100,16 @@ def read_shared_sets(shared_dir: Path, sources: Iterable[str] = tuple(SOURCES)) 
             raise FileNotFoundError(f"{csv_path}: labels.csv of shared set {source!r} not found")
         with csv_path.open(newline="") as fh:
             for line, row in enumerate(csv.DictReader(fh), start=2):
+                short = [column for column, value in row.items() if value is None]  # DictReader's fill for a short row
+                if short:
+                    raise ValueError(f"{csv_path}: row {line}, column {short[0]!r}: no value (row cut short?)")
                 try:
                     labels = mapper(row)
                     patient = row[patient_col]
                 except KeyError as err:
                     raise ValueError(f"{csv_path}: row {line} has no column {err}") from None
+                except ValueError as err:
+                    raise ValueError(f"{csv_path}: row {line}, {err}") from None
                 items.append(
                     SharedImage(
                         source=source,

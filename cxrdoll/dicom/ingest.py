@@ -58,6 +58,8 @@ class IngestOptions:
 def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions) -> list[ReportRow]:
     """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch."""
     in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
+    if in_dir.exists() and not in_dir.is_dir():
+        raise NotADirectoryError(f"{in_dir}: input is not a folder (give the folder holding the DICOM files)")
     if not in_dir.is_dir():
         raise FileNotFoundError(f"{in_dir}: input folder not found")
     if options.fmt not in FORMATS:
@@ -67,7 +69,10 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     rows: list[ReportRow] = []
     items: list[dict] = []
     seen_uids: dict[str, str] = {}
-    for path in _files_under(in_dir, exclude=out_dir):
+    files = _files_under(in_dir, exclude=out_dir)
+    if not files:  # writing an empty datalist and report would replace the outputs of an earlier run
+        raise ValueError(f"{in_dir}: no files found (searched recursively); nothing written")
+    for path in files:
         relative = path.relative_to(in_dir).as_posix()
         name = _output_name(relative, options.deidentify)
         shown = name if options.deidentify else relative

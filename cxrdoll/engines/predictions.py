@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.unreadable import readable
 from cxrdoll.io import write_text_atomic
 
 
@@ -37,7 +38,8 @@ class PredictionWriter:
         ids = engine.state.batch["id"]
         if pred.ndim != 2 or pred.shape[1] != len(self.observations) or len(ids) != len(pred):
             raise ValueError(f"expected {len(ids)} predictions of {len(self.observations)} values, got {tuple(pred.shape)}")
-        self.rows.extend(zip(ids, pred.tolist()))
+        read = readable(engine.state.batch, len(ids))  # unreadable images are listed by UnreadableReport instead
+        self.rows.extend((image_id, values) for image_id, values, ok in zip(ids, pred.tolist(), read) if ok)
 
     def write(self, engine: Engine) -> None:
         if idist.get_rank() != 0:

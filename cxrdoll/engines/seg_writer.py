@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
+from cxrdoll.data.unreadable import readable
 from cxrdoll.io import save_png_atomic, write_bytes_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
@@ -57,7 +58,10 @@ class SegmentationWriter:
         batch = engine.state.batch
         if pred.ndim != 4 or pred.shape[1] != len(self.class_names):
             raise ValueError(f"expected predictions (B, {len(self.class_names)}, H, W), got {tuple(pred.shape)}")
-        for prob, image_id, shape in zip(pred, batch["id"], batch["orig_shape"]):
+        read = readable(batch, len(pred))  # unreadable images are listed by UnreadableReport instead
+        for prob, image_id, shape, ok in zip(pred, batch["id"], batch["orig_shape"], read):
+            if not ok:
+                continue
             size = [int(s) for s in shape]
             prob = F.interpolate(prob[None], size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1).numpy()
             self.write(str(image_id), prob)

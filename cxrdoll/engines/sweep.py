@@ -43,12 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxrdoll.data.classification import find_datalist
-    from cxrdoll.networks import CLASSIFIER_NAMES
+    from cxrdoll.data.datalist import load_classification_datalist
 
-    unknown = [a for a in args.archs if a not in CLASSIFIER_NAMES]
-    if unknown:
-        raise ValueError(f"unknown architecture(s) {unknown}; choose from {list(CLASSIFIER_NAMES)}")
+    check_archs(args.archs)
     datalist = Path(args.datalist or find_datalist(args.dataset_dir)).resolve()
+    load_classification_datalist(datalist)  # a broken datalist must not be trained on or registered by its hash
     overrides = {
         "datalist": str(datalist),
         "image_size": args.image_size,
@@ -61,6 +60,15 @@ def run(args: argparse.Namespace) -> int:
     sweep(args.archs, datalist, out, args.bundle_root, overrides, train=not args.register_only)
     print(f"wrote {out / 'classifiers.json'}")
     return 0
+
+
+def check_archs(archs: Sequence[str]) -> None:
+    """Refuse unknown architectures before anything trains, listing the known ones."""
+    from cxrdoll.networks import CLASSIFIER_NAMES
+
+    unknown = [a for a in archs if a not in CLASSIFIER_NAMES]
+    if unknown:
+        raise ValueError(f"--archs: unknown architecture(s) {unknown}; choose from {list(CLASSIFIER_NAMES)}")
 
 
 def sweep(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
-from cxrdoll.labels.writer import read_label
+from cxrdoll.labels.writer import check_label, read_label
 
 METRICS = ("iou", "hit", "auroc")
 _LOC = [OBSERVATIONS.index(o) for o in LOCALISABLE_OBSERVATIONS]
@@ -114,9 +114,10 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
         label = read_label(labels[item_id])
         if "mask" not in label or "state" not in label:
             raise ValueError(f"{labels[item_id]}: label file lacks 'mask' or 'state'")
+        soft = label.get("soft")
+        check_label(labels[item_id], label["mask"], label["state"], soft)
         size = label["mask"].shape[-1]
         truth = resize_truth(read_truth(truths[item_id]), size)
-        soft = label.get("soft")
         has_soft = has_soft and soft is not None
         for j, ch in enumerate(_LOC):
             positive = bool(truth[ch].any())

@@ -55,10 +55,8 @@ def load_registry(path: str | os.PathLike) -> Registry:
         raise ValueError(f"{path}: 'classifiers' is empty")
     entries = []
     for i, item in enumerate(doc["classifiers"]):
-        missing = [k for k in ("name", "arch", "checkpoint") if k not in item]
-        if missing:
-            raise ValueError(f"{path}: classifiers[{i}] lacks {missing}")
-        auroc = {str(k): (float("nan") if v is None else float(v)) for k, v in dict(item.get("auroc", {})).items()}
+        _check_entry(path, i, item)
+        auroc = {str(k): (float("nan") if v is None else float(v)) for k, v in item.get("auroc", {}).items()}
         unknown = sorted(set(auroc) - set(OBSERVATIONS))
         if unknown:
             raise ValueError(f"{path}: classifiers[{i}] ({item['name']}) has AUROC for unknown observations {unknown}")
@@ -80,6 +78,37 @@ def load_registry(path: str | os.PathLike) -> Registry:
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: classifier names are not unique: {names}")
     return Registry(observations, tuple(entries), str(doc.get("data_hash", "")), str(path))
+
+
+def _check_entry(path: Path, i: int, item: object) -> None:
+    """Field types of one registry entry, so a hand-edited ``classifiers.json`` fails naming the
+    entry and field instead of deep inside the conversion."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{path}: classifiers[{i}] must be an object, not {type(item).__name__}")
+    missing = [k for k in ("name", "arch", "checkpoint") if k not in item]
+    if missing:
+        raise ValueError(f"{path}: classifiers[{i}] lacks {missing}")
+    where = f"{path}: classifiers[{i}] ({item['name']!r})"
+    for key in ("name", "arch", "checkpoint"):
+        if not isinstance(item[key], str) or not item[key]:
+            raise ValueError(f"{where}: {key!r} must be a non-empty string, got {item[key]!r}")
+    if item.get("checkpoint_sha256") is not None and not isinstance(item["checkpoint_sha256"], str):
+        raise ValueError(f"{where}: 'checkpoint_sha256' must be a string, got {item['checkpoint_sha256']!r}")
+    if not _is_int(item.get("image_size", 0)):
+        raise ValueError(f"{where}: 'image_size' must be a whole number, got {item['image_size']!r}")
+    if not _is_number_or_null(item.get("mean_auroc")):
+        raise ValueError(f"{where}: 'mean_auroc' must be a number or null, got {item['mean_auroc']!r}")
+    auroc = item.get("auroc", {})
+    if not isinstance(auroc, dict) or not all(_is_number_or_null(v) for v in auroc.values()):
+        raise ValueError(f"{where}: 'auroc' must be an object of observation: number or null, got {auroc!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number_or_null(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def _nan_to_neg(x: float) -> float:

@@ -35,17 +35,23 @@ def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
 
 def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
     """One image's label file (docs/FORMATS.md "DoLL labels"), checked and written atomically."""
+    check_label(path, mask, state, soft)
+    arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8), "state": state.astype(np.int8)}
+    if soft is not None:
+        arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
+    write_bytes_atomic(path, npz_bytes(**arrays))
+
+
+def check_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
+    """The shapes of a label file's arrays (docs/FORMATS.md), checked on writing and on reading
+    for scoring, so a wrong file fails naming itself instead of indexing past its channels."""
     n = len(OBSERVATIONS)
-    if mask.ndim != 3 or mask.shape[0] != n:
+    if mask.ndim != 3 or mask.shape[0] != n or mask.shape[1] != mask.shape[2]:
         raise ValueError(f"{path}: mask must be ({n}, S, S), got {mask.shape}")
     if state.shape != (n,):
         raise ValueError(f"{path}: state must be ({n},), got {state.shape}")
-    arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8), "state": state.astype(np.int8)}
-    if soft is not None:
-        if soft.shape != mask.shape:
-            raise ValueError(f"{path}: soft {soft.shape} must match mask {mask.shape}")
-        arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
-    write_bytes_atomic(path, npz_bytes(**arrays))
+    if soft is not None and soft.shape != mask.shape:
+        raise ValueError(f"{path}: soft {soft.shape} must match mask {mask.shape}")
 
 
 def read_label(path: str | os.PathLike, keys: Iterable[str] = ("mask", "state", "soft")) -> dict[str, np.ndarray]:

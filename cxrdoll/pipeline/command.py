@@ -6,9 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
+from cxrdoll.data.datalist import load_datalist
+from cxrdoll.engines.sweep import check_archs
 from cxrdoll.pipeline.demo import PROFILES, Inputs, build_stages, profile_with
 from cxrdoll.pipeline.report import write_report
-from cxrdoll.pipeline.stages import StageFailed, StageRunner
+from cxrdoll.pipeline.stages import Stage, StageFailed, StageRunner
 
 HELP = "run the whole DoLL pipeline (data → classifiers → labels → pre-training → adapters → report)"
 
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
                                  "seg_encoder": args.seg_encoder}.items() if v is not None}
     profile = profile_with(args.profile or args.device, **changes)
+    check_archs(profile.archs)
     if profile.seg_encoder not in profile.archs:
         raise ValueError(f"--seg-encoder {profile.seg_encoder!r} must be one of the classifier archs {list(profile.archs)}")
     for name in ("chexpert_root", "downstream", "shared_data"):  # commands run from any folder
@@ -46,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     inputs = Inputs(chexpert_root=args.chexpert_root, chexpert_csv=args.chexpert_csv, downstream=downstream,
                     shared_data=args.shared_data)
     work = args.out.resolve()
+    stages = build_stages(work, profile, inputs)
+    check_until(args.until, stages)
+    check_inputs(args)
     work.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(work, fresh=args.fresh)
-    stages = build_stages(work, profile, inputs)
     start = time.perf_counter()
     try:
         for stage in stages:
@@ -63,3 +68,23 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(work, title, runner.log_path)
     print(f"pipeline finished in {time.perf_counter() - start:.0f} s; report: {report}")
     return 0
+
+
+def check_until(until: str | None, stages: list[Stage]) -> None:
+    """An unknown ``--until`` would otherwise run the whole pipeline; this run's stages depend on its inputs."""
+    names = [stage.name for stage in stages]
+    if until is not None and until not in names:
+        raise ValueError(f"--until {until!r}: no such stage in this run; choose from {names}")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Check the given inputs now, not at the stage that first reads them after minutes of training."""
+    for option, folder in (("--chexpert-root", args.chexpert_root), ("--shared-data", args.shared_data)):
+        if folder is not None and not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {option} folder not found")
+    downstream = args.downstream
+    if downstream is None or (args.shared_data is not None and not downstream.exists()):
+        return  # none given, or the shared lung masks will be written there
+    if not downstream.is_file():
+        raise FileNotFoundError(f"{downstream}: --downstream datalist not found")
+    load_datalist(downstream, ("training", "validation"))

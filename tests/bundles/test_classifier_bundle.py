@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,20 @@ def test_inference_writes_probabilities_matching_the_model(trained):
         expected = torch.sigmoid(net(image[None]))[0]
     row = next(r for r in rows if r["id"] == "validation_003.png")
     assert float(row["Cardiomegaly"]) == pytest.approx(float(expected[2]), abs=2e-6)
+
+
+def test_inference_skips_and_lists_an_unreadable_image(trained, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(trained["datalist"].parent / "images", images)
+    (images / "corrupt.png").write_bytes(b"\x89PNG not really")
+    run_bundle(configs=("inference.json",), dataset_dir=str(images), output_dir=str(trained["out"]),
+               predictions_file=str(tmp_path / "run" / "predictions.csv"), **COMMON)
+    with open(tmp_path / "run" / "predictions.csv") as fh:
+        ids = [row["id"] for row in csv.DictReader(fh)]
+    assert len(ids) == 24 and "corrupt.png" not in ids
+    with open(tmp_path / "run" / "skipped.csv") as fh:
+        skipped = list(csv.DictReader(fh))
+    assert [row["id"] for row in skipped] == ["corrupt.png"] and str(images / "corrupt.png") in skipped[0]["reason"]
 
 
 def test_missing_datalist_names_the_folder(tmp_path):

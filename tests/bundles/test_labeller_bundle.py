@@ -79,6 +79,14 @@ def test_other_explainers_share_the_output_format(tiny, tmp_path, explainer):
     assert (label["mask"].astype(bool) <= (label["soft"] > 0)).all()  # foreground only where there is evidence
 
 
+def test_unknown_explainer_lists_the_known_ones(tiny, tmp_path):
+    classifiers, datalist = tiny
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the labeller's own error
+        run_bundle(BUNDLE, ("inference.json",), classifiers=str(classifiers), datalist=str(datalist),
+                   output_dir=str(tmp_path), explainer="foo", num_workers=0, progress=False)
+    assert "unknown explainer 'foo'; expected one of [" in str(err.value.__cause__)
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_shard_the_images(tiny, tmp_path):
     classifiers, datalist = tiny

@@ -92,6 +92,14 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
         assert f"training_0/blob_mask{suffix}" in written and f"training_0/bar_prob{suffix}" in written
     mask = np.asarray(Image.open(tmp_path / "pred_png" / "training_0" / "blob_mask.png"))
     assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+    assert (tmp_path / "pred_png" / "skipped.csv").read_text() == "id,reason\n"
+
+    (images / "zz_corrupt.png").write_bytes(b"not a png")  # one bad file among good ones: skipped and listed
+    run_bundle(BUNDLES / "cxr_seg_adapter", ("inference.json",), dataset_dir=str(images), output_dir=str(tmp_path / "skip"),
+               ckpt_path=str(out / "model.pt"), class_names=["blob", "bar"], **infer)
+    assert len(list((tmp_path / "skip").rglob("*.png"))) == 8 * 4 and not (tmp_path / "skip" / "zz_corrupt").exists()
+    skipped = (tmp_path / "skip" / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 2 and skipped[1].startswith("zz_corrupt,") and "zz_corrupt.png" in skipped[1]
 
 
 def test_adapter_torchscript_export_matches_eager(pretrained, tmp_path):

@@ -48,6 +48,22 @@ def test_missing_column_names_file_and_row(tmp_path):
         read_shared_sets(tmp_path, ["cls_pneumonia_kermany"])
 
 
+def test_truncated_row_and_bad_cell_name_file_row_and_column(tmp_path, capsys):
+    _fake_nih(tmp_path, [[], ["Mass"], []])
+    labels = tmp_path / "cls_nih_cxr14_64px" / "labels.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join(lines)[:-20])  # the last row cut short
+    argv = ["prepare-shared-cls", "--shared", str(tmp_path), "--out", str(tmp_path / "out"),
+            "--sources", "cls_nih_cxr14_64px"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {labels}: row 4, column 'Effusion': no value (row cut short?)\n"
+    lines[2] = lines[2].replace("images/1.png,1,", "images/1.png,yes,")
+    labels.write_text("\n".join(lines) + "\n")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {labels}: row 3, column 'abnormal': value 'yes' is not 0 or 1\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_real_shared_sets_convert(shared_data, tmp_path):
     assert main(["prepare-shared-cls", "--shared", str(shared_data), "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "CheXpert-shared" / "train.csv").open()))

@@ -103,3 +103,20 @@ def test_deidentify_leaves_no_names_ids_paths_or_uids(input_dir, tmp_path, capsy
 def test_missing_input_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["ingest-dicom", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: input folder not found"
+
+
+def test_empty_input_folder_fails_and_keeps_earlier_outputs(tmp_path, capsys):
+    good = tmp_path / "in"
+    good.mkdir()
+    save(make_cr(), good / "a.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(good), "--out", str(out)]) == 0
+    before = {name: (out / name).read_text() for name in ("datalist.json", "report.csv")}
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["ingest-dicom", "--in", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'empty'}: no files found (searched recursively); nothing written\n"
+    assert {name: (out / name).read_text() for name in before} == before
+    assert main(["ingest-dicom", "--in", str(good / "a.dcm"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {good / 'a.dcm'}: input is not a folder")

@@ -62,6 +62,19 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
         parse_sizes("0,4")
 
 
+def test_garbage_checkpoint_is_one_line_naming_it(tmp_path, capsys):
+    """The checkpoint's error surfaces from inside the bundle, wrapped in MONAI's RuntimeErrors."""
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=2, n_val=1)
+    garbage = tmp_path / "doll.pt"
+    garbage.write_text("not a checkpoint\n")
+    code = main(["experiment", "sample-efficiency", "--datalist", str(datalist), "--out", str(tmp_path / "o"),
+                 "--starts", "doll_adapters", "--pretrained-ckpt", str(garbage), "--encoder-name", "densenet_tiny",
+                 "--decoder-channels", DECODER, "--image-size", "32", "--sizes", "1", "--seeds", "0",
+                 "--max-epochs", "1", "--samples-per-epoch", "1", "--batch-size", "1", "--device", "cpu"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err[-1].startswith(f"error: {garbage}: cannot load")
+
+
 def test_paired_comparison_differences_by_seed_and_counts_wins():
     def history(dice: float) -> dict:
         return {"num_train": 8, "trainable_parameters": 10, "total_parameters": 10,

@@ -140,3 +140,15 @@ def test_label_quality_command_errors(tmp_path, capsys):
     assert main(["label-quality", "--labels", f"a={tmp_path / 'labels'}", f"a={tmp_path / 'labels'}",
                  "--truth", str(tmp_path / "truth"), "--out", str(tmp_path / "q")]) == 2
     assert "the name 'a' is used twice" in capsys.readouterr().err
+
+
+def test_label_with_wrong_channel_count_names_the_file(tmp_path, capsys):
+    (tmp_path / "truth").mkdir()
+    np.savez_compressed(tmp_path / "truth" / "a.npz", mask=np.ones((14, 8, 8), np.uint8))
+    (tmp_path / "labels").mkdir()
+    label = tmp_path / "labels" / "a.npz"
+    np.savez_compressed(label, mask=np.ones((3, 4, 4), np.uint8), state=np.ones(14, np.int8))
+    assert main(["label-quality", "--labels", str(tmp_path / "labels"), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "q")]) == 2
+    assert capsys.readouterr().err == f"error: {label}: mask must be (14, S, S), got (3, 4, 4)\n"
+    assert not (tmp_path / "q").exists()

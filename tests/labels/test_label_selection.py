@@ -55,3 +55,23 @@ def test_registry_errors_name_the_file(tmp_path):
     path.write_text(json.dumps({"observations": ["A"], "classifiers": []}))
     with pytest.raises(ValueError, match="differ from cxrdoll.constants.OBSERVATIONS"):
         load_registry(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("auroc", "high", "'auroc' must be an object of observation: number or null, got 'high'"),
+        ("auroc", {"Edema": "0.8"}, "'auroc' must be an object of observation: number or null, got {'Edema': '0.8'}"),
+        ("mean_auroc", [0.7], "'mean_auroc' must be a number or null, got [0.7]"),
+        ("image_size", "64", "'image_size' must be a whole number, got '64'"),
+        ("arch", None, "'arch' must be a non-empty string, got None"),
+    ],
+)
+def test_registry_field_types_name_the_file_entry_and_field(tmp_path, field, value, problem):
+    path = _registry(tmp_path, [{"Edema": 0.7}], [0.7])
+    doc = json.loads(path.read_text())
+    doc["classifiers"][0][field] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError) as err:
+        load_registry(path)
+    assert str(err.value) == f"{path}: classifiers[0] ('m0'): {problem}"

@@ -28,6 +28,22 @@ def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
     assert "--seg-encoder 'densenet_tiny' must be one of the classifier archs ['resnet10']" in capsys.readouterr().err
 
 
+def test_bad_options_fail_before_any_stage_runs(tmp_path, capsys):
+    """Unknown stage or architecture and missing inputs are refused up front, not after minutes of training."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--until", "foo"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --until 'foo': no such stage in this run; choose from "
+        "['data', 'datalist', 'classifiers', 'labels', 'label-quality', 'pretrain', 'finetune']\n")
+    missing = tmp_path / "lungs.json"
+    assert main(["demo", "--out", str(out), "--downstream", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: --downstream datalist not found\n"
+    assert main(["demo", "--out", str(out), "--archs", "resnet9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --archs: unknown architecture(s) ['resnet9']; choose from [") and "'resnet10'" in err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_smoke_pipeline_writes_a_report_and_resumes(tmp_path, capsys):
     assert main(["demo", "--profile", "smoke", "--out", str(tmp_path)]) == 0

@@ -1,0 +1,18 @@
+"""Which exceptions are the user's mistake, also when a library has wrapped them."""
+
+from __future__ import annotations
+
+# Bad input or environment: reported in one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """``err`` if it is a user error, else the first user error behind its chain of RuntimeErrors.
+
+    MONAI reports a bundle's bad datalist, image or checkpoint as a RuntimeError ("Failed to evaluate
+    ConfigExpression", "applying transform ...") whose cause names the file; None when no user error
+    is behind the wrappers (a bug).
+    """
+    while isinstance(err, RuntimeError):
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return err if isinstance(err, USER_ERRORS) else None

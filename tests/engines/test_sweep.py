@@ -1,0 +1,37 @@
+"""``python -m cxrdoll sweep-classifiers``: bad input is a one-line error and never overwrites the registry."""
+
+from __future__ import annotations
+
+import json
+
+from cxrdoll.cli import main
+from tests.bundles.classifier_data import write_tiny_datalist
+
+
+def test_corrupt_image_is_one_line_naming_it(tmp_path, capsys):
+    """The error comes from a DataLoader worker building the image cache, inside MONAI's config wrappers."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=4, n_val=2, size=32)
+    corrupt = tmp_path / "data" / "images" / "training_001.png"
+    corrupt.write_bytes(b"not a png")
+    argv = ["sweep-classifiers", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"), "--archs", "resnet10",
+            "--image-size", "32", "--max-epochs", "1", "--batch-size", "2", "--num-workers", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"error: {corrupt}: cannot identify image file")
+
+
+def test_register_only_refuses_a_broken_datalist_and_keeps_the_registry(tmp_path, capsys):
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    run = tmp_path / "zoo" / "resnet10"
+    run.mkdir(parents=True)
+    (run / "model.pt").write_bytes(b"weights")
+    (run / "metrics.json").write_text(json.dumps({"best": {"auroc": {}, "mean_auroc": 0.8, "epoch": 1}}))
+    argv = ["sweep-classifiers", "--register-only", "--out", str(tmp_path / "zoo"), "--archs", "resnet10"]
+    assert main([*argv, "--datalist", str(datalist)]) == 0
+    registry = (tmp_path / "zoo" / "classifiers.json").read_text()
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(datalist.read_text()[:200])
+    capsys.readouterr()
+    assert main([*argv, "--datalist", str(truncated)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {truncated}: not valid JSON")
+    assert (tmp_path / "zoo" / "classifiers.json").read_text() == registry
