@@ -29,6 +29,8 @@ from torch.utils.data import RandomSampler
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.datalist import load_datalist
 from cxrdoll.io import read_json
+from cxrdoll.labels.quality import read_truth
+from cxrdoll.labels.writer import read_label
 
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
@@ -179,7 +181,7 @@ class LoadDollSample:
             label = read_doll_label(item["label"])
         else:
             truth_path = self.truth_dir / (str(Path(out["id"]).with_suffix("")) + ".npz")
-            label = _read_npz_mask(truth_path).astype(np.float32)
+            label = read_truth(truth_path).astype(np.float32)
         out["label"] = _resize(label, self.size, "nearest-exact")
         return out
 
@@ -199,29 +201,19 @@ def _load_image(item: dict[str, Any], size: int) -> tuple[np.ndarray, dict[str, 
 def read_doll_label(path: str | Path) -> np.ndarray:
     """A DoLL ``.npz`` as a float32 ``(14, S, S)`` target: mask where state is 1, 0 where 0, NaN where -1."""
     path = Path(path)
-    mask = _read_npz_mask(path)
-    with np.load(path) as data:
-        if "state" not in data:
-            raise ValueError(f"{path}: missing key 'state'")
-        state = np.asarray(data["state"])
+    arrays = read_label(path, keys=("mask", "state"))  # a corrupt or missing file fails naming itself
+    for key in ("mask", "state"):
+        if key not in arrays:
+            raise ValueError(f"{path}: missing key {key!r}")
+    mask, state = np.asarray(arrays["mask"]), np.asarray(arrays["state"])
+    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
+        raise ValueError(f"{path}: 'mask' has shape {mask.shape}, expected ({len(OBSERVATIONS)}, H, W)")
     if state.shape != (len(OBSERVATIONS),) or not np.isin(state, (-1, 0, 1)).all():
         raise ValueError(f"{path}: 'state' must be {len(OBSERVATIONS)} values of -1/0/1, found {state.tolist()}")
     label = (mask != 0).astype(np.float32)
     label[state == 0] = 0.0
     label[state == -1] = np.nan
     return label
-
-
-def _read_npz_mask(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: label file not found")
-    with np.load(path) as data:
-        if "mask" not in data:
-            raise ValueError(f"{path}: missing key 'mask'")
-        mask = np.asarray(data["mask"])
-    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
-        raise ValueError(f"{path}: 'mask' has shape {mask.shape}, expected ({len(OBSERVATIONS)}, H, W)")
-    return mask
 
 
 def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:

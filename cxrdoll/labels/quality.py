@@ -73,11 +73,9 @@ def resize_truth(truth: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_truth(path: str | os.PathLike) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            mask = data["mask"]
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: not a readable truth file with key 'mask' ({err})") from None
+    mask = read_label(path, keys=("mask",)).get("mask")  # same .npz layout as a label's mask
+    if mask is None:
+        raise ValueError(f"{path}: truth file lacks key 'mask'")
     if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
         raise ValueError(f"{path}: truth mask must be ({len(OBSERVATIONS)}, H, W), got {mask.shape}")
     return mask

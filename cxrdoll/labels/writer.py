@@ -62,7 +62,9 @@ def read_label(path: str | os.PathLike, keys: Iterable[str] = ("mask", "state", 
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: label file not found") from None
     except (zipfile.BadZipFile, ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a readable label file ({err})") from None
+        # numpy calls any file without its header "pickled data" and suggests loading it unsafely
+        reason = "not an .npz archive" if "pickled" in str(err) else str(err)
+        raise ValueError(f"{path}: not a readable label file ({reason})") from None
 
 
 def shard_path(out_dir: str | os.PathLike, rank: int, world_size: int) -> Path:

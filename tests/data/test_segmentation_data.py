@@ -154,6 +154,9 @@ def test_doll_label_states(tmp_path):
     np.savez_compressed(tmp_path / "bad2.npz", mask=np.zeros((3, 4, 4), np.uint8), state=np.zeros(3, np.int8))
     with pytest.raises(ValueError, match=r"bad2.npz: 'mask' has shape \(3, 4, 4\), expected \(14, H, W\)"):
         read_doll_label(tmp_path / "bad2.npz")
+    (tmp_path / "garbage.npz").write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match=r"garbage.npz: not a readable label file \(not an .npz archive\)"):
+        read_doll_label(tmp_path / "garbage.npz")
 
 
 def test_doll_sample_with_truth_dir(tmp_path):
