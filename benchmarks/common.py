@@ -92,28 +92,42 @@ class DeviceTimeline:
     device work (more busy milliseconds per iteration). On a CPU, busy time is the union of ATen
     operators, data loading on the main thread included: a check of the code path, not a diagnosis.
     ``trace`` also writes a Chrome trace there (``.json.gz``) to open in Perfetto.
+
+    A diagnostic must not cost the measurement it explains: a profiler that fails (no CUPTI, say)
+    leaves the run going and its summary says why instead of giving figures.
     """
 
     def __init__(self, device: torch.device, trace: Path | None = None) -> None:
         self.device, self.trace = device, trace
+        self.error: str | None = None
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self._profiler = torch.profiler.profile(activities=activities)
 
     def __enter__(self) -> "DeviceTimeline":
-        self._profiler.__enter__()
+        try:
+            self._profiler.__enter__()
+        except Exception as err:  # whatever the profiler raises, the timed run goes on
+            self.error = f"profiler did not start: {type(err).__name__}: {err}"
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.error is not None:
+            return
         sync(self.device)
-        self._profiler.__exit__(*exc)
-        if self.trace is not None:
-            self.trace.parent.mkdir(parents=True, exist_ok=True)
-            self._profiler.export_chrome_trace(str(self.trace))
+        try:
+            self._profiler.__exit__(*exc)
+            if self.trace is not None:
+                self.trace.parent.mkdir(parents=True, exist_ok=True)
+                self._profiler.export_chrome_trace(str(self.trace))
+        except Exception as err:  # as in __enter__
+            self.error = f"profiler failed: {type(err).__name__}: {err}"
 
-    def summary(self, iterations: int) -> dict[str, float]:
-        """Busy and span milliseconds per iteration, and their ratio, for ``iterations`` profiled ones."""
+    def summary(self, iterations: int) -> dict[str, Any]:
+        """Busy and span milliseconds per iteration and their ratio over ``iterations``; else ``{"error": why}``."""
+        if self.error is not None:
+            return {"error": self.error}
         if self.device.type == "cuda":
             events = [e for e in self._profiler.events() if e.device_type == DeviceType.CUDA]
         else:
@@ -121,7 +135,7 @@ class DeviceTimeline:
                       if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]
         busy, span = busy_and_span((e.time_range.start, e.time_range.end) for e in events)
         if span <= 0:
-            raise RuntimeError(f"the profiler saw no {self.device.type} work in its window")
+            return {"error": f"the profiler saw no {self.device.type} work in its window"}
         return {"busy_ms_per_iteration": round(busy / 1e3 / iterations, 3),
                 "span_ms_per_iteration": round(span / 1e3 / iterations, 3),
                 "busy_fraction": round(busy / span, 3)}

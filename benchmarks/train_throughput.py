@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"union of {busy}; a lower busy fraction than the bare step's is time the device waited for the "
                   "host):\n\n| measurement | busy ms / iteration | span ms / iteration | busy fraction |\n|---|---|---|---|\n"
                   + "".join(f"| {name} | {t['busy_ms_per_iteration']} | {t['span_ms_per_iteration']} | "
-                            f"{t['busy_fraction']} |\n" for name, t in (("bare step", timeline["bare"]),
-                                                                    ("pipeline", timeline["pipeline"]))))
+                            f"{t['busy_fraction']} |\n" if "error" not in t else f"| {name} | {t['error']} | | |\n"
+                            for name, t in (("bare step", timeline["bare"]), ("pipeline", timeline["pipeline"]))))
     write_text_atomic(args.out.with_suffix(".md"), table)
     print(json.dumps(result, indent=2))
     return 0

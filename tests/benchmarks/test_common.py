@@ -98,11 +98,16 @@ def test_device_timeline_on_cpu_measures_its_window_per_iteration(tmp_path):
     assert (tmp_path / "t" / "trace.json.gz").stat().st_size > 0
 
 
-def test_device_timeline_names_an_empty_window():
+def test_device_timeline_reports_an_empty_window_or_a_failed_profiler_instead_of_failing_the_run(monkeypatch):
     with DeviceTimeline(CPU) as timeline:
         pass
-    with pytest.raises(RuntimeError, match="no cpu work"):
-        timeline.summary(iterations=1)
+    assert timeline.summary(iterations=1) == {"error": "the profiler saw no cpu work in its window"}
+
+    broken = DeviceTimeline(CPU)
+    monkeypatch.setattr(broken._profiler, "__enter__", lambda: (_ for _ in ()).throw(RuntimeError("CUPTI missing")))
+    with broken:
+        torch.ones(3).sum()
+    assert broken.summary(iterations=1) == {"error": "profiler did not start: RuntimeError: CUPTI missing"}
 
 
 def test_within_events_spans_the_iterations_it_is_given():
