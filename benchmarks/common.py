@@ -86,7 +86,8 @@ def busy_and_span(intervals: Iterable[tuple[float, float]]) -> tuple[float, floa
 class DeviceTimeline:
     """How busy the device stayed across the work done inside ``with timeline:`` (torch.profiler).
 
-    On CUDA, busy time is the union of the kernels, copies and memsets that ran; the rest of the
+    On CUDA, busy time is the union of the kernels, copies and memsets that ran (not the
+    annotation ranges of ``record_function`` blocks, which cover the gaps between them); the rest of the
     span, first to last, is time the GPU waited for the host. Profiled the same way, the bare step
     and the pipeline then tell host-bound idle time (a lower busy fraction) from extra or slower
     device work (more busy milliseconds per iteration). On a CPU, busy time is the union of ATen
@@ -128,8 +129,9 @@ class DeviceTimeline:
         """Busy and span milliseconds per iteration and their ratio over ``iterations``; else ``{"error": why}``."""
         if self.error is not None:
             return {"error": self.error}
-        if self.device.type == "cuda":
-            events = [e for e in self._profiler.events() if e.device_type == DeviceType.CUDA]
+        if self.device.type == "cuda":  # not the GPU ranges of record_function blocks: they span the gaps too
+            events = [e for e in self._profiler.events()
+                      if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
         else:
             events = [e for e in self._profiler.events()
                       if e.device_type == DeviceType.CPU and e.name.startswith("aten::")]

@@ -16,3 +16,9 @@ def user_error(err: BaseException) -> BaseException | None:
     while isinstance(err, RuntimeError):
         err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return err if isinstance(err, USER_ERRORS) else None
+
+
+def about_file(path: str, reason: object) -> str:
+    """``reason`` on one line, led by the file it is about (unless it already starts with it)."""
+    text = " ".join(str(reason).split())
+    return text if text.startswith(path) else f"{path}: {text}"

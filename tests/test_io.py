@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cxrdoll.io import atomic_path, read_json, save_npz_atomic, write_json_atomic
+from cxrdoll.io import atomic_path, read_json, save_npz_atomic, write_csv_atomic, write_json_atomic
 
 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
@@ -60,3 +60,12 @@ def test_npz_bytes_are_reproducible_and_load(tmp_path):
     save_npz_atomic(tmp_path / "x.npz", mask=mask)
     with np.load(tmp_path / "x.npz") as data:
         np.testing.assert_array_equal(data["mask"], mask)
+
+
+def test_csv_tables_round_trip_with_commas_quotes_and_newlines(tmp_path):
+    import csv
+
+    rows = [["a.png", 'cannot read, "truncated"'], ["b/c.png", "two\nlines"]]
+    write_csv_atomic(tmp_path / "t.csv", ("id", "reason"), rows)
+    with open(tmp_path / "t.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["id", "reason"], *rows]

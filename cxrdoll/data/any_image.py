@@ -8,7 +8,7 @@ import torch
 from monai.transforms import Compose, Transform
 
 from cxrdoll.data.transforms import load_image_transforms
-from cxrdoll.errors import user_error
+from cxrdoll.errors import about_file, user_error
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 
@@ -34,18 +34,17 @@ class LoadAnyImaged(Transform):
         try:
             return (self.dicom if is_dicom else self.pil)(dict(data))
         except RuntimeError as err:  # MONAI wraps the loader's reason in RuntimeErrors
-            reason = user_error(err) or (None if is_dicom else _pil_error(path))
+            reason = user_error(err) or (None if is_dicom else pil_error(path))
             if reason is None:  # the file reads fine: a bug, not the user's file
                 raise
-            text = " ".join(str(reason).split())
-            raise ValueError(text if text.startswith(path) else f"{path}: {text}") from err
+            raise ValueError(about_file(path, reason)) from err
 
     def placeholder(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """A black image of the loaded shape in place of an unreadable one (``cxrdoll.data.unreadable``)."""
         return {**data, self.key: torch.zeros(1, self.size, self.size)}
 
 
-def _pil_error(path: str) -> Exception | None:
+def pil_error(path: str) -> Exception | None:
     """PIL's own error on opening ``path``, or None if it decodes: for a file no reader can open,
     MONAI's message lists every reader it tried instead of saying what is wrong."""
     from PIL import Image

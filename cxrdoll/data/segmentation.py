@@ -30,7 +30,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.datalist import load_datalist
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
-from cxrdoll.labels.writer import read_label
+from cxrdoll.labels.writer import check_label, read_label
 
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
@@ -69,21 +69,27 @@ def read_array(path: str | Path) -> np.ndarray:
     suffix = _suffix(path)
     if suffix == ".img":
         return read_jsrt_img(path)
-    if suffix in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        array = np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
-    elif suffix in IMAGE_SUFFIXES:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            keep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
-            array = np.asarray(im if keep else im.convert("L"))
-    else:
+    if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {list(IMAGE_SUFFIXES)}")
+    try:
+        array = _decode(path, suffix)
+    except Exception as err:  # nibabel's and PIL's errors for a bad file are of many types, not all OSError
+        raise ValueError(f"{path}: cannot read as {suffix} ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2D image, found shape {tuple(array.shape)}")
     return array
+
+
+def _decode(path: Path, suffix: str) -> np.ndarray:
+    if suffix in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        return np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
+    from PIL import Image
+
+    with Image.open(path) as im:
+        keep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
+        return np.asarray(im if keep else im.convert("L"))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -206,9 +212,8 @@ def read_doll_label(path: str | Path) -> np.ndarray:
         if key not in arrays:
             raise ValueError(f"{path}: missing key {key!r}")
     mask, state = np.asarray(arrays["mask"]), np.asarray(arrays["state"])
-    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
-        raise ValueError(f"{path}: 'mask' has shape {mask.shape}, expected ({len(OBSERVATIONS)}, H, W)")
-    if state.shape != (len(OBSERVATIONS),) or not np.isin(state, (-1, 0, 1)).all():
+    check_label(path, mask, state)
+    if not np.isin(state, (-1, 0, 1)).all():
         raise ValueError(f"{path}: 'state' must be {len(OBSERVATIONS)} values of -1/0/1, found {state.tolist()}")
     label = (mask != 0).astype(np.float32)
     label[state == 0] = 0.0

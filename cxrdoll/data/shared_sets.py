@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS
-from cxrdoll.io import atomic_path
+from cxrdoll.io import atomic_path, write_csv_atomic
 
 DATASET_NAME = "CheXpert-shared"
 
@@ -147,13 +147,9 @@ def write_chexpert_layout(items: list[SharedImage], out_dir: Path) -> Path:
         rows.append([rel.as_posix(), item.sex, item.age, "Frontal", item.view, *values])
         provenance.append([rel.as_posix(), item.source, str(item.image)])
     csv_path = root / "train.csv"
-    _write_csv(csv_path, list(CHEXPERT_COLUMNS), rows)
-    _write_csv(root / "sources.csv", ["Path", "source", "original"], provenance)
+    write_csv_atomic(csv_path, list(CHEXPERT_COLUMNS), rows)
+    write_csv_atomic(root / "sources.csv", ["Path", "source", "original"], provenance)
     return csv_path
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
+

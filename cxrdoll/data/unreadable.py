@@ -9,14 +9,14 @@ in a DataLoader worker reaches the main process as a traceback dump, not as the 
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Protocol, Sequence
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
-from cxrdoll.io import write_text_atomic
+from cxrdoll.errors import about_file
+from cxrdoll.io import write_csv_atomic
 
 ERROR_KEY = "load_error"
 REPORT_COLUMNS: tuple[str, ...] = ("id", "reason")
@@ -41,9 +41,7 @@ class SkipUnreadable:
         try:
             return {**self.load(data), ERROR_KEY: ""}
         except (ValueError, OSError) as err:
-            path = str(data[self.key])
-            reason = " ".join(str(err).split())
-            return {**self.load.placeholder(data), ERROR_KEY: reason if reason.startswith(path) else f"{path}: {reason}"}
+            return {**self.load.placeholder(data), ERROR_KEY: about_file(str(data[self.key]), err)}
 
 
 def readable(batch: Mapping[str, Any], size: int) -> list[bool]:
@@ -76,10 +74,8 @@ class UnreadableReport:
                 self.rows.append((str(image_id), error))
 
     def write(self, engine: Engine) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(REPORT_COLUMNS)
-        writer.writerows(self.rows)
-        write_text_atomic(self.output_file, buffer.getvalue())
+        if idist.get_rank() != 0:
+            return
+        write_csv_atomic(self.output_file, REPORT_COLUMNS, self.rows)
         if self.rows:
             engine.logger.warning(f"skipped {len(self.rows)} unreadable image(s); list: {self.output_file}")

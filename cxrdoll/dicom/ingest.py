@@ -7,10 +7,8 @@ written anywhere.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
-import io
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal
-from cxrdoll.io import save_png_atomic, write_bytes_atomic, write_text_atomic
+from cxrdoll.io import save_png_atomic, write_bytes_atomic, write_csv_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -95,12 +93,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
 
 
 def write_report(path: Path, rows: Iterable[ReportRow]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(asdict(row))
-    write_text_atomic(path, buffer.getvalue())
+    write_csv_atomic(path, REPORT_COLUMNS, ([asdict(row)[k] for k in REPORT_COLUMNS] for row in rows))
 
 
 def _ingest_one(

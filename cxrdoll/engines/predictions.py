@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.unreadable import readable
-from cxrdoll.io import write_text_atomic
+from cxrdoll.io import write_csv_atomic
 
 
 class PredictionWriter:
@@ -44,10 +42,6 @@ class PredictionWriter:
     def write(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
             return
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["id", *self.observations])
-        for image_id, values in self.rows:
-            writer.writerow([image_id, *(f"{v:.6f}" for v in values)])
-        write_text_atomic(self.output_file, buffer.getvalue())
+        write_csv_atomic(self.output_file, ["id", *self.observations],
+                         ([image_id, *(f"{v:.6f}" for v in values)] for image_id, values in self.rows))
         engine.logger.info(f"wrote {len(self.rows)} predictions to {self.output_file}")

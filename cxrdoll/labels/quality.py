@@ -76,8 +76,7 @@ def read_truth(path: str | os.PathLike) -> np.ndarray:
     mask = read_label(path, keys=("mask",)).get("mask")  # same .npz layout as a label's mask
     if mask is None:
         raise ValueError(f"{path}: truth file lacks key 'mask'")
-    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
-        raise ValueError(f"{path}: truth mask must be ({len(OBSERVATIONS)}, H, W), got {mask.shape}")
+    check_label(path, mask)
     return mask
 
 

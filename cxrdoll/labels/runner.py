@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.any_image import pil_error
 from cxrdoll.data.transforms import load_image_pipeline
 from cxrdoll.io import read_json, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
@@ -92,12 +93,8 @@ def _reason(item: dict, err: Exception) -> str:
         return str(err)
     if not path.is_file():
         return f"FileNotFoundError: {path}: file not found"
-    try:
-        from PIL import Image
-
-        with Image.open(path) as image:
-            image.load()
-    except Exception as pil_err:
+    pil_err = pil_error(str(path))
+    if pil_err is not None:
         return f"{type(pil_err).__name__}: {' '.join(str(pil_err).split())}"[:300]
     while err.__cause__ is not None:
         err = err.__cause__

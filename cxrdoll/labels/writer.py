@@ -8,7 +8,6 @@ skipped in its own shard file; whichever rank finishes last merges them into the
 from __future__ import annotations
 
 import csv
-import io
 import os
 import subprocess
 import zipfile
@@ -19,7 +18,7 @@ import numpy as np
 
 import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import npz_bytes, read_json, write_bytes_atomic, write_json_atomic, write_text_atomic
+from cxrdoll.io import npz_bytes, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 SHARD_DIR = ".shards"
 REPORT_COLUMNS = ("id", "image", "reason")
@@ -42,13 +41,15 @@ def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, so
     write_bytes_atomic(path, npz_bytes(**arrays))
 
 
-def check_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
-    """The shapes of a label file's arrays (docs/FORMATS.md), checked on writing and on reading
-    for scoring, so a wrong file fails naming itself instead of indexing past its channels."""
+def check_label(
+    path: str | os.PathLike, mask: np.ndarray, state: np.ndarray | None = None, soft: np.ndarray | None = None
+) -> None:
+    """The shapes of a label (or truth) file's arrays (docs/FORMATS.md), checked on writing and on
+    every read, so a wrong file fails naming itself instead of indexing past its channels."""
     n = len(OBSERVATIONS)
     if mask.ndim != 3 or mask.shape[0] != n or mask.shape[1] != mask.shape[2]:
         raise ValueError(f"{path}: mask must be ({n}, S, S), got {mask.shape}")
-    if state.shape != (n,):
+    if state is not None and state.shape != (n,):
         raise ValueError(f"{path}: state must be ({n},), got {state.shape}")
     if soft is not None and soft.shape != mask.shape:
         raise ValueError(f"{path}: soft {soft.shape} must match mask {mask.shape}")
@@ -137,11 +138,7 @@ def finalise(
 
 
 def _write_report(path: Path, rows: list[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=REPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: row.get(k, "") for k in REPORT_COLUMNS} for row in rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_csv_atomic(path, REPORT_COLUMNS, ([row.get(k, "") for k in REPORT_COLUMNS] for row in rows))
 
 
 def read_report(path: str | os.PathLike) -> list[dict[str, str]]:

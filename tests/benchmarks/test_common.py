@@ -110,6 +110,14 @@ def test_device_timeline_reports_an_empty_window_or_a_failed_profiler_instead_of
     assert broken.summary(iterations=1) == {"error": "profiler did not start: RuntimeError: CUPTI missing"}
 
 
+def test_device_timeline_reports_a_profiler_that_fails_to_stop(monkeypatch, tmp_path):
+    timeline = DeviceTimeline(CPU, trace=tmp_path / "trace.json.gz")
+    with timeline:
+        monkeypatch.setattr(timeline._profiler, "export_chrome_trace", lambda path: (_ for _ in ()).throw(OSError("disk full")))
+        torch.ones(3).sum()
+    assert timeline.summary(iterations=1) == {"error": "profiler failed: OSError: disk full"}
+
+
 def test_within_events_spans_the_iterations_it_is_given():
     seen = []
 

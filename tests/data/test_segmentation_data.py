@@ -152,7 +152,7 @@ def test_doll_label_states(tmp_path):
     with pytest.raises(ValueError, match="bad.npz: missing key 'state'"):
         read_doll_label(tmp_path / "bad.npz")
     np.savez_compressed(tmp_path / "bad2.npz", mask=np.zeros((3, 4, 4), np.uint8), state=np.zeros(3, np.int8))
-    with pytest.raises(ValueError, match=r"bad2.npz: 'mask' has shape \(3, 4, 4\), expected \(14, H, W\)"):
+    with pytest.raises(ValueError, match=r"bad2.npz: mask must be \(14, S, S\), got \(3, 4, 4\)"):
         read_doll_label(tmp_path / "bad2.npz")
     (tmp_path / "garbage.npz").write_bytes(b"not an archive")
     with pytest.raises(ValueError, match=r"garbage.npz: not a readable label file \(not an .npz archive\)"):

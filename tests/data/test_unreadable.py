@@ -35,6 +35,13 @@ def test_an_unreadable_file_gives_a_same_shaped_placeholder_and_its_reason(files
     assert "gone.png" in missing[ERROR_KEY]
 
 
+@pytest.mark.parametrize("name", ["junk.nii.gz", "junk.nii"])
+def test_an_unreadable_nifti_is_skipped_too(tmp_path, name):
+    (tmp_path / name).write_bytes(b"not a nifti volume")
+    failed = SkipUnreadable(LoadSegmentationSample(16))({"image": str(tmp_path / name), "id": "junk"})
+    assert failed[ERROR_KEY].startswith(f"{tmp_path / name}: cannot read as .nii")
+
+
 def test_readable_reads_the_collated_errors():
     assert readable({"load_error": ["", "x: broken", ""]}, 3) == [True, False, True]
     assert readable({"image": torch.zeros(2)}, 2) == [True, True]  # a loader without the wrapper

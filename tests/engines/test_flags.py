@@ -34,7 +34,7 @@ def _switches(config: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("config_file", sorted(BUNDLES.glob("*/configs/*.json")), ids=lambda p: f"{p.parts[-3]}/{p.name}")
-def test_every_switch_a_config_reads_goes_through_flag(config_file):
+def test_every_top_level_switch_a_config_reads_goes_through_flag(config_file):
     text = config_file.read_text()
     switches = _switches(json.loads(text))
     if config_file.name != "train.json" and (config_file.parent / "train.json").is_file():

@@ -7,7 +7,6 @@ alone. Layout and value conventions: ``docs/FORMATS.md`` ("Synthetic dataset").
 
 from __future__ import annotations
 
-import csv
 import io
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ...constants import CHEXPERT_COLUMNS, OBSERVATIONS
-from ...io import npz_bytes, save_png_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ...io import npz_bytes, save_png_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from ..datalist import write_datalist
 from .anatomy import sample_params
 from .lateral import make_lateral
@@ -204,11 +203,7 @@ def _split_items(cfg: SynthConfig, items: list[dict[str, Any]], stream: int) -> 
 
 
 def write_csv(path: Path, rows: Iterable[list[str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CHEXPERT_COLUMNS)
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    write_csv_atomic(path, CHEXPERT_COLUMNS, rows)
 
 
 def write_synthetic(cfg: SynthConfig, out: Path, workers: int = 1, overwrite: bool = False,
