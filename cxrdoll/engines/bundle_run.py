@@ -32,14 +32,23 @@ def make_workflow(
     configs: Sequence[str] = ("train.json",),
     **overrides: Any,
 ) -> Any:
-    """An initialised ``ConfigWorkflow`` from ``configs`` (merged in order) with ``overrides``."""
-    from monai.bundle import ConfigWorkflow
+    """An initialised ``ConfigWorkflow`` from ``configs`` (merged in order) with ``overrides``.
+
+    Every override must name an id the configs define: MONAI would add a misspelt one
+    (``lerning_rate``) as a new, unused entry and train with the default.
+    """
+    from monai.bundle import ConfigParser, ConfigWorkflow
 
     root = Path(bundle_root)
     files = [str(root / "configs" / name) for name in configs]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: bundle config(s) not found: {', '.join(missing)}")
+    parser = ConfigParser()
+    parser.read_config(files)
+    unknown = sorted(k for k in overrides if k not in parser)
+    if unknown:
+        raise KeyError(f"bundle override(s) {unknown} not defined in {', '.join(files)}")
     workflow = ConfigWorkflow(
         config_file=files,
         meta_file=str(root / "configs" / "metadata.json"),

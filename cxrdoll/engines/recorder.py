@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import ignite.distributed as idist
 import torch
@@ -22,6 +22,8 @@ class ValidationRecorder:
     and, when ``model_file`` is given, saves the network's ``state_dict`` there whenever the mean
     AUROC improves. Its state (best so far, history) goes into the resume checkpoint through
     ``state_dict``/``load_state_dict``, so a resumed run never overwrites a better model.
+    ``run`` (e.g. network name and image size) is written beside the metrics, so a registry built
+    from the folder later reads how the model was trained instead of trusting a command line.
     Only rank 0 writes files.
     """
 
@@ -31,6 +33,7 @@ class ValidationRecorder:
         metrics_file: str | Path,
         network: nn.Module | None = None,
         model_file: str | Path | None = None,
+        run: Mapping[str, Any] | None = None,
     ) -> None:
         if (network is None) != (model_file is None):
             raise ValueError("network and model_file go together: give both to keep the best model, or neither")
@@ -38,6 +41,7 @@ class ValidationRecorder:
         self.metrics_file = Path(metrics_file)
         self.network = network
         self.model_file = None if model_file is None else Path(model_file)
+        self.run = dict(run or {})
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
 
@@ -72,6 +76,7 @@ class ValidationRecorder:
             "last": self.history[-1] if self.history else None,
             "history": self.history,
             "model": None if self.model_file is None else str(self.model_file),
+            "run": self.run,
         }
 
     def state_dict(self) -> dict[str, Any]:

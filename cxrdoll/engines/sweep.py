@@ -93,7 +93,16 @@ def sweep(
 
 
 def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    """One ``classifiers.json`` entry from a finished bundle run's ``metrics.json``."""
+    """One ``classifiers.json`` entry from a finished bundle run's ``metrics.json``.
+
+    The network and image size the run recorded win over ``arch`` and ``image_size`` (the sweep's
+    command line): a model registered at another size would be explained on resized images.
+    ``image_size`` is used only for runs from before metrics recorded it.
+    """
+    run = metrics.get("run") or {}
+    if run.get("network_name", arch) != arch:
+        raise ValueError(f"{run_dir / 'metrics.json'}: trained as {run['network_name']!r}, not {arch!r}")
+    image_size = int(run.get("image_size", image_size))
     best = metrics["best"]
     if best is None or best["mean_auroc"] is None:
         raise ValueError(f"{run_dir / 'metrics.json'}: no validation AUROC was defined for {arch}")

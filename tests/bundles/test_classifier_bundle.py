@@ -137,10 +137,12 @@ def test_register_only_needs_no_training_settings_and_reports_missing_runs(train
 
     shutil.copytree(trained["out"], tmp_path / "zoo" / ARCH)
     args = ["sweep-classifiers", "--register-only", "--datalist", str(trained["datalist"]),
-            "--out", str(tmp_path / "zoo"), "--image-size", "64", "--archs", ARCH]
+            "--out", str(tmp_path / "zoo"), "--archs", ARCH]  # no --image-size: the run recorded its own
     assert main(args) == 0
     (entry,) = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())["classifiers"]
-    assert entry["mean_auroc"] == json.loads((trained["out"] / "metrics.json").read_text())["best"]["mean_auroc"]
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    assert metrics["run"] == {"network_name": ARCH, "image_size": 64}
+    assert entry["mean_auroc"] == metrics["best"]["mean_auroc"] and entry["image_size"] == 64  # not the default 320
     assert "train_seconds" not in entry
     assert main([*args, "resnet18"]) == 2
     assert f"{tmp_path / 'zoo' / 'resnet18' / 'metrics.json'}: file not found" in capsys.readouterr().err
@@ -151,6 +153,16 @@ def test_sweep_rejects_unknown_architecture(tmp_path, capsys):
 
     assert main(["sweep-classifiers", "--datalist", "x.json", "--out", str(tmp_path), "--archs", "alexnet"]) == 2
     assert "unknown architecture(s) ['alexnet']" in capsys.readouterr().err
+
+
+def test_a_misspelt_bundle_override_is_refused_not_ignored(trained, tmp_path, capsys):
+    from cxrdoll.cli import main
+
+    rc = main(["sweep-classifiers", "--datalist", str(trained["datalist"]), "--out", str(tmp_path), "--archs", ARCH,
+               "--image-size", "64", "--num-workers", "0", "--set", "lerning_rate=0.1"])
+    assert rc == 2
+    assert "bundle override(s) ['lerning_rate'] not defined in" in capsys.readouterr().err
+    assert not (tmp_path / ARCH / "model.pt").exists()
 
 
 def test_time_schedule_anneals_over_the_training_budget(trained, tmp_path):

@@ -88,14 +88,14 @@ class HostSyncRecorder(TorchFunctionMode):
 def _classifier(tmp_path: Path) -> dict:
     datalist = write_tiny_datalist(tmp_path / "data", n_train=16, n_val=4)
     return {"bundle_root": BUNDLES / "cxr_classifier", "datalist": str(datalist), "network_name": "densenet_tiny",
-            "image_size": 64, "batch_size": 2, "num_workers": 0}
+            "image_size": 64, "batch_size": 2, "num_workers": 0, "resume": False}
 
 
 def _seg_pretrain(tmp_path: Path) -> dict:
     datalist = write_tiny_doll(tmp_path / "doll", n_train=16, n_val=2)
     return {"bundle_root": BUNDLES / "cxr_seg_pretrain", "datalist": str(datalist), "encoder_name": "densenet_tiny",
             "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32, "batch_size": 2, "num_workers": 0,
-            "device": "cpu"}
+            "device": "cpu", "resume": False}
 
 
 def _seg_adapter(tmp_path: Path) -> dict:
@@ -106,7 +106,7 @@ def _seg_adapter(tmp_path: Path) -> dict:
 
 
 def _trainer(settings: dict, tmp_path: Path, **overrides) -> Engine:
-    workflow = make_workflow(output_dir=str(tmp_path / "out"), max_epochs=1, resume=False, **settings, **overrides)
+    workflow = make_workflow(output_dir=str(tmp_path / "out"), max_epochs=1, **settings, **overrides)
     return workflow.parser.get_parsed_content("train#trainer")
 
 
