@@ -118,7 +118,10 @@ def finalise(
             path = label_path(out_dir, item["id"])
             if not path.exists():
                 continue
-            state = read_label(path, keys=("state",))["state"]
+            try:
+                state = read_label(path, keys=("state",))["state"]
+            except ValueError as err:  # damaged after it was written (writes are atomic): label it again
+                raise ValueError(f"{err}; delete it and re-run the labeller to label that image again") from None
             positives += state == 1
             negatives += state == 0
             n_labelled += 1

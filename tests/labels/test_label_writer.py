@@ -67,3 +67,15 @@ def test_finalise_waits_for_every_shard_and_merges_reports(tmp_path):
     assert manifest["counts"]["negatives"]["Enlarged Cardiomediastinum"] == 2
     assert manifest["explainer"] == "x" and manifest["code_version"]["cxrdoll"]
     assert read_report(tmp_path / "report.csv") == [{"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}]
+
+
+def test_finalise_names_a_damaged_label_file_and_the_way_out(tmp_path):
+    mask, state, soft = _arrays()
+    items = [{"image": "/img/0.png", "id": "p0/v.png"}]
+    path = label_path(tmp_path, items[0]["id"])
+    write_label(path, mask, state, soft)
+    path.write_bytes(path.read_bytes()[:40])  # damaged after the run wrote it
+    write_shard_record(tmp_path, 0, 1, [])
+    with pytest.raises(ValueError, match=r"v\.npz: not a readable label file .*delete it and re-run the labeller"):
+        finalise(tmp_path, {"training": items}, 1, {"explainer": "x"})
+    assert not (tmp_path / "datalist.json").exists()
