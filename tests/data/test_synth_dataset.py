@@ -137,7 +137,12 @@ def test_cli_help_and_errors(capsys, tmp_path):
                    "--lateral-frac", "--valid-frac", "--n-organs", "--n-lesions", "--workers"):
         assert option in help_text
     assert main(["synth", "--out", str(tmp_path), "--size", "16"]) == 2
-    assert capsys.readouterr().err == "error: --size must be at least 32 pixels (got 16)\n"
+    assert capsys.readouterr().err == "error: --size must be 32 to 4096 pixels (got 16)\n"
+    for option, value, message in (("--size", "100000", "--size must be 32 to 4096 pixels (got 100000)"),
+                                   ("--seed", "-1", "--seed must be >= 0 (got -1)"),
+                                   ("--valid-frac", "1", "--valid-frac must be in [0, 1) (got 1.0)")):
+        assert main(["synth", "--out", str(tmp_path), option, value]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
     assert main(["synth", "--out", str(tmp_path), "--uncertain-frac", "0.7", "--blank-frac", "0.5"]) == 2
     assert "--uncertain-frac + --blank-frac must be <= 1" in capsys.readouterr().err
 

@@ -33,6 +33,8 @@ OUTPUT_DIRS: tuple[str, ...] = (DATASET, "truth", "organs", "lesions")
 # zlib level of the organ and lesion PNGs: level 1 encodes several times faster than the default
 # (6) for slightly larger files; encoding was about a tenth of the writer's time.
 PNG_LEVEL = 1
+# Full clinical resolution; beyond it a phantom is only a way to run out of memory.
+MAX_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,16 @@ class SynthConfig:
     def validate(self) -> None:
         if self.n < 1 or self.n_organs < 0 or self.n_lesions < 0:
             raise ValueError(f"--n must be >= 1 and --n-organs/--n-lesions >= 0 (got {self.n}, {self.n_organs}, {self.n_lesions})")
-        if self.size < 32:
-            raise ValueError(f"--size must be at least 32 pixels (got {self.size})")
-        for name in ("uncertain_frac", "blank_frac", "lateral_frac", "valid_frac", "normal_frac", "prevalence"):
+        if not 32 <= self.size <= MAX_SIZE:
+            raise ValueError(f"--size must be 32 to {MAX_SIZE} pixels (got {self.size})")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0 (got {self.seed})")
+        for name in ("uncertain_frac", "blank_frac", "lateral_frac", "normal_frac", "prevalence"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1] (got {value})")
+        if not 0.0 <= self.valid_frac < 1.0:  # 1 would leave the training split empty
+            raise ValueError(f"--valid-frac must be in [0, 1) (got {self.valid_frac})")
         if self.uncertain_frac + self.blank_frac > 1.0:
             raise ValueError(f"--uncertain-frac + --blank-frac must be <= 1 (got {self.uncertain_frac + self.blank_frac})")
 
