@@ -481,6 +481,9 @@ def build_datalist(
         is_val.append(val[idx])
 
     val_mask = np.concatenate(is_val)
+    if not len(val_mask):  # an empty datalist would only fail later, in training
+        raise ValueError(f"{train.source}: no image left of {len(train)} rows ({skipped_views} not of the views "
+                         f"{list(views)}, {len(missing)} missing files)")
     order = np.concatenate([np.flatnonzero(~val_mask), np.flatnonzero(val_mask)]).tolist()  # training first
     raw = np.concatenate(raws)[order]
     label, label_mask = policy.apply(raw)

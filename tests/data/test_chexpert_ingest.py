@@ -145,6 +145,9 @@ def test_views_filter(tmp_path):
     assert len(everything.ids) == 3 and everything.meta["policy"]["views"] == ["frontal", "lateral"]
     lateral = build_datalist(tmp_path, csv_path, check_files=False, views=["Lateral"])
     assert [Path(i).name for i in lateral.ids] == ["view2_lateral.jpg"]
+    only_lateral = make_dataset(tmp_path / "lat", [row(1, view="lateral"), row(2, view="lateral")], touch=False)
+    with pytest.raises(ValueError, match=r"train.csv: no image left of 2 rows \(2 not of the views \['frontal'\], 0 missing files\)"):
+        build_datalist(tmp_path / "lat", only_lateral, check_files=False, val_fraction=0.0)
     with pytest.raises(ValueError, match="views \\['side'\\]: expected a comma list of frontal, lateral, or 'all'"):
         build_datalist(tmp_path, csv_path, check_files=False, views="side")
 
