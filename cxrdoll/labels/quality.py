@@ -225,7 +225,10 @@ def evaluate(
     if not ids:
         raise ValueError(f"the labellings {sorted(labellings)} have no image with truth in common")
     result: dict[str, Any] = {
-        "truth": str(truth_dir), "images": len(ids), "bootstrap": {"resamples": n_boot, "seed": seed, "ci": 95},
+        "truth": str(truth_dir), "images": len(ids), "truth_files": len(truths),
+        # what was left out, so a half-finished labelling or another run's truth does not pass unnoticed
+        "label_files": {name: len(index) for name, index in indices.items()},
+        "bootstrap": {"resamples": n_boot, "seed": seed, "ci": 95},
         "observations": list(LOCALISABLE_OBSERVATIONS), "labellings": {},
     }
     reference = next(iter(labellings))
@@ -264,7 +267,9 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines = [
         "# Label quality",
         "",
-        f"Truth: `{result['truth']}`; {result['images']} images labelled by every labelling. "
+        f"Truth: `{result['truth']}`; {result['images']} images labelled by every labelling "
+        f"(of {result['truth_files']} truth files; label files: "
+        f"{', '.join(f'{name} {count}' for name, count in result['label_files'].items())}). "
         f"Scored on true-positive images (truth has the finding, label targets it); "
         f"95 % CIs from {boot['resamples']} bootstrap resamples of images (seed {boot['seed']}).",
         "",

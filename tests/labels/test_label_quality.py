@@ -113,7 +113,7 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
                  "--out", str(tmp_path / "q"), "--bootstrap", "50"])
     assert code == 0
     result = json.loads((tmp_path / "q" / "label_quality.json").read_text())
-    assert result["images"] == 1
+    assert result["images"] == 1 and result["truth_files"] == 2 and result["label_files"] == {"doll": 2, "bad": 1}
     doll, other = result["labellings"]["doll"], result["labellings"]["bad"]
     assert doll["iou"]["per_observation"]["Cardiomegaly"]["value"] == 1.0
     assert other["iou"]["per_observation"]["Cardiomegaly"]["value"] == pytest.approx(1 / 3)
@@ -123,6 +123,7 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     assert other["auroc"]["mean"] == pytest.approx((4 * 11 * 0.5) / (4 * 12))
     assert doll["iou"]["per_observation"]["Edema"]["n"] == 0
     report = (tmp_path / "q" / "label_quality.md").read_text()
+    assert "1 images labelled by every labelling (of 2 truth files; label files: doll 2, bad 1)" in report
     assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report
     assert "| Cardiomegaly | 1 | 1.000 [1.000, 1.000] | 0.333 [0.333, 0.333] |" in report
     assert result["paired_iou"]["reference"] == "doll"
