@@ -13,16 +13,22 @@ images, so seeds differ in the images they see as well as in initialisation. The
 is the validation Dice after the last epoch (no model selection on the validation split); the
 best epoch is reported beside it. Per-epoch validation Dice and the trainable-parameter count of
 each starting point record convergence speed and cost.
+
+A re-run resumes: each run folder keeps ``run_settings.json``, everything that decides the run's
+result, and a finished run is reused only when that matches the call's settings (else retrained),
+so ``results.json`` never reports a run trained under settings other than the ones it states.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -44,12 +50,17 @@ LABELS = {
 }
 # demo: a few minutes on 2 CPU cores; full: the GPU-sized experiment.
 PROFILES: dict[str, dict[str, Any]] = {
-    "demo": {"image_size": 64, "sizes": "4,8,16", "seeds": "0,1,2", "max_epochs": 6, "samples_per_epoch": 16,
+    "demo": {"image_size": 64, "sizes": [4, 8, 16], "seeds": [0, 1, 2], "max_epochs": 6, "samples_per_epoch": 16,
              "batch_size": 4, "learning_rate": 0.003, "freeze_decoder": False},
-    "full": {"image_size": 320, "sizes": "4,8,16,32,all", "seeds": "0,1,2", "max_epochs": 40, "samples_per_epoch": 64,
-             "batch_size": 8, "learning_rate": 0.001, "freeze_decoder": False},
+    "full": {"image_size": 320, "sizes": [4, 8, 16, 32, None], "seeds": [0, 1, 2], "max_epochs": 40,
+             "samples_per_epoch": 64, "batch_size": 8, "learning_rate": 0.001, "freeze_decoder": False},
 }
 KEY = "val_mean_dice"
+# settings passed to every run's training that decide its result (device: the report states it)
+RUN_KEYS = ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_size", "max_epochs",
+            "samples_per_epoch", "learning_rate", "device")
+RUN_SETTINGS = "run_settings.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,18 +74,77 @@ class Run:
         return f"{self.start}/n{'all' if self.n is None else self.n}/seed{self.seed}"
 
 
+def comma_list(text: str, item: Callable[[str], T], what: str) -> list[T]:
+    """Distinct items of a comma list, as an argparse type: argparse puts the option before the message,
+    and a repeated item would count one run twice in the mean and sd over it."""
+    values: list[T] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            value = item(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {what}") from None
+        if value in values:
+            raise argparse.ArgumentTypeError(f"{part!r} is given twice in {text!r}")
+        values.append(value)
+    return values
+
+
+def _size(part: str) -> int | None:
+    value = None if part == "all" else int(part)
+    if value is not None and value <= 0:
+        raise ValueError(part)
+    return value
+
+
+def _seed(part: str) -> int:
+    value = int(part)
+    if not 0 <= value < 2**32:  # numpy's seed range; MONAI's set_determinism passes it on
+        raise ValueError(part)
+    return value
+
+
+def _start(part: str) -> str:
+    if part not in STARTS:
+        raise ValueError(part)
+    return part
+
+
 def parse_sizes(text: str) -> list[int | None]:
     """``"4,8,all"`` -> ``[4, 8, None]``; sizes must be positive and distinct."""
-    sizes: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip()
-        value = None if part == "all" else int(part)
-        if value is not None and value <= 0:
-            raise ValueError(f"--sizes: {part} is not a positive number of images")
-        if value in sizes:
-            raise ValueError(f"--sizes: {part} given twice")
-        sizes.append(value)
-    return sizes
+    return comma_list(text, _size, "a positive number of images or 'all'")
+
+
+def parse_seeds(text: str) -> list[int]:
+    return comma_list(text, _seed, f"a seed (a whole number from 0 to {2**32 - 1})")
+
+
+def parse_starts(text: str) -> list[str]:
+    return comma_list(text, _start, f"a starting point ({', '.join(STARTS)})")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: epochs, batch and epoch sizes of 0 would fail deep inside the training."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def image_size(text: str) -> int:
+    """argparse type: the segmenter takes only multiples of its size divisor, which would otherwise
+    fail at the first training step."""
+    from cxrdoll.networks import SIZE_DIVISOR
+
+    value = positive_int(text)
+    if value % SIZE_DIVISOR:
+        lower = value - value % SIZE_DIVISOR
+        hint = f"{lower} or {lower + SIZE_DIVISOR}" if lower else str(SIZE_DIVISOR)
+        raise argparse.ArgumentTypeError(f"{value} is not a multiple of {SIZE_DIVISOR}, the network's size divisor "
+                                         f"(try {hint})")
+    return value
 
 
 def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> dict[int, Path]:
@@ -93,30 +163,92 @@ def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> d
     return paths
 
 
-def train_run(run: Run, datalist: Path, out_dir: Path, settings: dict[str, Any], checkpoints: dict[str, str | None]) -> dict:
-    """One adapter-bundle training; a finished run (history with every epoch) is reused, not redone."""
+def check_checkpoints(starts: Sequence[str], settings: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Path and sha256 of each checkpoint the chosen starts load, ``{"pretrained"|"classifier": ...}``:
+    a run is reused only on the same weights, also when a file is overwritten in place."""
+    from cxrdoll.engines.sweep import file_sha256
+
+    identities: dict[str, dict[str, str]] = {}
+    for start in starts:
+        need = STARTS[start]["checkpoint"]
+        if need is None or need in identities:
+            continue
+        given = settings.get(f"{need}_ckpt")
+        if not given:
+            raise ValueError(f"starting point {start!r} needs --{need}-ckpt")
+        path = Path(given).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--{need}-ckpt: {given}: file not found")
+        identities[need] = {"checkpoint": str(path), "checkpoint_sha256": file_sha256(path)}
+    return identities
+
+
+def check_sizes(datalist: Path, sizes: Sequence[int | None]) -> None:
+    from cxrdoll.data.segmentation import load_segmentation_datalist
+
+    available = len(load_segmentation_datalist(datalist, "training"))
+    too_many = [n for n in sizes if n is not None and n > available]
+    if too_many:
+        raise ValueError(f"--sizes {too_many}: the training split of {datalist} has {available} images")
+
+
+def run_settings(run: Run, datalist_sha256: str, settings: dict[str, Any],
+                 checkpoints: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Everything that decides one run's result, as JSON values (compared with the stored copy as is).
+
+    ``datalist_sha256`` is that of the seed's shuffled copy: training order and absolute image paths.
+    """
+    start = STARTS[run.start]
+    wanted: dict[str, Any] = {
+        "start": run.start, "mode": start["mode"], "num_train": run.n, "seed": run.seed,
+        "datalist": str(Path(settings["datalist"]).resolve()), "datalist_sha256": datalist_sha256,
+        **{k: settings[k] for k in RUN_KEYS},
+        **(checkpoints[start["checkpoint"]] if start["checkpoint"] else {}),
+    }
+    if start["mode"] == "adapters":  # the only mode it changes
+        wanted["freeze_decoder"] = bool(settings["freeze_decoder"])
+    return json.loads(json.dumps(wanted))
+
+
+def retrain_reason(out_dir: Path, wanted: dict[str, Any]) -> str | None:
+    """Why the run in ``out_dir`` must be (re)trained, "" for a fresh folder; None: finished under ``wanted``."""
+    stored, history = out_dir / RUN_SETTINGS, out_dir / "validation_history.json"
+    if not history.is_file():
+        return ""
+    if not stored.is_file():  # written after the last epoch only
+        return f"no {RUN_SETTINGS} (unfinished, or trained before runs recorded their settings)"
+    old = read_json(stored)
+    changed = [f"{k} {old.get(k)!r} -> {wanted.get(k)!r}" for k in {**old, **wanted} if old.get(k) != wanted.get(k)]
+    return "settings changed: " + ", ".join(changed) if changed else None
+
+
+def train_run(run: Run, datalist: Path, out_dir: Path, wanted: dict[str, Any], settings: dict[str, Any]) -> dict:
+    """One adapter-bundle training under ``wanted`` (``run_settings``); a run finished under the same
+    settings is reused, any other content of ``out_dir`` is cleared first so no stale file survives."""
     from monai.bundle import ConfigWorkflow
 
     history_file = out_dir / "validation_history.json"
-    if history_file.is_file():
-        done = read_json(history_file)
-        if len(done.get("history", [])) == settings["max_epochs"]:
-            return done
-    start = STARTS[run.start]
-    ckpt = checkpoints.get(start["checkpoint"]) if start["checkpoint"] else None
+    reason = retrain_reason(out_dir, wanted)
+    if reason is None:
+        return read_json(history_file)
+    if reason:
+        print(f"{run.name}: retraining, {reason}", flush=True)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    checkpoint = wanted.get("checkpoint")
     overrides = {
         "bundle_root": str(BUNDLE),
         "datalist": str(datalist),
         "output_dir": str(out_dir),
-        "mode": start["mode"],
-        "pretrained_ckpt": ckpt if start["checkpoint"] == "pretrained" else None,
-        "init_ckpt": ckpt if start["checkpoint"] == "classifier" else None,
+        "mode": wanted["mode"],
+        "pretrained_ckpt": checkpoint if STARTS[run.start]["checkpoint"] == "pretrained" else None,
+        "init_ckpt": checkpoint if STARTS[run.start]["checkpoint"] == "classifier" else None,
         "num_train": run.n,
         "seed": run.seed,
         "hd95": False,  # HD95 per epoch costs more than the training on CPU; Dice is the curve we need
-        **{k: settings[k] for k in ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_size",
-                                    "max_epochs", "samples_per_epoch", "learning_rate", "num_workers", "device",
-                                    "freeze_decoder")},
+        "num_workers": settings["num_workers"],
+        "freeze_decoder": settings["freeze_decoder"],
+        **{k: settings[k] for k in RUN_KEYS},
     }
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
@@ -128,6 +260,7 @@ def train_run(run: Run, datalist: Path, out_dir: Path, settings: dict[str, Any],
     workflow.initialize()
     workflow.run()
     workflow.finalize()
+    write_json_atomic(out_dir / RUN_SETTINGS, wanted)
     return read_json(history_file)
 
 
@@ -212,7 +345,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
         "",
         f"Datalist `{settings['datalist']}`; encoder `{settings['encoder_name']}`, decoder `{settings['decoder']}`, "
         f"{settings['image_size']} px, {settings['max_epochs']} epochs of {settings['samples_per_epoch']} samples, "
-        f"seeds {settings['seeds']}, device `{settings['device']}`; DoLL + adapters trains adapters, head and "
+        f"seeds {','.join(map(str, settings['seeds']))}, device `{settings['device']}`; DoLL + adapters trains adapters, head and "
         f"{'nothing else (decoder frozen)' if settings.get('freeze_decoder') else 'the decoder (encoder frozen)'}.",
         "",
         "Validation mean Dice after the last epoch, mean ± sd over seeds (best epoch in brackets).",
@@ -286,29 +419,22 @@ def plot(summary: dict[str, Any], path: Path, curve_size: str | None) -> None:
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     """Train every (start, N, seed) and write ``results.json``, ``results.md`` and ``results.png`` to ``--out``."""
+    from cxrdoll.engines.sweep import file_sha256
+
     settings = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if v is not None and not k.startswith("_")}}
-    sizes = parse_sizes(str(settings["sizes"]))
-    seeds = [int(s) for s in str(settings["seeds"]).split(",")]
-    starts = [s.strip() for s in settings["starts"].split(",")]
-    unknown = [s for s in starts if s not in STARTS]
-    if unknown:
-        raise ValueError(f"--starts: unknown {unknown}; expected some of {list(STARTS)}")
-    checkpoints = {"pretrained": settings.get("pretrained_ckpt"), "classifier": settings.get("classifier_ckpt")}
-    for start in starts:
-        need = STARTS[start]["checkpoint"]
-        if need and not checkpoints[need]:
-            raise ValueError(f"starting point {start!r} needs --{need}-ckpt")
+    sizes, seeds, starts = settings["sizes"], settings["seeds"], settings["starts"]
+    checkpoints = check_checkpoints(starts, settings)
+    check_sizes(Path(settings["datalist"]), sizes)
     out = Path(settings["out"])
     datalists = shuffled_datalists(Path(settings["datalist"]), seeds, out / "datalists")
-    available = len(read_json(datalists[seeds[0]])["training"])
-    too_many = [n for n in sizes if n is not None and n > available]
-    if too_many:
-        raise ValueError(f"--sizes {too_many}: the training split of {settings['datalist']} has {available} images")
+    datalist_sha256 = {seed: file_sha256(path) for seed, path in datalists.items()}
     results: list[tuple[Run, dict]] = []
+    used: list[dict[str, Any]] = []
     runs = [Run(start, n, seed) for start in starts for n in sizes for seed in seeds]
     began = time.monotonic()
     for i, run in enumerate(runs, 1):
-        history = train_run(run, datalists[run.seed], out / "runs" / run.name, settings, checkpoints)
+        used.append(run_settings(run, datalist_sha256[run.seed], settings, checkpoints))
+        history = train_run(run, datalists[run.seed], out / "runs" / run.name, used[-1], settings)
         results.append((run, history))
         last = history["history"][-1].get(KEY)
         print(f"[{i}/{len(runs)}] {run.name}: val Dice {last if last is None else round(last, 3)} "
@@ -320,7 +446,7 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()},
         "summary": summary,
         "paired_vs_doll_adapters": paired,
-        "runs": [{"start": r.start, "n": r.n, "seed": r.seed, **h} for r, h in results],
+        "runs": [{"start": r.start, "n": r.n, "seed": r.seed, **h, "run_settings": u} for (r, h), u in zip(results, used)],
         # finished runs are reused on a re-run, so the call's wall time alone can read 0 s
         "seconds_this_call": time.monotonic() - began,
         "seconds_in_runs": sum(h["history"][-1].get("elapsed_s", 0.0) for _, h in results),
@@ -340,16 +466,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained-ckpt", help="DoLL pre-trained segmenter (cxr_seg_pretrain models/model.pt)")
     parser.add_argument("--classifier-ckpt", help="classifier checkpoint of the same encoder (cxr_classifier)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="demo", help="defaults for the options below")
-    parser.add_argument("--starts", default=",".join(STARTS), help=f"comma list of {list(STARTS)}")
-    parser.add_argument("--sizes", help="comma list of labelled-image counts, 'all' for the whole split")
-    parser.add_argument("--seeds", help="comma list of seeds (at least 3 for the report)")
+    parser.add_argument("--starts", type=parse_starts, default=",".join(STARTS), help=f"comma list of {list(STARTS)}")
+    parser.add_argument("--sizes", type=parse_sizes, help="comma list of labelled-image counts, 'all' for the whole split")
+    parser.add_argument("--seeds", type=parse_seeds, help="comma list of seeds (at least 3 for the report)")
     parser.add_argument("--encoder-name", default="densenet_tiny", help="must match the checkpoints")
     parser.add_argument("--decoder", default="unet", choices=["unet", "psp"])
     parser.add_argument("--decoder-channels", type=lambda s: [int(v) for v in s.split(",")], default=[256, 128, 64, 32, 16])
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--max-epochs", type=int)
-    parser.add_argument("--samples-per-epoch", type=int)
+    parser.add_argument("--image-size", type=image_size, help="a multiple of the network's size divisor (cxrdoll.networks.SIZE_DIVISOR)")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--max-epochs", type=positive_int)
+    parser.add_argument("--samples-per-epoch", type=positive_int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--freeze-decoder", action="store_true", default=None,
                         help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")

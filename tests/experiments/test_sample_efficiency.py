@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 
 from cxrdoll.cli import main
 from cxrdoll.engines.seg_network import pretraining_segmenter
-from cxrdoll.experiments.sample_efficiency import KEY, Run, markdown, paired_comparison, parse_sizes, summarise
+from cxrdoll.experiments.sample_efficiency import (KEY, Run, markdown, paired_comparison, parse_sizes, retrain_reason,
+                                                  run_settings, summarise)
+from cxrdoll.io import write_json_atomic
 from cxrdoll.networks import build_classifier
 from tests.bundles.seg_data import write_tiny_downstream
 
@@ -58,8 +61,81 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
                  "--starts", "doll_adapters", "--device", "cpu"])
     assert code == 2 and "starting point 'doll_adapters' needs --pretrained-ckpt" in capsys.readouterr().err
     assert parse_sizes("4, 8,all") == [4, 8, None]
-    with pytest.raises(ValueError, match="--sizes: 0 is not a positive number of images"):
+    with pytest.raises(argparse.ArgumentTypeError, match="'0' in '0,4' is not a positive number of images"):
         parse_sizes("0,4")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--seeds", "0,0", "argument --seeds: '0' is given twice in '0,0'"),
+    ("--sizes", "4,8,4", "argument --sizes: '4' is given twice in '4,8,4'"),
+    ("--sizes", "all,all", "argument --sizes: 'all' is given twice in 'all,all'"),
+    ("--starts", "scratch,scratch", "argument --starts: 'scratch' is given twice in 'scratch,scratch'"),
+    ("--sizes", "abc", "argument --sizes: 'abc' in 'abc' is not a positive number of images or 'all'"),
+    ("--seeds", ",", "argument --seeds: '' in ',' is not a seed"),
+    ("--seeds", "-1", "argument --seeds: '-1' in '-1' is not a seed"),
+    ("--starts", "scratch,doll", "argument --starts: 'doll' in 'scratch,doll' is not a starting point"),
+    ("--image-size", "33", "argument --image-size: 33 is not a multiple of 32, the network's size divisor (try 32 or 64)"),
+    ("--image-size", "16", "argument --image-size: 16 is not a multiple of 32, the network's size divisor (try 32)"),
+    ("--max-epochs", "0", "argument --max-epochs: '0' is not a positive whole number"),
+    ("--batch-size", "x", "argument --batch-size: 'x' is not a positive whole number"),
+])
+def test_bad_option_values_are_refused_naming_the_option(tmp_path, capsys, option, value, message):
+    """Refused while parsing, before any file is written; duplicates would count one run twice."""
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["experiment", "sample-efficiency", "--datalist", str(tmp_path / "d.json"), "--out", str(out),
+              option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_changed_setting_retrains_only_the_runs_it_decides(tmp_path, capsys):
+    """A finished run is reused only under the settings it was trained with: results.json must never
+    state a learning rate, checkpoint or switch that its runs were not trained with."""
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=2, n_val=1)
+    pretrained = tmp_path / "doll.pt"
+    torch.save(pretraining_segmenter("densenet_tiny", decoder_channels=[32, 16, 16, 8, 8]).state_dict(), pretrained)
+    out = tmp_path / "exp"
+    argv = ["experiment", "sample-efficiency", "--datalist", str(datalist), "--out", str(out),
+            "--starts", "scratch,doll_adapters", "--pretrained-ckpt", str(pretrained), "--encoder-name", "densenet_tiny",
+            "--decoder-channels", DECODER, "--image-size", "32", "--sizes", "2", "--seeds", "0", "--max-epochs", "1",
+            "--samples-per-epoch", "2", "--batch-size", "2", "--device", "cpu"]
+    models = {start: out / "runs" / start / "n2" / "seed0" / "model.pt" for start in ("scratch", "doll_adapters")}
+
+    def call(*extra: str) -> tuple[dict, str, dict[str, bool]]:
+        """results.json, stdout, and which runs trained in this call."""
+        before = {s: m.stat().st_mtime_ns if m.exists() else None for s, m in models.items()}
+        assert main(argv + list(extra)) == 0
+        trained = {s: m.stat().st_mtime_ns != before[s] for s, m in models.items()}
+        return json.loads((out / "results.json").read_text()), capsys.readouterr().out, trained
+
+    report, log, trained = call()
+    assert trained == {"scratch": True, "doll_adapters": True} and "retraining" not in log
+    assert {r["run_settings"]["learning_rate"] for r in report["runs"]} == {0.003}
+
+    report, log, trained = call("--learning-rate", "0.5")
+    assert trained == {"scratch": True, "doll_adapters": True}
+    assert "scratch/n2/seed0: retraining, settings changed: learning_rate 0.003 -> 0.5" in log
+    assert report["settings"]["learning_rate"] == 0.5
+    assert all(r["run_settings"]["learning_rate"] == 0.5 for r in report["runs"])
+    assert json.loads((models["scratch"].parent / "run_settings.json").read_text())["learning_rate"] == 0.5
+
+    # the same checkpoint path with other weights: only the start that loads it retrains
+    torch.save(pretraining_segmenter("densenet_tiny", decoder_channels=[32, 16, 16, 8, 8]).state_dict(), pretrained)
+    report, log, trained = call("--learning-rate", "0.5")
+    assert trained == {"scratch": False, "doll_adapters": True}
+    assert "doll_adapters/n2/seed0: retraining, settings changed: checkpoint_sha256" in log
+
+    report, log, trained = call("--learning-rate", "0.5", "--freeze-decoder")
+    assert trained == {"scratch": False, "doll_adapters": True} and "freeze_decoder False -> True" in log
+    adapters = next(r for r in report["runs"] if r["start"] == "doll_adapters")
+    assert adapters["run_settings"]["freeze_decoder"] is True and report["settings"]["freeze_decoder"] is True
+
+    # a run without recorded settings (older version, or killed) is not trusted
+    (models["scratch"].parent / "run_settings.json").unlink()
+    _, log, trained = call("--learning-rate", "0.5", "--freeze-decoder")
+    assert trained == {"scratch": True, "doll_adapters": False}
+    assert "scratch/n2/seed0: retraining, no run_settings.json" in log
 
 
 def test_garbage_checkpoint_is_one_line_naming_it(tmp_path, capsys):
@@ -95,7 +171,34 @@ def test_paired_comparison_differences_by_seed_and_counts_wins():
     assert paired["8"]["backbone"]["wins"] == 3
     summary = summarise(results, [8])
     settings = {"datalist": "d.json", "encoder_name": "resnet10", "decoder": "unet", "image_size": 64,
-                "max_epochs": 2, "samples_per_epoch": 4, "seeds": "0,1,2", "device": "cpu"}
+                "max_epochs": 2, "samples_per_epoch": 4, "seeds": [0, 1, 2], "device": "cpu"}
     table = markdown(summary, settings, None, paired)
     assert "| labelled images | vs from scratch | vs classifier backbone only |" in table
     assert f"| 8 | {scratch['mean_diff']:+.3f} ± {scratch['std_diff']:.3f} (2/3) |" in table
+
+
+@pytest.mark.parametrize("change", [
+    {"batch_size": 8}, {"samples_per_epoch": 32}, {"image_size": 96}, {"encoder_name": "resnet10"},
+    {"decoder": "psp"}, {"decoder_channels": [64, 32, 16, 8, 8]}, {"max_epochs": 3}, {"learning_rate": 0.5},
+    {"datalist": "/elsewhere/d.json"}, {"freeze_decoder": True}, {"device": "cuda"},
+])
+def test_every_setting_that_decides_a_run_invalidates_it(tmp_path, change):
+    settings = {"datalist": "/data/d.json", "encoder_name": "densenet_tiny", "decoder": "unet",
+                "decoder_channels": [32, 16, 16, 8, 8], "image_size": 64, "batch_size": 4, "max_epochs": 2,
+                "samples_per_epoch": 16, "learning_rate": 0.003, "freeze_decoder": False, "device": "cpu"}
+    ckpt = {"pretrained": {"checkpoint": "/ck/doll.pt", "checkpoint_sha256": "a" * 64}}
+    run = Run("doll_adapters", 4, 0)
+    stored = run_settings(run, "b" * 64, settings, ckpt)
+    write_json_atomic(tmp_path / "run_settings.json", stored)
+    write_json_atomic(tmp_path / "validation_history.json", {"history": [{}, {}]})
+    assert retrain_reason(tmp_path, run_settings(run, "b" * 64, settings, ckpt)) is None
+    (key, value), = change.items()
+    reason = retrain_reason(tmp_path, run_settings(run, "b" * 64, {**settings, **change}, ckpt))
+    assert reason == f"settings changed: {key} {stored[key]!r} -> {value!r}"
+    for other in ({"pretrained": {**ckpt["pretrained"], "checkpoint": "/ck/other.pt"}},
+                  {"pretrained": {**ckpt["pretrained"], "checkpoint_sha256": "c" * 64}}):
+        assert "checkpoint" in retrain_reason(tmp_path, run_settings(run, "b" * 64, settings, other))
+    assert "datalist_sha256" in retrain_reason(tmp_path, run_settings(run, "d" * 64, settings, ckpt))
+    # scratch loads no checkpoint and has no decoder to freeze: neither is part of its settings
+    scratch = run_settings(Run("scratch", 4, 0), "b" * 64, settings, ckpt)
+    assert "checkpoint" not in scratch and "freeze_decoder" not in scratch
