@@ -3,6 +3,9 @@
 Chain: DICOMDataLoaderOperator -> DICOMSeriesSelectorOperator (CR|DX) -> :class:`CXRImageOperator`
 -> :class:`CXRSegInferenceOperator` -> :class:`CXRSegWriterOperator` (DICOM SEG + overlay PNG).
 
+Every input file gets a row of ``report.csv`` (:mod:`cxrdoll.deploy.report`); a bad file or case is
+logged, reported and skipped, and never stops the batch.
+
 :class:`CXRImageOperator` replaces the SDK's DICOMSeriesToVolumeOperator: that one turns a
 single-frame CR/DX into a depth-1 volume with rescale only, whereas the project's loader gives the
 2-D ``(1, H, W)`` image directly, with VOI and MONOCHROME1 handled exactly as in training.
@@ -13,16 +16,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from cxrdoll.deploy.overlay import save_overlay
+from cxrdoll.deploy.report import REPORT_NAME, RunReport
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image
 from cxrdoll.dicom.seg import write_seg
-from cxrdoll.dicom.views import select_frontal
+from cxrdoll.dicom.views import rank_frontal, view_position
+from cxrdoll.errors import about_file
 
 # DICOMSeriesSelectorOperator rules: every CR or DX series of every study.
 CXR_SELECTION_RULES = '{"selections": [{"name": "CXR", "conditions": {"Modality": "(?i)^(CR|DX)$"}}]}'
@@ -32,18 +39,43 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CXRCase:
-    """One frontal radiograph travelling down the chain; ``masks`` is filled by inference."""
+    """One frontal radiograph travelling down the chain; ``masks`` is filled by inference.
 
+    ``file`` names the source in the report and the log; ``uid`` is its checked SOP Instance UID,
+    the only value that goes into output file names.
+    """
+
+    file: str
+    uid: str
     source: Dataset
     image: CXRImage
     masks: np.ndarray | None = None
     names: list[str] | None = None
 
 
-class CXRImageOperator(Operator):
-    """Selected series -> list of :class:`CXRCase`: the best frontal image of each series, decoded."""
+def checked_sop_uid(ds: Dataset, source: str) -> str:
+    """The SOP Instance UID, which names the output files and is what the SEG references: a
+    malformed one (e.g. ``1.2.3/../../escaped``) could write outside the output folder."""
+    uid = UID(str(ds.get("SOPInstanceUID", "") or ""))
+    if not uid.is_valid:
+        raise DicomInputError(source, f"invalid SOP Instance UID {str(uid)!r} (expected at most 64 digits and dots)")
+    return str(uid)
 
-    def __init__(self, fragment: Fragment, *args, voi: str = "auto", **kwargs) -> None:
+
+def _skip(report: RunReport, file: str, reason: str) -> None:
+    logger.warning("%s; skipped", about_file(file, reason))
+    report.skipped(file, reason)
+
+
+def _reason(err: Exception) -> str:
+    return err.problem if isinstance(err, DicomInputError) else f"{type(err).__name__}: {err}"
+
+
+class CXRImageOperator(Operator):
+    """Selected series -> list of :class:`CXRCase`: the best frontal image of each series that decodes."""
+
+    def __init__(self, fragment: Fragment, *args, report: RunReport, voi: str = "auto", **kwargs) -> None:
+        self.report = report
         self.voi = voi
         super().__init__(fragment, *args, **kwargs)
 
@@ -55,28 +87,43 @@ class CXRImageOperator(Operator):
         cases = []
         for study_selected in op_input.receive("study_selected_series_list") or []:
             for selected in study_selected.selected_series:
-                datasets = [sop.get_native_sop_instance() for sop in selected.series.get_sop_instances()]
-                index = select_frontal(datasets)
-                uid = selected.series.SeriesInstanceUID
-                if index is None:
-                    logger.warning("series %s: no frontal image (only lateral or other views); skipped", uid)
-                    continue
-                try:
-                    image = dataset_to_image(datasets[index], voi=self.voi, source=f"series {uid}")
-                except DicomInputError as err:
-                    logger.warning("%s; skipped", err)
-                    continue
-                cases.append(CXRCase(datasets[index], image))
+                case = self._series_case([sop.get_native_sop_instance() for sop in selected.series.get_sop_instances()])
+                if case is None:
+                    uid = selected.series.SeriesInstanceUID
+                    logger.warning("series %s: no usable frontal image (reasons per file in %s)", uid, REPORT_NAME)
+                else:
+                    cases.append(case)
         op_output.emit(cases, "cases")
+
+    def _series_case(self, datasets: Sequence[Dataset]) -> CXRCase | None:
+        """The first frontal image that decodes, best view first; every file of the series gets its report row."""
+        frontal, others = rank_frontal(datasets)
+        case = None
+        for ds in frontal:
+            file = self.report.name(ds.filename)
+            if case is not None:
+                self.report.skipped(file, f"not used: {case.file} was chosen for its series")
+                continue
+            try:
+                uid = checked_sop_uid(ds, file)
+                case = CXRCase(file, uid, ds, dataset_to_image(ds, voi=self.voi, source=file))
+            except Exception as err:  # one bad file must not stop the batch: the next image is tried
+                _skip(self.report, file, _reason(err))
+        for ds in others:
+            view, evidence = view_position(ds)
+            self.report.skipped(self.report.name(ds.filename), f"not a frontal view ({view} from {evidence})")
+        return case
 
 
 class CXRSegInferenceOperator(Operator):
     """Runs the segmentation bundle at ``bundle_path`` on every case (masks at source resolution)."""
 
     def __init__(
-        self, fragment: Fragment, *args, bundle_path: str | Path, device: str = "cpu", threshold: float = 0.5, **kwargs
+        self, fragment: Fragment, *args, bundle_path: str | Path, report: RunReport, device: str = "cpu",
+        threshold: float = 0.5, **kwargs,
     ) -> None:
         self.bundle = SegBundle.load(bundle_path, device=device)
+        self.report = report
         self.threshold = threshold
         super().__init__(fragment, *args, **kwargs)
 
@@ -85,18 +132,24 @@ class CXRSegInferenceOperator(Operator):
         spec.output("segmented")
 
     def compute(self, op_input, op_output, context) -> None:
-        cases = op_input.receive("cases")
-        for case in cases:
-            case.masks = self.bundle.predict(case.image.array, threshold=self.threshold)
+        segmented = []
+        for case in op_input.receive("cases"):
+            try:
+                case.masks = self.bundle.predict(case.image.array, threshold=self.threshold)
+            except Exception as err:  # e.g. out of GPU memory on one large image: the others still run
+                _skip(self.report, case.file, f"inference failed ({_reason(err)})")
+                continue
             case.names = self.bundle.channel_names
-        op_output.emit(cases, "segmented")
+            segmented.append(case)
+        op_output.emit(segmented, "segmented")
 
 
 class CXRSegWriterOperator(Operator):
     """Writes ``<SOP Instance UID>_seg.dcm`` and ``<SOP Instance UID>_overlay.png`` per case."""
 
-    def __init__(self, fragment: Fragment, *args, output_folder: str | Path, **kwargs) -> None:
+    def __init__(self, fragment: Fragment, *args, output_folder: str | Path, report: RunReport, **kwargs) -> None:
         self.output_folder = Path(output_folder)
+        self.report = report
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -104,7 +157,18 @@ class CXRSegWriterOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         for case in op_input.receive("segmented"):
-            stem = str(case.source.SOPInstanceUID)
-            write_seg(self.output_folder / f"{stem}_seg.dcm", case.source, case.masks, case.names)
-            save_overlay(self.output_folder / f"{stem}_overlay.png", case.image.array[0], case.masks)
-            logger.info("wrote SEG and overlay for %s (%d segments)", stem, len(case.names))
+            try:
+                self._write(case)
+            except Exception as err:  # e.g. a header highdicom refuses: the next case is still written
+                _skip(self.report, case.file, f"SEG not written ({_reason(err)})")
+
+    def _write(self, case: CXRCase) -> None:
+        seg_path = self.output_folder / f"{case.uid}_seg.dcm"
+        write_seg(seg_path, case.source, case.masks, case.names)
+        try:
+            save_overlay(self.output_folder / f"{case.uid}_overlay.png", case.image.array[0], case.masks)
+        except Exception:
+            seg_path.unlink(missing_ok=True)  # the report will say skipped: no SEG left without its overlay
+            raise
+        self.report.ok(case.file, seg_path.name)
+        logger.info("%s: wrote %s and its overlay (%d segments)", case.file, seg_path.name, len(case.names))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cxrdoll.io import read_json
-from cxrdoll.networks.checkpoints import load_network_weights
+from cxrdoll.networks.checkpoints import load_network_weights, load_problem
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _io_format(root: Path, config) -> tuple[tuple[int, int], list[str]]:
 def _load_network(root: Path, config, device: torch.device) -> torch.nn.Module:
     torchscript = root / "models" / "model.ts"
     if torchscript.is_file():
-        return torch.jit.load(str(torchscript), map_location=device)
+        return _load_torchscript(torchscript, device)
     weights = root / "models" / "model.pt"
     if config is None or not weights.is_file():
         raise FileNotFoundError(f"{root}: needs models/model.ts, or configs/inference.json with models/model.pt")
@@ -126,3 +126,12 @@ def _load_network(root: Path, config, device: torch.device) -> torch.nn.Module:
     network = config.get_parsed_content("network_def")
     load_network_weights(network, weights)  # a bare state_dict, or one nested under "model" as training saves it
     return network.to(device)
+
+
+def _load_torchscript(path: Path, device: torch.device) -> torch.nn.Module:
+    """``torch.jit.load`` failing with the file's name: torch's message for a truncated or foreign
+    file ("PytorchStreamReader failed reading zip archive") names neither it nor the cause."""
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except Exception as err:  # torch raises several types for corrupt, truncated or foreign files
+        raise ValueError(f"{path}: cannot load as a TorchScript model: {load_problem(path, err)}") from None

@@ -1,7 +1,7 @@
 """Clinical DICOM in and out: CR/DX loading (also as a MONAI transform), ingestion, and DICOM SEG writing."""
 
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, load_cxr_dicom, read_dataset
-from cxrdoll.dicom.views import select_frontal, view_position
+from cxrdoll.dicom.views import rank_frontal, view_position
 
 __all__ = [
     "CXRImage",
@@ -9,6 +9,6 @@ __all__ = [
     "dataset_to_image",
     "load_cxr_dicom",
     "read_dataset",
-    "select_frontal",
+    "rank_frontal",
     "view_position",
 ]

@@ -60,10 +60,13 @@ def is_usable_frontal(view: str) -> bool:
     return view in VIEW_PREFERENCE
 
 
-def select_frontal(datasets: Sequence[Dataset]) -> int | None:
-    """Index of the best frontal image (PA > AP > unknown view), or None when only laterals exist."""
-    views = [view_position(ds)[0] for ds in datasets]
-    for wanted in VIEW_PREFERENCE:
-        if wanted in views:
-            return views.index(wanted)
-    return None
+def rank_frontal(datasets: Sequence[Dataset]) -> tuple[list[Dataset], list[Dataset]]:
+    """(Frontal images best first: PA, AP, unknown view, by file name within a view; the others).
+
+    Every frontal image is ranked, not just the best, so that a series whose PA image does not
+    decode still gives its AP image.
+    """
+    by_name = sorted(datasets, key=lambda ds: str(getattr(ds, "filename", "") or ""))
+    views = [(view_position(ds)[0], ds) for ds in by_name]
+    frontal = sorted((item for item in views if is_usable_frontal(item[0])), key=lambda item: VIEW_PREFERENCE.index(item[0]))
+    return [ds for _, ds in frontal], [ds for view, ds in views if not is_usable_frontal(view)]

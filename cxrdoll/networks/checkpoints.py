@@ -41,13 +41,21 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt, truncated or unsafe files
-        raise ValueError(f"{path}: cannot load as a checkpoint: {_load_problem(err)}") from None
+        raise ValueError(f"{path}: cannot load as a checkpoint: {load_problem(path, err)}") from None
 
 
-def _load_problem(err: Exception) -> str:
+def load_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a torch file that ``torch.load`` or ``torch.jit.load`` refused, in words:
+    torch's own messages advise unsafe loading or name neither the file nor the cause."""
     text = str(err)
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty"
     if isinstance(err, EOFError) or "central directory" in text:
-        return "the file is empty or truncated"
+        return "the file is truncated (its zip directory is missing)"
+    if "not a ZIP archive" in text:
+        return "not a TorchScript file (not a zip archive)"
+    if "constants.pkl" in text:
+        return "not a TorchScript model (a torch.save checkpoint? export it with torch.jit.save)"
     if "WeightsUnpickler error:" in text:
         detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].strip()
         return (f"not a PyTorch weights file, or one holding objects other than tensors and plain containers "

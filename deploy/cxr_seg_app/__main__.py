@@ -1,6 +1,8 @@
 """``python deploy/cxr_seg_app -i ... -o ... -m ...`` runs the app, as the SDK's packager expects."""
 
-from app import CXRSegApp
+import sys
+
+from app import main
 
 if __name__ == "__main__":
-    CXRSegApp().run()
+    sys.exit(main())

@@ -5,12 +5,16 @@ Run (the SDK needs a larger stack than the default):
     python deploy/cxr_seg_app/app.py -i DICOM_DIR -o OUT_DIR -m BUNDLE_DIR
 
 ``-m`` is the bundle folder (e.g. ``bundles/cxr_seg_adapter``); see docs/FORMATS.md,
-"Deployable segmentation bundle". Environment: CXR_DEVICE (default cpu), CXR_THRESHOLD (0.5).
+"Deployable segmentation bundle". Environment: CXR_DEVICE (cpu, cuda or cuda:N; default cpu),
+CXR_THRESHOLD (in (0, 1); default 0.5). ``OUT_DIR/report.csv`` says what became of each input file.
+
+Exit codes: 0 at least one SEG written (skipped files are in the report), 1 none written (the
+report says why), 2 a bad input folder, bundle or setting (one line on stderr; nothing run).
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 from monai.deploy.conditions import CountCondition
@@ -24,33 +28,62 @@ from cxrdoll.deploy.operators import (
     CXRSegInferenceOperator,
     CXRSegWriterOperator,
 )
+from cxrdoll.deploy.report import REPORT_NAME, RunReport
+from cxrdoll.deploy.settings import check_input_folder, settings_from_env
+from cxrdoll.errors import user_error
 
 
 class CXRSegApp(Application):
     """DICOMDataLoader -> series selector (CR|DX) -> to-image -> bundle inference -> SEG + overlay."""
 
+    report: RunReport
+    report_path: Path
+
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)
+        input_folder = check_input_folder(context.input_path)  # checked before the model loads: fail fast
+        settings = settings_from_env()
+        self.report = RunReport(input_folder)
+        inference = CXRSegInferenceOperator(
+            self, bundle_path=context.model_path, report=self.report, device=settings.device,
+            threshold=settings.threshold, name="bundle_inference",
+        )
         output = Path(context.output_path)
         output.mkdir(parents=True, exist_ok=True)
+        self.report_path = output / REPORT_NAME
+        # must_load=False: a folder without a loadable study gives an empty list and a report, not a traceback.
         loader = DICOMDataLoaderOperator(
-            self, CountCondition(self, 1), input_folder=Path(context.input_path), name="dicom_loader"
+            self, CountCondition(self, 1), input_folder=input_folder, must_load=False, name="dicom_loader"
         )
         selector = DICOMSeriesSelectorOperator(self, rules=CXR_SELECTION_RULES, all_matched=True, name="cxr_selector")
-        to_image = CXRImageOperator(self, name="to_image")
-        inference = CXRSegInferenceOperator(
-            self,
-            bundle_path=context.model_path,
-            device=os.environ.get("CXR_DEVICE", "cpu"),
-            threshold=float(os.environ.get("CXR_THRESHOLD", "0.5")),
-            name="bundle_inference",
-        )
-        writer = CXRSegWriterOperator(self, output_folder=output, name="seg_writer")
+        to_image = CXRImageOperator(self, report=self.report, name="to_image")
+        writer = CXRSegWriterOperator(self, output_folder=output, report=self.report, name="seg_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
         self.add_flow(selector, to_image, {("study_selected_series_list", "study_selected_series_list")})
         self.add_flow(to_image, inference, {("cases", "cases")})
         self.add_flow(inference, writer, {("segmented", "segmented")})
 
 
+def main() -> int:
+    """Run the app and write the report; the exit code says whether anything was written (module docstring)."""
+    app = CXRSegApp()
+    try:
+        app.run()
+    except Exception as err:  # bad input or settings: one line, exit code 2; bugs keep their traceback
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
+        return 2
+    rows = app.report.write(app.report_path)
+    written = app.report.written
+    summary = f"{written} SEG(s) written; {len(rows) - written} of {len(rows)} files skipped; report: {app.report_path}"
+    if not written:
+        print(f"error: nothing written: {summary}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
 if __name__ == "__main__":
-    CXRSegApp().run()
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""End to end: the MONAI Deploy app on CPU over the shared DICOMs writes valid SEGs and overlays."""
+"""End to end: the MONAI Deploy app on CPU writes valid SEGs and overlays, skips and reports bad
+inputs, and says by its exit code whether anything was written."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import csv
 
 import highdicom as hd
 import numpy as np
@@ -17,6 +20,7 @@ from PIL import Image
 
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.dicom.loader import load_cxr_dicom
+from tests.deploy.bad_batch import make_bad_batch, make_only_bad
 from tests.deploy.tiny_bundle import NAMES, make_tiny_bundle
 from tests.dicom.dciodvfy import dciodvfy_errors
 
@@ -33,21 +37,40 @@ def _files_by_sop_uid(folder: Path) -> dict[str, list[Path]]:
     return out
 
 
+def _run_app(tmp_path: Path, dicom_dir: Path, bundle_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """The app on ``dicom_dir`` with output ``tmp_path / "out"``; ``env`` adds environment variables."""
+    out = tmp_path / "out"
+    command = f'ulimit -s 32768 && exec "{sys.executable}" "{APP}" -i "{dicom_dir}" -o "{out}" -m "{bundle_dir}"'
+    # The app runs with this process's thread count: the comparison below is exact, and convolutions
+    # summed in another order by another thread count can flip pixels lying at the 0.5 threshold.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **env}
+    return subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _report(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "report.csv", newline="") as fh:
+        return {row["file"]: row for row in csv.DictReader(fh)}
+
+
+def _error_lines(run: subprocess.CompletedProcess) -> list[str]:
+    """What the app printed as errors: its own ``error:`` lines and any traceback."""
+    return [line for line in run.stderr.splitlines() if line.startswith(("error:", "Traceback"))]
+
+
 @pytest.mark.slow
 def test_app_writes_one_valid_seg_per_cxr_series(shared_data, tmp_path):
     dicom_dir = shared_data / "dicom"
     bundle_dir = make_tiny_bundle(tmp_path / "bundle")
     out = tmp_path / "out"
-    command = f'ulimit -s 32768 && exec "{sys.executable}" "{APP}" -i "{dicom_dir}" -o "{out}" -m "{bundle_dir}"'
-    # The app runs with this process's thread count: the comparison below is exact, and convolutions
-    # summed in another order by another thread count can flip pixels lying at the 0.5 threshold.
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    run = _run_app(tmp_path, dicom_dir, bundle_dir)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     segs = sorted(out.glob("*_seg.dcm"))
     # Four CR/DX series (SIIM, Barre, NEMA RG1, GDCM DX); the file without File Meta is not loaded by the SDK.
     assert len(segs) == 4 and len(list(out.glob("*_overlay.png"))) == 4
+    report = _report(out)
+    assert sorted(report) == sorted(p.relative_to(dicom_dir).as_posix() for p in dicom_dir.rglob("*") if p.is_file())
+    assert sorted(row["output"] for row in report.values() if row["status"] == "ok") == [p.name for p in segs]
     sources = _files_by_sop_uid(dicom_dir)
     bundle = SegBundle.load(bundle_dir)
     for seg_path in segs:
@@ -64,3 +87,68 @@ def test_app_writes_one_valid_seg_per_cxr_series(shared_data, tmp_path):
         assert overlay.mode == "RGB" and overlay.size == (masks.shape[2], masks.shape[1])
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(seg_path) == [], seg_path.name
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the bad UID, on purpose
+def test_bad_inputs_are_skipped_and_reported_and_the_good_ones_written(tmp_path):
+    uids = make_bad_batch(tmp_path / "in")
+    run = _run_app(tmp_path, tmp_path / "in", make_tiny_bundle(tmp_path / "bundle"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "2 SEG(s) written; 4 of 6 files skipped" in run.stdout
+
+    out = tmp_path / "out"
+    expected = sorted(f"{uid}{suffix}" for uid in uids.values() for suffix in ("_seg.dcm", "_overlay.png"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + ["report.csv"])
+    assert not list(tmp_path.rglob("*escaped*"))  # the bad UID named no file, inside or outside the output
+    report = _report(out)
+    assert {f: (r["status"], r["output"]) for f, r in report.items() if r["status"] == "ok"} == {
+        name: ("ok", f"{uid}_seg.dcm") for name, uid in uids.items()
+    }
+    assert report["a_bad_uid.dcm"]["reason"].startswith("invalid SOP Instance UID '1.2.3/../../escaped'")
+    assert report["b_pa_truncated.dcm"]["reason"].startswith("pixel data could not be decoded")  # AP used instead
+    assert report["d_lateral.dcm"]["reason"] == "not a frontal view (LATERAL from ViewPosition)"
+    assert report["notes.txt"]["reason"].startswith("not read by the MONAI Deploy DICOM loader")
+    assert "b_pa_truncated.dcm: pixel data could not be decoded" in run.stderr  # the log names the file
+
+
+def test_nothing_written_exits_1_with_the_report(tmp_path):
+    make_only_bad(tmp_path / "in")
+    run = _run_app(tmp_path, tmp_path / "in", make_tiny_bundle(tmp_path / "bundle"))
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    assert _error_lines(run) == [
+        f"error: nothing written: 0 SEG(s) written; 3 of 3 files skipped; report: {tmp_path / 'out' / 'report.csv'}"
+    ]
+    report = _report(tmp_path / "out")
+    assert sorted(report) == ["nopixel.dcm", "notes.txt", "palette.dcm"]
+    assert {row["status"] for row in report.values()} == {"skipped"}
+    assert report["nopixel.dcm"]["reason"] == "has no pixel data"
+
+
+def test_empty_input_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    run = _run_app(tmp_path, tmp_path / "in", make_tiny_bundle(tmp_path / "bundle"))
+    assert run.returncode == 2
+    folder = tmp_path / "in"
+    assert _error_lines(run) == [f"error: {folder}: input folder holds no files (searched recursively); nothing to do"]
+    assert not (tmp_path / "out" / "report.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CXR_THRESHOLD": "abc"}, "CXR_THRESHOLD must be a number in (0, 1), e.g. 0.5; got 'abc'"),
+        ({"CXR_THRESHOLD": "5"}, "CXR_THRESHOLD must be a number in (0, 1), e.g. 0.5; got '5'"),
+        ({"CXR_DEVICE": "gpu"}, "CXR_DEVICE must be cpu, cuda or cuda:N; got 'gpu'"),
+        ({}, "{model}: cannot load as a TorchScript model: the file is truncated (its zip directory is missing)"),
+    ],
+    ids=["threshold-text", "threshold-5", "device-name", "truncated-model"],
+)
+def test_bad_settings_are_one_line_errors_naming_the_variable_or_file(tmp_path, env, message):
+    make_only_bad(tmp_path / "in")
+    bundle_dir = make_tiny_bundle(tmp_path / "bundle")
+    model = bundle_dir / "models" / "model.ts"
+    if not env:
+        model.write_bytes(model.read_bytes()[:3000])
+    run = _run_app(tmp_path, tmp_path / "in", bundle_dir, **env)
+    assert run.returncode == 2
+    assert _error_lines(run) == ["error: " + message.format(model=model)]

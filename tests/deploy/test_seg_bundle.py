@@ -94,3 +94,21 @@ def test_bundle_errors(tmp_path):
     (root / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
         SegBundle.load(root)
+
+
+def test_unreadable_torchscript_names_the_file_and_the_problem(tmp_path):
+    root = make_tiny_bundle(tmp_path / "b")
+    model = root / "models" / "model.ts"
+    good = model.read_bytes()
+    for data, problem in [
+        (good[:3000], "the file is truncated (its zip directory is missing)"),
+        (b"", "the file is empty"),
+        (b"not a model", "not a TorchScript file (not a zip archive)"),
+    ]:
+        model.write_bytes(data)
+        with pytest.raises(ValueError) as caught:
+            SegBundle.load(root)
+        assert str(caught.value) == f"{model}: cannot load as a TorchScript model: {problem}"
+    torch.save(tiny_network().state_dict(), model)
+    with pytest.raises(ValueError, match="model.ts: cannot load as a TorchScript model: not a TorchScript model"):
+        SegBundle.load(root)

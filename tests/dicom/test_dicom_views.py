@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from cxrdoll.dicom.views import select_frontal, view_position
+from cxrdoll.dicom.views import rank_frontal, view_position
 
 
 def _ds(**attributes) -> Dataset:
@@ -47,9 +47,12 @@ def test_view_position_wins_over_text():
     assert view_position(_ds(ViewPosition="AP", SeriesDescription="PA chest")) == ("AP", "ViewPosition")
 
 
-def test_select_frontal_prefers_pa_then_ap_then_unknown_never_lateral():
+def test_rank_frontal_orders_pa_then_ap_then_unknown_and_sets_laterals_apart():
     lateral, ap, pa, unknown = _ds(ViewPosition="LL"), _ds(ViewPosition="AP"), _ds(ViewPosition="PA"), _ds()
-    assert select_frontal([lateral, ap, pa, unknown]) == 2
-    assert select_frontal([lateral, unknown, ap]) == 2
-    assert select_frontal([lateral, unknown]) == 1
-    assert select_frontal([lateral, _ds(ViewPosition="RLD")]) is None
+    assert rank_frontal([lateral, ap, pa, unknown]) == ([pa, ap, unknown], [lateral])
+    assert rank_frontal([lateral, unknown, ap]) == ([ap, unknown], [lateral])
+    decubitus = _ds(ViewPosition="RLD")
+    assert rank_frontal([lateral, decubitus]) == ([], [lateral, decubitus])
+    second, first = _ds(ViewPosition="AP"), _ds(ViewPosition="AP")
+    second.filename, first.filename = "b.dcm", "a.dcm"
+    assert rank_frontal([second, first])[0] == [first, second]  # by file name within a view

@@ -1,0 +1,127 @@
+"""The app's operators in-process: a bad file or case is reported and skipped, and the batch goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pydicom
+import pytest
+
+from cxrdoll.deploy.report import RunReport
+from cxrdoll.dicom.loader import load_cxr_dicom
+from tests.deploy.bad_batch import ESCAPING_UID, make_bad_batch
+from tests.deploy.tiny_bundle import NAMES, make_tiny_bundle
+
+pytest.importorskip("monai.deploy.core", reason="MONAI Deploy SDK not installed (requirements-deploy.txt)")
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the bad UID, on purpose
+
+from monai.deploy.core import Application  # noqa: E402
+
+from cxrdoll.deploy.operators import (  # noqa: E402
+    CXRCase,
+    CXRImageOperator,
+    CXRSegInferenceOperator,
+    CXRSegWriterOperator,
+)
+
+
+class Port:
+    """Stands in for an operator's input and output: ``receive`` gives ``value``, ``emit`` stores it."""
+
+    def __init__(self, value=None) -> None:
+        self.value = value
+
+    def receive(self, name: str):
+        return self.value
+
+    def emit(self, value, name: str) -> None:
+        self.value = value
+
+
+def _selected(*series: list[Path]) -> list:
+    """The selector's output for one study holding ``series`` (lists of files), read as the SDK reads them."""
+    selected = []
+    for number, files in enumerate(series):
+        sops = [SimpleNamespace(get_native_sop_instance=lambda ds=pydicom.dcmread(f): ds) for f in files]
+        dicom_series = SimpleNamespace(SeriesInstanceUID=f"1.{number}", get_sop_instances=lambda s=sops: s)
+        selected.append(SimpleNamespace(series=dicom_series))
+    return [SimpleNamespace(selected_series=selected)]
+
+
+@pytest.fixture()
+def batch(tmp_path) -> tuple[Path, dict[str, str]]:
+    return tmp_path / "in", make_bad_batch(tmp_path / "in")
+
+
+def _case(folder: Path, name: str, uid: str | None = None) -> CXRCase:
+    ds = pydicom.dcmread(folder / name)
+    return CXRCase(name, uid or ds.SOPInstanceUID, ds, load_cxr_dicom(folder / name))
+
+
+def test_image_operator_falls_back_to_the_next_frontal_image(batch, caplog):
+    folder, uids = batch
+    report = RunReport(folder)
+    operator, out = CXRImageOperator(Application(), report=report, name="to_image"), Port()
+    series = [folder / n for n in ("d_lateral.dcm", "b_pa_truncated.dcm", "c_ap_good.dcm")]
+    operator.compute(Port(_selected([folder / "a_bad_uid.dcm"], series, [folder / "e_good.dcm"])), out, None)
+
+    assert [(c.file, c.uid) for c in out.value] == [(name, uids[name]) for name in ("c_ap_good.dcm", "e_good.dcm")]
+    rows = {r.file: r for r in report.rows()}
+    assert rows["b_pa_truncated.dcm"].status == "skipped"
+    assert rows["b_pa_truncated.dcm"].reason.startswith("pixel data could not be decoded")
+    assert rows["d_lateral.dcm"].reason == "not a frontal view (LATERAL from ViewPosition)"
+    expected_uid_reason = f"invalid SOP Instance UID '{ESCAPING_UID}' (expected at most 64 digits and dots)"
+    assert rows["a_bad_uid.dcm"].reason == expected_uid_reason
+    # Warnings name the file, not the series.
+    assert any(m.startswith("b_pa_truncated.dcm: pixel data could not be decoded") for m in caplog.messages)
+    assert any(m.startswith("a_bad_uid.dcm: invalid SOP Instance UID") for m in caplog.messages)
+
+
+def test_image_operator_reports_frontal_images_it_did_not_need(batch):
+    folder, _ = batch
+    report = RunReport(folder)
+    out = Port()
+    CXRImageOperator(Application(), report=report, name="to_image").compute(
+        Port(_selected([folder / "e_good.dcm", folder / "c_ap_good.dcm"])), out, None
+    )
+    assert [c.file for c in out.value] == ["e_good.dcm"]  # PA before AP
+    reasons = {r.file: r.reason for r in report.rows()}
+    assert reasons["c_ap_good.dcm"] == "not used: e_good.dcm was chosen for its series"
+
+
+def test_inference_failure_of_one_case_skips_only_that_case(tmp_path, batch):
+    folder, _ = batch
+    report = RunReport(folder)
+    operator = CXRSegInferenceOperator(
+        Application(), bundle_path=make_tiny_bundle(tmp_path / "bundle"), report=report, name="inference"
+    )
+    bad, good = _case(folder, "c_ap_good.dcm"), _case(folder, "e_good.dcm")
+    bad.image.array = bad.image.array[0]  # (H, W): the bundle wants (1, H, W)
+    out = Port()
+    operator.compute(Port([bad, good]), out, None)
+    assert out.value == [good] and good.masks.shape == (len(NAMES), 64, 48) and good.names == NAMES
+    assert {r.file: r.reason for r in report.rows()}["c_ap_good.dcm"].startswith(
+        "inference failed (ValueError: expected a (1, H, W) image"
+    )
+
+
+def test_writer_writes_the_valid_case_after_one_highdicom_refuses(tmp_path, batch):
+    """The probe's case: a source whose SOP Instance UID highdicom cannot use raised AttributeError
+    inside highdicom and stopped the app before the next case."""
+    folder, uids = batch
+    report = RunReport(folder)
+    out_dir = tmp_path / "out"
+    writer = CXRSegWriterOperator(Application(), output_folder=out_dir, report=report, name="writer")
+    cases = [_case(folder, "a_bad_uid.dcm", uid="1.2.3"), _case(folder, "e_good.dcm")]
+    for case in cases:
+        case.masks, case.names = np.ones((len(NAMES), 64, 48), dtype=bool), NAMES
+    writer.compute(Port(cases), None, None)
+
+    uid = uids["e_good.dcm"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [f"{uid}_overlay.png", f"{uid}_seg.dcm"]
+    rows = {r.file: r for r in report.rows()}
+    assert (rows["e_good.dcm"].status, rows["e_good.dcm"].output) == ("ok", f"{uid}_seg.dcm")
+    assert rows["a_bad_uid.dcm"].status == "skipped"
+    assert rows["a_bad_uid.dcm"].reason.startswith("SEG not written (AttributeError: ")

@@ -1,0 +1,39 @@
+"""report.csv of the deploy app: a row for every input file, also those no operator saw."""
+
+from __future__ import annotations
+
+import csv
+
+from cxrdoll.deploy.report import REPORT_COLUMNS, RunReport
+from tests.dicom.synthetic_dicom import make_cr, save
+
+
+def test_every_file_gets_a_row_with_its_reason(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("done.dcm", "bad.dcm", "sub/lateral.dcm"):
+        save(make_cr(), folder / name)
+    save(make_cr(Modality="CT"), folder / "ct.dcm")
+    save(make_cr(), tmp_path / "nometa.dcm")
+    (folder / "nometa.dcm").write_bytes((tmp_path / "nometa.dcm").read_bytes()[128 + 4:])  # no preamble, "DICM"
+    (folder / "notes.txt").write_text("hello")
+    report = RunReport(folder)
+    assert report.name(folder / "sub" / "lateral.dcm") == "sub/lateral.dcm"
+    report.ok("done.dcm", "1.2_seg.dcm")
+    report.skipped("bad.dcm", "pixel data\n could not be decoded")
+    report.skipped("sub/lateral.dcm", "not a frontal view (LATERAL from ViewPosition)")
+    assert report.written == 1
+
+    rows = report.write(tmp_path / "out" / "report.csv")
+    with open(tmp_path / "out" / "report.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert tuple(table[0]) == REPORT_COLUMNS == ("file", "status", "reason", "output")
+    assert [r.file for r in rows] == [r["file"] for r in table]
+    by_file = {r["file"]: r for r in table}
+    assert list(by_file) == ["bad.dcm", "ct.dcm", "done.dcm", "nometa.dcm", "notes.txt", "sub/lateral.dcm"]
+    assert by_file["done.dcm"] == {"file": "done.dcm", "status": "ok", "reason": "", "output": "1.2_seg.dcm"}
+    assert by_file["bad.dcm"]["reason"] == "pixel data could not be decoded"  # one line
+    assert by_file["ct.dcm"]["reason"] == "modality 'CT' is not CR or DX"
+    for name in ("nometa.dcm", "notes.txt"):
+        assert by_file[name]["status"] == "skipped"
+        assert by_file[name]["reason"].startswith("not read by the MONAI Deploy DICOM loader: not a DICOM file")
