@@ -46,6 +46,7 @@ class ValidationRecorder:
         self.best: dict[str, Any] | None = None
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: restore_best_metric(e, self.best, "mean_auroc"))
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -86,6 +87,16 @@ class ValidationRecorder:
         self.history = list(state["history"])
         self.best = state["best"]
 
+
+
+def restore_best_metric(engine: Engine, best: dict[str, Any] | None, key: str) -> None:
+    """Give a resumed evaluator the best key-metric value and epoch recorded before the resume.
+
+    MONAI keeps them in the engine's state, which no checkpoint holds: after a resume its log would
+    call the best of the new epochs the best, while the saved model rightly stays the earlier one.
+    """
+    if best is not None and best.get(key) is not None and getattr(engine.state, "best_metric_epoch", None) == -1:
+        engine.state.best_metric, engine.state.best_metric_epoch = best[key], best["epoch"]
 
 
 def model_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:

@@ -187,6 +187,9 @@ class SegmentationRecorder:
         self._start = time.monotonic()
 
     def attach(self, engine: Engine) -> None:
+        from cxrdoll.engines.recorder import restore_best_metric
+
+        engine.add_event_handler(Events.STARTED, lambda e: restore_best_metric(e, self.best, self.key_metric))
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:

@@ -54,8 +54,12 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     workflow = run_bundle(datalist=str(trained["datalist"]), output_dir=str(out), max_epochs=2, **COMMON)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 4  # one more epoch, not two
-    history = json.loads((out / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    # MONAI's evaluator (and its log) knows the best epoch from before the resume too
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    assert (evaluator.state.best_metric_epoch, evaluator.state.best_metric) == (
+        metrics["best"]["epoch"], pytest.approx(metrics["best"]["mean_auroc"]))
 
 
 def test_evaluate_reproduces_validation_auroc_of_best_model(trained):

@@ -133,3 +133,19 @@ def test_weights_loader_loads_at_start_and_names_a_foreign_checkpoint(tmp_path):
     WeightsLoader(tmp_path / "model.pt", torch.nn.Linear(3, 1), model_name="wide").attach(other)
     with pytest.raises(ValueError, match=r"model\.pt does not match the model \(wide\): 1 shape mismatches"):
         other.run([torch.ones(1, 2)])
+
+
+def test_a_resumed_evaluator_starts_from_the_recorded_best():
+    from types import SimpleNamespace
+
+    from cxrdoll.engines.recorder import restore_best_metric
+
+    fresh = SimpleNamespace(state=SimpleNamespace(best_metric=-1, best_metric_epoch=-1))
+    restore_best_metric(fresh, {"epoch": 2, "mean_auroc": 0.81}, "mean_auroc")
+    assert (fresh.state.best_metric, fresh.state.best_metric_epoch) == (0.81, 2)
+    restore_best_metric(fresh, {"epoch": 5, "mean_auroc": 0.5}, "mean_auroc")  # already running: left alone
+    assert fresh.state.best_metric_epoch == 2
+    untouched = SimpleNamespace(state=SimpleNamespace(best_metric=-1, best_metric_epoch=-1))
+    restore_best_metric(untouched, {"epoch": 1, "mean_auroc": None}, "mean_auroc")  # undefined metric
+    restore_best_metric(untouched, None, "mean_auroc")
+    assert untouched.state.best_metric_epoch == -1
