@@ -36,13 +36,16 @@ def _safe_name(item_id: str) -> str:
 
 
 class OverlayWriter:
-    """Writes ``out_dir/<id>.png``: the image, then one panel per positive observation (map + mask outline)."""
+    """Writes ``out_dir/<id>.png``: the image, then one panel per positive observation (map + mask outline).
+
+    Overlays already in ``out_dir`` count towards ``max_images``: a resumed run adds none beyond it.
+    """
 
     def __init__(self, out_dir: str | os.PathLike, max_images: int = 16, alpha: float = 0.5) -> None:
         self.out_dir = Path(out_dir)
         self.max_images = int(max_images)
         self.alpha = float(alpha)
-        self.count = 0
+        self.count = len(list(self.out_dir.glob("*.png"))) if self.out_dir.is_dir() else 0
 
     def __call__(self, result) -> None:
         if self.count >= self.max_images:
