@@ -155,9 +155,9 @@ def test_overlay_and_tensorboard_handlers(setup, tmp_path):
 
     with Image.open(tmp_path / "overlays" / pngs[0]) as im:
         assert im.mode in ("RGB", "RGBA") and im.width > im.height  # image + two observation panels
-    resumed = OverlayWriter(tmp_path / "overlays", max_images=2)  # a re-run finds its quota used
+    resumed = OverlayWriter(tmp_path / "overlays", max_images=3)  # 2 of its 3 already written: one more at most
     LabelRunner(classifiers, datalist, tmp_path / "labels2", handlers=[resumed], **OPTIONS).run()
-    assert sorted(p.name for p in (tmp_path / "overlays").glob("*.png")) == pngs
+    assert sorted(p.name for p in (tmp_path / "overlays").glob("*.png")) == pngs  # (rewrote the first image's)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
