@@ -145,11 +145,16 @@ class CXRSegInferenceOperator(Operator):
 
 
 class CXRSegWriterOperator(Operator):
-    """Writes ``<SOP Instance UID>_seg.dcm`` and ``<SOP Instance UID>_overlay.png`` per case."""
+    """Writes ``<SOP Instance UID>_seg.dcm`` and ``<SOP Instance UID>_overlay.png`` per case.
+
+    A second file with a UID already written (a copy of the same image) is skipped rather than
+    overwriting the first one's outputs.
+    """
 
     def __init__(self, fragment: Fragment, *args, output_folder: str | Path, report: RunReport, **kwargs) -> None:
         self.output_folder = Path(output_folder)
         self.report = report
+        self.written: dict[str, str] = {}  # SOP Instance UID -> the file it was written for
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -157,6 +162,9 @@ class CXRSegWriterOperator(Operator):
 
     def compute(self, op_input, op_output, context) -> None:
         for case in op_input.receive("segmented"):
+            if case.uid in self.written:
+                _skip(self.report, case.file, f"duplicate SOP Instance UID of {self.written[case.uid]}")
+                continue
             try:
                 self._write(case)
             except Exception as err:  # e.g. a header highdicom refuses: the next case is still written
@@ -171,4 +179,5 @@ class CXRSegWriterOperator(Operator):
             seg_path.unlink(missing_ok=True)  # the report will say skipped: no SEG left without its overlay
             raise
         self.report.ok(case.file, seg_path.name)
+        self.written[case.uid] = case.file
         logger.info("%s: wrote %s and its overlay (%d segments)", case.file, seg_path.name, len(case.names))

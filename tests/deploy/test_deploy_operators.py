@@ -125,3 +125,21 @@ def test_writer_writes_the_valid_case_after_one_highdicom_refuses(tmp_path, batc
     assert (rows["e_good.dcm"].status, rows["e_good.dcm"].output) == ("ok", f"{uid}_seg.dcm")
     assert rows["a_bad_uid.dcm"].status == "skipped"
     assert rows["a_bad_uid.dcm"].reason.startswith("SEG not written (AttributeError: ")
+
+
+def test_writer_skips_a_second_file_with_a_uid_already_written(tmp_path, batch):
+    folder, uids = batch
+    report = RunReport(folder)
+    out_dir = tmp_path / "out"
+    writer = CXRSegWriterOperator(Application(), output_folder=out_dir, report=report, name="writer")
+    first = _case(folder, "e_good.dcm")
+    copy = _case(folder, "c_ap_good.dcm", uid=first.uid)  # another file claiming the same image
+    for case in (first, copy):
+        case.masks, case.names = np.ones((len(NAMES), 64, 48), dtype=bool), NAMES
+    copy.masks = np.zeros_like(copy.masks)
+    writer.compute(Port([first, copy]), None, None)
+    rows = {r.file: r for r in report.rows()}
+    assert rows["e_good.dcm"].status == "ok"
+    assert (rows["c_ap_good.dcm"].status, rows["c_ap_good.dcm"].reason) == (
+        "skipped", "duplicate SOP Instance UID of e_good.dcm")
+    assert sorted(p.name for p in out_dir.iterdir()) == [f"{first.uid}_overlay.png", f"{first.uid}_seg.dcm"]
