@@ -14,15 +14,18 @@ is the validation Dice after the last epoch (no model selection on the validatio
 best epoch is reported beside it. Per-epoch validation Dice and the trainable-parameter count of
 each starting point record convergence speed and cost.
 
-A re-run resumes: each run folder keeps ``run_settings.json``, everything that decides the run's
-result, and a finished run is reused only when that matches the call's settings (else retrained),
-so ``results.json`` never reports a run trained under settings other than the ones it states.
+A re-run reuses finished runs and restarts unfinished ones: each run folder keeps
+``run_settings.json`` (the options that decide the run, and the sha256 of its datalist, checkpoint
+and bundle config), and a finished run is reused only when that matches the call's (else retrained),
+so ``results.json`` never reports a run trained under settings other than the ones it states. Image
+files changed in place under the same datalist are not detected.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import time
@@ -60,6 +63,8 @@ KEY = "val_mean_dice"
 RUN_KEYS = ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_size", "max_epochs",
             "samples_per_epoch", "learning_rate", "device")
 RUN_SETTINGS = "run_settings.json"
+# recorded for the report; their files' sha256 (also recorded) are what decide a run
+PATH_KEYS = ("datalist", "checkpoint")
 T = TypeVar("T")
 
 
@@ -133,6 +138,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a learning rate of 0, below 0 or nan trains nothing useful (and nan never equals
+    its stored copy, so its runs would retrain on every call)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
 def image_size(text: str) -> int:
     """argparse type: the segmenter takes only multiples of its size divisor, which would otherwise
     fail at the first training step."""
@@ -198,10 +215,14 @@ def run_settings(run: Run, datalist_sha256: str, settings: dict[str, Any],
 
     ``datalist_sha256`` is that of the seed's shuffled copy: training order and absolute image paths.
     """
+    from cxrdoll.engines.sweep import file_sha256
+
     start = STARTS[run.start]
     wanted: dict[str, Any] = {
         "start": run.start, "mode": start["mode"], "num_train": run.n, "seed": run.seed,
         "datalist": str(Path(settings["datalist"]).resolve()), "datalist_sha256": datalist_sha256,
+        # the bundle's own defaults (weight decay, loss weights, ...) decide a run as much as the options
+        "bundle_config_sha256": file_sha256(BUNDLE / "configs" / "train.json"),
         **{k: settings[k] for k in RUN_KEYS},
         **(checkpoints[start["checkpoint"]] if start["checkpoint"] else {}),
     }
@@ -218,7 +239,8 @@ def retrain_reason(out_dir: Path, wanted: dict[str, Any]) -> str | None:
     if not stored.is_file():  # written after the last epoch only
         return f"no {RUN_SETTINGS} (unfinished, or trained before runs recorded their settings)"
     old = read_json(stored)
-    changed = [f"{k} {old.get(k)!r} -> {wanted.get(k)!r}" for k in {**old, **wanted} if old.get(k) != wanted.get(k)]
+    changed = [f"{k} {old.get(k)!r} -> {wanted.get(k)!r}" for k in {**old, **wanted}
+               if k not in PATH_KEYS and old.get(k) != wanted.get(k)]
     return "settings changed: " + ", ".join(changed) if changed else None
 
 
@@ -476,7 +498,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--max-epochs", type=positive_int)
     parser.add_argument("--samples-per-epoch", type=positive_int)
-    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--learning-rate", type=positive_float)
     parser.add_argument("--freeze-decoder", action="store_true", default=None,
                         help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")
     parser.add_argument("--num-workers", type=int, default=0)
