@@ -81,9 +81,19 @@ class ValidationRecorder:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
+        return {"history": self.history, "best": self.best, "run": self.run}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the history; a run resumed under other settings (say, image size) is refused, since
+        its best model and ``metrics.json`` would then describe neither."""
+        stored = state.get("run") or {}
+        differ = {k: (stored[k], self.run[k]) for k in stored.keys() & self.run.keys() if stored[k] != self.run[k]}
+        if differ:
+            raise ValueError(
+                "the resume checkpoint was trained with "
+                + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items())
+                + ": resume with its settings, or start over in a new output_dir or with --resume false"
+            )
         self.history = list(state["history"])
         self.best = state["best"]
 

@@ -77,3 +77,16 @@ def test_metric_is_nan_when_no_competition_observation_is_defined(tmp_path):
 def test_unknown_mean_over_name_is_rejected():
     with pytest.raises(ValueError, match=r"mean_over names \['Cardio'\] are not among the observations"):
         MaskedAUROC(mean_over=["Cardio"])
+
+
+def test_recorder_refuses_to_resume_a_run_trained_with_other_settings(tmp_path):
+    written = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run={"network_name": "resnet18", "image_size": 64})
+    written.history, written.best = [{"epoch": 1}], {"epoch": 1, "mean_auroc": 0.8}
+    state = written.state_dict()
+    same = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run={"network_name": "resnet18", "image_size": 64})
+    same.load_state_dict(state)
+    assert same.best == written.best and same.state_dict()["run"] == {"network_name": "resnet18", "image_size": 64}
+    smaller = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run={"network_name": "resnet18", "image_size": 32})
+    with pytest.raises(ValueError, match=r"trained with image_size=64, not 32: .*--resume false"):
+        smaller.load_state_dict(state)
+    ValidationRecorder(MaskedAUROC(), tmp_path / "m.json").load_state_dict({"history": [], "best": None})  # older checkpoints
