@@ -9,12 +9,14 @@ Run (the SDK needs a larger stack than the default):
 CXR_THRESHOLD (in (0, 1); default 0.5). ``OUT_DIR/report.csv`` says what became of each input file.
 
 Exit codes: 0 at least one SEG written (skipped files are in the report), 1 none written (the
-report says why), 2 a bad input folder, bundle or setting (one line on stderr; nothing run).
+report says why), 2 a bad input folder, output folder, bundle or setting (one line on stderr;
+nothing run, OUT_DIR unchanged), 3 an unexpected error (a bug: its traceback on stderr).
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 from monai.deploy.conditions import CountCondition
@@ -49,6 +51,9 @@ class CXRSegApp(Application):
             threshold=settings.threshold, name="bundle_inference",
         )
         output = Path(context.output_path)
+        if output.resolve().is_relative_to(input_folder.resolve()):
+            raise ValueError(f"{output}: output folder inside the input folder {input_folder}; "
+                             "its SEGs would be read as input by the next run")
         output.mkdir(parents=True, exist_ok=True)
         self.report_path = output / REPORT_NAME
         # must_load=False: a folder without a loadable study gives an empty list and a report, not a traceback.
@@ -72,7 +77,8 @@ def main() -> int:
     except Exception as err:  # bad input or settings: one line, exit code 2; bugs keep their traceback
         cause = user_error(err)
         if cause is None:
-            raise
+            traceback.print_exc()
+            return 3
         print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
         return 2
     rows = app.report.write(app.report_path)

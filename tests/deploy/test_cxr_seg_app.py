@@ -133,6 +133,15 @@ def test_empty_input_folder_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out" / "report.csv").exists()
 
 
+def test_an_output_folder_inside_the_input_folder_is_refused(tmp_path):
+    make_only_bad(tmp_path / "in")
+    run = _run_app(tmp_path, tmp_path, make_tiny_bundle(tmp_path / "bundle"))  # output: tmp_path / "out"
+    assert run.returncode == 2
+    assert _error_lines(run) == [f"error: {tmp_path / 'out'}: output folder inside the input folder {tmp_path}; "
+                                 "its SEGs would be read as input by the next run"]
+    assert not any((tmp_path / "out").iterdir())  # the SDK makes the folder; nothing is written into it
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -152,3 +161,19 @@ def test_bad_settings_are_one_line_errors_naming_the_variable_or_file(tmp_path, 
     run = _run_app(tmp_path, tmp_path / "in", bundle_dir, **env)
     assert run.returncode == 2
     assert _error_lines(run) == ["error: " + message.format(model=model)]
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_exits_3(monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cxr_seg_app_main", APP)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+
+    def bug(self):
+        raise TypeError("unsupported operand")  # not a user error: a bug in an operator
+
+    monkeypatch.setattr(app.CXRSegApp, "run", bug)
+    assert app.main() == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "TypeError: unsupported operand" in err

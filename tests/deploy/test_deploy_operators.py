@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from cxrdoll.deploy.overlay import save_overlay
 from cxrdoll.deploy.report import RunReport
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.deploy.bad_batch import ESCAPING_UID, make_bad_batch
@@ -143,3 +144,5 @@ def test_writer_skips_a_second_file_with_a_uid_already_written(tmp_path, batch):
     assert (rows["c_ap_good.dcm"].status, rows["c_ap_good.dcm"].reason) == (
         "skipped", "duplicate SOP Instance UID of e_good.dcm")
     assert sorted(p.name for p in out_dir.iterdir()) == [f"{first.uid}_overlay.png", f"{first.uid}_seg.dcm"]
+    save_overlay(tmp_path / "expected.png", first.image.array[0], first.masks)  # the first file's, not the copy's
+    assert (out_dir / f"{first.uid}_overlay.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
