@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cxrdoll.errors import user_error
+from cxrdoll.errors import one_line, user_error
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
@@ -112,14 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = user_error(err)
         if cause is None:
             raise
-        print(f"error: {_message(cause)}", file=sys.stderr)
+        print(f"error: {one_line(cause)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _message(err: BaseException) -> str:
-    """The error's text on one line; KeyError's repr-quoting removed."""
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(text.split()) or type(err).__name__

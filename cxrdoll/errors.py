@@ -18,6 +18,12 @@ def user_error(err: BaseException) -> BaseException | None:
     return err if isinstance(err, USER_ERRORS) else None
 
 
+def one_line(err: BaseException) -> str:
+    """A user error's text on one line, as the command-line tools print it; KeyError's repr-quoting removed."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__
+
+
 def about_file(path: str, reason: object) -> str:
     """``reason`` on one line, led by the file it is about (unless it already starts with it)."""
     text = " ".join(str(reason).split())

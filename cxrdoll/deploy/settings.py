@@ -16,6 +16,8 @@ from typing import Mapping
 
 import torch
 
+from cxrdoll.dicom.ingest import dicom_input_folder
+
 DEVICE_VARIABLE = "CXR_DEVICE"
 THRESHOLD_VARIABLE = "CXR_THRESHOLD"
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
@@ -74,11 +76,7 @@ def check_input_folder(path: str | os.PathLike) -> Path:
     An empty folder is refused up front: the SDK's loader would end in a traceback, and a run with
     nothing to read would replace the report of an earlier run with an empty one.
     """
-    folder = Path(path)
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder}: input folder not found")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: input is not a folder (give the folder holding the DICOM files)")
+    folder = dicom_input_folder(Path(path))
     if not any(p.is_file() for p in folder.rglob("*")):
         raise ValueError(f"{folder}: input folder holds no files (searched recursively); nothing to do")
     return folder

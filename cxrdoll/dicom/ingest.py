@@ -55,11 +55,7 @@ class IngestOptions:
 
 def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions) -> list[ReportRow]:
     """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch."""
-    in_dir, out_dir = Path(in_dir).resolve(), Path(out_dir).resolve()
-    if in_dir.exists() and not in_dir.is_dir():
-        raise NotADirectoryError(f"{in_dir}: input is not a folder (give the folder holding the DICOM files)")
-    if not in_dir.is_dir():
-        raise FileNotFoundError(f"{in_dir}: input folder not found")
+    in_dir, out_dir = dicom_input_folder(Path(in_dir).resolve()), Path(out_dir).resolve()
     if options.fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {options.fmt!r}")
     if options.views not in ("frontal", "all"):
@@ -157,6 +153,15 @@ def _resized_spacing(meta: dict, shape: tuple[int, ...], size: int) -> list[floa
     if spacing is None or not size:
         return spacing
     return [spacing[0] * shape[0] / size, spacing[1] * shape[1] / size]
+
+
+def dicom_input_folder(path: Path) -> Path:
+    """``path`` if it is a folder (ingestion and the deploy app read every file under it), else an error saying which."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: input is not a folder (give the folder holding the DICOM files)")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: input folder not found")
+    return path
 
 
 def _files_under(root: Path, exclude: Path) -> list[Path]:

@@ -32,7 +32,7 @@ from cxrdoll.deploy.operators import (
 )
 from cxrdoll.deploy.report import REPORT_NAME, RunReport
 from cxrdoll.deploy.settings import check_input_folder, settings_from_env
-from cxrdoll.errors import user_error
+from cxrdoll.errors import one_line, user_error
 
 
 class CXRSegApp(Application):
@@ -43,17 +43,17 @@ class CXRSegApp(Application):
 
     def compose(self) -> None:
         context = Application.init_app_context(self.argv)
-        input_folder = check_input_folder(context.input_path)  # checked before the model loads: fail fast
+        input_folder = check_input_folder(context.input_path)  # folders and settings before the model loads
+        output = Path(context.output_path)
+        if output.resolve().is_relative_to(input_folder.resolve()):
+            raise ValueError(f"{output}: output folder inside the input folder {input_folder}; "
+                             "its SEGs would be read as input by the next run")
         settings = settings_from_env()
         self.report = RunReport(input_folder)
         inference = CXRSegInferenceOperator(
             self, bundle_path=context.model_path, report=self.report, device=settings.device,
             threshold=settings.threshold, name="bundle_inference",
         )
-        output = Path(context.output_path)
-        if output.resolve().is_relative_to(input_folder.resolve()):
-            raise ValueError(f"{output}: output folder inside the input folder {input_folder}; "
-                             "its SEGs would be read as input by the next run")
         output.mkdir(parents=True, exist_ok=True)
         self.report_path = output / REPORT_NAME
         # must_load=False: a folder without a loadable study gives an empty list and a report, not a traceback.
@@ -79,7 +79,7 @@ def main() -> int:
         if cause is None:
             traceback.print_exc()
             return 3
-        print(f"error: {' '.join(str(cause).split())}", file=sys.stderr)
+        print(f"error: {one_line(cause)}", file=sys.stderr)
         return 2
     rows = app.report.write(app.report_path)
     written = app.report.written
