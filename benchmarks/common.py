@@ -49,6 +49,13 @@ def device_name(device: torch.device) -> str:
             f"{torch.get_num_threads()} torch threads, 1-min load {os.getloadavg()[0]:.2f})")
 
 
+def cudnn_flags() -> dict[str, bool]:
+    """cuDNN's algorithm choice, to record beside a rate. A bundle's ``initialize`` (MONAI's
+    ``set_determinism``) turns deterministic algorithms on and autotuning off process-wide, so a
+    bare step timed after a bundle pipeline in the same process runs under the same flags."""
+    return {"deterministic": bool(torch.backends.cudnn.deterministic), "benchmark": bool(torch.backends.cudnn.benchmark)}
+
+
 class OpCounter(TorchDispatchMode):
     """Counts the ATen operators dispatched inside ``with counter:``, backward included.
 

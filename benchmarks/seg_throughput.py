@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
+from benchmarks.common import cudnn_flags, device_name, loader_rate, run_parallel, time_steps, time_trainer  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
 from cxrdoll.engines.bundle_run import make_workflow  # noqa: E402
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "loader_img_per_s": round(loader, 2),
         "settings": {"encoder": args.encoder, "decoder": args.decoder, "image_size": args.image_size,
                      "batch_size": args.batch_size, "iterations": args.iterations, "warmup": args.warmup,
-                     "num_workers": args.num_workers, "amp_bf16": use_gpu, "smoke": args.smoke},
+                     "num_workers": args.num_workers, "amp_bf16": use_gpu, "smoke": args.smoke, "cudnn": cudnn_flags()},
     }
     write_json_atomic(args.out.with_suffix(".json"), result)
     s = result["settings"]
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Segmentation pre-training throughput ({'CPU smoke' if args.smoke else 'GPU'})\n\n"
         f"{result['device']}, torch {result['torch']}, {result['date']}\n\n"
         f"{s['encoder']} + {s['decoder']}, 14 DoLL channels, {s['image_size']} px, batch {s['batch_size']}, "
-        f"{s['iterations']} timed iterations after {s['warmup']} warm-up, bf16 AMP: {use_gpu}\n\n"
+        f"{s['iterations']} timed iterations after {s['warmup']} warm-up, bf16 AMP: {use_gpu}, cuDNN deterministic: "
+        f"{s['cudnn']['deterministic']}, autotune: {s['cudnn']['benchmark']}\n\n"
         "| measurement | images/s |\n|---|---|\n"
         f"| bare model step | {result['bare_img_per_s']} |\n"
         f"| bundle pipeline (PNG + npz -> trainer) | {result['pipeline_img_per_s']} |\n"

@@ -33,7 +33,7 @@ from ignite.engine import Events
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    DeviceTimeline, OpCounter, device_name, loader_rate, run_parallel, time_steps, time_trainer, within_events,
+    DeviceTimeline, OpCounter, cudnn_flags, device_name, loader_rate, run_parallel, time_steps, time_trainer, within_events,
 )
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.datalist import write_datalist  # noqa: E402
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                      "iterations": args.iterations, "warmup": args.warmup,
                      "profile_iterations": args.profile_iterations, "num_workers": args.num_workers,
                      "amp_bf16": use_gpu, "channels_last": use_gpu, "compile": args.compile, "smoke": args.smoke,
-                     "overrides": args.overrides},
+                     "cudnn": cudnn_flags(), "overrides": args.overrides},
     }
     write_json_atomic(args.out.with_suffix(".json"), result)
     s = result["settings"]
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Training throughput ({'CPU smoke' if args.smoke else 'GPU'})\n\n"
         f"{result['device']}, torch {result['torch']}, {result['date']}\n\n"
         f"{s['arch']}, {s['image_size']} px, batch {s['batch_size']}, {s['iterations']} timed iterations after "
-        f"{s['warmup']} warm-up, bf16+channels_last: {use_gpu}, torch.compile: {s['compile']}"
+        f"{s['warmup']} warm-up, bf16+channels_last: {use_gpu}, torch.compile: {s['compile']}, cuDNN deterministic: "
+        f"{s['cudnn']['deterministic']}, autotune: {s['cudnn']['benchmark']}"
         f"{', overrides: ' + json.dumps(s['overrides']) if s['overrides'] else ''}\n\n"
         "| measurement | images/s |\n|---|---|\n"
         f"| bare model step | {result['bare_img_per_s']} |\n"

@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from benchmarks.common import (
-    DeviceTimeline, OpCounter, busy_and_span, cpu_model, device_name, loader_rate, time_steps, time_trainer, within_events,
+    DeviceTimeline, OpCounter, busy_and_span, cpu_model, cudnn_flags, device_name, loader_rate, time_steps, time_trainer, within_events,
 )
 
 CPU = torch.device("cpu")
@@ -47,6 +47,17 @@ def test_time_trainer_names_a_too_short_run():
 def test_time_trainer_needs_a_warmup_iteration():
     with pytest.raises(ValueError, match="warm-up"):
         time_trainer(_Trainer(items=10, epochs=1), warmup=0, iterations=4, device=CPU)
+
+
+def test_cudnn_flags_record_what_a_bundles_initialize_leaves_behind(monkeypatch):
+    from monai.utils import set_determinism
+
+    for name in ("deterministic", "benchmark"):  # restored after the test, like every global flag set here
+        monkeypatch.setattr(torch.backends.cudnn, name, getattr(torch.backends.cudnn, name))
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    assert cudnn_flags() == {"deterministic": False, "benchmark": True}
+    set_determinism(seed=0)  # what every training bundle's ``initialize`` runs
+    assert cudnn_flags() == {"deterministic": True, "benchmark": False}
 
 
 def test_cpu_device_name_reports_model_threads_and_load():
