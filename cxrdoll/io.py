@@ -1,9 +1,11 @@
-"""Atomic file writes: a killed job never leaves a half-written output behind."""
+"""Files: atomic writes (a killed job never leaves a half-written output behind), JSON reads, and
+file identities (content hash, and a cheap fingerprint of many files) that decide what may be reused."""
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import os
@@ -109,6 +111,31 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes: the identity of a checkpoint or datalist, also when it is rewritten in place."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_fingerprint(paths: Iterable[str | os.PathLike], header: str = "", what: str = "file") -> str:
+    """sha256 over ``header`` and each path with its byte size and modification time, in order.
+
+    Cheap for 191K images (one ``stat`` each, no reads), and it changes when a file is added, removed,
+    reordered, or rewritten in place. A missing file raises ``FileNotFoundError`` naming it as ``what``.
+    """
+    digest = hashlib.sha256(header.encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{p}: {what} not found") from None
+        digest.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _json_default(obj: Any) -> Any:

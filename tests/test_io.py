@@ -1,9 +1,13 @@
 import json
+import os
 
 import numpy as np
 import pytest
 
-from cxrdoll.io import atomic_path, read_json, save_npz_atomic, write_csv_atomic, write_json_atomic
+import hashlib
+
+from cxrdoll.io import (atomic_path, file_sha256, files_fingerprint, read_json, save_npz_atomic, write_bytes_atomic,
+                        write_csv_atomic, write_json_atomic)
 
 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
@@ -69,3 +73,27 @@ def test_csv_tables_round_trip_with_commas_quotes_and_newlines(tmp_path):
     write_csv_atomic(tmp_path / "t.csv", ("id", "reason"), rows)
     with open(tmp_path / "t.csv", newline="") as fh:
         assert list(csv.reader(fh)) == [["id", "reason"], *rows]
+
+
+def test_file_sha256_is_the_hash_of_the_bytes(tmp_path):
+    data = bytes(range(256)) * 5000  # over one read block
+    write_bytes_atomic(tmp_path / "f.bin", data)
+    assert file_sha256(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+
+
+def test_files_fingerprint_changes_with_order_content_and_time_and_names_a_missing_file(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    write_bytes_atomic(a, b"aaaa")
+    write_bytes_atomic(b, b"bbbb")
+    first = files_fingerprint([a, b])
+    assert files_fingerprint([a, b]) == first and files_fingerprint([str(a), str(b)]) == first
+    assert files_fingerprint([b, a]) != first and files_fingerprint([a]) != first
+    assert files_fingerprint([a, b], header="320\n") != first
+    stat = os.stat(b)
+    write_bytes_atomic(b, b"cccc")  # same size, rewritten in place: only the time tells
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert files_fingerprint([a, b]) != first
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert files_fingerprint([a, b]) == first  # size and time are all it reads
+    with pytest.raises(FileNotFoundError, match=r"gone.png: mask not found"):
+        files_fingerprint([a, tmp_path / "gone.png"], what="mask")

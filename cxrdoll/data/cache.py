@@ -8,7 +8,6 @@ and written atomically; read through ``np.load(mmap_mode="r")`` by every DataLoa
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -20,7 +19,7 @@ from monai.transforms import Transform
 
 from cxrdoll.data.any_image import LoadAnyImaged
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
-from cxrdoll.io import atomic_path
+from cxrdoll.io import atomic_path, files_fingerprint
 
 
 class UInt8ImageCache:
@@ -49,14 +48,7 @@ class UInt8ImageCache:
             torch.distributed.barrier()
 
     def _key(self) -> str:
-        digest = hashlib.sha256(f"{self.size}\n".encode())
-        for p in self.paths:
-            try:
-                st = os.stat(p)
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{p}: image listed in the datalist not found") from None
-            digest.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:16]
+        return files_fingerprint(self.paths, header=f"{self.size}\n", what="image listed in the datalist")[:16]
 
     def _build(self, num_workers: int, batch_size: int) -> None:
         loader = DataLoader(

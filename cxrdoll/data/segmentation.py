@@ -228,9 +228,22 @@ def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, A
     return [_absolute(item, path.resolve().parent) for item in data[split]]
 
 
+# the item fields that name files (one path, or a list of them for ``label``)
+FILE_KEYS: tuple[str, ...] = ("image", "label", "ignore")
+
+
+def item_files(item: dict[str, Any]) -> list[str]:
+    """Every file an item names: its image, masks and ignore mask."""
+    files: list[str] = []
+    for key in FILE_KEYS:
+        value = item.get(key)
+        files.extend(map(str, value) if isinstance(value, (list, tuple)) else [str(value)] if value else [])
+    return files
+
+
 def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(item)
-    for key in ("image", "label", "ignore"):
+    for key in FILE_KEYS:
         value = out.get(key)
         if isinstance(value, (list, tuple)):
             out[key] = [str(base / v) for v in value]

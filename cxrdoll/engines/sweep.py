@@ -8,14 +8,13 @@ is rewritten after every architecture, so the labeller can use whatever has fini
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, parse_overrides, train_classifier
-from cxrdoll.io import read_json, write_json_atomic
+from cxrdoll.io import file_sha256, read_json, write_json_atomic
 
 HELP = "train several classifier architectures through the cxr_classifier bundle and write classifiers.json"
 
@@ -116,11 +115,3 @@ def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str,
         "mean_auroc": best["mean_auroc"],
         "best_epoch": best["epoch"],
     }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

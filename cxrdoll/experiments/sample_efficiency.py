@@ -17,8 +17,9 @@ each starting point record convergence speed and cost.
 A re-run reuses finished runs and restarts unfinished ones: each run folder keeps
 ``run_settings.json`` (the options that decide the run, and the sha256 of its datalist, checkpoint
 and bundle config), and a finished run is reused only when that matches the call's (else retrained),
-so ``results.json`` never reports a run trained under settings other than the ones it states. Image
-files changed in place under the same datalist are not detected.
+so ``results.json`` never reports a run trained under settings other than the ones it states. Images
+and masks rewritten in place under the same datalist count as a change too (their sizes and
+modification times are fingerprinted).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from cxrdoll.data.datalist import write_datalist
-from cxrdoll.io import atomic_path, read_json, write_json_atomic, write_text_atomic
+from cxrdoll.io import atomic_path, file_sha256, files_fingerprint, read_json, write_json_atomic, write_text_atomic
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_seg_adapter"
 STARTS: dict[str, dict[str, str | None]] = {
@@ -183,8 +184,6 @@ def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> d
 def check_checkpoints(starts: Sequence[str], settings: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Path and sha256 of each checkpoint the chosen starts load, ``{"pretrained"|"classifier": ...}``:
     a run is reused only on the same weights, also when a file is overwritten in place."""
-    from cxrdoll.engines.sweep import file_sha256
-
     identities: dict[str, dict[str, str]] = {}
     for start in starts:
         need = STARTS[start]["checkpoint"]
@@ -209,18 +208,27 @@ def check_sizes(datalist: Path, sizes: Sequence[int | None]) -> None:
         raise ValueError(f"--sizes {too_many}: the training split of {datalist} has {available} images")
 
 
-def run_settings(run: Run, datalist_sha256: str, settings: dict[str, Any],
+def data_fingerprint(datalist: Path) -> str:
+    """``files_fingerprint`` of every image and mask the datalist names (both splits): a file
+    rewritten in place under an unchanged datalist changes it."""
+    from cxrdoll.data.segmentation import item_files, load_segmentation_datalist
+
+    items = [item for split in ("training", "validation") for item in load_segmentation_datalist(datalist, split)]
+    return files_fingerprint((f for item in items for f in item_files(item)), what=f"file listed in {datalist}")
+
+
+def run_settings(run: Run, datalist_sha256: str, files: str, settings: dict[str, Any],
                  checkpoints: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Everything that decides one run's result, as JSON values (compared with the stored copy as is).
 
-    ``datalist_sha256`` is that of the seed's shuffled copy: training order and absolute image paths.
+    ``datalist_sha256`` is that of the seed's shuffled copy: training order and absolute image paths;
+    ``files`` the ``data_fingerprint`` of the images and masks it names.
     """
-    from cxrdoll.engines.sweep import file_sha256
-
     start = STARTS[run.start]
     wanted: dict[str, Any] = {
         "start": run.start, "mode": start["mode"], "num_train": run.n, "seed": run.seed,
         "datalist": str(Path(settings["datalist"]).resolve()), "datalist_sha256": datalist_sha256,
+        "data_fingerprint": files,
         # the bundle's own defaults (weight decay, loss weights, ...) decide a run as much as the options
         "bundle_config_sha256": file_sha256(BUNDLE / "configs" / "train.json"),
         **{k: settings[k] for k in RUN_KEYS},
@@ -441,8 +449,6 @@ def plot(summary: dict[str, Any], path: Path, curve_size: str | None) -> None:
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     """Train every (start, N, seed) and write ``results.json``, ``results.md`` and ``results.png`` to ``--out``."""
-    from cxrdoll.engines.sweep import file_sha256
-
     settings = {**PROFILES[args.profile], **{k: v for k, v in vars(args).items() if v is not None and not k.startswith("_")}}
     sizes, seeds, starts = settings["sizes"], settings["seeds"], settings["starts"]
     checkpoints = check_checkpoints(starts, settings)
@@ -450,12 +456,13 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(settings["out"])
     datalists = shuffled_datalists(Path(settings["datalist"]), seeds, out / "datalists")
     datalist_sha256 = {seed: file_sha256(path) for seed, path in datalists.items()}
+    files = data_fingerprint(Path(settings["datalist"]))
     results: list[tuple[Run, dict]] = []
     used: list[dict[str, Any]] = []
     runs = [Run(start, n, seed) for start in starts for n in sizes for seed in seeds]
     began = time.monotonic()
     for i, run in enumerate(runs, 1):
-        used.append(run_settings(run, datalist_sha256[run.seed], settings, checkpoints))
+        used.append(run_settings(run, datalist_sha256[run.seed], files, settings, checkpoints))
         history = train_run(run, datalists[run.seed], out / "runs" / run.name, used[-1], settings)
         results.append((run, history))
         last = history["history"][-1].get(KEY)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import pil_error
 from cxrdoll.data.transforms import load_image_pipeline
-from cxrdoll.io import read_json, write_json_atomic
+from cxrdoll.io import file_sha256, read_json, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
 from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
@@ -112,7 +112,6 @@ def load_classifier(entry, device: torch.device) -> torch.nn.Module:
     When the registry gives ``checkpoint_sha256`` the file must match it: a checkpoint overwritten
     after the sweep would silently label with a model whose AUROCs are not the ones recorded.
     """
-    from cxrdoll.engines.sweep import file_sha256
     from cxrdoll.networks import build_classifier, load_network_weights
 
     path = Path(entry.checkpoint)

@@ -13,7 +13,7 @@ from cxrdoll.cli import main
 from cxrdoll.engines.seg_network import pretraining_segmenter
 from cxrdoll.experiments.sample_efficiency import (KEY, Run, markdown, paired_comparison, parse_sizes, retrain_reason,
                                                   run_settings, summarise)
-from cxrdoll.io import write_json_atomic
+from cxrdoll.io import save_png_atomic, write_json_atomic
 from cxrdoll.networks import build_classifier
 from tests.bundles.seg_data import write_tiny_downstream
 
@@ -133,6 +133,13 @@ def test_changed_setting_retrains_only_the_runs_it_decides(tmp_path, capsys):
     adapters = next(r for r in report["runs"] if r["start"] == "doll_adapters")
     assert adapters["run_settings"]["freeze_decoder"] is True and report["settings"]["freeze_decoder"] is True
 
+    # a mask rewritten in place under the same datalist: every run sees the validation masks
+    mask = datalist.parent / "masks" / "bar" / "validation_0.png"
+    save_png_atomic(mask, np.zeros((32, 32), np.uint8))
+    _, log, trained = call("--learning-rate", "0.5", "--freeze-decoder")
+    assert trained == {"scratch": True, "doll_adapters": True}
+    assert "scratch/n2/seed0: retraining, settings changed: data_fingerprint" in log
+
     # a run without recorded settings (older version, or killed) is not trusted
     (models["scratch"].parent / "run_settings.json").unlink()
     _, log, trained = call("--learning-rate", "0.5", "--freeze-decoder")
@@ -190,18 +197,19 @@ def test_every_setting_that_decides_a_run_invalidates_it(tmp_path, change):
                 "samples_per_epoch": 16, "learning_rate": 0.003, "freeze_decoder": False, "device": "cpu"}
     ckpt = {"pretrained": {"checkpoint": "/ck/doll.pt", "checkpoint_sha256": "a" * 64}}
     run = Run("doll_adapters", 4, 0)
-    stored = run_settings(run, "b" * 64, settings, ckpt)
+    stored = run_settings(run, "b" * 64, "f" * 64, settings, ckpt)
     write_json_atomic(tmp_path / "run_settings.json", stored)
     write_json_atomic(tmp_path / "validation_history.json", {"history": [{}, {}]})
-    assert retrain_reason(tmp_path, run_settings(run, "b" * 64, settings, ckpt)) is None
+    assert retrain_reason(tmp_path, run_settings(run, "b" * 64, "f" * 64, settings, ckpt)) is None
     (key, value), = change.items()
-    reason = retrain_reason(tmp_path, run_settings(run, "b" * 64, {**settings, **change}, ckpt))
+    reason = retrain_reason(tmp_path, run_settings(run, "b" * 64, "f" * 64, {**settings, **change}, ckpt))
     assert reason == f"settings changed: {key} {stored[key]!r} -> {value!r}"
     moved = {"pretrained": {**ckpt["pretrained"], "checkpoint": "/ck/other.pt"}}  # same bytes elsewhere: reused
-    assert retrain_reason(tmp_path, run_settings(run, "b" * 64, {**settings, "datalist": "/moved/d.json"}, moved)) is None
+    assert retrain_reason(tmp_path, run_settings(run, "b" * 64, "f" * 64, {**settings, "datalist": "/moved/d.json"}, moved)) is None
     other = {"pretrained": {**ckpt["pretrained"], "checkpoint_sha256": "c" * 64}}
-    assert "checkpoint_sha256" in retrain_reason(tmp_path, run_settings(run, "b" * 64, settings, other))
-    assert "datalist_sha256" in retrain_reason(tmp_path, run_settings(run, "d" * 64, settings, ckpt))
+    assert "checkpoint_sha256" in retrain_reason(tmp_path, run_settings(run, "b" * 64, "f" * 64, settings, other))
+    assert "datalist_sha256" in retrain_reason(tmp_path, run_settings(run, "d" * 64, "f" * 64, settings, ckpt))
+    assert "data_fingerprint" in retrain_reason(tmp_path, run_settings(run, "b" * 64, "e" * 64, settings, ckpt))
     # scratch loads no checkpoint and has no decoder to freeze: neither is part of its settings
-    scratch = run_settings(Run("scratch", 4, 0), "b" * 64, settings, ckpt)
+    scratch = run_settings(Run("scratch", 4, 0), "b" * 64, "f" * 64, settings, ckpt)
     assert "checkpoint" not in scratch and "freeze_decoder" not in scratch
