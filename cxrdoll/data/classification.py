@@ -6,6 +6,7 @@ batch preparation carries label and mask together to the masked loss and the AUR
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -39,6 +40,22 @@ def classification_items(datalist: str | os.PathLike, section: str) -> list[dict
     if not items:
         raise ValueError(f"{datalist}: {section!r} list is empty")
     return [dict(item) for item in items]
+
+
+def fill_one_batch(items: list[dict[str, Any]], batch_size: int, datalist: str | os.PathLike) -> list[dict[str, Any]]:
+    """The training items, refused when a process's share cannot fill one batch.
+
+    The training loader drops its last incomplete batch, so such an epoch has no iteration, and
+    MONAI's trainer then skips training with only a warning: no model, no metrics, no error.
+    """
+    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    per_process = math.ceil(len(items) / world)  # DistributedSampler pads every share to this
+    if per_process < int(batch_size):
+        share = f" ({per_process} per process on {world})" if world > 1 else ""
+        raise ValueError(f"{datalist}: the training split has {len(items)} images{share}, fewer than one batch of "
+                         f"batch_size={batch_size}; the incomplete last batch is dropped, so nothing would train: "
+                         f"set batch_size to at most {per_process}")
+    return items
 
 
 class MaskLabelsd(MapTransform):

@@ -222,9 +222,14 @@ def read_doll_label(path: str | Path) -> np.ndarray:
 
 
 def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:
-    """Items of one split with paths made absolute against the datalist's folder."""
+    """Items of one split with paths made absolute against the datalist's folder.
+
+    An empty split is refused: MONAI's engines skip an empty loader with only a warning.
+    """
     path = Path(path)
     data = load_datalist(path, (split,), ("image",))
+    if not data[split]:
+        raise ValueError(f"{path}: {split!r} list is empty")
     return [_absolute(item, path.resolve().parent) for item in data[split]]
 
 

@@ -110,6 +110,22 @@ def test_missing_datalist_names_the_folder(tmp_path):
     assert f"{tmp_path}: no classification datalist" in repr(err.value.__cause__)
 
 
+def test_a_training_split_smaller_than_one_batch_is_refused_not_skipped(tmp_path, capsys):
+    """The loader drops the incomplete last batch: 6 images at batch 8 would train nothing, silently."""
+    from cxrdoll.cli import main
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=6, n_val=4)
+    rc = main(["sweep-classifiers", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"), "--archs", ARCH,
+               "--image-size", "64", "--max-epochs", "1", "--batch-size", "8", "--num-workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "metrics.json" not in err
+    assert (f"{datalist}: the training split has 6 images, fewer than one batch of batch_size=8; the incomplete last "
+            "batch is dropped, so nothing would train: set batch_size to at most 6") in err
+    workflow = run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "six"), max_epochs=1,
+                          **{**COMMON, "batch_size": 6})
+    assert workflow.parser.get_parsed_content("train#trainer").state.iteration == 1
+
+
 def test_sweep_writes_registry_from_finished_runs(trained, tmp_path):
     """A finished architecture is resumed (no more training) and registered with its best AUROC."""
     import hashlib

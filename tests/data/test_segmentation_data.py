@@ -134,6 +134,15 @@ def test_datalist_given_by_a_relative_path_yields_absolute_paths(tmp_path, monke
     assert item["image"] == str(tmp_path / "sub" / "i.png")
     assert item["label"] == [str(tmp_path / "sub" / "m.png")]
 
+
+def test_an_empty_split_is_refused_naming_the_datalist(tmp_path):
+    """MONAI's engines would skip an empty loader with a warning: no training, no metrics, no error."""
+    (tmp_path / "d.json").write_text(json.dumps({"training": [{"image": "i.png", "label": "m.png"}], "validation": []}))
+    assert len(load_segmentation_datalist(tmp_path / "d.json", "training")) == 1
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'd.json'}: 'validation' list is empty$"):
+        load_segmentation_datalist(tmp_path / "d.json", "validation")
+
+
 def _write_doll(path, state, size=8):
     mask = np.zeros((14, size, size), np.uint8)
     mask[:, :2, :2] = 1

@@ -14,6 +14,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
 from cxrdoll.data.classification import (
     MaskLabelsd,
+    fill_one_batch,
     classification_items,
     classification_transforms,
     find_datalist,
@@ -128,3 +129,15 @@ def test_dicom_and_png_share_one_loader_and_cache(shared_data, pngs, tmp_path):
     assert torch.max(torch.abs(cache.image(str(dicom)) - expected)).item() <= 0.5 / 255 + 1e-6
     direct = classification_transforms(32)({"image": str(dicom), "label": [0.0] * 14, "label_mask": [1] * 14})
     torch.testing.assert_close(direct["image"], expected)
+
+
+def test_fill_one_batch_counts_each_process_share(monkeypatch):
+    items = [{"image": f"{i}.png"} for i in range(10)]
+    assert fill_one_batch(items, 10, "d.json") is items
+    with pytest.raises(ValueError, match=r"d.json: the training split has 10 images, fewer than one batch of batch_size=11"):
+        fill_one_batch(items, 11, "d.json")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)  # DistributedSampler pads 10 to 3 per process
+    assert fill_one_batch(items, 3, "d.json") is items
+    with pytest.raises(ValueError, match=r"10 images \(3 per process on 4\), .* set batch_size to at most 3$"):
+        fill_one_batch(items, 4, "d.json")
