@@ -2,20 +2,66 @@
 
 from __future__ import annotations
 
+import builtins
+import re
+
 # Bad input or environment: reported in one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
+
+# torch re-raises an exception from a DataLoader worker as text: "Caught X in DataLoader worker
+# process N.\nOriginal Traceback ...", then the formatted chain (causes first), with no __cause__.
+_WORKER_TEXT = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s+Original Traceback")
+_CHAIN_LINK = re.compile(r"\n\n(?:The above exception was the direct cause of the following exception|"
+                         r"During handling of the above exception, another exception occurred):\n\n")
+_RAISED_LINE = re.compile(r"^([\w.]+)(?:: (.*))?$", re.DOTALL)
+
+
+def _raised(section: str) -> tuple[str, str]:
+    """Exception name and message of one formatted traceback: what follows its indented frames."""
+    lines = section.splitlines()
+    for i, line in enumerate(lines):
+        if line and not line[0].isspace() and not line.startswith(("Traceback", "Original Traceback", "Caught ")):
+            match = _RAISED_LINE.match("\n".join([line, *lines[i + 1 :]]))
+            if match:
+                return match.group(1), match.group(2) or ""
+    return "", ""
+
+
+def _worker_user_error(err: BaseException) -> BaseException | None:
+    """``user_error`` of a DataLoader worker's exception, read from the traceback text torch passes on.
+
+    As for a live chain, RuntimeError wrappers are walked back to what caused them; a built-in user
+    error found there is rebuilt with its message, anything else (a bug) gives None.
+    """
+    text = str(err.args[0]) if err.args else ""
+    if not _WORKER_TEXT.match(text):
+        return None
+    for section in reversed(_CHAIN_LINK.split(text)):
+        name, message = _raised(section)
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, RuntimeError):
+            continue
+        return cls(message) if isinstance(cls, type) and issubclass(cls, USER_ERRORS) else None
+    return None
 
 
 def user_error(err: BaseException) -> BaseException | None:
     """``err`` if it is a user error, else the first user error behind its chain of RuntimeErrors.
 
     MONAI reports a bundle's bad datalist, image or checkpoint as a RuntimeError ("Failed to evaluate
-    ConfigExpression", "applying transform ...") whose cause names the file; None when no user error
-    is behind the wrappers (a bug).
+    ConfigExpression", "applying transform ...") whose cause names the file; an error in a DataLoader
+    worker arrives as traceback text, read by ``_worker_user_error``. None when no user error is
+    behind the wrappers (a bug).
     """
-    while isinstance(err, RuntimeError):
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    return err if isinstance(err, USER_ERRORS) else None
+    current: BaseException | None = err
+    while current is not None:
+        worker = _worker_user_error(current)
+        if worker is not None:
+            return worker
+        if not isinstance(current, RuntimeError):
+            return current if isinstance(current, USER_ERRORS) else None
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
 
 
 def one_line(err: BaseException) -> str:

@@ -138,3 +138,35 @@ def test_real_command_user_error_is_one_line(fake_cli, capsys, tmp_path):
     argv = ["prepare-chexpert", "--root", str(tmp_path), "--csv", "missing.csv", "--out", str(tmp_path / "o.json")]
     assert fake_cli(argv) == 2
     assert capsys.readouterr().err == f"error: missing.csv: CSV file not found (also looked for {tmp_path}/missing.csv)\n"
+
+
+class _Raise:
+    """A transform raising ``error`` (picklable, for a DataLoader worker process)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __call__(self, item):
+        raise self.error
+
+
+def _worker_error(error: Exception) -> Exception:
+    """What the main process catches when a worker's MONAI transform raises ``error``."""
+    from monai.data import DataLoader, Dataset
+
+    with pytest.raises(Exception) as caught:
+        next(iter(DataLoader(Dataset([{"image": "x.png"}], _Raise(error)), num_workers=1)))
+    return caught.value
+
+
+def test_a_user_error_in_a_dataloader_worker_is_read_back_from_its_traceback_text():
+    """torch passes a worker's exception on as text ("Caught ... in DataLoader worker process 0"),
+    behind MONAI's "applying transform" RuntimeError; the cause naming the file is what to print."""
+    from cxrdoll.errors import one_line, user_error
+
+    caught = _worker_error(ValueError("scans/a.png: cannot identify image file 'scans/a.png'"))
+    assert "in DataLoader worker process 0" in str(caught) and caught.__cause__ is None
+    found = user_error(caught)
+    assert type(found) is ValueError and one_line(found) == "scans/a.png: cannot identify image file 'scans/a.png'"
+    assert type(user_error(_worker_error(FileNotFoundError("scans/b.png: file not found")))) is FileNotFoundError
+    assert user_error(_worker_error(TypeError("unsupported operand"))) is None  # a bug keeps its traceback

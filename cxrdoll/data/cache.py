@@ -4,6 +4,8 @@ One ``.npy`` file of shape ``(N, size, size)`` per (ordered image list, size). I
 the size and of every path with its byte size and modification time, so editing, adding or
 reordering images gives a new cache instead of stale pixels. Built once with parallel decoding
 and written atomically; read through ``np.load(mmap_mode="r")`` by every DataLoader worker.
+Training needs every listed image: a build that meets unreadable ones leaves no cache, lists them
+all in ``<cache name>_unreadable.csv`` beside it, and fails naming the first.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from monai.transforms import Transform
 
 from cxrdoll.data.any_image import LoadAnyImaged
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
-from cxrdoll.io import atomic_path, files_fingerprint
+from cxrdoll.io import atomic_path, files_fingerprint, write_csv_atomic
 
 
 class UInt8ImageCache:
@@ -57,18 +59,22 @@ class UInt8ImageCache:
             num_workers=num_workers,
             shuffle=False,
         )
+        unreadable: list[tuple[str, str]] = []
         with atomic_path(self.path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.paths), self.size, self.size))
             start = 0
             for batch in loader:
-                error = next((e for e in batch[ERROR_KEY] if e), None)
-                if error is not None:  # training needs every listed image: stop, naming the file
-                    raise ValueError(error)
                 images = batch["image"][:, 0].numpy()
+                unreadable += [(self.paths[start + i], e) for i, e in enumerate(batch[ERROR_KEY]) if e]
                 out[start : start + len(images)] = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
                 start += len(images)
             out.flush()
             del out
+            if unreadable:  # training needs every listed image: no cache, and every bad one named at once
+                report = self.path.with_name(f"{self.path.stem}_unreadable.csv")  # per image list: never stale
+                write_csv_atomic(report, ("image", "reason"), unreadable)
+                raise ValueError(f"{unreadable[0][1]} ({len(unreadable)} of {len(self.paths)} listed images unreadable, "
+                                 f"all in {report}: fix them or leave them out of the datalist)")
 
     @property
     def array(self) -> np.ndarray:

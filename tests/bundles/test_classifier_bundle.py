@@ -126,6 +126,20 @@ def test_a_training_split_smaller_than_one_batch_is_refused_not_skipped(tmp_path
     assert workflow.parser.get_parsed_content("train#trainer").state.iteration == 1
 
 
+def test_an_unreadable_image_read_by_a_loader_worker_is_one_line_naming_it(tmp_path, capsys):
+    """With the uint8 cache off, images are decoded in DataLoader workers, whose errors torch passes on as text."""
+    from cxrdoll.cli import main
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=8, n_val=4)  # two full batches: no image dropped
+    bad = json.loads(datalist.read_text())["training"][3]["image"]
+    (datalist.parent / bad).write_bytes(b"not a png")
+    rc = main(["sweep-classifiers", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"), "--archs", ARCH,
+               "--image-size", "64", "--max-epochs", "1", "--batch-size", "4", "--num-workers", "1",
+               "--set", "use_cache=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith(f"error: {datalist.parent / bad}: cannot identify image file"), err[-3:]
+
+
 def test_sweep_writes_registry_from_finished_runs(trained, tmp_path):
     """A finished architecture is resumed (no more training) and registered with its best AUROC."""
     import hashlib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import pickle
@@ -70,6 +71,24 @@ def test_cache_pickles_without_its_memory_map_and_reports_missing_files(pngs, tm
         cache.image("nope.png")
     with pytest.raises(FileNotFoundError, match="gone.png: image listed in the datalist not found"):
         UInt8ImageCache([{"image": str(tmp_path / "gone.png")}], 16, tmp_path / "cache")
+
+
+def test_a_build_names_every_unreadable_image_at_once_and_leaves_no_cache(pngs, tmp_path):
+    """One corrupt JPEG in 191K should not take one failed build per bad file to find them all."""
+    bad = [tmp_path / "bad1.png", tmp_path / "bad2.png"]
+    for path in bad:
+        path.write_bytes(b"not an image")
+    paths = [pngs[0], bad[0], pngs[1], bad[1]]
+    with pytest.raises(ValueError) as err:
+        UInt8ImageCache([{"image": str(p)} for p in paths], 16, tmp_path / "cache", batch_size=2)
+    (report,) = (tmp_path / "cache").glob("images_16px_4_*_unreadable.csv")
+    assert str(err.value).startswith(f"{bad[0]}: cannot identify image file")
+    assert str(err.value).endswith(f"(2 of 4 listed images unreadable, all in {report}: fix them or leave them out "
+                                   "of the datalist)")
+    with open(report) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == [str(p) for p in bad] and all(str(p) in r["reason"] for p, r in zip(bad, rows))
+    assert not list((tmp_path / "cache").glob("*.npy"))
 
 
 def test_mask_labels_gives_nan_where_ignored():
