@@ -104,7 +104,8 @@ def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str,
     image_size = int(run.get("image_size", image_size))
     best = metrics["best"]
     if best is None or best["mean_auroc"] is None:
-        raise ValueError(f"{run_dir / 'metrics.json'}: no validation AUROC was defined for {arch}")
+        raise ValueError(f"{run_dir / 'metrics.json'}: no validation AUROC was defined for {arch} (none of the "
+                         "competition five had both positive and negative validation labels: the validation split needs both)")
     return {
         "name": arch,
         "arch": arch,

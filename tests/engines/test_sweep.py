@@ -35,3 +35,18 @@ def test_register_only_refuses_a_broken_datalist_and_keeps_the_registry(tmp_path
     assert main([*argv, "--datalist", str(truncated)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {truncated}: not valid JSON")
     assert (tmp_path / "zoo" / "classifiers.json").read_text() == registry
+
+
+def test_register_only_explains_a_run_without_any_validation_auroc(tmp_path, capsys):
+    """A validation split without both classes on the competition five gives no mean AUROC and no model to rank."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    run = tmp_path / "zoo" / "resnet10"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"best": {"auroc": {}, "mean_auroc": None, "epoch": 1}}))
+    argv = ["sweep-classifiers", "--register-only", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"),
+            "--archs", "resnet10"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: {run / 'metrics.json'}: no validation AUROC was defined for resnet10 (none of the competition five "
+        "had both positive and negative validation labels: the validation split needs both)\n")
+    assert not (tmp_path / "zoo" / "classifiers.json").exists()
