@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="'cpu' (default) fits a 2-core machine in ~10 minutes; 'cuda' uses full-size settings")
+                        help="'cpu' (default) takes about 6 minutes on a 2-core machine; 'cuda' uses full-size settings")
     parser.add_argument("--profile", choices=sorted(PROFILES),
-                        help="sizes to use (default: the --device's); 'smoke' checks the wiring in ~3 minutes")
+                        help="sizes to use (default: the --device's); 'smoke' checks the wiring in about 1 minute")
     parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
     parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")

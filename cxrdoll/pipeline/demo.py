@@ -21,7 +21,7 @@ PY = sys.executable
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of one run; the defaults are the 2-core CPU demo (about 9 minutes). Bundles pick the
+    """Sizes of one run; the defaults are the 2-core CPU demo (about 6 minutes). Bundles pick the
     GPU themselves when there is one."""
 
     n_images: int = 1200
