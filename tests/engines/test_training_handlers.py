@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -62,6 +64,26 @@ def test_checkpoint_resumes_weights_and_iteration(tmp_path):
     resumed.run(data, max_epochs=2)
     assert seen[0][0] == 4 and resumed.state.iteration == 6  # continued with epoch 2 only
     torch.testing.assert_close(seen[0][1], saved["weight"])
+
+
+def test_resuming_a_finished_run_says_nothing_is_left_to_train(tmp_path, caplog):
+    net = torch.nn.Linear(2, 1)
+    done = _trainer(net)
+    ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": net}).attach(done)
+    done.run([torch.ones(1, 2)] * 2, max_epochs=1)
+    again = _trainer(net)
+    ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": net}).attach(again)
+    with caplog.at_level(logging.INFO):
+        again.run([torch.ones(1, 2)] * 2, max_epochs=1)
+    assert again.state.iteration == 2
+    assert (f"resumed from {tmp_path / 'ckpt.pt'} at epoch 1; max_epochs reached, nothing left to train (raise "
+            "--max_epochs to train longer, or --resume false to start over)") in caplog.text
+    caplog.clear()
+    longer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": net}).attach(longer)
+    with caplog.at_level(logging.INFO):
+        longer.run([torch.ones(1, 2)] * 2, max_epochs=2)
+    assert longer.state.iteration == 4 and "nothing left to train" not in caplog.text
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):
