@@ -230,6 +230,12 @@ class LabelRunner:
         else:
             self.selection = single_model_selection(self.registry, best_overall(self.registry))
         self.used = sorted({k for ks in self.selection.values() for k in ks})
+        for k in self.used:
+            entry = self.registry.classifiers[k]
+            if entry.image_size and entry.image_size != self.image_size:
+                logger.warning("%s was trained at %d px and is explained at %d px (image_size): its validation AUROC, "
+                               "which selected it, was measured at %d px", entry.name, entry.image_size,
+                               self.image_size, entry.image_size)
         self._models: dict[int, torch.nn.Module] = {}
         self._explainers: dict[int, Any] = {}
 

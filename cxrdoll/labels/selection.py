@@ -80,6 +80,22 @@ def load_registry(path: str | os.PathLike) -> Registry:
     return Registry(observations, tuple(entries), str(doc.get("data_hash", "")), str(path))
 
 
+# the classifier bundle's default, for registries that record no training size
+DEFAULT_IMAGE_SIZE = 320
+
+
+def trained_size(path: str | os.PathLike) -> int:
+    """The image size the registry's classifiers were trained at: the labeller's default, so that
+    they explain images at the scale their validation AUROC (and selection) was measured at."""
+    registry = load_registry(path)
+    sizes = {e.image_size for e in registry.classifiers if e.image_size}
+    if len(sizes) > 1:
+        trained = ", ".join(f"{e.name} {e.image_size} px" for e in registry.classifiers if e.image_size)
+        raise ValueError(f"{path}: the classifiers were trained at different sizes ({trained}); "
+                         "choose the labelling size with --image_size")
+    return sizes.pop() if sizes else DEFAULT_IMAGE_SIZE
+
+
 def _check_entry(path: Path, i: int, item: object) -> None:
     """Field types of one registry entry, so a hand-edited ``classifiers.json`` fails naming the
     entry and field instead of deep inside the conversion."""

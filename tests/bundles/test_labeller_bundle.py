@@ -64,14 +64,16 @@ def test_bundle_run_command_writes_labels(tiny, tmp_path):
     assert list((out / "tensorboard" / "rank0").glob("events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize("explainer", ["gradcampp", "occlusion"])
-def test_other_explainers_share_the_output_format(tiny, tmp_path, explainer):
+@pytest.mark.parametrize(("explainer", "size"), [("gradcampp", None), ("occlusion", 32)])
+def test_other_explainers_share_the_output_format(tiny, tmp_path, explainer, size):
+    """Without ``image_size`` the labeller works at the size classifiers.json says they were trained at (40)."""
     classifiers, datalist = tiny
     run_bundle(BUNDLE, ("inference.json",), classifiers=str(classifiers), datalist=str(datalist),
-               output_dir=str(tmp_path), explainer=explainer, image_size=32, num_workers=0, num_overlays=0,
-               progress=False)
+               output_dir=str(tmp_path), explainer=explainer, num_workers=0, num_overlays=0, progress=False,
+               **({} if size is None else {"image_size": size}))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["explainer"] == explainer and len(manifest["models"]) == 1  # the best single classifier
+    assert manifest["image_size"] == (size or 40)
     assert manifest["models"][0]["name"] == "densenet_tiny_0"
     label = read_label(tmp_path / "tiny/patient00000/study1/view1_frontal.npz")
     assert set(label) == {"mask", "state", "soft"} and label["soft"].dtype == np.float16

@@ -217,3 +217,15 @@ def test_max_items_per_section_labels_the_first_items_identically(setup, tmp_pat
     assert files and all(files[name] == _label_files(reference)[name] for name in files)
     with pytest.raises(ValueError, match="differ in \\['max_items_per_section'\\]"):
         LabelRunner(classifiers, datalist, tmp_path, max_items_per_section=3, **OPTIONS).run()
+
+
+def test_a_classifier_explained_at_another_size_than_it_was_trained_at_is_a_warning(setup, tmp_path, caplog):
+    classifiers, datalist, _, _ = setup  # registered at 40 px
+    with caplog.at_level("WARNING", logger="cxrdoll.labels"):
+        LabelRunner(classifiers, datalist, tmp_path / "at32", **OPTIONS)
+    warned = [r.getMessage() for r in caplog.records if "px (image_size)" in r.getMessage()]
+    assert warned and all("was trained at 40 px and is explained at 32 px" in w for w in warned)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cxrdoll.labels"):
+        LabelRunner(classifiers, datalist, tmp_path / "at40", **{**OPTIONS, "image_size": 40})
+    assert not [r for r in caplog.records if "px (image_size)" in r.getMessage()]

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
-from cxrdoll.labels.selection import best_for, best_overall, load_registry, select_models
+from cxrdoll.labels.selection import best_for, best_overall, load_registry, select_models, trained_size
 
 
 def _registry(tmp_path, aurocs, means):
@@ -75,3 +75,18 @@ def test_registry_field_types_name_the_file_entry_and_field(tmp_path, field, val
     with pytest.raises(ValueError) as err:
         load_registry(path)
     assert str(err.value) == f"{path}: classifiers[0] ('m0'): {problem}"
+
+
+def test_the_labelling_size_defaults_to_the_size_the_classifiers_were_trained_at(tmp_path):
+    path = _registry(tmp_path, [{}, {}], [0.8, 0.7])
+    assert trained_size(path) == 64
+    doc = json.loads(path.read_text())
+    for entry in doc["classifiers"]:
+        del entry["image_size"]  # registries that record no size: the classifier bundle's default
+    path.write_text(json.dumps(doc))
+    assert trained_size(path) == 320
+    doc["classifiers"][0]["image_size"], doc["classifiers"][1]["image_size"] = 64, 128
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"classifiers.json: the classifiers were trained at different sizes "
+                                         r"\(m0 64 px, m1 128 px\); choose the labelling size with --image_size"):
+        trained_size(path)
