@@ -21,6 +21,8 @@ from cxrdoll.dicom.ingest import dicom_input_folder
 DEVICE_VARIABLE = "CXR_DEVICE"
 THRESHOLD_VARIABLE = "CXR_THRESHOLD"
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
+# the input folder the MONAI Deploy SDK assumes when the app is given none
+SDK_DEFAULT_INPUT = "input"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def check_input_folder(path: str | os.PathLike) -> Path:
     An empty folder is refused up front: the SDK's loader would end in a traceback, and a run with
     nothing to read would replace the report of an earlier run with an empty one.
     """
+    if str(path) == SDK_DEFAULT_INPUT and not Path(path).exists():  # neither -i nor HOLOSCAN_INPUT_PATH given
+        raise FileNotFoundError(f"no input folder: give one with -i DICOM_DIR (or HOLOSCAN_INPUT_PATH); the SDK's "
+                                f"default {SDK_DEFAULT_INPUT!r} does not exist here")
     folder = dicom_input_folder(Path(path))
     if not any(p.is_file() for p in folder.rglob("*")):
         raise ValueError(f"{folder}: input folder holds no files (searched recursively); nothing to do")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -50,3 +52,12 @@ def test_input_folder_must_hold_files(tmp_path):
         check_input_folder(tmp_path / "empty")
     (tmp_path / "empty" / "sub" / "x.dcm").write_bytes(b"")
     assert check_input_folder(tmp_path / "empty") == tmp_path / "empty"
+
+
+def test_no_input_folder_given_says_how_to_give_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the SDK's default input path, relative: none here
+    with pytest.raises(FileNotFoundError, match=r"^no input folder: give one with -i DICOM_DIR \(or HOLOSCAN_INPUT_PATH\)"):
+        check_input_folder("input")
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "a.dcm").write_bytes(b"")
+    assert check_input_folder("input") == Path("input")
