@@ -140,6 +140,14 @@ def test_an_unreadable_image_read_by_a_loader_worker_is_one_line_naming_it(tmp_p
     assert rc == 2 and err[-1].startswith(f"error: {datalist.parent / bad}: cannot identify image file"), err[-3:]
 
 
+def test_a_validation_interval_past_max_epochs_still_validates_the_final_weights(trained, tmp_path):
+    workflow = run_bundle(datalist=str(trained["datalist"]), output_dir=str(tmp_path / "run"), max_epochs=1,
+                          val_interval=2, **COMMON)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1] and (tmp_path / "run" / "model.pt").is_file()
+    assert workflow.parser.get_parsed_content("validate#evaluator").state.epoch == 1
+
+
 def test_sweep_writes_registry_from_finished_runs(trained, tmp_path):
     """A finished architecture is resumed (no more training) and registered with its best AUROC."""
     import hashlib

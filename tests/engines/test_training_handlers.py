@@ -171,3 +171,38 @@ def test_a_resumed_evaluator_starts_from_the_recorded_best():
     restore_best_metric(untouched, {"epoch": 1, "mean_auroc": None}, "mean_auroc")  # undefined metric
     restore_best_metric(untouched, None, "mean_auroc")
     assert untouched.state.best_metric_epoch == -1
+
+
+def _validations(interval: int, max_epochs: int, budget_s: float | None = None) -> list[int]:
+    """The trainer epochs at which a real MONAI evaluator ran under ``ValidationEveryNAndLast``."""
+    from monai.engines import SupervisedEvaluator
+
+    from cxrdoll.engines.validation import ValidationEveryNAndLast
+
+    net = torch.nn.Linear(2, 1)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[{"image": torch.ones(1, 2),
+                                    "label": torch.ones(1, 1)}], network=net, decollate=False)
+    runs: list[int] = []
+    evaluator.add_event_handler(Events.COMPLETED, lambda e: runs.append(e.state.epoch))
+    trainer = _trainer(net)
+    ValidationEveryNAndLast(interval, evaluator).attach(trainer)
+    WallClockBudget(budget_s, evaluator).attach(trainer)
+    trainer.run([torch.ones(1, 2)] * 3, max_epochs=max_epochs)
+    return runs
+
+
+@pytest.mark.parametrize(("interval", "max_epochs", "epochs"), [(2, 5, [2, 4, 5]), (3, 3, [3]), (5, 2, [2]), (1, 2, [1, 2])])
+def test_the_final_epoch_is_always_validated(interval, max_epochs, epochs):
+    """Otherwise the last epochs' weights could never become model.pt; interval > max_epochs left no model."""
+    assert _validations(interval, max_epochs) == epochs
+
+
+def test_a_budget_stop_is_validated_once():
+    assert _validations(2, 1, budget_s=1e-9) == [1]
+
+
+def test_validation_interval_must_be_positive():
+    from cxrdoll.engines.validation import ValidationEveryNAndLast
+
+    with pytest.raises(ValueError, match="val_interval must be a positive number of epochs, got 0"):
+        ValidationEveryNAndLast(0)
