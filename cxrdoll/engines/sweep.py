@@ -62,12 +62,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_archs(archs: Sequence[str]) -> None:
-    """Refuse unknown architectures before anything trains, listing the known ones."""
+    """Refuse unknown or repeated architectures before anything trains (each names one run folder
+    and one registry entry, and the labeller refuses a registry with repeated names)."""
     from cxrdoll.networks import CLASSIFIER_NAMES
 
     unknown = [a for a in archs if a not in CLASSIFIER_NAMES]
     if unknown:
         raise ValueError(f"--archs: unknown architecture(s) {unknown}; choose from {list(CLASSIFIER_NAMES)}")
+    repeated = sorted({a for a in archs if list(archs).count(a) > 1})
+    if repeated:
+        raise ValueError(f"--archs: {repeated} listed more than once; each architecture trains one run")
 
 
 def sweep(

@@ -50,3 +50,12 @@ def test_register_only_explains_a_run_without_any_validation_auroc(tmp_path, cap
         f"error: {run / 'metrics.json'}: no validation AUROC was defined for resnet10 (none of the competition five "
         "had both positive and negative validation labels: the validation split needs both)\n")
     assert not (tmp_path / "zoo" / "classifiers.json").exists()
+
+
+def test_a_repeated_architecture_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Twice the same run registered twice: a classifiers.json the labeller refuses (names not unique)."""
+    argv = ["sweep-classifiers", "--register-only", "--datalist", "x.json", "--out", str(tmp_path / "zoo"),
+            "--archs", "resnet10", "densenet_tiny", "resnet10"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "error: --archs: ['resnet10'] listed more than once; each architecture trains one run\n"
+    assert not (tmp_path / "zoo").exists()
