@@ -242,7 +242,10 @@ def item_files(item: dict[str, Any]) -> list[str]:
     files: list[str] = []
     for key in FILE_KEYS:
         value = item.get(key)
-        files.extend(map(str, value) if isinstance(value, (list, tuple)) else [str(value)] if value else [])
+        if isinstance(value, (list, tuple)):
+            files.extend(map(str, value))
+        elif value:
+            files.append(str(value))
     return files
 
 

@@ -62,9 +62,11 @@ class ResumableCheckpoint:
                 f"{self.path}: checkpoint is at epoch {engine.state.epoch}, beyond max_epochs={max_epochs}"
             )
         engine.state.max_epochs = max_epochs
-        done = "; max_epochs reached, nothing left to train (raise --max_epochs to train longer, or --resume false to " \
-            "start over)" if engine.state.epoch == max_epochs else ""
-        engine.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}{done}")
+        message = f"resumed from {self.path} at epoch {engine.state.epoch}"
+        if engine.state.epoch == max_epochs:
+            message += ("; max_epochs reached, nothing left to train (raise --max_epochs to train longer, or "
+                        "--resume false to start over)")
+        engine.logger.info(message)
 
     def save(self, engine: Engine) -> None:
         if idist.get_rank() != 0:
