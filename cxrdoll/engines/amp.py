@@ -1,10 +1,13 @@
-"""Mixed precision in MONAI's trainers: a gradient scaler only where the dtype needs one."""
+"""Mixed precision in MONAI's trainers: the bundles' ``amp_dtype`` option, and a gradient scaler
+only where the dtype needs one."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from cxrdoll.explain.common import autocast_dtype
 
 
 class GradScalerOnlyForFloat16:
@@ -20,3 +23,15 @@ class GradScalerOnlyForFloat16:
         dtype = getattr(engine, "amp_kwargs", {}).get("dtype", torch.float16)
         if getattr(engine, "scaler", None) is not None and dtype != torch.float16:
             engine.scaler = torch.amp.GradScaler("cuda", enabled=False)
+
+
+def amp_dtype(name: str) -> torch.dtype:
+    """The bundles' ``amp_dtype`` as a torch dtype: bfloat16 or float16 (also bf16/fp16/half).
+
+    float32 is not an autocast dtype: train in float32 with ``--amp false``.
+    """
+    dtype = autocast_dtype(name)
+    if dtype is None:
+        raise ValueError(f"amp_dtype {name!r} is not a reduced precision: use bfloat16 or float16, "
+                         "or --amp false to run in float32")
+    return dtype

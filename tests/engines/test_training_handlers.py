@@ -206,3 +206,15 @@ def test_validation_interval_must_be_positive():
 
     with pytest.raises(ValueError, match="val_interval must be a positive number of epochs, got 0"):
         ValidationEveryNAndLast(0)
+
+
+def test_amp_dtype_names_and_a_float32_request_is_refused_with_the_way_to_get_it():
+    from cxrdoll.engines.amp import amp_dtype
+
+    assert amp_dtype("bfloat16") is torch.bfloat16 and amp_dtype("bf16") is torch.bfloat16
+    assert amp_dtype("float16") is torch.float16 and amp_dtype("fp16") is torch.float16
+    with pytest.raises(ValueError, match=r"amp_dtype 'fp32' is not a reduced precision: use bfloat16 or float16, "
+                                         r"or --amp false to run in float32"):
+        amp_dtype("fp32")
+    with pytest.raises(ValueError, match=r"unknown AMP dtype 'bfloat17'; expected one of \["):
+        amp_dtype("bfloat17")
