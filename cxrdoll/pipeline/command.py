@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="'cpu' (default) takes about 6 minutes on a 2-core machine; 'cuda' uses full-size settings")
     parser.add_argument("--profile", choices=sorted(PROFILES),
-                        help="sizes to use (default: the --device's); 'smoke' checks the wiring in about 1 minute")
+                        help="sizes to use (default: the --device's); 'smoke' checks the wiring in 1-2 minutes")
     parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
     parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
