@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from cxrdoll.engines.auroc import MaskedAUROC
 from cxrdoll.engines.checkpoint import unwrap_module
-from cxrdoll.io import atomic_path, write_json_atomic
+from cxrdoll.io import atomic_path, read_json, write_json_atomic
 
 
 class ValidationRecorder:
@@ -112,3 +113,15 @@ def restore_best_metric(engine: Engine, best: dict[str, Any] | None, key: str) -
 def model_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     """CPU ``state_dict`` of the plain network, loadable by ``build_classifier(arch)``."""
     return {k: v.detach().cpu() for k, v in unwrap_module(network).state_dict().items()}
+
+
+def trained_setting(checkpoint: str | os.PathLike, key: str, default: Any) -> Any:
+    """``key`` of the ``run`` settings recorded in the ``metrics.json`` beside ``checkpoint``, else ``default``.
+
+    The inference and evaluation configs take their ``network_name`` and ``image_size`` defaults
+    from it, so a model trained at 224 px is not silently run at 320 px.
+    """
+    metrics = Path(checkpoint).with_name("metrics.json")
+    doc = read_json(metrics) if metrics.is_file() else {}
+    run = doc.get("run") if isinstance(doc, dict) else None
+    return run.get(key, default) if isinstance(run, dict) else default

@@ -90,6 +90,23 @@ def test_inference_writes_probabilities_matching_the_model(trained):
     assert float(row["Cardiomegaly"]) == pytest.approx(float(expected[2]), abs=2e-6)
 
 
+def test_inference_and_evaluation_default_to_the_network_and_size_the_run_recorded(trained, tmp_path):
+    """metrics.json beside model.pt says densenet_tiny at 64 px: no --network_name/--image_size needed."""
+    images = trained["datalist"].parent / "images"
+    for name, settings in (("given", COMMON), ("recorded", {"num_workers": 0})):
+        run_bundle(configs=("inference.json",), dataset_dir=str(images), ckpt_path=str(trained["out"] / "model.pt"),
+                   predictions_file=str(tmp_path / f"{name}.csv"), **settings)
+    with open(tmp_path / "recorded.csv") as fh, open(tmp_path / "given.csv") as given:
+        assert list(csv.DictReader(fh)) == list(csv.DictReader(given))
+    workflow = run_bundle(configs=("train.json", "evaluate.json"), datalist=str(trained["datalist"]),
+                          output_dir=str(trained["out"]), eval_dir=str(tmp_path / "eval"), num_workers=0,
+                          batch_size=8)
+    assert (workflow.parser.get_parsed_content("network_name"), workflow.parser.get_parsed_content("image_size")) == (
+        ARCH, 64)
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["last"]
+    assert evaluated["auroc"] == pytest.approx(json.loads((trained["out"] / "metrics.json").read_text())["best"]["auroc"])
+
+
 def test_inference_skips_and_lists_an_unreadable_image(trained, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(trained["datalist"].parent / "images", images)
