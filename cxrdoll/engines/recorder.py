@@ -115,13 +115,24 @@ def model_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in unwrap_module(network).state_dict().items()}
 
 
-def trained_setting(checkpoint: str | os.PathLike, key: str, default: Any) -> Any:
-    """``key`` of the ``run`` settings recorded in the ``metrics.json`` beside ``checkpoint``, else ``default``.
+# where a training bundle records its run settings beside the model it writes: (file, key in it)
+RUN_RECORDS: tuple[tuple[str, str | None], ...] = (
+    ("metrics.json", "run"),  # cxr_classifier (ValidationRecorder)
+    ("validation_history.json", None),  # segmentation bundles (SegmentationRecorder's info, top level)
+)
 
-    The inference and evaluation configs take their ``network_name`` and ``image_size`` defaults
-    from it, so a model trained at 224 px is not silently run at 320 px.
+
+def trained_setting(checkpoint: str | os.PathLike, key: str, default: Any) -> Any:
+    """``key`` as the training bundle recorded it beside ``checkpoint``, else ``default``.
+
+    The inference and evaluation configs take their network and image-size defaults from it, so a
+    model trained at 224 px is not silently run at 320 px, nor its masks given the wrong class names.
     """
-    metrics = Path(checkpoint).with_name("metrics.json")
-    doc = read_json(metrics) if metrics.is_file() else {}
-    run = doc.get("run") if isinstance(doc, dict) else None
-    return run.get(key, default) if isinstance(run, dict) else default
+    for name, section in RUN_RECORDS:
+        record = Path(checkpoint).with_name(name)
+        if record.is_file():
+            doc = read_json(record)
+            run = doc.get(section) if isinstance(doc, dict) and section else doc
+            if isinstance(run, dict) and key in run:
+                return run[key]
+    return default

@@ -78,15 +78,17 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
     assert {"val_mean_dice/dice/blob", "val_mean_dice/iou/bar"} <= set(history["history"][0])
 
     run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json", "evaluate.json"), datalist=str(datalist),
-               output_dir=str(out), **TINY)
+               output_dir=str(out), num_workers=0, device="cpu")  # network and size from validation_history.json
     assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
 
     images = tmp_path / "down" / "images"
     infer = {k: v for k, v in TINY.items() if k != "max_epochs"}
-    for fmt, suffix in (("png", ".png"), ("nifti", ".nii.gz")):
+    # png: network, size and class names as validation_history.json beside model.pt records them; nifti: given
+    recorded = {"num_workers": 0, "device": "cpu"}
+    for fmt, suffix, given in (("png", ".png", recorded), ("nifti", ".nii.gz", {**infer, "class_names": ["blob", "bar"]})):
         pred_dir = tmp_path / f"pred_{fmt}"
         run_bundle(BUNDLES / "cxr_seg_adapter", ("inference.json",), dataset_dir=str(images), output_dir=str(pred_dir),
-                   ckpt_path=str(out / "model.pt"), class_names=["blob", "bar"], output_format=fmt, **infer)
+                   ckpt_path=str(out / "model.pt"), output_format=fmt, **given)
         written = sorted(p.relative_to(pred_dir).as_posix() for p in pred_dir.rglob(f"*{suffix}"))
         assert len(written) == 8 * 4  # 8 images x 2 classes x (mask, probability)
         assert f"training_0/blob_mask{suffix}" in written and f"training_0/bar_prob{suffix}" in written

@@ -218,3 +218,21 @@ def test_amp_dtype_names_and_a_float32_request_is_refused_with_the_way_to_get_it
         amp_dtype("fp32")
     with pytest.raises(ValueError, match=r"unknown AMP dtype 'bfloat17'; expected one of \["):
         amp_dtype("bfloat17")
+
+
+def test_trained_settings_come_from_the_record_beside_the_checkpoint(tmp_path):
+    from cxrdoll.engines.recorder import trained_setting
+    from cxrdoll.io import write_json_atomic
+
+    classifier, segmenter, bare = tmp_path / "cls", tmp_path / "seg", tmp_path / "bare"
+    write_json_atomic(classifier / "metrics.json", {"best": {}, "run": {"network_name": "resnet50", "image_size": 224}})
+    write_json_atomic(segmenter / "validation_history.json", {"encoder_name": "resnet10", "class_names": ["lung"]})
+    bare.mkdir()
+    assert trained_setting(classifier / "model.pt", "image_size", 320) == 224
+    assert trained_setting(classifier / "model.pt", "network_name", "densenet121") == "resnet50"
+    assert trained_setting(segmenter / "model.pt", "class_names", ["a", "b"]) == ["lung"]
+    assert trained_setting(segmenter / "model.pt", "image_size", 320) == 320  # not recorded there
+    assert trained_setting(bare / "model.pt", "image_size", 320) == 320  # no record at all
+    (bare / "metrics.json").write_text("{broken")
+    with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
+        trained_setting(bare / "model.pt", "image_size", 320)
