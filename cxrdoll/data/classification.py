@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -48,7 +49,7 @@ def fill_one_batch(items: list[dict[str, Any]], batch_size: int, datalist: str |
     The training loader drops its last incomplete batch, so such an epoch has no iteration, and
     MONAI's trainer then skips training with only a warning: no model, no metrics, no error.
     """
-    world = torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+    world = idist.get_world_size()  # 1 outside DDP
     per_process = math.ceil(len(items) / world)  # DistributedSampler pads every share to this
     if per_process < int(batch_size):
         share = f" ({per_process} per process on {world})" if world > 1 else ""
