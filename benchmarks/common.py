@@ -50,9 +50,10 @@ def device_name(device: torch.device) -> str:
 
 
 def cudnn_flags() -> dict[str, bool]:
-    """cuDNN's algorithm choice, to record beside a rate. A bundle's ``initialize`` (MONAI's
-    ``set_determinism``) turns deterministic algorithms on and autotuning off process-wide, so a
-    bare step timed after a bundle pipeline in the same process runs under the same flags."""
+    """cuDNN's algorithm choice, to record beside a rate. A bundle's ``initialize``
+    (``cxrdoll.engines.determinism.seed_run``) sets them process-wide, deterministic with autotuning
+    off unless ``cudnn_benchmark`` is on, so a bare step timed after a bundle pipeline in the same
+    process runs under the same flags."""
     return {"deterministic": bool(torch.backends.cudnn.deterministic), "benchmark": bool(torch.backends.cudnn.benchmark)}
 
 

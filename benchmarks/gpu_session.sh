@@ -65,12 +65,15 @@ step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, what is left of
   "$PY" -c "import torch, monai, captum; print('torch', torch.__version__, 'monai', monai.__version__, 'captum', captum.__version__, 'cuda', torch.cuda.is_available())"; } >>"$LOG" 2>&1
 
 # Issue 3 first (the one GPU target still open that code can move): the pipeline against the bare step,
-# then where its remaining time goes: the 2026-11-30 behaviour (every handler reading the loss back
+# both again with cuDNN autotuning (--cudnn_benchmark true; the bundles default to deterministic kernels),
+# then where the pipeline's remaining time goes: the 2026-11-30 behaviour (every handler reading the loss back
 # each iteration, blocking host-to-device copies, gradients zeroed instead of released), no
 # pin-memory thread, and torch.compile. Each also profiles a few iterations (device busy fraction); the
 # first writes their Chrome traces beside the log (train_throughput_{bare,pipeline}.json.gz).
 step train_throughput 150 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --out "$RESULTS/train_throughput" \
   --trace "$OUT_DIR"
+step train_throughput_autotune 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --override cudnn_benchmark=true \
+  --out "$RESULTS/train_throughput_autotune"
 step train_throughput_before 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --override log_every=1 \
   --override train#trainer#non_blocking=false --override train#trainer#optim_set_to_none=false \
   --out "$RESULTS/train_throughput_before"

@@ -50,14 +50,16 @@ def test_time_trainer_needs_a_warmup_iteration():
 
 
 def test_cudnn_flags_record_what_a_bundles_initialize_leaves_behind(monkeypatch):
-    from monai.utils import set_determinism
+    from cxrdoll.engines.determinism import seed_run
 
     for name in ("deterministic", "benchmark"):  # restored after the test, like every global flag set here
         monkeypatch.setattr(torch.backends.cudnn, name, getattr(torch.backends.cudnn, name))
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     assert cudnn_flags() == {"deterministic": False, "benchmark": True}
-    set_determinism(seed=0)  # what every training bundle's ``initialize`` runs
+    seed_run(0)  # what every training bundle's ``initialize`` runs, by default
     assert cudnn_flags() == {"deterministic": True, "benchmark": False}
+    seed_run(0, "true")  # --cudnn_benchmark true
+    assert cudnn_flags() == {"deterministic": False, "benchmark": True}
 
 
 def test_cpu_device_name_reports_model_threads_and_load():
