@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["train_throughput", "train_throughput_before", "train_throughput_nopin", "ig_throughput",
+STEPS = ["train_throughput", "train_throughput_autotune", "train_throughput_before", "train_throughput_nopin", "ig_throughput",
          "seg_throughput", "dicom_latency", "classifier_quality", "ig_throughput_trained"]
 
 
@@ -29,5 +30,14 @@ def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_da
     assert {f"{step}{ext}" for step in ("train_throughput", "seg_throughput", "dicom_latency_gpu")
             for ext in (".json", ".md")} <= names
     assert {"ig_throughput.json", "ig_throughput_trained.json", "classifier_quality_gpu.json"} <= names
+    autotuned = json.loads(packed_member(tmp_path / "out" / "gpu_results.tgz", "train_throughput_autotune.json"))
+    assert autotuned["settings"]["cudnn"] == {"deterministic": False, "benchmark": True}
     traces = sorted(p.name for p in (tmp_path / "out").glob("*.json.gz"))  # beside the log, not in the results
     assert traces == ["train_throughput_bare.json.gz", "train_throughput_pipeline.json.gz"]
+
+
+def packed_member(archive: Path, name: str) -> str:
+    """The text of the member called ``name`` in a packed results archive."""
+    with tarfile.open(archive) as packed:
+        (member,) = [m for m in packed.getmembers() if Path(m.name).name == name]
+        return packed.extractfile(member).read().decode()
