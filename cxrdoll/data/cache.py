@@ -22,6 +22,7 @@ from monai.transforms import Transform
 from cxrdoll.data.any_image import LoadAnyImaged
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
 from cxrdoll.io import atomic_path, files_fingerprint, write_csv_atomic
+from cxrdoll.networks.encoders import checked_image_size
 
 
 class UInt8ImageCache:
@@ -35,7 +36,7 @@ class UInt8ImageCache:
         num_workers: int = 0,
         batch_size: int = 32,
     ) -> None:
-        self.size = int(size)
+        self.size = checked_image_size(size)
         self.paths = [str(item["image"]) for item in items]
         if not self.paths:
             raise ValueError("cannot cache an empty image list")

@@ -20,6 +20,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform
 from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged
 from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
 from cxrdoll.data.datalist import load_classification_datalist
+from cxrdoll.networks.encoders import checked_image_size
 
 # Where ``dataset_dir`` may hold the classification datalist, in the order tried.
 DATALIST_CANDIDATES: tuple[str, ...] = ("datalists/chexpert.json", "chexpert.json", "datalist.json")
@@ -96,6 +97,7 @@ def classification_transforms(
     a ``MetaTensor`` input makes every layer of the network pay Python metadata handling on the
     host; on a GPU that host time, not the device, bounded the training step (half the bare rate).
     """
+    image_size = checked_image_size(image_size)
     if cache is not None and cache.size != image_size:
         raise ValueError(f"cache {cache.path} holds {cache.size}px images, not {image_size}px")
     load = LoadCachedImaged(cache) if cache is not None else LoadAnyImaged(image_size)

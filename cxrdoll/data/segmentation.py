@@ -31,6 +31,7 @@ from cxrdoll.data.datalist import load_datalist
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
+from cxrdoll.networks.encoders import checked_image_size
 
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
@@ -133,7 +134,7 @@ class LoadSegmentationSample:
     """
 
     def __init__(self, size: int, num_classes: int | None = None) -> None:
-        self.size = size
+        self.size = checked_image_size(size, whole_strides=True)
         self.num_classes = num_classes
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class LoadDollSample:
     """
 
     def __init__(self, size: int, truth_dir: str | Path | None = None) -> None:
-        self.size = size
+        self.size = checked_image_size(size, whole_strides=True)
         self.truth_dir = Path(truth_dir) if truth_dir else None
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:

@@ -152,17 +152,13 @@ def positive_float(text: str) -> float:
 
 
 def image_size(text: str) -> int:
-    """argparse type: the segmenter takes only multiples of its size divisor, which would otherwise
-    fail at the first training step."""
-    from cxrdoll.networks import SIZE_DIVISOR
+    """argparse type: a side the segmenter takes, which would otherwise fail at the first training step."""
+    from cxrdoll.networks import checked_image_size
 
-    value = positive_int(text)
-    if value % SIZE_DIVISOR:
-        lower = value - value % SIZE_DIVISOR
-        hint = f"{lower} or {lower + SIZE_DIVISOR}" if lower else str(SIZE_DIVISOR)
-        raise argparse.ArgumentTypeError(f"{value} is not a multiple of {SIZE_DIVISOR}, the network's size divisor "
-                                         f"(try {hint})")
-    return value
+    try:
+        return checked_image_size(text, whole_strides=True)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> dict[int, Path]:

@@ -31,6 +31,7 @@ from cxrdoll.labels.postprocess import postprocess
 from cxrdoll.labels.selection import Registry, best_overall, load_registry, select_models, single_model_selection
 from cxrdoll.labels.targets import POLICIES, label_state, raw_labels, target_indices
 from cxrdoll.labels.writer import SHARD_DIR, finalise, label_path, write_label, write_shard_record
+from cxrdoll.networks.encoders import checked_image_size
 
 logger = logging.getLogger("cxrdoll.labels")
 
@@ -194,8 +195,8 @@ class LabelRunner:
         self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
-        if batch_size < 1 or image_size < 8:
-            raise ValueError(f"batch_size must be >= 1 and image_size >= 8, got {batch_size} and {image_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
         self.registry: Registry = load_registry(classifiers)
         self.datalist_path = Path(datalist)
@@ -204,7 +205,7 @@ class LabelRunner:
         self.output_dir = Path(output_dir)
         self.explainer = explainer
         self.explainer_options = dict(explainer_options or {})
-        self.image_size = int(image_size)
+        self.image_size = checked_image_size(image_size)
         self.device = torch.device(device)
         self.tau = float(tau)
         self.policy = policy

@@ -25,7 +25,7 @@ from cxrdoll.networks.classifier import (
     build_classifier,
 )
 from cxrdoll.networks.downstream import build_downstream_segmenter, prepare_downstream_segmenter
-from cxrdoll.networks.encoders import ENCODERS, STRIDES, FeatureEncoder, build_encoder
+from cxrdoll.networks.encoders import ENCODERS, STRIDES, FeatureEncoder, build_encoder, checked_image_size
 from cxrdoll.networks.segmenter import DECODERS, SIZE_DIVISOR, Segmenter, build_segmenter
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "build_classifier",
     "build_downstream_segmenter",
     "build_encoder",
+    "checked_image_size",
     "build_segmenter",
     "configure_trainable",
     "count_trainable_parameters",

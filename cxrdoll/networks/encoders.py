@@ -22,6 +22,31 @@ STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
 _PROBE_SIZE = 64
 
 
+def checked_image_size(value: Any, *, whole_strides: bool = False) -> int:
+    """``value`` as an image side in pixels, or a ValueError saying what the networks take.
+
+    Checked where a bundle first uses its ``image_size``, before any image is loaded or cached:
+    otherwise 0 fails in numpy, a side under the deepest stride (32) inside a pooling layer, and a
+    segmenter side that is not a multiple of it (``whole_strides``) only at the first training step.
+    """
+    size = value
+    if isinstance(value, str) and value.strip().isdigit():
+        size = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"image size {value!r} is not a whole number of pixels")
+    stride = STRIDES[-1]
+    if size < stride:
+        raise ValueError(f"image size {size} px is below {stride} px, the smallest side the networks take "
+                         f"(they downsample {stride}x)")
+    if whole_strides and size % stride:
+        lower = size - size % stride
+        raise ValueError(f"image size {size} px is not a multiple of {stride} px, which the segmentation network "
+                         f"needs for its skip connections to line up (try {lower} or {lower + stride})")
+    return size
+
+
 class FeatureEncoder(nn.Module):
     """Runs its stages in order and returns every stage's output (finest first)."""
 

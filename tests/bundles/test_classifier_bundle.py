@@ -127,6 +127,16 @@ def test_missing_datalist_names_the_folder(tmp_path):
     assert f"{tmp_path}: no classification datalist" in repr(err.value.__cause__)
 
 
+@pytest.mark.parametrize(("size", "message"), [(0, "image size 0 px is below 32 px"),
+                                             ("64px", "image size '64px' is not a whole number of pixels")])
+def test_an_image_size_the_networks_cannot_take_is_refused_before_any_image_is_cached(tmp_path, size, message):
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=8, n_val=4)
+    with pytest.raises(RuntimeError) as err:
+        run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "o"), **{**COMMON, "image_size": size})
+    assert str(err.value.__cause__).startswith(message)
+    assert not (tmp_path / "o" / "cache").exists()
+
+
 def test_a_training_split_smaller_than_one_batch_is_refused_not_skipped(tmp_path, capsys):
     """The loader drops the incomplete last batch: 6 images at batch 8 would train nothing, silently."""
     from cxrdoll.cli import main

@@ -29,6 +29,22 @@ def pretrained(tmp_path_factory) -> dict:
     return {"root": root, "doll": datalist, "out": out, "model": out / "model.pt"}
 
 
+@pytest.mark.parametrize("bundle", ["cxr_seg_pretrain", "cxr_seg_adapter"])
+def test_a_side_the_segmenter_cannot_take_is_refused_before_training(pretrained, tmp_path, bundle):
+    """Not a multiple of 32 used to fail at the first forward pass, after caching (the adapter's CacheDataset)."""
+    from cxrdoll.errors import user_error
+
+    if bundle == "cxr_seg_pretrain":
+        settings = {"datalist": str(pretrained["doll"])}
+    else:
+        settings = {"datalist": str(write_tiny_downstream(tmp_path / "down")), "mode": "full"}
+    with pytest.raises(RuntimeError) as err:
+        run_bundle(BUNDLES / bundle, ("train.json",), output_dir=str(tmp_path / "o"), **{**TINY, **settings,
+                                                                                         "image_size": 48})
+    assert str(user_error(err.value)).startswith("image size 48 px is not a multiple of 32 px")
+    assert not list((tmp_path / "o").glob("*.pt"))
+
+
 def test_pretrain_logs_the_training_loss_to_tensorboard(pretrained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -103,22 +103,22 @@ def test_mask_with_other_aspect_is_rejected(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "i.png")
     Image.fromarray(np.zeros((8, 4), np.uint8)).save(tmp_path / "m.png")
     with pytest.raises(ValueError, match=r"m.png: mask shape \(8, 4\) does not match the aspect of image"):
-        LoadSegmentationSample(8)({"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")})
+        LoadSegmentationSample(32)({"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")})
 
 
 def test_nifti_mask_and_relative_datalist(tmp_path):
     import nibabel as nib
 
-    image = np.zeros((8, 8), np.uint8)
+    image = np.zeros((32, 32), np.uint8)
     image[1, 2] = 200
     Image.fromarray(image).save(tmp_path / "i.png")
-    mask = np.zeros((8, 8), np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
     mask[1, 2] = 1
     nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "m.nii.gz"))
     (tmp_path / "d.json").write_text(json.dumps({"training": [{"image": "i.png", "label": "m.nii.gz"}]}))
     items = load_segmentation_datalist(tmp_path / "d.json", "training")
     assert datalist_classes(tmp_path / "d.json") == ["foreground"]
-    sample = LoadSegmentationSample(8, 1)(items[0])
+    sample = LoadSegmentationSample(32, 1)(items[0])
     assert sample["label"][0, 1, 2] == 1 and sample["label"].sum() == 1 and sample["image"][0, 1, 2] > 0.7
     with pytest.raises(ValueError, match="num_train=2 but the training split has 1 items"):
         first_n(items, 2)
@@ -169,17 +169,17 @@ def test_doll_label_states(tmp_path):
 
 
 def test_doll_sample_with_truth_dir(tmp_path):
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "view1_frontal.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "view1_frontal.png")
     _write_doll(tmp_path / "l.npz", [-1] * 14)
-    truth = np.zeros((14, 16, 16), np.uint8)
-    truth[3, 4:8, 4:8] = 1
+    truth = np.zeros((14, 64, 64), np.uint8)
+    truth[3, 8:16, 8:16] = 1
     (tmp_path / "truth" / "p1").mkdir(parents=True)
     np.savez_compressed(tmp_path / "truth" / "p1" / "view1_frontal.npz", mask=truth)
     item = {"image": str(tmp_path / "view1_frontal.png"), "label": str(tmp_path / "l.npz"), "id": "p1/view1_frontal.png"}
-    doll = LoadDollSample(8)(item)
-    assert doll["label"].shape == (len(OBSERVATIONS), 8, 8) and torch.isnan(doll["label"]).all()
-    true = LoadDollSample(8, truth_dir=tmp_path / "truth")(item)
-    assert true["label"][3, 2:4, 2:4].eq(1).all() and true["label"].sum() == 4
+    doll = LoadDollSample(32)(item)
+    assert doll["label"].shape == (len(OBSERVATIONS), 32, 32) and torch.isnan(doll["label"]).all()
+    true = LoadDollSample(32, truth_dir=tmp_path / "truth")(item)
+    assert true["label"][3, 4:8, 4:8].eq(1).all() and true["label"].sum() == 16
 
 
 def test_shared_lung_set_masks_aligned_and_ignore_respected(shared_data):

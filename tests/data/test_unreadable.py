@@ -22,7 +22,7 @@ def files(tmp_path):
     return good, bad
 
 
-@pytest.mark.parametrize("loader", [LoadAnyImaged(16), LoadSegmentationSample(16)], ids=["classification", "segmentation"])
+@pytest.mark.parametrize("loader", [LoadAnyImaged(16), LoadSegmentationSample(32)], ids=["classification", "segmentation"])
 def test_an_unreadable_file_gives_a_same_shaped_placeholder_and_its_reason(files, loader):
     good, bad = files
     load = SkipUnreadable(loader)
@@ -38,7 +38,7 @@ def test_an_unreadable_file_gives_a_same_shaped_placeholder_and_its_reason(files
 @pytest.mark.parametrize("name", ["junk.nii.gz", "junk.nii"])
 def test_an_unreadable_nifti_is_skipped_too(tmp_path, name):
     (tmp_path / name).write_bytes(b"not a nifti volume")
-    failed = SkipUnreadable(LoadSegmentationSample(16))({"image": str(tmp_path / name), "id": "junk"})
+    failed = SkipUnreadable(LoadSegmentationSample(32))({"image": str(tmp_path / name), "id": "junk"})
     assert failed[ERROR_KEY].startswith(f"{tmp_path / name}: cannot read as .nii")
 
 

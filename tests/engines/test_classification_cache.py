@@ -50,20 +50,20 @@ def test_cached_pixels_match_decoded_pipeline_to_rounding(pngs, tmp_path):
 
 def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, tmp_path):
     items = [{"image": str(p)} for p in pngs]
-    first = UInt8ImageCache(items, 16, tmp_path / "cache")
+    first = UInt8ImageCache(items, 32, tmp_path / "cache")
     mtime = first.path.stat().st_mtime_ns
-    again = UInt8ImageCache(items, 16, tmp_path / "cache")
+    again = UInt8ImageCache(items, 32, tmp_path / "cache")
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
     save_png_atomic(pngs[2], np.full((52, 40), 200, dtype=np.uint8))
     os.utime(pngs[2], ns=(mtime + 10**9, mtime + 10**9))
-    changed = UInt8ImageCache(items, 16, tmp_path / "cache")
+    changed = UInt8ImageCache(items, 32, tmp_path / "cache")
     assert changed.path != first.path
     assert changed.image(str(pngs[2])).mean().item() == pytest.approx(200 / 255, abs=1e-6)
-    assert UInt8ImageCache(items, 24, tmp_path / "cache").path != first.path  # size is part of the key
+    assert UInt8ImageCache(items, 48, tmp_path / "cache").path != first.path  # size is part of the key
 
 
 def test_cache_pickles_without_its_memory_map_and_reports_missing_files(pngs, tmp_path):
-    cache = UInt8ImageCache([{"image": str(p)} for p in pngs], 16, tmp_path / "cache")
+    cache = UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "cache")
     _ = cache.array
     clone = pickle.loads(pickle.dumps(cache))
     assert clone._array is None
@@ -71,7 +71,7 @@ def test_cache_pickles_without_its_memory_map_and_reports_missing_files(pngs, tm
     with pytest.raises(KeyError, match="nope.png: not in image cache"):
         cache.image("nope.png")
     with pytest.raises(FileNotFoundError, match="gone.png: image listed in the datalist not found"):
-        UInt8ImageCache([{"image": str(tmp_path / "gone.png")}], 16, tmp_path / "cache")
+        UInt8ImageCache([{"image": str(tmp_path / "gone.png")}], 32, tmp_path / "cache")
 
 
 def test_a_build_names_every_unreadable_image_at_once_and_leaves_no_cache(pngs, tmp_path):
@@ -81,8 +81,8 @@ def test_a_build_names_every_unreadable_image_at_once_and_leaves_no_cache(pngs, 
         path.write_bytes(b"not an image")
     paths = [pngs[0], bad[0], pngs[1], bad[1]]
     with pytest.raises(ValueError) as err:
-        UInt8ImageCache([{"image": str(p)} for p in paths], 16, tmp_path / "cache", batch_size=2)
-    (report,) = (tmp_path / "cache").glob("images_16px_4_*_unreadable.csv")
+        UInt8ImageCache([{"image": str(p)} for p in paths], 32, tmp_path / "cache", batch_size=2)
+    (report,) = (tmp_path / "cache").glob("images_32px_4_*_unreadable.csv")
     assert str(err.value).startswith(f"{bad[0]}: cannot identify image file")
     assert str(err.value).endswith(f"(2 of 4 listed images unreadable, all in {report}: fix them or leave them out "
                                    "of the datalist)")
@@ -109,11 +109,11 @@ def _datalist(tmp_path, pngs, validation=True):
 
 def test_transform_chain_from_cache_drops_ragged_fields(pngs, tmp_path):
     items = classification_items(_datalist(tmp_path, pngs), "training")
-    cache = UInt8ImageCache(items, 16, tmp_path / "cache")
-    sample = classification_transforms(16, cache)(items[1])
-    assert set(sample) == {"image", "label", "id"} and sample["image"].shape == (1, 16, 16)
-    with pytest.raises(ValueError, match="holds 16px images, not 32px"):
-        classification_transforms(32, cache)
+    cache = UInt8ImageCache(items, 32, tmp_path / "cache")
+    sample = classification_transforms(32, cache)(items[1])
+    assert set(sample) == {"image", "label", "id"} and sample["image"].shape == (1, 32, 32)
+    with pytest.raises(ValueError, match="holds 32px images, not 64px"):
+        classification_transforms(64, cache)
 
 
 def test_augmented_images_leave_as_plain_tensors(pngs, tmp_path):
@@ -122,8 +122,8 @@ def test_augmented_images_leave_as_plain_tensors(pngs, tmp_path):
 
     items = classification_items(_datalist(tmp_path, pngs), "training")
     augment = [RandAffined(keys="image", prob=1.0, rotate_range=0.1, padding_mode="zeros")]
-    sample = classification_transforms(16, UInt8ImageCache(items, 16, tmp_path / "cache"), augment)(items[0])
-    assert type(sample["image"]) is torch.Tensor and sample["image"].shape == (1, 16, 16)
+    sample = classification_transforms(32, UInt8ImageCache(items, 32, tmp_path / "cache"), augment)(items[0])
+    assert type(sample["image"]) is torch.Tensor and sample["image"].shape == (1, 32, 32)
 
 
 def test_datalist_lookup_and_errors(pngs, tmp_path):

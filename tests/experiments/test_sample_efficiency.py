@@ -74,8 +74,11 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     ("--seeds", ",", "argument --seeds: '' in ',' is not a seed"),
     ("--seeds", "-1", "argument --seeds: '-1' in '-1' is not a seed"),
     ("--starts", "scratch,doll", "argument --starts: 'doll' in 'scratch,doll' is not a starting point"),
-    ("--image-size", "33", "argument --image-size: 33 is not a multiple of 32, the network's size divisor (try 32 or 64)"),
-    ("--image-size", "16", "argument --image-size: 16 is not a multiple of 32, the network's size divisor (try 32)"),
+    ("--image-size", "33", "argument --image-size: image size 33 px is not a multiple of 32 px, which the "
+                           "segmentation network needs for its skip connections to line up (try 32 or 64)"),
+    ("--image-size", "16", "argument --image-size: image size 16 px is below 32 px, the smallest side the networks "
+                           "take (they downsample 32x)"),
+    ("--image-size", "1e3", "argument --image-size: image size '1e3' is not a whole number of pixels"),
     ("--max-epochs", "0", "argument --max-epochs: '0' is not a positive whole number"),
     ("--batch-size", "x", "argument --batch-size: 'x' is not a positive whole number"),
     ("--learning-rate", "0", "argument --learning-rate: '0' is not a positive number"),

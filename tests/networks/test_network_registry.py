@@ -13,6 +13,7 @@ from cxrdoll.networks import (
     STRIDES,
     build_classifier,
     build_encoder,
+    checked_image_size,
 )
 
 
@@ -34,13 +35,15 @@ REFERENCE_CHANNELS = {
 }
 
 
-def test_every_registered_classifier_gives_14_logits_per_image():
+def test_every_registered_classifier_gives_14_logits_per_image_down_to_the_smallest_accepted_side():
     torch.manual_seed(0)
     x = torch.randn(2, 1, 64, 64)
+    smallest = checked_image_size(STRIDES[-1])
     for name in CLASSIFIER_NAMES:
         model = build_classifier(name).eval()
         with torch.no_grad():
             logits = model(x)
+            assert model(x[..., :smallest, :smallest]).shape == (2, 14), name
         assert logits.shape == (2, 14), name
         assert torch.isfinite(logits).all(), name
         assert model.encoder.strides == list(STRIDES), name
@@ -109,3 +112,27 @@ def test_efficientnet_batch_norm_statistics_follow_the_data_within_a_short_sched
     batch_mean = stem_out.mean(dim=(0, 2, 3))
     # 20 updates at momentum 0.1 cover 88 % of the way to the batch mean; at 0.01 only 18 %.
     assert torch.allclose(first_bn.running_mean, batch_mean, rtol=0.15, atol=1e-3)
+
+
+@pytest.mark.parametrize(("value", "whole_strides", "expected"), [
+    (320, False, 320), ("224", False, 224), (64.0, False, 64), (300, False, 300), (288, True, 288), (" 96", True, 96),
+])
+def test_image_size_check_accepts_whole_pixel_counts(value, whole_strides, expected):
+    assert checked_image_size(value, whole_strides=whole_strides) == expected
+
+
+@pytest.mark.parametrize(("value", "whole_strides", "message"), [
+    (0, False, "image size 0 px is below 32 px, the smallest side the networks take (they downsample 32x)"),
+    (-5, False, "image size -5 px is below 32 px"),
+    (20, True, "image size 20 px is below 32 px"),
+    (300, True, "image size 300 px is not a multiple of 32 px, which the segmentation network needs for its skip "
+                "connections to line up (try 288 or 320)"),
+    (64.5, False, "image size 64.5 is not a whole number of pixels"),
+    ("abc", False, "image size 'abc' is not a whole number of pixels"),
+    (True, False, "image size True is not a whole number of pixels"),
+    (None, False, "image size None is not a whole number of pixels"),
+])
+def test_image_size_check_says_what_the_networks_take(value, whole_strides, message):
+    with pytest.raises(ValueError) as err:
+        checked_image_size(value, whole_strides=whole_strides)
+    assert str(err.value).startswith(message)
