@@ -1,15 +1,17 @@
 """A segmentation bundle as the deploy app runs it: network + ``network_data_format``, no SDK needed.
 
-Contract (docs/FORMATS.md, "Deployable segmentation bundle"): ``configs/metadata.json``
-``network_data_format`` gives the input ``spatial_shape`` and the output ``channel_def`` (without
-it, ``image_size`` and ``class_names`` of ``configs/inference.json``); the network is
-``models/model.ts`` (TorchScript) or, without it, ``network_def`` of ``configs/inference.json``
-with weights from ``models/model.pt``. The network returns per-channel logits; sigmoid > threshold
-gives the masks.
+Contract (docs/FORMATS.md, "Deployable segmentation bundle"): the network is ``models/model.ts``
+(TorchScript) or, without it, ``network_def`` of ``configs/inference.json`` with weights from
+``models/model.pt``. Its input ``spatial_shape`` and output channel names come from the training
+record beside ``models/model.pt`` when there is one (a bundle trained in place still carries the
+template ``configs/metadata.json``), else from ``metadata.json``'s ``network_data_format``, else
+from ``image_size`` and ``class_names`` of ``configs/inference.json``. The network returns
+per-channel logits; sigmoid > threshold gives the masks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrdoll.engines.recorder import trained_setting
 from cxrdoll.io import read_json
 from cxrdoll.networks.checkpoints import load_network_weights, load_problem
+
+logger = logging.getLogger(__name__)
+IOFormat = tuple[tuple[int, int], list[str]]  # input (height, width), output channel names
 
 
 @dataclass
@@ -69,7 +75,7 @@ class SegBundle:
         logits = self.network(x.contiguous(memory_format=torch.channels_last))
         if logits.shape[:2] != (1, len(self.channel_names)):
             raise ValueError(
-                f"{self.root}: network gave shape {tuple(logits.shape)}; metadata declares "
+                f"{self.root}: network gave shape {tuple(logits.shape)}; the bundle declares "
                 f"{len(self.channel_names)} channels {self.channel_names}"
             )
         probs = torch.sigmoid(logits.float())
@@ -90,28 +96,62 @@ def _inference_config(root: Path):
     return parser
 
 
-def _io_format(root: Path, config) -> tuple[tuple[int, int], list[str]]:
+def _io_format(root: Path, config) -> IOFormat:
+    """Input shape and channel names: what training recorded, else what the bundle declares (see above)."""
+    trained, declared = _trained_format(root), _metadata_format(root)
+    chosen = trained or declared or _config_format(config)
+    if chosen is None:
+        raise ValueError(
+            f"{root}: no network_data_format in configs/metadata.json and no image_size/class_names in configs/inference.json"
+        )
+    if declared is not None and chosen != declared:
+        logger.warning(
+            "%s: configs/metadata.json declares %s at %s px, but models/model.pt was trained for %s at %s px "
+            "(the training record beside it); using the latter. Export the bundle to make them agree.",
+            root, declared[1], _side(declared), chosen[1], _side(chosen),
+        )
+    return chosen
+
+
+def _side(fmt: IOFormat) -> str:
+    return "x".join(map(str, fmt[0]))
+
+
+def _trained_format(root: Path) -> IOFormat | None:
+    """``image_size`` and ``class_names`` the training bundle recorded beside ``models/model.pt``, or None."""
+    checkpoint = root / "models" / "model.pt"
+    size, names = trained_setting(checkpoint, "image_size", None), trained_setting(checkpoint, "class_names", None)
+    if size is None or names is None:
+        return None
+    return (int(size), int(size)), [str(n) for n in names]
+
+
+def _metadata_format(root: Path) -> IOFormat | None:
+    """``network_data_format`` of ``configs/metadata.json``, or None when it has none."""
     meta_path = root / "configs" / "metadata.json"
     fmt = read_json(meta_path).get("network_data_format") if meta_path.is_file() else None
-    if fmt:
-        try:
-            image_in, channel_def = fmt["inputs"]["image"], fmt["outputs"]["pred"]["channel_def"]
-            spatial_shape = tuple(int(v) for v in image_in["spatial_shape"])
-            names = [channel_def[str(i)] for i in range(len(channel_def))]
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{meta_path}: network_data_format needs inputs.image.spatial_shape and outputs.pred.channel_def "
-                f"with keys '0'..'N-1' ({type(err).__name__}: {err})"
-            ) from None
-        if int(image_in.get("num_channels", 1)) != 1 or len(spatial_shape) != 2:
-            raise ValueError(f"{meta_path}: expected a 1-channel 2-D input, got {image_in}")
-        return (spatial_shape[0], spatial_shape[1]), names
-    if config is not None and "class_names" in config and "image_size" in config:
-        size = int(config.get_parsed_content("image_size"))
-        return (size, size), [str(n) for n in config.get_parsed_content("class_names")]
-    raise ValueError(
-        f"{root}: no network_data_format in configs/metadata.json and no image_size/class_names in configs/inference.json"
-    )
+    if not fmt:
+        return None
+    try:
+        image_in, channel_def = fmt["inputs"]["image"], fmt["outputs"]["pred"]["channel_def"]
+        spatial_shape = tuple(int(v) for v in image_in["spatial_shape"])
+        names = [channel_def[str(i)] for i in range(len(channel_def))]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{meta_path}: network_data_format needs inputs.image.spatial_shape and outputs.pred.channel_def "
+            f"with keys '0'..'N-1' ({type(err).__name__}: {err})"
+        ) from None
+    if int(image_in.get("num_channels", 1)) != 1 or len(spatial_shape) != 2:
+        raise ValueError(f"{meta_path}: expected a 1-channel 2-D input, got {image_in}")
+    return (spatial_shape[0], spatial_shape[1]), names
+
+
+def _config_format(config) -> IOFormat | None:
+    """``image_size`` and ``class_names`` of ``configs/inference.json``, or None when it lacks them."""
+    if config is None or "class_names" not in config or "image_size" not in config:
+        return None
+    size = int(config.get_parsed_content("image_size"))
+    return (size, size), [str(n) for n in config.get_parsed_content("class_names")]
 
 
 def _load_network(root: Path, config, device: torch.device) -> torch.nn.Module:

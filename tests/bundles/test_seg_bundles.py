@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.engines.bundle_run import run_bundle
 from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
 
@@ -118,6 +120,14 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
     assert len(list((tmp_path / "skip").rglob("*.png"))) == 8 * 4 and not (tmp_path / "skip" / "zz_corrupt").exists()
     skipped = (tmp_path / "skip" / "skipped.csv").read_text().splitlines()
     assert len(skipped) == 2 and skipped[1].startswith("zz_corrupt,") and "zz_corrupt.png" in skipped[1]
+
+    # The deploy app on this bundle trained in place: its metadata.json still declares 5 SCR structures at 320 px
+    in_place = tmp_path / "bundle"
+    shutil.copytree(BUNDLES / "cxr_seg_adapter" / "configs", in_place / "configs")
+    shutil.copytree(out, in_place / "models", ignore=shutil.ignore_patterns("eval", "logs", "checkpoint.pt"))
+    deployed = SegBundle.load(in_place)
+    assert deployed.channel_names == ["blob", "bar"] and deployed.spatial_shape == (32, 32)
+    assert deployed.predict(np.zeros((1, 40, 48), np.float32)).shape == (2, 40, 48)
 
 
 def test_adapter_torchscript_export_matches_eager(pretrained, tmp_path):

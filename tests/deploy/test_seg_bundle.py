@@ -79,6 +79,31 @@ def test_inference_json_network_def_with_checkpoint(tmp_path):
     np.testing.assert_array_equal(from_config.predict(image), from_torchscript.predict(image))
 
 
+def test_the_training_record_beside_the_checkpoint_describes_the_network_not_the_template_metadata(tmp_path, caplog):
+    """A bundle trained in place keeps the shipped metadata (5 SCR structures, 320 px) until it is exported."""
+    root = make_tiny_bundle(tmp_path / "b")
+    meta_path = root / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "left lung", "1": "right lung", "2": "heart"}
+    meta["network_data_format"]["inputs"]["image"]["spatial_shape"] = [320, 320]
+    write_json_atomic(meta_path, meta)
+    assert SegBundle.load(root).channel_names == ["left lung", "right lung", "heart"]  # no record: what it declares
+    torch.save(tiny_network().state_dict(), root / "models" / "model.pt")
+    write_json_atomic(root / "models" / "validation_history.json",  # what cxr_seg_adapter's training writes
+                      {"class_names": NAMES, "image_size": SIZE, "mode": "adapters", "history": []})
+    with caplog.at_level("WARNING", logger="cxrdoll.deploy.seg_bundle"):
+        scripted = SegBundle.load(root)  # model.ts exported from that checkpoint (monai.bundle ckpt_export)
+    assert scripted.channel_names == NAMES and scripted.spatial_shape == (SIZE, SIZE)
+    assert (f"configs/metadata.json declares ['left lung', 'right lung', 'heart'] at 320x320 px, but models/model.pt "
+            f"was trained for {NAMES} at {SIZE}x{SIZE} px") in caplog.text
+    (root / "models" / "model.ts").unlink()
+    write_json_atomic(root / "configs" / "inference.json", {"class_names": ["a", "b", "c"], "image_size": 96, "network_def": {
+        "_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
+        "channels": [4, 8], "strides": [2], "num_res_units": 0}})
+    from_checkpoint = SegBundle.load(root)
+    assert from_checkpoint.channel_names == NAMES and from_checkpoint.spatial_shape == (SIZE, SIZE)
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: bundle folder not found"):
         SegBundle.load(tmp_path / "nowhere")
@@ -89,7 +114,7 @@ def test_bundle_errors(tmp_path):
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "heart", "1": "lung"}
     write_json_atomic(root / "configs" / "metadata.json", meta)
-    with pytest.raises(ValueError, match=r"network gave shape \(1, 3, 64, 64\); metadata declares 2 channels"):
+    with pytest.raises(ValueError, match=r"network gave shape \(1, 3, 64, 64\); the bundle declares 2 channels"):
         SegBundle.load(root).predict(_image(SIZE, SIZE))
     (root / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
