@@ -9,17 +9,13 @@ nothing.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from monai.utils import set_determinism
 
-from cxrdoll.engines.flags import flag
 
-
-def seed_run(seed: int, cudnn_benchmark: Any = False) -> None:
+def seed_run(seed: int, cudnn_benchmark: bool = False) -> None:
     """Seed every generator as ``set_determinism(seed)`` does; with ``cudnn_benchmark``, let cuDNN autotune."""
     set_determinism(seed=seed)
-    if flag(cudnn_benchmark, "cudnn_benchmark"):
+    if cudnn_benchmark:
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True

@@ -58,7 +58,7 @@ def test_cudnn_flags_record_what_a_bundles_initialize_leaves_behind(monkeypatch)
     assert cudnn_flags() == {"deterministic": False, "benchmark": True}
     seed_run(0)  # what every training bundle's ``initialize`` runs, by default
     assert cudnn_flags() == {"deterministic": True, "benchmark": False}
-    seed_run(0, "true")  # --cudnn_benchmark true
+    seed_run(0, True)  # --cudnn_benchmark true
     assert cudnn_flags() == {"deterministic": False, "benchmark": True}
 
 
