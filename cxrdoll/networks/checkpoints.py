@@ -141,6 +141,9 @@ def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, 
     model_adapters = any(_is_adapter_key(k) for k in target)
     if any(_is_adapter_key(k) for k in state) and not model_adapters:
         raise ValueError(f"{name} holds adapter weights: call add_adapters() on the model before loading it")
+    if any(k.startswith("encoder.") for k in state) and not any(k.startswith("decoder.") for k in state):
+        raise ValueError(f"{name} holds an encoder but no decoder, like a cxr_classifier checkpoint: give it as the "
+                         "classifier checkpoint (init_ckpt: the encoder alone), or give a segmentation checkpoint here")
     ignored = sorted(k for k in state if k.startswith("head.")) if not head else []
     state = {k: v for k, v in state.items() if k not in ignored}
     keep_initial = not any(_is_adapter_key(k) for k in state)

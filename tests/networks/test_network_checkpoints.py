@@ -104,6 +104,17 @@ def test_adapter_checkpoint_needs_adapters_in_the_model():
         load_segmenter_checkpoint(plain, with_adapters.state_dict())
 
 
+def test_a_classifier_checkpoint_given_as_a_segmenter_is_named_as_such(tmp_path):
+    """Before, the error listed 70 missing decoder keys and left the user to guess why."""
+    ckpt = tmp_path / "model.pt"
+    torch.save(build_classifier("densenet_tiny").state_dict(), ckpt)
+    with pytest.raises(ValueError) as err:
+        load_segmenter_checkpoint(build_segmenter("densenet_tiny", **SMALL), ckpt, head=False)
+    assert str(err.value) == (f"{ckpt} holds an encoder but no decoder, like a cxr_classifier checkpoint: give it as "
+                              "the classifier checkpoint (init_ckpt: the encoder alone), or give a segmentation "
+                              "checkpoint here")
+
+
 def test_bad_checkpoint_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*missing.pt"):
         load_state_dict_file(tmp_path / "missing.pt")
