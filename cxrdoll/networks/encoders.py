@@ -9,6 +9,8 @@ are identical and a classifier checkpoint initialises a segmentation backbone di
 from __future__ import annotations
 
 import copy
+import numbers
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, List
@@ -29,12 +31,13 @@ def checked_image_size(value: Any, *, whole_strides: bool = False) -> int:
     otherwise 0 fails in numpy, a side under the deepest stride (32) inside a pooling layer, and a
     segmenter side that is not a multiple of it (``whole_strides``) only at the first training step.
     """
-    size = value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         size = int(value)
     elif isinstance(value, float) and value.is_integer():
         size = int(value)
-    if isinstance(size, bool) or not isinstance(size, int):
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        size = int(value)
+    else:
         raise ValueError(f"image size {value!r} is not a whole number of pixels")
     stride = STRIDES[-1]
     if size < stride:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from monai.networks import nets
@@ -116,6 +117,7 @@ def test_efficientnet_batch_norm_statistics_follow_the_data_within_a_short_sched
 
 @pytest.mark.parametrize(("value", "whole_strides", "expected"), [
     (320, False, 320), ("224", False, 224), (64.0, False, 64), (300, False, 300), (288, True, 288), (" 96", True, 96),
+    (np.int64(256), True, 256),
 ])
 def test_image_size_check_accepts_whole_pixel_counts(value, whole_strides, expected):
     assert checked_image_size(value, whole_strides=whole_strides) == expected
@@ -123,7 +125,7 @@ def test_image_size_check_accepts_whole_pixel_counts(value, whole_strides, expec
 
 @pytest.mark.parametrize(("value", "whole_strides", "message"), [
     (0, False, "image size 0 px is below 32 px, the smallest side the networks take (they downsample 32x)"),
-    (-5, False, "image size -5 px is below 32 px"),
+    (-5, False, "image size -5 px is below 32 px"), ("-64", False, "image size -64 px is below 32 px"),
     (20, True, "image size 20 px is below 32 px"),
     (300, True, "image size 300 px is not a multiple of 32 px, which the segmentation network needs for its skip "
                 "connections to line up (try 288 or 320)"),
