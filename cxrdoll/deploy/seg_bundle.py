@@ -132,6 +132,9 @@ def _metadata_format(root: Path) -> IOFormat | None:
     fmt = read_json(meta_path).get("network_data_format") if meta_path.is_file() else None
     if not fmt:
         return None
+    if isinstance(fmt.get("outputs"), dict) and (fmt["outputs"].get("pred") or {}).get("format") == "classes":
+        raise ValueError(f"{meta_path}: outputs.pred is one score per class for the whole image (format 'classes'), "
+                         "a classifier's; the app runs segmentation bundles, which give one map per class")
     try:
         image_in, channel_def = fmt["inputs"]["image"], fmt["outputs"]["pred"]["channel_def"]
         spatial_shape = tuple(int(v) for v in image_in["spatial_shape"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +121,16 @@ def test_bundle_errors(tmp_path):
     (root / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
         SegBundle.load(root)
+
+
+def test_a_classifier_bundle_is_refused_as_one(tmp_path):
+    root = tmp_path / "classifier"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "cxr_classifier" / "configs", root / "configs")
+    with pytest.raises(ValueError) as err:
+        SegBundle.load(root)
+    assert str(err.value) == (f"{root / 'configs' / 'metadata.json'}: outputs.pred is one score per class for the whole "
+                              "image (format 'classes'), a classifier's; the app runs segmentation bundles, which give "
+                              "one map per class")
 
 
 def test_unreadable_torchscript_names_the_file_and_the_problem(tmp_path):
