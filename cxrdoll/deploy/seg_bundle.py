@@ -36,6 +36,7 @@ class SegBundle:
     spatial_shape: tuple[int, int]
     channel_names: list[str]
     device: torch.device
+    described_by: str = "configs/metadata.json"  # where the shape and names were read from
 
     @classmethod
     def load(cls, root: str | os.PathLike, device: str | torch.device = "cpu") -> "SegBundle":
@@ -43,12 +44,12 @@ class SegBundle:
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: bundle folder not found")
         config = _inference_config(root)
-        spatial_shape, names = _io_format(root, config)
+        (spatial_shape, names), described_by = _io_format(root, config)
         device = torch.device(device)
         # channels_last: about 25 % less CPU time per 512^2 image for the DenseNet-121 U-Net (oneDNN).
         network = _load_network(root, config, device).to(memory_format=torch.channels_last)
         network.eval()
-        bundle = cls(root, network, spatial_shape, names, device)
+        bundle = cls(root, network, spatial_shape, names, device, described_by)
         if device.type == "cuda":
             bundle.warm_up()
         return bundle
@@ -75,7 +76,7 @@ class SegBundle:
         logits = self.network(x.contiguous(memory_format=torch.channels_last))
         if logits.shape[:2] != (1, len(self.channel_names)):
             raise ValueError(
-                f"{self.root}: network gave shape {tuple(logits.shape)}; the bundle declares "
+                f"{self.root}: network gave shape {tuple(logits.shape)}; {self.described_by} declares "
                 f"{len(self.channel_names)} channels {self.channel_names}"
             )
         probs = torch.sigmoid(logits.float())
@@ -96,21 +97,27 @@ def _inference_config(root: Path):
     return parser
 
 
-def _io_format(root: Path, config) -> IOFormat:
-    """Input shape and channel names: what training recorded, else what the bundle declares (see above)."""
+def _io_format(root: Path, config) -> tuple[IOFormat, str]:
+    """Input shape and channel names, and where they come from: what training recorded, else what
+    the bundle declares (see above)."""
     trained, declared = _trained_format(root), _metadata_format(root)
-    chosen = trained or declared or _config_format(config)
-    if chosen is None:
+    if trained is not None:
+        fmt, source = trained, "the training record beside models/model.pt"
+    elif declared is not None:
+        fmt, source = declared, "configs/metadata.json"
+    else:
+        fmt, source = _config_format(config), "configs/inference.json"
+    if fmt is None:
         raise ValueError(
             f"{root}: no network_data_format in configs/metadata.json and no image_size/class_names in configs/inference.json"
         )
-    if declared is not None and chosen != declared:
+    if declared is not None and fmt != declared:
         logger.warning(
             "%s: configs/metadata.json declares %s at %s px, but models/model.pt was trained for %s at %s px "
             "(the training record beside it); using the latter. Export the bundle to make them agree.",
-            root, declared[1], _side(declared), chosen[1], _side(chosen),
+            root, declared[1], _side(declared), fmt[1], _side(fmt),
         )
-    return chosen
+    return fmt, source
 
 
 def _side(fmt: IOFormat) -> str:

@@ -98,6 +98,11 @@ def test_the_training_record_beside_the_checkpoint_describes_the_network_not_the
     assert scripted.channel_names == NAMES and scripted.spatial_shape == (SIZE, SIZE)
     assert (f"configs/metadata.json declares ['left lung', 'right lung', 'heart'] at 320x320 px, but models/model.pt "
             f"was trained for {NAMES} at {SIZE}x{SIZE} px") in caplog.text
+    write_json_atomic(root / "models" / "validation_history.json", {"class_names": NAMES[:2], "image_size": SIZE})
+    with pytest.raises(ValueError, match=r"gave shape \(1, 3, 64, 64\); the training record beside models/model.pt "
+                                         r"declares 2 channels"):  # model.ts left from an earlier export
+        SegBundle.load(root).predict(_image(SIZE, SIZE))
+    write_json_atomic(root / "models" / "validation_history.json", {"class_names": NAMES, "image_size": SIZE})
     (root / "models" / "model.ts").unlink()
     write_json_atomic(root / "configs" / "inference.json", {"class_names": ["a", "b", "c"], "image_size": 96, "network_def": {
         "_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
@@ -116,7 +121,7 @@ def test_bundle_errors(tmp_path):
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {"0": "heart", "1": "lung"}
     write_json_atomic(root / "configs" / "metadata.json", meta)
-    with pytest.raises(ValueError, match=r"network gave shape \(1, 3, 64, 64\); the bundle declares 2 channels"):
+    with pytest.raises(ValueError, match=r"network gave shape \(1, 3, 64, 64\); configs/metadata.json declares 2 channels"):
         SegBundle.load(root).predict(_image(SIZE, SIZE))
     (root / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
