@@ -4,7 +4,9 @@ Chain: DICOMDataLoaderOperator -> DICOMSeriesSelectorOperator (CR|DX) -> :class:
 -> :class:`CXRSegInferenceOperator` -> :class:`CXRSegWriterOperator` (DICOM SEG + overlay PNG).
 
 Every input file gets a row of ``report.csv`` (:mod:`cxrdoll.deploy.report`); a bad file or case is
-logged, reported and skipped, and never stops the batch.
+logged, reported and skipped, and never stops the batch. A series whose chosen image cannot be
+decoded or segmented falls back on its next frontal image; one whose SEG cannot be written does
+not (the writer has no network to run again).
 
 :class:`CXRImageOperator` replaces the SDK's DICOMSeriesToVolumeOperator: that one turns a
 single-frame CR/DX into a depth-1 volume with rescale only, whereas the project's loader gives the
@@ -14,7 +16,7 @@ single-frame CR/DX into a depth-1 volume with rescale only, whereas the project'
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +44,8 @@ class CXRCase:
     """One frontal radiograph travelling down the chain; ``masks`` is filled by inference.
 
     ``file`` names the source in the report and the log; ``uid`` is its checked SOP Instance UID,
-    the only value that goes into output file names.
+    the only value that goes into output file names. ``alternatives``: the series' frontal images
+    ranked after this one, not yet decoded, for inference to fall back on (with ``voi``).
     """
 
     file: str
@@ -51,6 +54,8 @@ class CXRCase:
     image: CXRImage
     masks: np.ndarray | None = None
     names: list[str] | None = None
+    alternatives: list[Dataset] = field(default_factory=list)
+    voi: str = "auto"
 
 
 def checked_sop_uid(ds: Dataset, source: str) -> str:
@@ -69,6 +74,27 @@ def _skip(report: RunReport, file: str, reason: str) -> None:
 
 def _reason(err: Exception) -> str:
     return err.problem if isinstance(err, DicomInputError) else f"{type(err).__name__}: {err}"
+
+
+def first_usable_case(candidates: Sequence[Dataset], report: RunReport, voi: str) -> CXRCase | None:
+    """The first of ``candidates`` (a series' frontal images, best first) that decodes with a usable UID.
+
+    Those ranked after it travel with it as ``alternatives`` and are reported as not used, until
+    inference falls back on one of them.
+    """
+    for rank, ds in enumerate(candidates):
+        file = report.name(ds.filename)
+        try:
+            uid = checked_sop_uid(ds, file)
+            case = CXRCase(file, uid, ds, dataset_to_image(ds, voi=voi, source=file),
+                           alternatives=list(candidates[rank + 1:]), voi=voi)
+        except Exception as err:  # one bad file must not stop the batch: the next image is tried
+            _skip(report, file, _reason(err))
+            continue
+        for other in case.alternatives:
+            report.skipped(report.name(other.filename), f"not used: {file} was chosen for its series")
+        return case
+    return None
 
 
 class CXRImageOperator(Operator):
@@ -98,17 +124,7 @@ class CXRImageOperator(Operator):
     def _series_case(self, datasets: Sequence[Dataset]) -> CXRCase | None:
         """The first frontal image that decodes, best view first; every file of the series gets its report row."""
         frontal, others = rank_frontal(datasets)
-        case = None
-        for ds in frontal:
-            file = self.report.name(ds.filename)
-            if case is not None:
-                self.report.skipped(file, f"not used: {case.file} was chosen for its series")
-                continue
-            try:
-                uid = checked_sop_uid(ds, file)
-                case = CXRCase(file, uid, ds, dataset_to_image(ds, voi=self.voi, source=file))
-            except Exception as err:  # one bad file must not stop the batch: the next image is tried
-                _skip(self.report, file, _reason(err))
+        case = first_usable_case(frontal, self.report, self.voi)
         for ds in others:
             view, evidence = view_position(ds)
             self.report.skipped(self.report.name(ds.filename), f"not a frontal view ({view} from {evidence})")
@@ -116,7 +132,8 @@ class CXRImageOperator(Operator):
 
 
 class CXRSegInferenceOperator(Operator):
-    """Runs the segmentation bundle at ``bundle_path`` on every case (masks at source resolution)."""
+    """Runs the segmentation bundle at ``bundle_path`` on every case (masks at source resolution); a
+    case that fails gives way to the next frontal image of its series."""
 
     def __init__(
         self, fragment: Fragment, *args, bundle_path: str | Path, report: RunReport, device: str = "cpu",
@@ -134,13 +151,16 @@ class CXRSegInferenceOperator(Operator):
     def compute(self, op_input, op_output, context) -> None:
         segmented = []
         for case in op_input.receive("cases"):
-            try:
-                case.masks = self.bundle.predict(case.image.array, threshold=self.threshold)
-            except Exception as err:  # e.g. out of GPU memory on one large image: the others still run
-                _skip(self.report, case.file, f"inference failed ({_reason(err)})")
-                continue
-            case.names = self.bundle.channel_names
-            segmented.append(case)
+            while case is not None:
+                try:
+                    case.masks = self.bundle.predict(case.image.array, threshold=self.threshold)
+                except Exception as err:  # e.g. out of GPU memory on one large image: its series' next one is tried
+                    _skip(self.report, case.file, f"inference failed ({_reason(err)})")
+                    case = first_usable_case(case.alternatives, self.report, case.voi)
+                    continue
+                case.names = self.bundle.channel_names
+                segmented.append(case)
+                break
         op_output.emit(segmented, "segmented")
 
 

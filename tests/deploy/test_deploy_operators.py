@@ -108,6 +108,39 @@ def test_inference_failure_of_one_case_skips_only_that_case(tmp_path, batch):
     )
 
 
+def test_inference_failure_falls_back_on_the_next_frontal_image_of_the_series(tmp_path, batch):
+    """Out of memory on the PA of a series: its AP is segmented and written instead."""
+    folder, uids = batch
+    report = RunReport(folder)
+    cases = Port()
+    CXRImageOperator(Application(), report=report, name="to_image").compute(
+        Port(_selected([folder / "e_good.dcm", folder / "c_ap_good.dcm"])), cases, None
+    )
+    assert [(c.file, [report.name(a.filename) for a in c.alternatives]) for c in cases.value] == [
+        ("e_good.dcm", ["c_ap_good.dcm"])]
+    inference = CXRSegInferenceOperator(
+        Application(), bundle_path=make_tiny_bundle(tmp_path / "bundle"), report=report, name="inference"
+    )
+    predict, calls = inference.bundle.predict, []
+
+    def out_of_memory_once(image, threshold):
+        calls.append(image.shape)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return predict(image, threshold)
+
+    inference.bundle.predict = out_of_memory_once
+    segmented = Port()
+    inference.compute(cases, segmented, None)
+    assert [c.file for c in segmented.value] == ["c_ap_good.dcm"] and len(calls) == 2
+    CXRSegWriterOperator(Application(), output_folder=tmp_path / "out", report=report, name="writer").compute(
+        segmented, None, None)
+    rows = {r.file: r for r in report.rows()}
+    assert (rows["e_good.dcm"].status, rows["e_good.dcm"].reason) == (
+        "skipped", "inference failed (RuntimeError: CUDA out of memory)")
+    assert (rows["c_ap_good.dcm"].status, rows["c_ap_good.dcm"].output) == ("ok", f"{uids['c_ap_good.dcm']}_seg.dcm")
+
+
 def test_writer_writes_the_valid_case_after_one_highdicom_refuses(tmp_path, batch):
     """The probe's case: a source whose SOP Instance UID highdicom cannot use raised AttributeError
     inside highdicom and stopped the app before the next case."""
