@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cxrdoll.errors import one_line, user_error
+from cxrdoll.errors import one_line, show_traceback, user_error
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except Exception as err:  # user errors (cxrdoll.errors): one line on stderr, exit code 2; bugs keep their traceback
-        cause = user_error(err)
+        cause = None if show_traceback() else user_error(err)
         if cause is None:
             raise
         print(f"error: {one_line(cause)}", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import os
 import re
+import sys
 
 # Bad input or environment: reported in one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
@@ -74,3 +76,33 @@ def about_file(path: str, reason: object) -> str:
     """``reason`` on one line, led by the file it is about (unless it already starts with it)."""
     text = " ".join(str(reason).split())
     return text if text.startswith(path) else f"{path}: {text}"
+
+
+TRACEBACK_VARIABLE = "CXRDOLL_TRACEBACK"  # set to 1 to keep the full traceback of a user error
+
+
+def show_traceback() -> bool:
+    """Whether the user asked for full tracebacks of user errors too (``CXRDOLL_TRACEBACK=1``)."""
+    return os.environ.get(TRACEBACK_VARIABLE, "").strip() not in ("", "0")
+
+
+def brief_user_errors() -> None:
+    """End the process with one line for an uncaught user error, as the ``cxrdoll`` commands do.
+
+    ``python -m monai.bundle run`` lets exceptions escape: a missing datalist printed 60 lines of
+    traceback ending in MONAI's "Failed to evaluate ConfigExpression", the file and the problem in
+    the middle. Every bundle's ``initialize`` installs this hook first. Bugs keep their traceback.
+    """
+    if getattr(sys.excepthook, "brief_user_errors", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb) -> None:
+        cause = None if show_traceback() else user_error(value)
+        if cause is None:
+            previous(kind, value, tb)
+            return
+        print(f"error: {one_line(cause)}\n({TRACEBACK_VARIABLE}=1 shows the full traceback)", file=sys.stderr)
+
+    hook.brief_user_errors = True
+    sys.excepthook = hook

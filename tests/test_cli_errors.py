@@ -80,6 +80,12 @@ def test_bugs_keep_their_traceback(fake_cli):
         fake_cli(["fake-thing", "--raise", "wrapped-bug"])  # no user error behind the wrappers
 
 
+def test_cxrdoll_traceback_keeps_the_traceback_of_a_user_error(fake_cli, monkeypatch):
+    monkeypatch.setenv("CXRDOLL_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="Failed to evaluate ConfigExpression"):
+        fake_cli(["fake-thing", "--raise", "wrapped"])
+
+
 @pytest.mark.parametrize(
     ("kind", "line"),
     [("wrapped", "error: data.json: not valid JSON (line 5)"), ("wrapped-context", "error: model.pt: file not found")],
@@ -170,3 +176,35 @@ def test_a_user_error_in_a_dataloader_worker_is_read_back_from_its_traceback_tex
     assert type(found) is ValueError and one_line(found) == "scans/a.png: cannot identify image file 'scans/a.png'"
     assert type(user_error(_worker_error(FileNotFoundError("scans/b.png: file not found")))) is FileNotFoundError
     assert user_error(_worker_error(TypeError("unsupported operand"))) is None  # a bug keeps its traceback
+
+
+@pytest.fixture
+def bundle_hook(monkeypatch):
+    """``brief_user_errors`` installed over a recording stand-in for Python's own hook; restored after."""
+    from cxrdoll.errors import brief_user_errors
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(value))
+    monkeypatch.delenv("CXRDOLL_TRACEBACK", raising=False)
+    brief_user_errors()
+    brief_user_errors()  # installed once however many configs call it
+    yield seen
+
+
+def test_an_uncaught_user_error_of_a_bundle_run_is_one_line(bundle_hook, capsys):
+    """What ``python -m monai.bundle run`` prints when a bundle's datalist is bad."""
+    outer = RuntimeError("Failed to evaluate ConfigExpression: '$load(@datalist)'")
+    outer.__cause__ = ValueError("data.json: not valid JSON\n(line 5)")
+    sys.excepthook(RuntimeError, outer, None)
+    assert capsys.readouterr().err == ("error: data.json: not valid JSON (line 5)\n"
+                                       "(CXRDOLL_TRACEBACK=1 shows the full traceback)\n")
+    assert bundle_hook == []
+
+
+def test_an_uncaught_bug_or_an_asked_for_traceback_goes_to_the_previous_hook(bundle_hook, capsys, monkeypatch):
+    bug = TypeError("unsupported operand")
+    sys.excepthook(TypeError, bug, None)
+    monkeypatch.setenv("CXRDOLL_TRACEBACK", "1")
+    user = ValueError("data.json: not valid JSON")
+    sys.excepthook(ValueError, user, None)
+    assert bundle_hook == [bug, user] and capsys.readouterr().err == ""
