@@ -122,12 +122,16 @@ RUN_RECORDS: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def trained_setting(checkpoint: str | os.PathLike, key: str, default: Any) -> Any:
-    """``key`` as the training bundle recorded it beside ``checkpoint``, else ``default``.
+def trained_setting(checkpoint: str | os.PathLike | None, key: str, default: Any) -> Any:
+    """``key`` as the training bundle recorded it beside ``checkpoint``, else ``default`` (also when
+    no checkpoint is given).
 
     The inference and evaluation configs take their network and image-size defaults from it, so a
-    model trained at 224 px is not silently run at 320 px, nor its masks given the wrong class names.
+    model trained at 224 px is not silently run at 320 px, nor its masks given the wrong class names;
+    a training bundle started from a checkpoint takes its network from it the same way.
     """
+    if not checkpoint:
+        return default
     for name, section in RUN_RECORDS:
         record = Path(checkpoint).with_name(name)
         if record.is_file():

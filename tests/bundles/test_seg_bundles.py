@@ -47,6 +47,19 @@ def test_a_side_the_segmenter_cannot_take_is_refused_before_training(pretrained,
     assert not list((tmp_path / "o").glob("*.pt"))
 
 
+def test_pretraining_from_a_classifier_takes_its_architecture_from_the_classifiers_record(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from cxrdoll.io import write_json_atomic
+
+    write_json_atomic(tmp_path / "metrics.json", {"best": {}, "run": {"network_name": "resnet10", "image_size": 64}})
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / "cxr_seg_pretrain" / "configs" / "train.json"))
+    assert parser.get_parsed_content("encoder_name") == "densenet121"  # no init_ckpt
+    parser["init_ckpt"] = str(tmp_path / "model.pt")
+    assert parser.get_parsed_content("encoder_name") == "resnet10"
+
+
 def test_pretrain_logs_the_training_loss_to_tensorboard(pretrained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -71,7 +84,8 @@ def test_pretrain_records_history_and_evaluates_against_truth(pretrained):
             truth_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(truth_file, mask=label["mask"])
     run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json", "evaluate.json"), datalist=str(pretrained["doll"]),
-               output_dir=str(pretrained["out"]), truth_dir=str(truth), **TINY)
+               output_dir=str(pretrained["out"]), truth_dir=str(truth), batch_size=2, num_workers=0, device="cpu")
+    # encoder, decoder channels and size from the validation_history.json beside model.pt
     saved = (pretrained["out"] / "eval" / "metrics.csv").read_text()
     assert "val_mean_dice" in saved
 
@@ -79,8 +93,10 @@ def test_pretrain_records_history_and_evaluates_against_truth(pretrained):
 def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pretrained, tmp_path):
     datalist = write_tiny_downstream(tmp_path / "down")
     out = tmp_path / "adapter"
+    network = ("encoder_name", "decoder_channels")  # from the pre-training record beside pretrained_ckpt
     wf = run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json",), datalist=str(datalist), output_dir=str(out),
-                    pretrained_ckpt=str(pretrained["model"]), mode="adapters", num_train=4, **TINY)
+                    pretrained_ckpt=str(pretrained["model"]), mode="adapters", num_train=4,
+                    **{k: v for k, v in TINY.items() if k not in network})
     assert wf.parser.get_parsed_content("train#trainer").state.iteration == 2
     before = torch.load(pretrained["model"], weights_only=True)
     after = torch.load(out / "model.pt", weights_only=True)
@@ -92,6 +108,7 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
     assert any(after[k].abs().sum() > 0 for k in after if k.endswith("adapter.up.weight"))  # zero-init, now trained
     history = json.loads((out / "validation_history.json").read_text())
     assert history["mode"] == "adapters" and history["num_train"] == 4
+    assert [history[k] for k in network] == [TINY[k] for k in network]
     assert 0 < history["trainable_parameters"] < history["total_parameters"]
     assert {"val_mean_dice/dice/blob", "val_mean_dice/iou/bar"} <= set(history["history"][0])
 

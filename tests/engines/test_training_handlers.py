@@ -233,6 +233,7 @@ def test_trained_settings_come_from_the_record_beside_the_checkpoint(tmp_path):
     assert trained_setting(segmenter / "model.pt", "class_names", ["a", "b"]) == ["lung"]
     assert trained_setting(segmenter / "model.pt", "image_size", 320) == 320  # not recorded there
     assert trained_setting(bare / "model.pt", "image_size", 320) == 320  # no record at all
+    assert trained_setting(None, "encoder_name", "densenet121") == "densenet121"  # no checkpoint (training from scratch)
     (bare / "metrics.json").write_text("{broken")
     with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
         trained_setting(bare / "model.pt", "image_size", 320)
