@@ -47,7 +47,7 @@ def test_a_side_the_segmenter_cannot_take_is_refused_before_training(pretrained,
     assert not list((tmp_path / "o").glob("*.pt"))
 
 
-def test_pretraining_from_a_classifier_takes_its_architecture_from_the_classifiers_record(tmp_path):
+def test_starting_from_a_classifier_takes_its_architecture_from_the_classifiers_record(tmp_path):
     from monai.bundle import ConfigParser
 
     from cxrdoll.io import write_json_atomic
@@ -58,6 +58,10 @@ def test_pretraining_from_a_classifier_takes_its_architecture_from_the_classifie
     assert parser.get_parsed_content("encoder_name") == "densenet121"  # no init_ckpt
     parser["init_ckpt"] = str(tmp_path / "model.pt")
     assert parser.get_parsed_content("encoder_name") == "resnet10"
+    adapter = ConfigParser()  # the backbone-only start: mode full, a classifier and no pretrained_ckpt
+    adapter.read_config(str(BUNDLES / "cxr_seg_adapter" / "configs" / "train.json"))
+    adapter.update({"init_ckpt": str(tmp_path / "model.pt"), "pretrained_ckpt": None})
+    assert adapter.get_parsed_content("encoder_name") == "resnet10"
 
 
 def test_pretrain_logs_the_training_loss_to_tensorboard(pretrained):
