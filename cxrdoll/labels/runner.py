@@ -197,6 +197,8 @@ class LabelRunner:
             raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= float(tau) <= 1.0:  # 70 for 0.7 would quietly leave every observation to one model
+            raise ValueError(f"tau {tau} is a validation-AUROC threshold: expected a number from 0 to 1")
 
         self.registry: Registry = load_registry(classifiers)
         self.datalist_path = Path(datalist)

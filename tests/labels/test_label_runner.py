@@ -109,6 +109,8 @@ def test_bad_configuration_is_refused(setup, tmp_path):
     classifiers, datalist, _, _ = setup
     with pytest.raises(ValueError, match="unknown explainer 'lime'"):
         LabelRunner(classifiers, datalist, tmp_path, explainer="lime")
+    with pytest.raises(ValueError, match="tau 70 is a validation-AUROC threshold: expected a number from 0 to 1"):
+        LabelRunner(classifiers, datalist, tmp_path, tau=70)
     with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
         LabelRunner(classifiers, datalist, tmp_path, rank=2, world_size=2)
     with pytest.raises(ValueError, match=r"datalist.json: no items in sections \['testing'\]"):
