@@ -43,6 +43,9 @@ class OcclusionExplainer:
                  amp_dtype: str | torch.dtype | None = None) -> None:
         if window < 1 or stride < 1 or max_batch < 1:
             raise ValueError(f"window, stride and max_batch must be >= 1, got {window}, {stride}, {max_batch}")
+        if stride > window:
+            raise ValueError(f"occlusion stride {stride} is larger than its window {window}: the pixels between "
+                             "windows would never be occluded (their map would be 0/0)")
         make_baseline(torch.zeros(1, 1, 2, 2), baseline, blur_sigma)  # fail now, not mid-run
         self.model = model
         self.window = int(window)
@@ -72,7 +75,7 @@ class OcclusionExplainer:
         x = images.detach().to(device=device, dtype=torch.float32)
         base = make_baseline(x, self.baseline, self.blur_sigma, self.baseline_value)
         masks = self._windows(x.shape[2], x.shape[3], device)
-        coverage = masks.float().sum(dim=0)  # (1, H, W), >= 1 everywhere
+        coverage = masks.float().sum(dim=0)  # (1, H, W), >= 1 everywhere since stride <= window
         out = []
         was_training = self.model.training
         self.model.eval()

@@ -73,10 +73,12 @@ def resize_truth(truth: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_truth(path: str | os.PathLike) -> np.ndarray:
+    """A truth file's ``(14, H, W)`` mask, at the image's resolution (rarely square for a real CXR)."""
     mask = read_label(path, keys=("mask",)).get("mask")  # same .npz layout as a label's mask
     if mask is None:
         raise ValueError(f"{path}: truth file lacks key 'mask'")
-    check_label(path, mask)
+    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
+        raise ValueError(f"{path}: truth mask must be ({len(OBSERVATIONS)}, H, W), got {mask.shape}")
     return mask
 
 

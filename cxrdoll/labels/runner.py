@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -107,21 +108,33 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def load_classifier(entry, device: torch.device) -> torch.nn.Module:
-    """Build ``entry.arch`` and load its state_dict with ``weights_only=True``; errors name the checkpoint.
+def process_rank(rank: int | None) -> int:
+    """This process's shard: ``rank`` when given by hand, else torchrun's ``RANK`` (0 alone)."""
+    return int(os.environ.get("RANK", 0)) if rank is None else int(rank)
 
-    When the registry gives ``checkpoint_sha256`` the file must match it: a checkpoint overwritten
-    after the sweep would silently label with a model whose AUROCs are not the ones recorded.
+
+def checkpoint_digest(entry) -> str:
+    """sha256 of ``entry``'s checkpoint file, which must match the registry's ``checkpoint_sha256`` if given.
+
+    A checkpoint overwritten after the sweep would silently label with a model whose AUROCs are
+    not the ones recorded; the digest also tells a resumed run whether the weights changed.
     """
-    from cxrdoll.networks import build_classifier, load_network_weights
-
     path = Path(entry.checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint of classifier {entry.name!r} not found")
-    if entry.checkpoint_sha256 and file_sha256(path) != entry.checkpoint_sha256:
+    digest = file_sha256(path)
+    if entry.checkpoint_sha256 and digest != entry.checkpoint_sha256:
         raise ValueError(f"{path}: sha256 differs from checkpoint_sha256 in the classifier registry")
+    return digest
+
+
+def load_classifier(entry, device: torch.device) -> torch.nn.Module:
+    """Build ``entry.arch`` and load its verified checkpoint with ``weights_only=True``; errors name the file."""
+    from cxrdoll.networks import build_classifier, load_network_weights
+
+    checkpoint_digest(entry)
     model = build_classifier(entry.arch)
-    load_network_weights(model, path, model_name=entry.arch)
+    load_network_weights(model, Path(entry.checkpoint), model_name=entry.arch)
     return model.to(device).eval()
 
 
@@ -191,7 +204,7 @@ class LabelRunner:
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
-        self.rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+        self.rank = process_rank(rank)
         self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
@@ -258,13 +271,21 @@ class LabelRunner:
             out[name] = items if limit is None else items[:limit]
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
-        ids = [item["id"] for items in out.values() for item in items]
-        if len(set(ids)) != len(ids):
-            dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise ValueError(f"{path}: item ids must be unique (they name the label files); repeated: {dupes}")
+        owners: dict[Path, str] = {}  # label file -> the id that names it
+        for item in (item for items in out.values() for item in items):
+            target = label_path(".", item["id"])
+            if target in owners:
+                raise ValueError(f"{path}: ids {owners[target]!r} and {item['id']!r} name the same label file "
+                                 f"{target.as_posix()!r} (ids name label files without their extension)")
+            owners[target] = item["id"]
         return out
 
     # ----------------------------------------------------------------------------------- setup
+    @cached_property
+    def _digests(self) -> dict[int, str]:
+        """Checkpoint sha256 of each used classifier: retrained weights change label content."""
+        return {k: checkpoint_digest(self.registry.classifiers[k]) for k in self.used}
+
     def settings(self) -> dict[str, Any]:
         """Everything that changes label content: a resumed run must use the same."""
         return {
@@ -286,7 +307,8 @@ class LabelRunner:
             "max_items_per_section": self.max_items_per_section,
             "classifiers": [
                 {"name": self.registry.classifiers[k].name, "arch": self.registry.classifiers[k].arch,
-                 "checkpoint": self.registry.classifiers[k].checkpoint}
+                 "checkpoint": self.registry.classifiers[k].checkpoint, "sha256": self._digests[k],
+                 "auroc": self.registry.classifiers[k].auroc}
                 for k in self.used
             ],
             "selection": {obs: [self.registry.classifiers[k].name for k in ks] for obs, ks in self.selection.items()},
@@ -345,6 +367,12 @@ class LabelRunner:
             for i, (cs, raw_maps) in enumerate(zip(per_image, attributions)):
                 if not cs:
                     continue
+                if not torch.isfinite(raw_maps).all():
+                    raise ValueError(
+                        f"classifier {self.registry.classifiers[k].name!r} gave a non-finite {self.explain_name} map "
+                        f"for {[OBSERVATIONS[c] for c in cs]} (an fp16 overflow? try amp_dtype bfloat16 or none): "
+                        "no label is written from it"
+                    )
                 soft = postprocess(raw_maps.detach().float().cpu(), self.sigma, self.percentile)
                 for c, m in zip(cs, soft):
                     maps[(i, c, k)] = m

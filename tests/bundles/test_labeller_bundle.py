@@ -44,6 +44,16 @@ def test_multi_gpu_config_shards_by_rank():
     assert parser["run"] == ["$@labeller.run()"]
 
 
+def test_tensorboard_folder_follows_a_rank_given_by_hand(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser["output_dir"] = "/labels"
+    assert parser.get_parsed_content("tensorboard_dir") == "/labels/tensorboard/rank0"
+    parser["rank"] = 3
+    assert parser.get_parsed_content("tensorboard_dir", lazy=False) == "/labels/tensorboard/rank3"
+
+
 def test_bundle_run_command_writes_labels(tiny, tmp_path):
     classifiers, datalist = tiny
     out = tmp_path / "doll"

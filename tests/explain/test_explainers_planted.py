@@ -87,6 +87,8 @@ def test_unknown_explainer_and_bad_option_are_named():
         build_explainer("lime", SquareDetector())
     with pytest.raises(ValueError, match="explainer 'occlusion': .*steps"):
         build_explainer("occlusion", SquareDetector(), steps=3)
+    with pytest.raises(ValueError, match="occlusion stride 8 is larger than its window 4"):
+        build_explainer("occlusion", SquareDetector(), window=4, stride=8)
 
 
 def test_out_of_range_target_is_rejected():

@@ -5,7 +5,9 @@ import pytest
 
 from cxrdoll.cli import main
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
-from cxrdoll.labels.quality import hit, iou, paired_difference, peak_pixel, pixel_auroc, resize_truth, summarise
+from cxrdoll.labels.quality import (
+    hit, iou, paired_difference, peak_pixel, pixel_auroc, read_truth, resize_truth, summarise,
+)
 from cxrdoll.labels.writer import write_label
 
 CARDIO = OBSERVATIONS.index("Cardiomegaly")
@@ -44,6 +46,19 @@ def test_truth_is_area_resized_to_the_label_size():
     expected = np.zeros((4, 4), bool)
     expected[:2, :2] = True
     np.testing.assert_array_equal(out[0], expected)
+
+
+def test_truth_at_a_non_square_image_resolution_is_read_and_squashed_like_the_image(tmp_path):
+    """Images are resized to a square without keeping their aspect ratio; their truth goes the same way."""
+    truth = np.zeros((14, 8, 12), np.uint8)
+    truth[CARDIO, :4, :6] = 1  # the top-left quarter of a landscape image
+    np.savez_compressed(tmp_path / "wide.npz", mask=truth)
+    expected = np.zeros((4, 4), bool)
+    expected[:2, :2] = True
+    np.testing.assert_array_equal(resize_truth(read_truth(tmp_path / "wide.npz"), 4)[CARDIO], expected)
+    np.savez_compressed(tmp_path / "bad.npz", mask=np.zeros((13, 8, 12), np.uint8))
+    with pytest.raises(ValueError, match=r"bad.npz: truth mask must be \(14, H, W\), got \(13, 8, 12\)"):
+        read_truth(tmp_path / "bad.npz")
 
 
 def test_bootstrap_ci_contains_the_estimate_and_is_deterministic():

@@ -19,7 +19,8 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.labels.runner import LabelRunner
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
 from cxrdoll.labels.writer import read_label, read_report
-from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, write_classifiers, write_datalist
+from cxrdoll.networks import build_classifier
+from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, tiny_setup, write_classifiers, write_datalist
 
 PROJECT = Path(__file__).resolve().parents[2]
 OPTIONS = {"explainer": "doll_ig", "explainer_options": {"steps": 4}, "image_size": 32, "min_agree": 2,
@@ -103,6 +104,38 @@ def test_resuming_with_other_settings_is_refused(setup):
     classifiers, datalist, reference, _ = setup
     with pytest.raises(ValueError, match=r"holds labels made with different settings \(differ in \['selection', 'tau'\]\)"):
         LabelRunner(classifiers, datalist, reference, **{**OPTIONS, "tau": 0.9}).run()
+
+
+def test_resuming_with_retrained_classifiers_is_refused(one_thread, tmp_path):
+    """Same registry paths, new weights or new AUROCs (a sweep re-run into the same folder): not the same labels."""
+    classifiers, datalist = tiny_setup(tmp_path / "data", n=2)
+    LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+    refused = r"holds labels made with different settings \(differ in \['classifiers'\]\)"
+    checkpoint = tmp_path / "data" / "model0.pt"
+    original = checkpoint.read_bytes()
+    torch.manual_seed(99)
+    torch.save(build_classifier("densenet_tiny").state_dict(), checkpoint)
+    with pytest.raises(ValueError, match=refused):
+        LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+    checkpoint.write_bytes(original)
+    registry = json.loads(classifiers.read_text())
+    registry["classifiers"][1]["auroc"]["Cardiomegaly"] = 0.95  # same selection, other distillation weights
+    classifiers.write_text(json.dumps(registry))
+    with pytest.raises(ValueError, match=refused):
+        LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+
+
+def test_non_finite_attributions_stop_the_run_before_a_label_is_written(setup, tmp_path):
+    classifiers, datalist, _, _ = setup
+    runner = LabelRunner(classifiers, datalist, tmp_path, **OPTIONS)
+    runner._load()
+    for explainer in runner._explainers.values():  # as an fp16 overflow would leave them
+        explainer.attribute = lambda images, targets, real=explainer.attribute: [
+            m * float("nan") for m in real(images, targets)]
+    with pytest.raises(ValueError, match=r"classifier 'densenet_tiny_0' gave a non-finite ig map for "
+                                         r"\['Cardiomegaly', 'Edema'\]"):
+        runner.run()
+    assert not list(tmp_path.rglob("*.npz"))
 
 
 def test_bad_configuration_is_refused(setup, tmp_path):
@@ -198,14 +231,18 @@ def test_batched_images_match_one_at_a_time(setup, tmp_path):
         np.testing.assert_array_equal(together[i][2], state)
 
 
-def test_duplicate_ids_are_refused(setup, tmp_path):
+def test_ids_naming_the_same_label_file_are_refused(setup, tmp_path):
+    """A repeated id, or two that differ only in extension: one label file would overwrite the other."""
     classifiers, datalist, _, _ = setup
     doc = json.loads(Path(datalist).read_text())
-    doc["validation"].append(doc["training"][0])
+    first = doc["training"][0]["id"]
     copy = tmp_path / "dupes.json"
-    copy.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=r"dupes.json: item ids must be unique .* repeated: \['tiny/patient00000"):
-        LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
+    target = first.replace(".png", ".npz")
+    for twin in (first, first.replace(".png", ".jpg")):
+        copy.write_text(json.dumps({**doc, "validation": doc["validation"] + [{**doc["training"][0], "id": twin}]}))
+        with pytest.raises(ValueError, match=rf"dupes.json: ids '{first}' and '{twin}' name the same label file "
+                                             rf"'{target}'"):
+            LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
 
 
 def test_max_items_per_section_labels_the_first_items_identically(setup, tmp_path):
