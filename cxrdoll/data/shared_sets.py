@@ -10,6 +10,7 @@ through one path (``prepare-chexpert``).
 from __future__ import annotations
 
 import csv
+import filecmp
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ def write_chexpert_layout(items: list[SharedImage], out_dir: Path) -> Path:
     """Copy images into ``OUT/CheXpert-shared/train/patientNNNNN/studyN/view1_frontal.png`` with a train.csv.
 
     Patients are numbered in first-seen order, so the layout is deterministic; ``sources.csv`` keeps
-    the mapping back to the original files. Returns the CSV path.
+    the mapping back to the original files. An image already in place is kept only when it is the
+    same file. Returns the CSV path.
     """
     root = out_dir / DATASET_NAME
     patient_numbers: dict[str, int] = {}
@@ -140,7 +142,8 @@ def write_chexpert_layout(items: list[SharedImage], out_dir: Path) -> Path:
         rel = Path(DATASET_NAME, "train", f"patient{number:05d}", f"study{studies[item.patient]}", "view1_frontal.png")
         dest = out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if not dest.exists():
+        # a re-run with other --sources numbers patients differently: same path, another image
+        if not (dest.is_file() and filecmp.cmp(item.image, dest, shallow=False)):
             with atomic_path(dest) as tmp:
                 shutil.copyfile(item.image, tmp)
         values = ["" if item.labels.get(o) is None else str(item.labels[o]) for o in OBSERVATIONS]

@@ -27,4 +27,6 @@ def run(args: argparse.Namespace) -> int:
         known = sum(1 for item in items if item.labels.get(obs) is not None)
         if known:
             print(f"  {obs:<28} positive {positives[obs]:>4} / known {known:>4}")
+    print(f"blank cells are unknown, not negative: build the datalist with\n  python -m cxrdoll prepare-chexpert "
+          f"--root {args.out} --csv {csv_path.relative_to(args.out).as_posix()} --blank ignore --out DATALIST")
     return 0

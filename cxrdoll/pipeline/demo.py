@@ -118,7 +118,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
         stages.append(Stage("data", "map the shared real classification sets onto CheXpert's layout",
                             [cxrdoll("prepare-shared-cls", "--shared", inputs.shared_data, "--out", data)],
                             [data / "CheXpert-shared" / "train.csv"]))
-        prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--out", datalist)
+        prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--blank", "ignore",
+                          "--out", datalist)  # what a source does not label is unknown, not negative
         if inputs.downstream is not None and not inputs.downstream.exists():
             downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
                                      [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",

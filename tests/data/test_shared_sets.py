@@ -73,3 +73,17 @@ def test_real_shared_sets_convert(shared_data, tmp_path):
     no_finding = sum(r["No Finding"] == "1" for r in rows)
     assert pneumonia > 250 and no_finding > 150
     assert not any(r["No Finding"] == "1" and r["Pneumonia"] == "1" for r in rows)
+
+
+def test_rewriting_the_layout_replaces_an_image_whose_path_now_names_another(tmp_path, capsys):
+    """Patient numbers follow --sources: a re-run into the same folder must not keep the old image."""
+    _fake_nih(tmp_path, [[], [], ["Mass"]])
+    for i in range(3):
+        (tmp_path / "cls_nih_cxr14_64px" / "images" / f"{i}.png").write_bytes(f"image {i}".encode())
+    items = read_shared_sets(tmp_path, ["cls_nih_cxr14_64px"])
+    out = tmp_path / "out"
+    write_chexpert_layout(items, out)
+    csv_path = write_chexpert_layout(items[2:], out)  # image 2 is now patient00001's first study
+    (row,) = list(csv.DictReader(csv_path.open()))
+    assert row["Path"].startswith("CheXpert-shared/train/patient00001/study1/")
+    assert (out / row["Path"]).read_bytes() == b"image 2" and row["Lung Lesion"] == "1"

@@ -23,6 +23,13 @@ def test_stage_commands_are_bundle_runs_or_cxrdoll_commands(tmp_path):
     assert len({c[c.index("--network_name") + 1] for c in classifier_runs}) >= 3
 
 
+def test_shared_real_sets_keep_unlabelled_observations_unknown(tmp_path):
+    """Their blank cells mean "this source says nothing", not CheXpert's "not mentioned" (negative)."""
+    stages = build_stages(tmp_path, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared"))
+    (prepare,) = next(s for s in stages if s.name == "datalist").commands
+    assert prepare[prepare.index("--blank") + 1] == "ignore"
+
+
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--archs", "resnet10", "--seg-encoder", "densenet_tiny"]) == 2
     assert "--seg-encoder 'densenet_tiny' must be one of the classifier archs ['resnet10']" in capsys.readouterr().err
