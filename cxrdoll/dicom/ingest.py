@@ -66,9 +66,13 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     files = _files_under(in_dir, exclude=out_dir)
     if not files:  # writing an empty datalist and report would replace the outputs of an earlier run
         raise ValueError(f"{in_dir}: no files found (searched recursively); nothing written")
+    owners: dict[str, str] = {}  # output name -> the input it was given to
     for path in files:
         relative = path.relative_to(in_dir).as_posix()
         name = _output_name(relative, options.deidentify)
+        if name.lower() in owners:  # 'Müller/1.dcm' and 'Möller/1.dcm' both sanitise to 'M_ller__1'
+            name = f"{name}_{hashlib.sha256(relative.encode()).hexdigest()[:8]}"
+        owners[name.lower()] = relative
         shown = name if options.deidentify else relative
         try:
             row, item = _ingest_one(path, name, out_dir, options, seen_uids, shown)

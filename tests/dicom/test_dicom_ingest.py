@@ -120,3 +120,20 @@ def test_empty_input_folder_fails_and_keeps_earlier_outputs(tmp_path, capsys):
     assert {name: (out / name).read_text() for name in before} == before
     assert main(["ingest-dicom", "--in", str(good / "a.dcm"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {good / 'a.dcm'}: input is not a folder")
+
+
+def test_inputs_whose_sanitised_names_collide_get_distinct_outputs(tmp_path):
+    root = tmp_path / "in"
+    for folder, level in (("Möller", 100), ("Müller", 200)):
+        (root / folder).mkdir(parents=True)
+        save(make_cr(np.full((16, 16), level, np.uint16), WindowCenter=100, WindowWidth=400), root / folder / "1.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out)]) == 0
+    report = _report(out)
+    first, second = report["Möller/1.dcm"]["output"], report["Müller/1.dcm"]["output"]
+    assert first == "images/M_ller__1.png" and second.startswith("images/M_ller__1_") and second != first
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    assert len({item["id"] for item in items}) == 2
+    levels = {row: np.asarray(__import__("PIL.Image").Image.open(out / report[row]["output"])).mean()
+              for row in report}
+    assert levels["Möller/1.dcm"] < levels["Müller/1.dcm"]  # each output holds its own input
