@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from ignite.engine import Events
 
 from cxrdoll.explain.common import autocast_dtype
 
@@ -17,9 +18,17 @@ class GradScalerOnlyForFloat16:
     float32's exponent range, so its gradients need no loss scaling; the scaler's inf check still
     reads a flag back from the GPU before every optimiser step, a synchronisation that leaves the
     device idle while the host catches up. float16 (MONAI's default autocast dtype) keeps its scaler.
+
+    The swap happens when the run starts: ``Trainer.run`` builds the scaler then, after every
+    handler is attached, so a swap at ``attach`` would be overwritten. Attach this handler before
+    ``ResumableCheckpoint``, which registers whichever scaler the run starts with.
     """
 
     def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.STARTED, self.swap)
+
+    @staticmethod
+    def swap(engine: Any) -> None:
         dtype = getattr(engine, "amp_kwargs", {}).get("dtype", torch.float16)
         if getattr(engine, "scaler", None) is not None and dtype != torch.float16:
             engine.scaler = torch.amp.GradScaler("cuda", enabled=False)

@@ -19,8 +19,9 @@ class ResumableCheckpoint:
 
     With ``resume=True`` and ``path`` present, everything is restored when the trainer starts,
     so the run continues at the next epoch. The trainer is added at ``attach`` time, which keeps
-    bundle configs free of a handler -> trainer -> handler cycle. Files load with
-    ``torch.load(..., weights_only=True)``.
+    bundle configs free of a handler -> trainer -> handler cycle; the grad scaler when the run
+    starts, since MONAI's ``Trainer.run`` only builds it then (a checkpoint from before a scaler
+    was saved resumes with a fresh one). Files load with ``torch.load(..., weights_only=True)``.
     """
 
     def __init__(self, path: str | Path, objects: Mapping[str, Any], resume: bool = True, interval: int = 1) -> None:
@@ -33,17 +34,17 @@ class ResumableCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
-        scaler = getattr(engine, "scaler", None)
-        if scaler is not None:
-            self.objects["scaler"] = scaler
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
 
     def load(self, engine: Engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if scaler is not None:
+            self.objects["scaler"] = scaler
         if not (self.resume and self.path.is_file()):
             return
         state = load_checkpoint_file(self.path)
-        missing = sorted(set(self.objects) - set(state))
+        missing = sorted(set(self.objects) - set(state) - {"scaler"})
         if missing:
             raise KeyError(f"{self.path}: resume checkpoint lacks {missing}")
         for name, obj in self.objects.items():  # another architecture: one line, not every key
@@ -55,7 +56,7 @@ class ResumableCheckpoint:
                     raise ValueError(f"{err}. Resume with the settings that wrote it, or start over in a "
                                      "new output_dir or with --resume false") from None
         max_epochs = engine.state.max_epochs
-        Checkpoint.load_objects(to_load=self.objects, checkpoint=state)
+        Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
         # The command line decides how long to train; the checkpoint only says where we are.
         if engine.state.epoch > max_epochs:
             raise ValueError(

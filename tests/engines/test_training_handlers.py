@@ -117,16 +117,27 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("dtype, keeps_scaling", [(torch.bfloat16, False), (torch.float16, True), (None, True)])
-def test_only_float16_keeps_a_gradient_scaler(dtype, keeps_scaling):
-    from types import SimpleNamespace
+def test_only_float16_keeps_the_gradient_scaler_monai_builds(tmp_path, dtype, keeps_scaling):
+    """MONAI's ``Trainer.run`` builds its scaler after the handlers attach: the swap must outlive that,
+    and the resumable checkpoint must save the scaler the iterations use."""
+    from monai.engines import SupervisedTrainer
 
-    scaler = torch.amp.GradScaler("cuda", enabled=torch.cuda.is_available())
-    engine = SimpleNamespace(scaler=scaler, amp_kwargs={} if dtype is None else {"dtype": dtype})
-    GradScalerOnlyForFloat16().attach(engine)
-    assert (engine.scaler is scaler) == keeps_scaling
+    net = torch.nn.Linear(2, 1)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=[{"image": torch.ones(1, 2), "label": torch.ones(1, 1)}],
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.MSELoss(), amp=True,
+        amp_kwargs={} if dtype is None else {"dtype": dtype},
+        train_handlers=[GradScalerOnlyForFloat16(), ResumableCheckpoint(tmp_path / "c.pt", {"network": net})],
+    )
+    used = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda engine: used.append(engine.scaler))
+    trainer.run()
+    (scaler,) = used
+    assert isinstance(scaler, torch.cuda.amp.GradScaler) == keeps_scaling  # the type MONAI builds
     if not keeps_scaling:  # pass-through: the loss is not scaled, so no inf check runs
         loss = torch.tensor(2.0)
-        assert not engine.scaler.is_enabled() and engine.scaler.scale(loss) is loss
+        assert not scaler.is_enabled() and scaler.scale(loss) is loss
+    assert "scaler" in torch.load(tmp_path / "c.pt", weights_only=True)
 
 
 def test_cosine_rate_follows_the_clock_to_zero_at_the_budget():
