@@ -30,6 +30,8 @@ class MaskedBCEWithLogitsLoss(nn.Module):
             raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
         if self.pos_weight is not None and self.pos_weight.numel() != logits.shape[-1]:
             raise ValueError(f"pos_weight has {self.pos_weight.numel()} weights for {logits.shape[-1]} observations")
+        if self.pos_weight is not None and self.pos_weight.device != logits.device:
+            self.pos_weight = self.pos_weight.to(logits.device)  # once: MONAI's trainers never move the loss
         mask = ~torch.isnan(target)
         per_entry = F.binary_cross_entropy_with_logits(
             logits.float(), torch.nan_to_num(target.float(), nan=0.0), pos_weight=self.pos_weight, reduction="none"

@@ -20,6 +20,13 @@ def test_masked_entries_are_ignored_and_mean_is_over_labelled_only():
     assert MaskedBCEWithLogitsLoss()(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_pos_weight_follows_the_logits_to_their_device():
+    """The bundles build the loss on the CPU and MONAI's trainers never move it ('meta' stands in for CUDA)."""
+    loss = MaskedBCEWithLogitsLoss(pos_weight=[1.0, 3.0])
+    out = loss(torch.zeros(4, 2, device="meta"), torch.zeros(4, 2, device="meta"))
+    assert out.device.type == "meta" and loss.pos_weight.device.type == "meta"
+
+
 def test_pos_weight_scales_positive_terms_only():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     target = torch.tensor([[1.0, 0.0, NAN], [0.0, 1.0, 1.0]])
