@@ -9,6 +9,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from cxrdoll.io import atomic_path
 from cxrdoll.networks.checkpoints import check_state_dict, load_checkpoint_file, load_network_weights
@@ -56,7 +57,10 @@ class ResumableCheckpoint:
                     raise ValueError(f"{err}. Resume with the settings that wrote it, or start over in a "
                                      "new output_dir or with --resume false") from None
         max_epochs = engine.state.max_epochs
+        horizons = {name: obj.T_max for name, obj in self.objects.items() if isinstance(obj, CosineAnnealingLR)}
         Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
+        for name, t_max in horizons.items():
+            stretch_cosine(self.objects[name], t_max, engine.logger)
         # The command line decides how long to train; the checkpoint only says where we are.
         if engine.state.epoch > max_epochs:
             raise ValueError(
@@ -95,6 +99,22 @@ class WeightsLoader:
     def load(self, engine: Engine) -> None:
         load_network_weights(unwrap_module(self.network), self.path, self.model_name)
         engine.logger.info(f"loaded weights from {self.path}")
+
+
+def stretch_cosine(scheduler: CosineAnnealingLR, t_max: int, logger: Any) -> None:
+    """Give a restored cosine schedule the command line's horizon, rates as if it had been there from the start.
+
+    The checkpoint restores the horizon of the run that wrote it: resumed with a higher
+    ``max_epochs``, the old cosine would sit at zero and then climb back up.
+    """
+    if scheduler.T_max == t_max:
+        return
+    logger.info(f"cosine learning-rate schedule stretched from {scheduler.T_max} to {t_max} epochs")
+    scheduler.T_max = t_max
+    rates = scheduler._get_closed_form_lr()
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = list(rates)
 
 
 def unwrap_module(obj: Any) -> Any:

@@ -116,6 +116,25 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         ResumableCheckpoint(tmp_path / "x.pt", {}, interval=0)
 
 
+def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
+    """Rates as if the longer run had been asked for from the start, not the old cosine's zero and climb."""
+    def run(max_epochs):
+        net = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+        trainer = Engine(lambda engine, batch: None)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: schedule.step())  # before the save, as in the bundles
+        ResumableCheckpoint(tmp_path / "c.pt", {"network": net, "optimizer": opt, "lr_scheduler": schedule}).attach(trainer)
+        rates = []
+        trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: rates.append(round(opt.param_groups[0]["lr"], 9)))
+        trainer.run([0], max_epochs=max_epochs)
+        return rates
+
+    assert run(2) == [1e-4, 5e-5]
+    assert run(4) == [5e-5, 1.4645e-5]  # epochs 3 and 4 of a 4-epoch cosine
+    assert run(4) == []  # nothing left, and the horizon already matches
+
+
 @pytest.mark.parametrize("dtype, keeps_scaling", [(torch.bfloat16, False), (torch.float16, True), (None, True)])
 def test_only_float16_keeps_the_gradient_scaler_monai_builds(tmp_path, dtype, keeps_scaling):
     """MONAI's ``Trainer.run`` builds its scaler after the handlers attach: the swap must outlive that,
