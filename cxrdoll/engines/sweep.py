@@ -87,7 +87,7 @@ def sweep(
             metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
         else:
             metrics = read_json(out / arch / "metrics.json")
-        entry = registry_entry(out / arch, arch, int(overrides["image_size"]), metrics)
+        entry = registry_entry(out / arch, arch, int(overrides["image_size"]), metrics, registry["data_hash"])
         if train:
             entry["train_seconds"] = round(time.perf_counter() - start, 1)
         registry["classifiers"].append(entry)
@@ -95,16 +95,21 @@ def sweep(
     return registry
 
 
-def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any]) -> dict[str, Any]:
+def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any],
+                   data_hash: str | None = None) -> dict[str, Any]:
     """One ``classifiers.json`` entry from a finished bundle run's ``metrics.json``.
 
     The network and image size the run recorded win over ``arch`` and ``image_size`` (the sweep's
     command line): a model registered at another size would be explained on resized images.
-    ``image_size`` is used only for runs from before metrics recorded it.
+    ``image_size`` is used only for runs from before metrics recorded it. A run trained on another
+    datalist than ``data_hash`` (sha256) names is refused: its AUROCs would sit beside that hash.
     """
     run = metrics.get("run") or {}
     if run.get("network_name", arch) != arch:
         raise ValueError(f"{run_dir / 'metrics.json'}: trained as {run['network_name']!r}, not {arch!r}")
+    if data_hash and run.get("datalist_sha256", data_hash) != data_hash:
+        raise ValueError(f"{run_dir / 'metrics.json'}: trained on another datalist (sha256 {run['datalist_sha256'][:12]}..., "
+                         f"not {data_hash[:12]}...): train it again on this one, or register it with its own datalist")
     image_size = int(run.get("image_size", image_size))
     best = metrics["best"]
     if best is None or best["mean_auroc"] is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from cxrdoll.engines.bundle_run import run_bundle
+from cxrdoll.io import file_sha256
 from cxrdoll.networks import build_classifier
 from tests.bundles.classifier_data import write_tiny_datalist
 
@@ -60,6 +62,11 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     assert (evaluator.state.best_metric_epoch, evaluator.state.best_metric) == (
         metrics["best"]["epoch"], pytest.approx(metrics["best"]["mean_auroc"]))
+    other = write_tiny_datalist(tmp_path / "other")  # same layout, other images: AUROCs of neither
+    with pytest.raises(RuntimeError) as refused:  # MONAI wraps the error of a config expression
+        run_bundle(datalist=str(other), output_dir=str(out), max_epochs=3, **COMMON)
+    assert re.match(r"the resume checkpoint was trained with datalist_sha256='[0-9a-f]{64}', not",
+                    str(refused.value.__cause__))
 
 
 def test_evaluate_reproduces_validation_auroc_of_best_model(trained):
@@ -210,7 +217,7 @@ def test_register_only_needs_no_training_settings_and_reports_missing_runs(train
     assert main(args) == 0
     (entry,) = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())["classifiers"]
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
-    assert metrics["run"] == {"network_name": ARCH, "image_size": 64}
+    assert metrics["run"] == {"network_name": ARCH, "image_size": 64, "datalist_sha256": file_sha256(trained["datalist"])}
     assert entry["mean_auroc"] == metrics["best"]["mean_auroc"] and entry["image_size"] == 64  # not the default 320
     assert "train_seconds" not in entry
     assert main([*args, "resnet18"]) == 2

@@ -59,3 +59,19 @@ def test_a_repeated_architecture_is_refused_before_anything_is_written(tmp_path,
     assert main(argv) == 2
     assert capsys.readouterr().err == "error: --archs: ['resnet10'] listed more than once; each architecture trains one run\n"
     assert not (tmp_path / "zoo").exists()
+
+
+def test_register_only_refuses_a_run_trained_on_another_datalist(tmp_path, capsys):
+    """Its AUROCs would be registered beside this datalist's hash, and the labeller would trust them."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    run = tmp_path / "zoo" / "resnet10"
+    run.mkdir(parents=True)
+    (run / "model.pt").write_bytes(b"weights")
+    best = {"auroc": {}, "mean_auroc": 0.8, "epoch": 1}
+    (run / "metrics.json").write_text(json.dumps({"best": best, "run": {"datalist_sha256": "ab" * 32}}))
+    argv = ["sweep-classifiers", "--register-only", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"),
+            "--archs", "resnet10"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {run / 'metrics.json'}: trained on another datalist (sha256 abababababab..., not ")
+    assert not (tmp_path / "zoo" / "classifiers.json").exists()
