@@ -6,6 +6,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Callable
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
@@ -33,7 +34,10 @@ class _TimedFromStart:
         self.start = self.clock()
 
     def elapsed(self) -> float:
-        return self.clock() - self.start
+        """Seconds since the start; under DDP rank 0's, so that every rank stops at the same iteration
+        (one stopping early would leave the others waiting in a collective) and anneals alike."""
+        local = self.clock() - self.start
+        return idist.broadcast(local, src=0) if idist.get_world_size() > 1 else local
 
     def on_event(self, engine: Engine) -> None:
         raise NotImplementedError
@@ -46,8 +50,9 @@ class WallClockBudget(_TimedFromStart):
     ``metrics.json`` and the best ``model.pt`` then reflect the final weights.
     """
 
-    def __init__(self, seconds: float | None, validator: "Evaluator | None" = None) -> None:
-        super().__init__(seconds, "max_train_seconds")
+    def __init__(self, seconds: float | None, validator: "Evaluator | None" = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(seconds, "max_train_seconds", clock)
         self.validator = validator
         self.exhausted = False
 

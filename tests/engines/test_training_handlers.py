@@ -116,6 +116,51 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         ResumableCheckpoint(tmp_path / "x.pt", {}, interval=0)
 
 
+DDP_BUDGET = """
+import datetime, json
+import torch, torch.distributed as dist
+from ignite.engine import Engine, Events
+from cxrdoll.engines.budget import WallClockBudget, WallClockCosineLR
+
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
+rank = dist.get_rank()
+now = [0.0]
+opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+
+def step(engine, batch):
+    dist.all_reduce(torch.ones(1))  # as DDP's gradient all-reduce: every rank must take every step
+    now[0] += 1.0 + 0.5 * rank  # rank 1's clock runs fast: alone, it would stop at iteration 7, rank 0 at 10
+
+trainer = Engine(step)
+WallClockCosineLR(opt, 10.0, clock=lambda: now[0]).attach(trainer)
+WallClockBudget(10.0, clock=lambda: now[0]).attach(trainer)
+rates = []
+trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: rates.append(round(opt.param_groups[0]["lr"], 6)))
+trainer.run(range(100), max_epochs=1)
+print(json.dumps({"rank": rank, "iterations": trainer.state.iteration, "rates": rates}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_wall_clock_budget_stops_every_ddp_rank_at_the_same_iteration(tmp_path):
+    """Each rank on its own clock would stop at its own iteration and leave the others in a collective."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_budget.py"
+    script.write_text(DDP_BUDGET)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             str(script)], capture_output=True, text=True, timeout=180,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")),
+                  key=lambda r: r["rank"])
+    assert [r["iterations"] for r in runs] == [10, 10]
+    assert runs[0]["rates"] == runs[1]["rates"] and runs[0]["rates"][:2] == [1.0, 0.975528]
+
+
 def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
     """Rates as if the longer run had been asked for from the start, not the old cosine's zero and climb."""
     def run(max_epochs):
