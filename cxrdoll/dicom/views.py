@@ -5,7 +5,9 @@ Order of evidence, first match wins:
    (e.g. decubitus LLD/RLD) is "OTHER".
 2. ``ViewCodeSequence`` code meaning: "postero-anterior", "antero-posterior", "lateral".
 3. Free text in SeriesDescription, ProtocolName, StudyDescription, ImageComments: the words PA, AP,
-   FRONTAL, LATERAL / LAT.
+   FRONTAL, LATERAL / LAT. A text naming a frontal *and* a lateral view ("XR CHEST PA AND LATERAL",
+   common in StudyDescription) describes the study, not this image: it is passed over. One naming
+   PA and AP ("AP/PA") says frontal of unknown position.
 4. Otherwise "UNKNOWN". An unknown view is *accepted* as frontal when nothing better exists (many
    DX files omit ViewPosition); a known lateral or other view is never used.
 """
@@ -49,9 +51,14 @@ def view_position(ds: Dataset) -> tuple[str, str]:
             return "LATERAL", "ViewCodeSequence"
     for keyword in ("SeriesDescription", "ProtocolName", "StudyDescription", "ImageComments"):
         text = str(ds.get(keyword, "") or "").upper()
-        for view, pattern in _TEXT_PATTERNS:
-            if pattern.search(text):
-                return view, keyword
+        found = {view for view, pattern in _TEXT_PATTERNS if pattern.search(text)}
+        if "LATERAL" in found and len(found) > 1:
+            continue
+        specific = found - {"UNKNOWN"}
+        if len(specific) == 1:
+            return specific.pop(), keyword
+        if found:
+            return "UNKNOWN", keyword
     return "UNKNOWN", "none"
 
 

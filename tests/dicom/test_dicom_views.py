@@ -36,6 +36,12 @@ def _code(meaning: str) -> Dataset:
         ({"SeriesDescription": "chest lat"}, ("LATERAL", "SeriesDescription")),
         ({"SeriesDescription": "CHEST", "ImageComments": "frontal"}, ("UNKNOWN", "ImageComments")),
         ({"SeriesDescription": "CHEST 1 VIEW"}, ("UNKNOWN", "none")),
+        # a text naming a frontal and a lateral view describes the study, not this image
+        ({"StudyDescription": "XR CHEST PA AND LATERAL"}, ("UNKNOWN", "none")),
+        ({"SeriesDescription": "CHEST 2V PA/LAT", "ImageComments": "PA"}, ("PA", "ImageComments")),
+        ({"StudyDescription": "FRONTAL AND LATERAL", "ImageComments": "lat"}, ("LATERAL", "ImageComments")),
+        ({"SeriesDescription": "CHEST AP/PA"}, ("UNKNOWN", "SeriesDescription")),
+        ({"SeriesDescription": "PA FRONTAL"}, ("PA", "SeriesDescription")),
         ({}, ("UNKNOWN", "none")),
     ],
 )
