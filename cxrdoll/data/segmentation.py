@@ -28,6 +28,7 @@ from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.datalist import load_datalist
+from cxrdoll.data.transforms import unit_range
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
@@ -94,25 +95,12 @@ def _decode(path: Path, suffix: str) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Greyscale float32 in [0, 1], bright = dense.
-
-    8-bit: /255; JSRT raw: inverted 12-bit (its 0 is white); floats already in [0, 1] as they are;
-    other integers: /4095 when they fit 12 bits, else min-max scaled (as are other floats).
-    """
+    """Greyscale float32 in [0, 1], bright = dense: JSRT raw inverted (its 0 is white), else ``unit_range``."""
     path = Path(path)
     array = read_array(path)
     if _suffix(path) == ".img":
         return (1.0 - array.astype(np.float32) / JSRT_MAX).astype(np.float32)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
-    array = array.astype(np.float32)
-    if unit_kind and array.min() >= 0 and array.max() <= 1:
-        return array
-    lo, hi = float(array.min()), float(array.max())
-    if lo >= 0 and hi <= JSRT_MAX and hi > 255:  # 12-bit stored in 16
-        return array / JSRT_MAX
-    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+    return unit_range(array)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -30,9 +31,40 @@ def load_image_transforms(keys: Sequence[str] = ("image",), size: int = 320) -> 
     ]
 
 
+TWELVE_BIT_MAX = 4095
+
+
+def unit_range(array: np.ndarray) -> np.ndarray:
+    """Greyscale pixels as float32 in [0, 1], one rule for every stage.
+
+    8-bit: /255; floats and booleans already in [0, 1] as they are; other integers: /4095 when
+    they fit 12 bits (12-bit detectors stored in 16), else min-max scaled (as are other floats).
+    """
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
+    array = array.astype(np.float32)
+    lo, hi = float(array.min()), float(array.max())
+    if unit_kind and lo >= 0 and hi <= 1:
+        return array
+    if lo >= 0 and 255 < hi <= TWELVE_BIT_MAX:
+        return array / TWELVE_BIT_MAX
+    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+
+
 def _to_grey(image):
-    """PIL converter: every input becomes single-channel 8-bit ('L')."""
-    return image if image.mode == "L" else image.convert("L")
+    """PIL converter: every input becomes single-channel 8-bit ('L').
+
+    16-bit and float images are scaled by ``unit_range`` first: PIL's own conversion clips them
+    at 255, which turns a 16-bit radiograph white.
+    """
+    if image.mode == "L":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        from PIL import Image
+
+        return Image.fromarray(np.rint(unit_range(np.asarray(image)) * 255.0).astype(np.uint8), "L")
+    return image.convert("L")
 
 
 def load_image_pipeline(size: int = 320) -> Compose:

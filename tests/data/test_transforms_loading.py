@@ -18,6 +18,19 @@ def test_marker_pixel_keeps_its_row_and_column(tmp_path):
     assert image[0, 3, 20] == 1.0 and float(image.sum()) == 1.0
 
 
+@pytest.mark.parametrize("top", [4095, 65535])
+def test_16_bit_pngs_load_as_the_segmentation_reader_scales_them(tmp_path, top):
+    """12-bit in 16 is /4095, full 16-bit is min-max; PIL's own 'L' conversion would clip both to white."""
+    from cxrdoll.data.segmentation import read_image
+
+    ramp = np.linspace(0, top, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    assert Image.open(tmp_path / "ramp.png").mode.startswith("I")
+    image = load_image_pipeline(size=32)({"image": str(tmp_path / "ramp.png")})["image"][0].numpy()
+    np.testing.assert_allclose(image, read_image(tmp_path / "ramp.png"), atol=0.5 / 255 + 1e-6)
+    assert image.min() == 0.0 and image.max() == 1.0 and 0.45 < image.mean() < 0.55
+
+
 def test_real_nih_pngs_load_exactly_as_pil_reads_them(shared_data):
     files = sorted((shared_data / "cls_nih_cxr14_64px" / "images").glob("*.png"))[:6]
     assert len(files) == 6
