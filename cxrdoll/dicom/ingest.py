@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ class IngestOptions:
     views: str = "frontal"  # "frontal": PA, AP or unknown view; "all": any view
     deidentify: bool = False
     keep_duplicates: bool = False
+    pseudonym_key: bytes | None = None  # secret for keyed (HMAC) pseudonyms; None: plain sha256 of the path
 
 
 def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions) -> list[ReportRow]:
@@ -69,7 +71,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     owners: dict[str, str] = {}  # output name -> the input it was given to
     for path in files:
         relative = path.relative_to(in_dir).as_posix()
-        name = _output_name(relative, options.deidentify)
+        name = _output_name(relative, options.deidentify, options.pseudonym_key)
         if name.lower() in owners:  # 'Müller/1.dcm' and 'Möller/1.dcm' both sanitise to 'M_ller__1'
             name = f"{name}_{hashlib.sha256(relative.encode()).hexdigest()[:8]}"
         owners[name.lower()] = relative
@@ -172,8 +174,14 @@ def _files_under(root: Path, exclude: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and exclude not in p.parents)
 
 
-def _output_name(relative: str, deidentify: bool) -> str:
+def _output_name(relative: str, deidentify: bool, key: bytes | None = None) -> str:
+    """The input's relative path made a file name, or its pseudonym.
+
+    A plain hash of a path holding an identifier (an MRN as folder name) can be recovered by
+    hashing every candidate; with a secret ``key`` (HMAC) it cannot without the key.
+    """
     if deidentify:
-        return "cxr_" + hashlib.sha256(relative.encode()).hexdigest()[:16]
+        digest = hmac.new(key, relative.encode(), hashlib.sha256) if key else hashlib.sha256(relative.encode())
+        return "cxr_" + digest.hexdigest()[:16]
     stem = relative.rsplit(".", 1)[0] if relative.lower().endswith((".dcm", ".dicom")) else relative
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__"))

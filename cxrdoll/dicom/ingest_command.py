@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cxrdoll.dicom.ingest import FORMATS, IngestOptions, ingest_folder
 from cxrdoll.dicom.loader import VOI_MODES
@@ -20,7 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frontal keeps PA, AP and unknown views; all keeps laterals too")
     parser.add_argument("--deidentify", action="store_true",
                         help="pseudonymous output names; no input paths or UIDs in the outputs")
+    parser.add_argument("--pseudonym-key-file", type=Path, metavar="FILE",
+                        help="with --deidentify: a secret whose HMAC makes the pseudonyms, so that a path holding an "
+                             "identifier (an MRN as folder name) cannot be recovered by hashing guesses; keep it "
+                             "outside OUT, and reuse it for the same names on every run")
     parser.add_argument("--keep-duplicates", action="store_true", help="keep files repeating a SOP Instance UID")
+
+
+def read_key(path: Path, deidentify: bool) -> bytes:
+    """The pseudonym secret: the file's bytes without a trailing newline."""
+    if not deidentify:
+        raise ValueError("--pseudonym-key-file makes pseudonyms: give --deidentify too")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pseudonym key file not found")
+    key = path.read_bytes().rstrip(b"\r\n")
+    if not key:
+        raise ValueError(f"{path}: pseudonym key file is empty")
+    return key
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     options = IngestOptions(
         fmt=args.format, size=args.size, voi=args.voi, views=args.views,
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
+        pseudonym_key=None if args.pseudonym_key_file is None else read_key(args.pseudonym_key_file, args.deidentify),
     )
     rows = ingest_folder(args.in_dir, args.out_dir, options)
     ok = sum(row.status == "ok" for row in rows)

@@ -100,6 +100,35 @@ def test_deidentify_leaves_no_names_ids_paths_or_uids(input_dir, tmp_path, capsy
     assert all(row["file"].startswith("cxr_") for row in _report(out).values())
 
 
+def test_keyed_pseudonyms_are_stable_per_key_and_not_the_plain_path_hash(tmp_path, capsys):
+    import hashlib
+    import hmac
+
+    root = tmp_path / "in" / "00731942"  # an MRN as folder name
+    root.mkdir(parents=True)
+    save(make_cr(), root / "CR_0001.dcm")
+    key = tmp_path / "secret.key"
+    key.write_bytes(b"correct horse\n")
+    names = []
+    for run, key_args in enumerate(([], ["--pseudonym-key-file", str(key)], ["--pseudonym-key-file", str(key)])):
+        out = tmp_path / f"out{run}"
+        assert main(["ingest-dicom", "--in", str(tmp_path / "in"), "--out", str(out), "--deidentify", *key_args]) == 0
+        (row,) = _report(out).values()
+        names.append(row["file"])
+    plain = "cxr_" + hashlib.sha256(b"00731942/CR_0001.dcm").hexdigest()[:16]  # what a guesser can recompute
+    keyed = "cxr_" + hmac.new(b"correct horse", b"00731942/CR_0001.dcm", hashlib.sha256).hexdigest()[:16]
+    assert names == [plain, keyed, keyed]
+    capsys.readouterr()
+    assert main(["ingest-dicom", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                 "--pseudonym-key-file", str(key)]) == 2
+    assert capsys.readouterr().err == "error: --pseudonym-key-file makes pseudonyms: give --deidentify too\n"
+    key.write_text("\n")
+    assert main(["ingest-dicom", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--deidentify",
+                 "--pseudonym-key-file", str(key)]) == 2
+    assert capsys.readouterr().err == f"error: {key}: pseudonym key file is empty\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_input_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["ingest-dicom", "--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: input folder not found"
