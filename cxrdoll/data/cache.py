@@ -20,6 +20,7 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Transform
 
 from cxrdoll.data.any_image import LoadAnyImaged
+from cxrdoll.data.transforms import PIXEL_RULES_VERSION
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
 from cxrdoll.io import atomic_path, files_fingerprint, write_csv_atomic
 from cxrdoll.networks.encoders import checked_image_size
@@ -51,7 +52,8 @@ class UInt8ImageCache:
             torch.distributed.barrier()
 
     def _key(self) -> str:
-        return files_fingerprint(self.paths, header=f"{self.size}\n", what="image listed in the datalist")[:16]
+        header = f"{self.size}\npixels v{PIXEL_RULES_VERSION}\n"
+        return files_fingerprint(self.paths, header=header, what="image listed in the datalist")[:16]
 
     def _build(self, num_workers: int, batch_size: int) -> None:
         loader = DataLoader(

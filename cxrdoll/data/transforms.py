@@ -32,6 +32,8 @@ def load_image_transforms(keys: Sequence[str] = ("image",), size: int = 320) -> 
 
 
 TWELVE_BIT_MAX = 4095
+# Bumped whenever the pixels a file loads as change (16-bit PNG scaling: 2), so caches rebuild.
+PIXEL_RULES_VERSION = 2
 
 
 def unit_range(array: np.ndarray) -> np.ndarray:

@@ -62,6 +62,16 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, 
     assert UInt8ImageCache(items, 48, tmp_path / "cache").path != first.path  # size is part of the key
 
 
+
+def test_a_change_of_pixel_rules_rebuilds_the_cache(pngs, tmp_path, monkeypatch):
+    import cxrdoll.data.cache as cache_module
+
+    items = [{"image": str(p)} for p in pngs]
+    first = UInt8ImageCache(items, 32, tmp_path / "cache")
+    monkeypatch.setattr(cache_module, "PIXEL_RULES_VERSION", cache_module.PIXEL_RULES_VERSION + 1)
+    assert UInt8ImageCache(items, 32, tmp_path / "cache").path != first.path
+
+
 def test_cache_pickles_without_its_memory_map_and_reports_missing_files(pngs, tmp_path):
     cache = UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "cache")
     _ = cache.array
