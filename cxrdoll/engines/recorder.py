@@ -140,3 +140,19 @@ def trained_setting(checkpoint: str | os.PathLike | None, key: str, default: Any
             if isinstance(run, dict) and key in run:
                 return run[key]
     return default
+
+
+def evaluation_classes(datalist: str | os.PathLike, checkpoint: str | os.PathLike | None) -> list[str]:
+    """The datalist's class names, refused when the model beside ``checkpoint`` was trained on others.
+
+    Masks are matched to output channels by position: a datalist listing the same structures in
+    another order would score each channel against another structure's masks.
+    """
+    from cxrdoll.data.segmentation import datalist_classes
+
+    classes = datalist_classes(datalist)
+    trained = trained_setting(checkpoint, "class_names", None)
+    if trained is not None and list(trained) != classes:
+        raise ValueError(f"{datalist}: classes {classes} are not the {list(trained)} (in this order) that the model "
+                         f"{checkpoint} was trained on")
+    return classes

@@ -5,7 +5,8 @@ experiment measures exactly what users run. Starting points:
 
 - ``scratch``: random weights, everything trains;
 - ``backbone``: the classifier's encoder only (``init_ckpt``), everything trains;
-- ``doll_adapters``: the DoLL pre-trained segmenter, frozen, with adapters and a new head;
+- ``doll_adapters``: the DoLL pre-trained segmenter with its encoder frozen, adapters and a new head
+  (the decoder trains too unless ``--freeze-decoder``);
 - ``doll_full``: the DoLL pre-trained segmenter, everything fine-tuned.
 
 For each seed the training list is shuffled with that seed, and "N labelled" takes its first N

@@ -46,13 +46,17 @@ def prepare_downstream_segmenter(
 
     ``pretrained_ckpt`` (a DoLL segmenter) initialises encoder and decoder; ``classifier_ckpt``
     the encoder alone (backbone-only baseline). The head is always new. "scratch" takes neither;
-    the other modes need one.
+    the other modes need one, and those that freeze the decoder need ``pretrained_ckpt``.
     """
     given = [c for c in (pretrained_ckpt, classifier_ckpt) if c is not None and c != ""]
     if mode == "scratch" and given:
         raise ValueError("mode 'scratch' trains from random weights; do not pass a checkpoint")
     if mode != "scratch" and not given:
         raise ValueError(f"mode {mode!r} needs pretrained_ckpt (DoLL segmenter) or classifier_ckpt (encoder only)")
+    if not pretrained_ckpt and (mode == "head" or (mode == "adapters" and freeze_decoder)):
+        frozen = "mode 'head'" if mode == "head" else "mode 'adapters' with freeze_decoder"
+        raise ValueError(f"{frozen} freezes the decoder, so it needs pretrained_ckpt (a pre-trained segmenter): "
+                         "from a classifier alone the frozen decoder would stay random")
     segmenter = build_downstream_segmenter(encoder_name, out_channels, mode, decoder, adapter_reduction, **kw)
     if classifier_ckpt:
         init_encoder_from_classifier(segmenter, classifier_ckpt)

@@ -119,6 +119,15 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
     run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json", "evaluate.json"), datalist=str(datalist),
                output_dir=str(out), num_workers=0, device="cpu")  # network and size from validation_history.json
     assert "val_mean_dice" in (out / "eval" / "metrics.csv").read_text()
+    swapped = json.loads(datalist.read_text())  # the same masks, listed bar first: channel 0 is blob's
+    swapped["classes"] = ["bar", "blob"]
+    for item in swapped["training"] + swapped["validation"]:
+        item["label"] = item["label"][::-1]
+    (tmp_path / "down" / "swapped.json").write_text(json.dumps(swapped))
+    with pytest.raises(RuntimeError) as refused:  # MONAI wraps the error of a config expression
+        run_bundle(BUNDLES / "cxr_seg_adapter", ("train.json", "evaluate.json"),
+                   datalist=str(tmp_path / "down" / "swapped.json"), output_dir=str(out), num_workers=0, device="cpu")
+    assert "classes ['bar', 'blob'] are not the ['blob', 'bar'] (in this order)" in str(refused.value.__cause__)
 
     images = tmp_path / "down" / "images"
     infer = {k: v for k, v in TINY.items() if k != "max_epochs"}

@@ -120,3 +120,8 @@ def test_prepare_downstream_segmenter_per_mode(tmp_path):
         prepare_downstream_segmenter("densenet_tiny", 2, "scratch", pretrained_ckpt=ckpt, **SMALL)
     with pytest.raises(ValueError, match=r"mode 'full' needs pretrained_ckpt \(DoLL segmenter\) or classifier_ckpt"):
         prepare_downstream_segmenter("densenet_tiny", 2, "full", **SMALL)
+    for mode, freeze_decoder, frozen in (("head", False, "mode 'head'"),
+                                         ("adapters", True, "mode 'adapters' with freeze_decoder")):
+        with pytest.raises(ValueError, match=f"{frozen} freezes the decoder, so it needs pretrained_ckpt"):
+            prepare_downstream_segmenter("densenet_tiny", 2, mode, classifier_ckpt="classifier.pt",
+                                         freeze_decoder=freeze_decoder, **SMALL)
