@@ -120,7 +120,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                             [data / "CheXpert-shared" / "train.csv"]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--blank", "ignore",
                           "--out", datalist)  # what a source does not label is unknown, not negative
-        if inputs.downstream is not None and not inputs.downstream.exists():
+        own = work / "datalists" / "lungs.json"  # the demo's own downstream datalist: a stage like any other
+        if inputs.downstream is not None and (inputs.downstream == own or not inputs.downstream.exists()):
             downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
                                      [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
                                               inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",

@@ -117,7 +117,7 @@ def test_checkpoint_errors_name_the_file(tmp_path):
 
 
 DDP_BUDGET = """
-import datetime, json
+import datetime, json, pathlib, sys
 import torch, torch.distributed as dist
 from ignite.engine import Engine, Events
 from cxrdoll.engines.budget import WallClockBudget, WallClockCosineLR
@@ -137,7 +137,8 @@ WallClockBudget(10.0, clock=lambda: now[0]).attach(trainer)
 rates = []
 trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: rates.append(round(opt.param_groups[0]["lr"], 6)))
 trainer.run(range(100), max_epochs=1)
-print(json.dumps({"rank": rank, "iterations": trainer.state.iteration, "rates": rates}), flush=True)
+result = {"rank": rank, "iterations": trainer.state.iteration, "rates": rates}
+pathlib.Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(result))  # stdout lines of ranks interleave
 dist.destroy_process_group()
 """
 
@@ -152,11 +153,10 @@ def test_wall_clock_budget_stops_every_ddp_rank_at_the_same_iteration(tmp_path):
     script = tmp_path / "ddp_budget.py"
     script.write_text(DDP_BUDGET)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                             str(script)], capture_output=True, text=True, timeout=180,
+                             str(script), str(tmp_path)], capture_output=True, text=True, timeout=180,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")),
-                  key=lambda r: r["rank"])
+    runs = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["iterations"] for r in runs] == [10, 10]
     assert runs[0]["rates"] == runs[1]["rates"] and runs[0]["rates"][:2] == [1.0, 0.975528]
 

@@ -28,6 +28,11 @@ def test_shared_real_sets_keep_unlabelled_observations_unknown(tmp_path):
     stages = build_stages(tmp_path, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared"))
     (prepare,) = next(s for s in stages if s.name == "datalist").commands
     assert prepare[prepare.index("--blank") + 1] == "ignore"
+    lungs = tmp_path / "datalists" / "lungs.json"
+    lungs.parent.mkdir()
+    lungs.write_text("{}")  # written by an earlier run: still a stage, so --fresh rebuilds it
+    stages = build_stages(tmp_path, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared", downstream=lungs))
+    assert "downstream" in [s.name for s in stages]
 
 
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
