@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from benchmarks.common import device_name  # noqa: E402
 from cxrdoll.cli import main as cli  # noqa: E402
 from cxrdoll.engines.bundle_run import run_bundle  # noqa: E402
-from cxrdoll.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from cxrdoll.io import read_json, without_nan, write_json_atomic, write_text_atomic  # noqa: E402
 from cxrdoll.labels.quality import evaluate, markdown_report  # noqa: E402
 
 LABELLER = PROJECT / "bundles" / "cxr_doll_labeller"
@@ -87,7 +87,7 @@ def main() -> int:
 
     result = evaluate({("doll" if k == "doll_ig" else k): v for k, v in folders.items()}, synth / "truth")
     quality = work / "quality"
-    write_json_atomic(quality / "label_quality.json", result)
+    write_json_atomic(quality / "label_quality.json", without_nan(result))
     report = markdown_report(result)
     write_text_atomic(quality / "label_quality.md", report)
 
@@ -108,7 +108,7 @@ def main() -> int:
     }
     name = "label_quality_synth" + ("_cpu_smoke" if args.smoke else "") + ("_" + "_".join(args.archs) if args.archs else "")
     results = PROJECT / "benchmarks" / "results"
-    write_json_atomic(results / f"{name}.json", summary)
+    write_json_atomic(results / f"{name}.json", without_nan(summary))
     header = [
         f"# Label quality on synthetic phantoms ({'CPU smoke' if args.smoke else 'full'})", "",
         f"Device: {device}; torch {torch.__version__}; {summary['date']}.",

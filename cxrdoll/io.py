@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -63,6 +64,21 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Itera
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def without_nan(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None.
+
+    Python writes NaN into JSON, but JSON has no NaN (strict readers refuse the file), and NaN
+    equals nothing, itself included, so records holding it never compare equal.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_nan(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

@@ -97,3 +97,11 @@ def test_files_fingerprint_changes_with_order_content_and_time_and_names_a_missi
     assert files_fingerprint([a, b]) == first  # size and time are all it reads
     with pytest.raises(FileNotFoundError, match=r"gone.png: mask not found"):
         files_fingerprint([a, tmp_path / "gone.png"], what="mask")
+
+
+def test_without_nan_replaces_nan_and_infinity_at_any_depth():
+    from cxrdoll.io import without_nan
+
+    record = {"a": float("nan"), "b": [1.0, float("inf"), {"c": float("-inf"), "d": "NaN"}], "e": (2, float("nan"))}
+    assert without_nan(record) == {"a": None, "b": [1.0, None, {"c": None, "d": "NaN"}], "e": [2, None]}
+    assert without_nan(record) == without_nan(record)  # NaN would make a record unequal to itself

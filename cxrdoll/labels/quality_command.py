@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cxrdoll.io import write_json_atomic, write_text_atomic
+from cxrdoll.io import without_nan, write_json_atomic, write_text_atomic
 from cxrdoll.labels.quality import evaluate, markdown_report
 
 HELP = "Score DoLL/baseline labels against true masks (IoU, pointing game, soft-map AUROC, bootstrap CIs)."
@@ -38,7 +38,7 @@ def parse_labellings(specs: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     result = evaluate(parse_labellings(args.labels), args.truth, n_boot=args.bootstrap, seed=args.seed)
     out = Path(args.out)
-    write_json_atomic(out / "label_quality.json", result)
+    write_json_atomic(out / "label_quality.json", without_nan(result))  # null where undefined (no true positives)
     report = markdown_report(result)
     write_text_atomic(out / "label_quality.md", report)
     print(report)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import pil_error
 from cxrdoll.data.transforms import load_image_pipeline
-from cxrdoll.io import file_sha256, read_json, write_json_atomic
+from cxrdoll.io import file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
 from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
@@ -308,7 +308,7 @@ class LabelRunner:
             "classifiers": [
                 {"name": self.registry.classifiers[k].name, "arch": self.registry.classifiers[k].arch,
                  "checkpoint": self.registry.classifiers[k].checkpoint, "sha256": self._digests[k],
-                 "auroc": self.registry.classifiers[k].auroc}
+                 "auroc": without_nan(self.registry.classifiers[k].auroc)}
                 for k in self.used
             ],
             "selection": {obs: [self.registry.classifiers[k].name for k in ks] for obs, ks in self.selection.items()},
@@ -444,7 +444,8 @@ class LabelRunner:
             "data_hash": self.registry.data_hash,
             "datalist": str(self.datalist_path),
             "models": [
-                {"name": e.name, "arch": e.arch, "checkpoint": e.checkpoint, "auroc": e.auroc, "mean_auroc": e.mean_auroc}
+                {"name": e.name, "arch": e.arch, "checkpoint": e.checkpoint, "auroc": without_nan(e.auroc),
+                 "mean_auroc": without_nan(e.mean_auroc)}
                 for k, e in enumerate(self.registry.classifiers) if k in self.used
             ],
             **self.settings(),

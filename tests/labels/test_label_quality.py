@@ -137,6 +137,8 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     # AUROC of soft_bad: one negative pixel scores above every positive, 11 negatives tie at 0 with 4 positives.
     assert other["auroc"]["mean"] == pytest.approx((4 * 11 * 0.5) / (4 * 12))
     assert doll["iou"]["per_observation"]["Edema"]["n"] == 0
+    assert doll["iou"]["per_observation"]["Edema"]["value"] is None  # null, not NaN: the file is strict JSON
+    assert "NaN" not in (tmp_path / "q" / "label_quality.json").read_text()
     report = (tmp_path / "q" / "label_quality.md").read_text()
     assert "1 images labelled by every labelling (of 2 truth files; label files: doll 2, bad 1)" in report
     assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report

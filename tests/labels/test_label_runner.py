@@ -109,7 +109,12 @@ def test_resuming_with_other_settings_is_refused(setup):
 def test_resuming_with_retrained_classifiers_is_refused(one_thread, tmp_path):
     """Same registry paths, new weights or new AUROCs (a sweep re-run into the same folder): not the same labels."""
     classifiers, datalist = tiny_setup(tmp_path / "data", n=2)
+    registry = json.loads(classifiers.read_text())
+    registry["classifiers"][0]["auroc"]["Fracture"] = None  # undefined (one class in validation): not a change
+    classifiers.write_text(json.dumps(registry))
     LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+    assert LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()["written"] == 0
+    assert "NaN" not in (tmp_path / "labels" / "manifest.json").read_text()
     refused = r"holds labels made with different settings \(differ in \['classifiers'\]\)"
     checkpoint = tmp_path / "data" / "model0.pt"
     original = checkpoint.read_bytes()
