@@ -66,8 +66,9 @@ step() {  # step NAME LIMIT_S COMMAND...: run under min(LIMIT_S, what is left of
 
 # Issue 3 first (the one GPU target still open that code can move): the pipeline against the bare step,
 # both again with cuDNN autotuning (--cudnn_benchmark true; the bundles default to deterministic kernels),
-# then where the pipeline's remaining time goes: the 2026-11-30 behaviour (every handler reading the loss back
-# each iteration, blocking host-to-device copies, gradients zeroed instead of released), no
+# then where the pipeline's remaining time goes: the behaviour of the 0.744 run (MONAI's GradScaler kept for bf16,
+# every handler reading the loss back each iteration, blocking host-to-device copies, gradients zeroed instead of
+# released; the classifier's first handler is the one that drops the scaler), no
 # pin-memory thread, and torch.compile. Each also profiles a few iterations (device busy fraction); the
 # first writes their Chrome traces beside the log (train_throughput_{bare,pipeline}.json.gz).
 step train_throughput 150 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --out "$RESULTS/train_throughput" \
@@ -76,6 +77,7 @@ step train_throughput_autotune 100 "$PY" benchmarks/train_throughput.py "${TRAIN
   --out "$RESULTS/train_throughput_autotune"
 step train_throughput_before 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --override log_every=1 \
   --override train#trainer#non_blocking=false --override train#trainer#optim_set_to_none=false \
+  --override 'train#trainer#train_handlers=$@train#handlers[1:]' \
   --out "$RESULTS/train_throughput_before"
 step train_throughput_nopin 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" \
   --override train#dataloader#pin_memory=false --out "$RESULTS/train_throughput_nopin"

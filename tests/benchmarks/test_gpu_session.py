@@ -36,6 +36,14 @@ def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_da
     assert traces == ["train_throughput_bare.json.gz", "train_throughput_pipeline.json.gz"]
 
 
+def test_the_before_step_keeps_monai_gradient_scaler_as_the_0744_run_did():
+    """It drops the classifier's first handler, which must be the one that removes the scaler for bf16."""
+    config = json.loads((ROOT / "bundles" / "cxr_classifier" / "configs" / "train.json").read_text())
+    assert config["train"]["handlers"][0] == {"_target_": "cxrdoll.engines.amp.GradScalerOnlyForFloat16"}
+    assert "--override 'train#trainer#train_handlers=$@train#handlers[1:]'" in (
+        ROOT / "benchmarks" / "gpu_session.sh").read_text()
+
+
 def packed_member(archive: Path, name: str) -> str:
     """The text of the member called ``name`` in a packed results archive."""
     with tarfile.open(archive) as packed:
