@@ -28,7 +28,7 @@ from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.datalist import load_datalist
-from cxrdoll.data.transforms import unit_range
+from cxrdoll.data.transforms import TWELVE_BIT_MAX, unit_range
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
@@ -36,7 +36,7 @@ from cxrdoll.networks.encoders import checked_image_size
 
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
-JSRT_MAX = 4095  # 12-bit
+JSRT_MAX = TWELVE_BIT_MAX  # 12-bit values
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
 
 

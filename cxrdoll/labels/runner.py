@@ -129,10 +129,12 @@ def checkpoint_digest(entry) -> str:
 
 
 def load_classifier(entry, device: torch.device) -> torch.nn.Module:
-    """Build ``entry.arch`` and load its verified checkpoint with ``weights_only=True``; errors name the file."""
+    """Build ``entry.arch`` and load its checkpoint with ``weights_only=True``; errors name the file.
+
+    Check the file with ``checkpoint_digest`` first (``LabelRunner`` does, once per checkpoint).
+    """
     from cxrdoll.networks import build_classifier, load_network_weights
 
-    checkpoint_digest(entry)
     model = build_classifier(entry.arch)
     load_network_weights(model, Path(entry.checkpoint), model_name=entry.arch)
     return model.to(device).eval()
@@ -330,6 +332,7 @@ class LabelRunner:
             )
 
     def _load(self) -> None:
+        self._digests  # every used checkpoint verified (hashed once per run) before one is loaded
         for k in self.used:
             if k not in self._models:
                 from cxrdoll.explain import build_explainer
@@ -367,13 +370,14 @@ class LabelRunner:
             for i, (cs, raw_maps) in enumerate(zip(per_image, attributions)):
                 if not cs:
                     continue
+                raw_maps = raw_maps.detach().float().cpu()
                 if not torch.isfinite(raw_maps).all():
                     raise ValueError(
                         f"classifier {self.registry.classifiers[k].name!r} gave a non-finite {self.explain_name} map "
                         f"for {[OBSERVATIONS[c] for c in cs]} (an fp16 overflow? try amp_dtype bfloat16 or none): "
                         "no label is written from it"
                     )
-                soft = postprocess(raw_maps.detach().float().cpu(), self.sigma, self.percentile)
+                soft = postprocess(raw_maps, self.sigma, self.percentile)
                 for c, m in zip(cs, soft):
                     maps[(i, c, k)] = m
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxrdoll.data.datalist import load_datalist
 from cxrdoll.engines.sweep import check_archs
-from cxrdoll.pipeline.demo import PROFILES, Inputs, build_stages, profile_with
+from cxrdoll.pipeline.demo import PROFILES, Inputs, build_stages, profile_with, shared_lungs_datalist
 from cxrdoll.pipeline.report import write_report
 from cxrdoll.pipeline.stages import Stage, StageFailed, StageRunner
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, name, getattr(args, name).resolve())
     downstream = args.downstream
     if args.shared_data is not None and downstream is None:
-        downstream = args.out.resolve() / "datalists" / "lungs.json"
+        downstream = shared_lungs_datalist(args.out.resolve())
     inputs = Inputs(chexpert_root=args.chexpert_root, chexpert_csv=args.chexpert_csv, downstream=downstream,
                     shared_data=args.shared_data)
     work = args.out.resolve()

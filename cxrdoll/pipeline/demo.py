@@ -84,6 +84,11 @@ class Inputs:
     shared_data: Path | None = None  # ../shared/data: real classification sets + real lung masks
 
 
+def shared_lungs_datalist(work: Path) -> Path:
+    """Where the demo writes the shared real lung masks' datalist when ``--shared-data`` gives no other."""
+    return work / "datalists" / "lungs.json"
+
+
 def profile_with(name: str, **changes) -> Profile:
     return replace(PROFILES[name], **changes)
 
@@ -120,7 +125,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                             [data / "CheXpert-shared" / "train.csv"]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--blank", "ignore",
                           "--out", datalist)  # what a source does not label is unknown, not negative
-        own = work / "datalists" / "lungs.json"  # the demo's own downstream datalist: a stage like any other
+        own = shared_lungs_datalist(work)  # the demo's own downstream datalist: a stage like any other
         if inputs.downstream is not None and (inputs.downstream == own or not inputs.downstream.exists()):
             downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
                                      [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",

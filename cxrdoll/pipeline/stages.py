@@ -64,6 +64,9 @@ class StageRunner:
         marker = self.marker_dir / f"{stage.name}.json"
         return read_json(marker) if marker.exists() else {}
 
+    def _mark(self, stage: Stage, **fields) -> None:
+        write_json_atomic(self.marker_dir / f"{stage.name}.json", {"commands": command_lines(stage), **fields})
+
     def _recorded(self, stage: Stage) -> list[str] | None:
         """The commands the stage last started with (finished or not); None without a marker."""
         return self._marker(stage).get("commands")
@@ -91,7 +94,7 @@ class StageRunner:
             self._say(f"  (emptying {stage.workspace}: made with other settings or inputs)")
             shutil.rmtree(stage.workspace)
         # From here its outputs are this run's: until it finishes, they are neither done nor another run's.
-        write_json_atomic(self.marker_dir / f"{stage.name}.json", {"commands": command_lines(stage), "finished": False})
+        self._mark(stage, finished=False)
         self._upstream_ran = True
         start = time.perf_counter()
         peak_kb = max(self._run_command(stage.name, command) for command in stage.commands)
@@ -101,10 +104,7 @@ class StageRunner:
         seconds = time.perf_counter() - start
         self.timings[stage.name] = {"seconds": round(seconds, 1), "peak_child_rss_gb": round(peak_kb / 1024**2, 2)}
         write_json_atomic(self.timings_path, self.timings)
-        write_json_atomic(
-            self.marker_dir / f"{stage.name}.json",
-            {"commands": command_lines(stage), "finished": True, "seconds": round(seconds, 1)},
-        )
+        self._mark(stage, finished=True, seconds=round(seconds, 1))
         self._say(f"[{stage.name}] finished in {seconds:.0f} s")
 
     def _run_command(self, stage_name: str, command: list[str]) -> int:
