@@ -31,7 +31,7 @@ from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
 from cxrdoll.labels.postprocess import postprocess
 from cxrdoll.labels.selection import Registry, best_overall, load_registry, select_models, single_model_selection
 from cxrdoll.labels.targets import POLICIES, label_state, raw_labels, target_indices
-from cxrdoll.labels.writer import SHARD_DIR, finalise, label_path, write_label, write_shard_record
+from cxrdoll.labels.writer import SHARD_DIR, finalise, label_path, shard_path, write_label, write_shard_record
 from cxrdoll.networks.encoders import checked_image_size
 
 logger = logging.getLogger("cxrdoll.labels")
@@ -289,8 +289,8 @@ class LabelRunner:
         return {k: checkpoint_digest(self.registry.classifiers[k]) for k in self.used}
 
     def settings(self) -> dict[str, Any]:
-        """Everything that changes label content: a resumed run must use the same."""
-        return {
+        """Everything that changes label content, as JSON reads it back: a resumed run must use the same."""
+        return json.loads(json.dumps({
             "explainer": self.explainer,
             "explain_name": self.explain_name,
             "explainer_options": self.explainer_options,
@@ -314,22 +314,30 @@ class LabelRunner:
                 for k in self.used
             ],
             "selection": {obs: [self.registry.classifiers[k].name for k in ks] for obs, ks in self.selection.items()},
-        }
+        }))
 
-    def _check_settings(self) -> None:
-        """Refuse to resume into a folder labelled with different settings (mixed labels are silent poison)."""
+    def _check_settings(self) -> bool:
+        """Refuse to resume into a folder labelled with different settings (mixed labels are silent poison).
+
+        Returns whether the folder has recorded its settings yet: ``run`` records them with its first
+        label, so a run that fails before writing one (a setting only checked on the first image)
+        leaves nothing behind that would refuse the corrected run.
+        """
         path = self.output_dir / SHARD_DIR / "settings.json"
-        current = json.loads(json.dumps(self.settings()))
         if not path.exists():
-            write_json_atomic(path, current)
-            return
+            return False
         previous = read_json(path)
+        current = self.settings()
         if previous != current:
             changed = sorted(k for k in current if previous.get(k) != current.get(k))
             raise ValueError(
                 f"{self.output_dir}: holds labels made with different settings (differ in {changed}); "
-                "use a new output_dir or delete the old labels"
+                f"use a new output_dir or empty this one (its labels and {SHARD_DIR}/)"
             )
+        return True
+
+    def _record_settings(self) -> None:
+        write_json_atomic(self.output_dir / SHARD_DIR / "settings.json", self.settings())
 
     def _load(self) -> None:
         self._digests  # every used checkpoint verified (hashed once per run) before one is loaded
@@ -400,7 +408,8 @@ class LabelRunner:
 
     def run(self) -> dict[str, Any]:
         """Label this rank's unfinished images; finalise the folder if every rank is done."""
-        self._check_settings()
+        settings_recorded = self._check_settings()
+        shard_path(self.output_dir, self.rank, self.world_size).unlink(missing_ok=True)  # not finished until it is
         items = self.shard_items()
         todo = [item for item in items if not label_path(self.output_dir, item["id"]).exists()]
         logger.info(
@@ -424,6 +433,9 @@ class LabelRunner:
                 if good:
                     images = torch.stack([s["image"] for s in good])
                     for s, (soft, mask, state) in zip(good, self.label_batch(images, [s["raw"] for s in good])):
+                        if not settings_recorded:
+                            self._record_settings()
+                            settings_recorded = True
                         write_label(label_path(self.output_dir, s["item"]["id"]), mask, state,
                                     soft if self.save_soft else None)
                         written += 1
@@ -434,6 +446,8 @@ class LabelRunner:
         for handler in self.handlers:
             if hasattr(handler, "close"):
                 handler.close()
+        if not settings_recorded and len(todo) < len(items):  # labels from before settings were recorded
+            self._record_settings()
         write_shard_record(self.output_dir, self.rank, self.world_size, skipped)
         finalised = finalise(self.output_dir, self.sections, self.world_size, self.manifest())
         summary = {"rank": self.rank, "world_size": self.world_size, "images": len(items),

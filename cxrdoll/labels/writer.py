@@ -2,7 +2,8 @@
 
 Label files are byte-for-byte reproducible (fixed zip timestamps), written atomically, so a re-run
 or a resumed run leaves exactly the files an uninterrupted run would. Each rank records what it
-skipped in its own shard file; whichever rank finishes last merges them into the final outputs.
+skipped in its own shard file; whichever rank finishes last, once every image is labelled or
+skipped, merges them into the final outputs.
 """
 
 from __future__ import annotations
@@ -96,17 +97,21 @@ def finalise(
     world_size: int,
     manifest: dict[str, Any],
 ) -> bool:
-    """Write report.csv, datalist.json and manifest.json once every shard has finished.
+    """Write report.csv, datalist.json and manifest.json once every image is labelled or skipped.
 
-    Returns False (and writes nothing) while some rank is still running. Idempotent: two ranks that
-    finish together write the same bytes.
+    Returns False (and writes nothing) while some rank is still running: its record is missing, or
+    an image of the datalist has neither a label nor a skip row (a record left by an earlier run
+    does not vouch for images this run still has to label). Idempotent: two ranks that finish
+    together write the same bytes.
     """
     out_dir = Path(out_dir)
     shard_files = [shard_path(out_dir, r, world_size) for r in range(world_size)]
     if not all(p.exists() for p in shard_files):
         return False
-    skipped = sorted((row for p in shard_files for row in read_json(p)["skipped"]), key=lambda r: r["id"])
-    _write_report(out_dir / "report.csv", skipped)
+    ids = {item["id"] for items in sections.values() for item in items}
+    skipped = sorted((row for p in shard_files for row in read_json(p)["skipped"] if row["id"] in ids),
+                     key=lambda r: r["id"])
+    skipped_ids = {row["id"] for row in skipped}
 
     datalist: dict[str, Any] = {"observations": list(OBSERVATIONS)}
     positives = np.zeros(len(OBSERVATIONS), dtype=np.int64)
@@ -117,6 +122,8 @@ def finalise(
         for item in items:
             path = label_path(out_dir, item["id"])
             if not path.exists():
+                if item["id"] not in skipped_ids:
+                    return False
                 continue
             try:
                 state = read_label(path, keys=("state",))["state"]
@@ -127,10 +134,11 @@ def finalise(
             n_labelled += 1
             rows.append({"image": item["image"], "label": str(path.resolve()), "id": item["id"]})
         datalist[section] = rows
+    _write_report(out_dir / "report.csv", skipped)
     write_json_atomic(out_dir / "datalist.json", datalist)
 
     counts = {
-        "images": sum(len(items) for items in sections.values()),
+        "images": len(ids),
         "labelled": n_labelled,
         "skipped": len(skipped),
         "positives": dict(zip(OBSERVATIONS, positives.tolist())),

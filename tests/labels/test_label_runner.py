@@ -18,7 +18,7 @@ import torch
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.labels.runner import LabelRunner
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
-from cxrdoll.labels.writer import read_label, read_report
+from cxrdoll.labels.writer import label_path, read_label, read_report, shard_path
 from cxrdoll.networks import build_classifier
 from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, tiny_setup, write_classifiers, write_datalist
 
@@ -98,6 +98,37 @@ def test_two_shards_give_the_same_files_as_one_run(setup, tmp_path):
         {**d, "label": d["label"].replace(str(reference), str(tmp_path))}
         for d in json.loads((reference / "datalist.json").read_text())["training"]
     ]
+
+
+def test_a_record_from_an_earlier_run_does_not_finalise_while_a_shard_has_images_to_label(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    for rank in (1, 0):
+        LabelRunner(classifiers, datalist, tmp_path, rank=rank, world_size=2, **OPTIONS).run()
+    finished = {name: (tmp_path / name).read_bytes() for name in ("datalist.json", "manifest.json", "report.csv")}
+    shard_1 = LabelRunner(classifiers, datalist, tmp_path, rank=1, world_size=2, **OPTIONS)
+    label_path(tmp_path, shard_1.shard_items()[0]["id"]).unlink()  # to be labelled again, as the finalise error says
+
+    # Rank 0 finishes first: rank 1's record from the first run must not stand in for its unfinished shard.
+    assert not LabelRunner(classifiers, datalist, tmp_path, rank=0, world_size=2, **OPTIONS).run()["finalised"]
+    assert {name: (tmp_path / name).read_bytes() for name in finished} == finished
+
+    record, records_seen = shard_path(tmp_path, 1, 2), []
+    shard_1.handlers = [lambda result: records_seen.append(record.exists())]
+    assert shard_1.run()["finalised"] and records_seen == [False]  # its old record was gone while it labelled
+    assert _label_files(tmp_path) == _label_files(reference)
+    assert (tmp_path / "report.csv").read_text() == (reference / "report.csv").read_text()
+
+
+def test_a_run_stopped_before_its_first_label_leaves_the_folder_to_the_corrected_settings(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    with pytest.raises(ValueError, match="binarisation 'top_q' needs a value"):  # only checked on the first image
+        LabelRunner(classifiers, datalist, tmp_path, **{**OPTIONS, "binarise_method": "top_q"}).run()
+    assert LabelRunner(classifiers, datalist, tmp_path, **OPTIONS).run()["written"] == 8
+    assert _label_files(tmp_path) == _label_files(reference)
+    with pytest.raises(ValueError, match=r"differ in \['binarise'\]\); use a new output_dir or empty this one "
+                                         r"\(its labels and .shards/\)"):
+        LabelRunner(classifiers, datalist, tmp_path, **{**OPTIONS, "binarise_method": "top_q",
+                                                        "binarise_value": 10}).run()
 
 
 def test_resuming_with_other_settings_is_refused(setup):
