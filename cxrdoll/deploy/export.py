@@ -12,22 +12,25 @@ from cxrdoll.io import atomic_path, write_json_atomic
 
 
 def network_data_format(channel_names: Sequence[str], spatial_size: int) -> dict:
-    """``network_data_format`` for a 1-channel ``size x size`` input and per-channel sigmoid logits."""
+    """``network_data_format`` for a 1-channel ``size x size`` input: the network gives per-channel
+    logits (``pred``), a sigmoid makes them the [0, 1] segmentation (``post_processed_outputs``)."""
+    def output(fmt: str, value_range: list) -> dict:
+        return {
+            "type": "image", "format": fmt, "num_channels": len(channel_names),
+            "spatial_shape": [spatial_size, spatial_size], "dtype": "float32", "value_range": value_range,
+            "is_patch_data": False, "channel_def": {str(i): name for i, name in enumerate(channel_names)},
+        }
+
     return {
         "inputs": {
             "image": {
-                "type": "image", "format": "magnitude", "modality": "CR/DX", "num_channels": 1,
+                "type": "image", "format": "magnitude", "modality": "XR", "num_channels": 1,
                 "spatial_shape": [spatial_size, spatial_size], "dtype": "float32", "value_range": [0, 1],
                 "is_patch_data": False, "channel_def": {"0": "image"},
             }
         },
-        "outputs": {
-            "pred": {
-                "type": "image", "format": "segmentation", "num_channels": len(channel_names),
-                "spatial_shape": [spatial_size, spatial_size], "dtype": "float32", "value_range": [0, 1],
-                "is_patch_data": False, "channel_def": {str(i): name for i, name in enumerate(channel_names)},
-            }
-        },
+        "outputs": {"pred": output("logits", [])},
+        "post_processed_outputs": {"pred": output("segmentation", [0, 1])},
     }
 
 

@@ -6,6 +6,7 @@ MONOCHROME1 radiograph and its MONOCHROME2 twin give the same array: lungs dark,
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.pixels import apply_modality_lut
 from pydicom.uid import SegmentationStorage
 
 from cxrdoll.dicom.views import view_position
@@ -87,13 +88,15 @@ def check_cxr(ds: Dataset, source: str) -> None:
 
 
 def pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
-    """(row, column) spacing in mm and the attribute it came from; zero or missing values are unknown."""
+    """(row, column) spacing in mm and the attribute it came from; missing, zero or malformed
+    values (one number, text that is not a number) are unknown."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2:
-            row, col = float(value[0]), float(value[1])
-            if row > 0 and col > 0:
-                return (row, col), keyword
+        try:
+            row, col = (float(v) for v in ds.get(keyword))
+        except (TypeError, ValueError):  # absent (None), a single DS, or unparsable
+            continue
+        if row > 0 and col > 0 and math.isfinite(row) and math.isfinite(col):
+            return (row, col), keyword
     return None, "none"
 
 
@@ -113,8 +116,18 @@ def dataset_to_image(
         raw = ds.pixel_array
     except Exception as err:  # decoders raise many types; the file is what is wrong
         raise DicomInputError(source, f"pixel data could not be decoded ({type(err).__name__}: {err})") from None
-    values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
-    scaled, voi_used = _apply_voi(values, ds, voi, source)
+    # Header values of any shape reach these steps (short LUT Data, unparsable Rescale Slope): the
+    # file is what is wrong, and batch jobs skip a DicomInputError instead of stopping.
+    try:
+        values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    except Exception as err:
+        raise DicomInputError(source, f"modality LUT or rescale could not be applied ({type(err).__name__}: {err})") from None
+    try:
+        scaled, voi_used = _apply_voi(values, ds, voi, source)
+    except DicomInputError:
+        raise
+    except Exception as err:
+        raise DicomInputError(source, f"VOI could not be applied ({type(err).__name__}: {err})") from None
     photometric = ds.PhotometricInterpretation
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
@@ -156,11 +169,12 @@ def _apply_voi(values: np.ndarray, ds: Dataset, mode: str, source: str) -> tuple
     if mode == "lut" or (mode == "auto" and has_lut):
         if not has_lut:
             raise DicomInputError(source, "voi='lut' but the file has no VOI LUT Sequence")
-        return _apply_lut(values, ds), "lut"
+        return _apply_lut(values, ds, source), "lut"
     if mode == "window" or (mode == "auto" and window is not None):
         if window is None:
-            raise DicomInputError(source, "voi='window' but the file has no Window Center/Width")
-        out = _apply_window(values, *window, str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR"))
+            raise DicomInputError(source, "voi='window' but the file has no usable Window Center/Width "
+                                          "(missing, unparsable, or narrower than its VOI LUT Function allows)")
+        out = _apply_window(values, *window)
         unclipped = float(np.mean((out > 0.0) & (out < 1.0)))
         label = f"window {window[0]:g}/{window[1]:g}"
         if mode == "window" or unclipped >= MIN_UNCLIPPED_FRACTION:
@@ -169,35 +183,58 @@ def _apply_voi(values: np.ndarray, ds: Dataset, mode: str, source: str) -> tuple
     return _minmax(values), "minmax"
 
 
-def _window(ds: Dataset) -> tuple[float, float] | None:
+def _window(ds: Dataset) -> tuple[float, float, str] | None:
+    """(center, width, VOI LUT Function) of the first window, or None when there is no usable one:
+    PS3.3 C.11.2.1.2 needs a width >= 1 for LINEAR and > 0 for LINEAR_EXACT and SIGMOID."""
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is None or width is None or center == "" or width == "":
         return None
     center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
     width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
-    if float(width) <= 0:
+    try:
+        center, width = float(center), float(width)
+    except (TypeError, ValueError):
         return None
-    return float(center), float(width)
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0 or (function == "LINEAR" and width < 1):
+        return None
+    return center, width, function
 
 
 def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1]."""
+    """DICOM PS3.3 C.11.2.1.2 windowing onto [0, 1] (``_window`` has checked the width)."""
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
     if function == "LINEAR_EXACT":
         return np.clip((values - center) / width + 0.5, 0.0, 1.0)
-    if width < 1:
-        raise ValueError(f"LINEAR window width must be >= 1, got {width}")
     if width == 1:
         return (values > center - 0.5).astype(np.float64)
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 
-def _apply_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    """First VOI LUT of the file, scaled by its output bit depth (LUT Descriptor, third value)."""
-    out = apply_voi(np.rint(values).astype(np.int64), ds, index=0)
-    bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-    return np.clip(np.asarray(out, dtype=np.float64) / (2**bits - 1), 0.0, 1.0)
+def _apply_lut(values: np.ndarray, ds: Dataset, source: str) -> np.ndarray:
+    """First VOI LUT of the file, scaled by its output bit depth (LUT Descriptor, third value).
+
+    The lookup is done here: pydicom 3.0's ``apply_voi`` indexes an 8-bit LUT with uint8 values, so
+    inputs 256 and up wrap around to the wrong entries.
+    """
+    item = ds.VOILUTSequence[0]
+    n_entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    n_entries = n_entries or 2**16  # PS3.3 C.11.2.1.1: 0 means 65536
+    entries = _lut_entries(item["LUTData"].value, ds)
+    if entries.size < n_entries:
+        raise DicomInputError(source, f"VOI LUT Data holds {entries.size} entries, its LUT Descriptor says {n_entries}")
+    index = np.clip(np.rint(values).astype(np.int64) - first_mapped, 0, n_entries - 1)
+    return np.clip(entries[index] / (2**bits - 1), 0.0, 1.0)
+
+
+def _lut_entries(data: Any, ds: Dataset) -> np.ndarray:
+    """LUT Data as float64: OW bytes are 16-bit words in the dataset's byte order, US is a list."""
+    if isinstance(data, (bytes, bytearray)):
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        little = syntax.is_little_endian if syntax is not None else ds.original_encoding[1] is not False
+        return np.frombuffer(data, dtype="<u2" if little else ">u2").astype(np.float64)
+    return np.atleast_1d(np.asarray(data, dtype=np.float64))
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:

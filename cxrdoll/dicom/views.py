@@ -5,7 +5,7 @@ Order of evidence, first match wins:
    (e.g. decubitus LLD/RLD) is "OTHER".
 2. ``ViewCodeSequence`` code meaning: "postero-anterior", "antero-posterior", "lateral".
 3. Free text in SeriesDescription, ProtocolName, StudyDescription, ImageComments: the words PA, AP,
-   FRONTAL, LATERAL / LAT. A text naming a frontal *and* a lateral view ("XR CHEST PA AND LATERAL",
+   FRONTAL, LATERAL / LAT (an underscore separates words: "CHEST_LAT" is lateral). A text naming a frontal *and* a lateral view ("XR CHEST PA AND LATERAL",
    common in StudyDescription) describes the study, not this image: it is passed over. One naming
    PA and AP ("AP/PA") says frontal of unknown position.
 4. Otherwise "UNKNOWN". An unknown view is *accepted* as frontal when nothing better exists (many
@@ -50,7 +50,7 @@ def view_position(ds: Dataset) -> tuple[str, str]:
         if "lateral" in meaning:
             return "LATERAL", "ViewCodeSequence"
     for keyword in ("SeriesDescription", "ProtocolName", "StudyDescription", "ImageComments"):
-        text = str(ds.get(keyword, "") or "").upper()
+        text = str(ds.get(keyword, "") or "").upper().replace("_", " ")  # CHEST_LAT: \b does not split on _
         found = {view for view, pattern in _TEXT_PATTERNS if pattern.search(text)}
         if "LATERAL" in found and len(found) > 1:
             continue

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from cxrdoll.deploy.export import network_data_format
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.io import write_json_atomic
 from tests.deploy.tiny_bundle import NAMES, SIZE, make_tiny_bundle, tiny_network
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def _image(h: int, w: int) -> np.ndarray:
@@ -25,6 +28,15 @@ def _assert_masks_match(masks: np.ndarray, probs: np.ndarray, threshold: float =
     clear = np.abs(probs - threshold) > 1e-5
     np.testing.assert_array_equal(masks[clear], probs[clear] > threshold)
     assert clear.mean() > 0.99
+
+
+def test_an_exported_bundle_declares_logits_as_the_adapter_bundle_does():
+    """model.ts gives logits; a reader of the metadata thresholding them as [0, 1] maps would be wrong."""
+    template = json.loads((BUNDLES / "cxr_seg_adapter" / "configs" / "metadata.json").read_text())["network_data_format"]
+    names = [template["outputs"]["pred"]["channel_def"][str(i)] for i in range(template["outputs"]["pred"]["num_channels"])]
+    exported = network_data_format(names, template["inputs"]["image"]["spatial_shape"][0])
+    assert exported["outputs"]["pred"]["format"] == "logits" and exported["outputs"]["pred"]["value_range"] == []
+    assert exported == template
 
 
 def test_predict_matches_the_network_at_its_own_size(tmp_path):

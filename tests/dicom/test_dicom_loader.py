@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from cxrdoll.dicom.loader import DicomInputError, dataset_to_image, load_cxr_dicom, read_dataset
 from tests.dicom.conftest import find
@@ -99,6 +102,56 @@ def test_voi_lut_sequence_is_preferred_to_the_window():
     np.testing.assert_allclose(image.array[0, 0], [0.0, 1.0, 0.2, 0.4], atol=1e-6)
     assert image.meta["voi"] == "lut"
     assert dataset_to_image(ds, voi="window").meta["voi"] == "window 1/2"
+
+
+def test_an_8_bit_voi_lut_longer_than_256_entries_maps_every_value():
+    # PS3.3 allows 8-bit entries for a 12-bit input; pydicom 3.0's apply_voi wraps inputs past 255.
+    pixels = np.array([[0, 255, 256, 1000, 2048, 4095]], dtype=np.uint16)
+    entries = np.arange(4096) // 16
+    as_list, as_words = Dataset(), Dataset()
+    for item in (as_list, as_words):
+        item.LUTDescriptor = [4096, 0, 8]
+    as_list.LUTData = entries.tolist()
+    as_words.add_new(0x00283006, "OW", entries.astype("<u2").tobytes())  # OW: 16-bit words, file byte order
+    for item in (as_list, as_words):
+        out = dataset_to_image(make_cr(pixels, VOILUTSequence=[item])).array[0, 0]
+        np.testing.assert_allclose(out, (pixels[0] // 16) / 255, atol=1e-6)
+
+
+def test_a_voi_lut_shorter_than_its_descriptor_names_the_file():
+    item = Dataset()
+    item.LUTDescriptor = [1024, 0, 16]
+    item.LUTData = list(range(100))
+    with pytest.raises(DicomInputError, match=r"^x.dcm: VOI LUT Data holds 100 entries, its LUT Descriptor says 1024$"):
+        dataset_to_image(make_cr(VOILUTSequence=[item]), source="x.dcm")
+
+
+def test_a_window_its_function_cannot_use_falls_back_or_names_the_file():
+    pixels = np.array([[0, 10, 20, 40]], dtype=np.uint16)
+    narrow = make_cr(pixels, WindowCenter="10", WindowWidth="0.5")  # LINEAR needs a width >= 1
+    assert dataset_to_image(narrow).meta["voi"] == "minmax"
+    with pytest.raises(DicomInputError, match=r"^x.dcm: voi='window' but the file has no usable Window Center/Width"):
+        dataset_to_image(narrow, voi="window", source="x.dcm")
+    exact = make_cr(pixels, WindowCenter="10", WindowWidth="0.5", VOILUTFunction="LINEAR_EXACT")
+    np.testing.assert_allclose(dataset_to_image(exact).array[0, 0], [0, 0.5, 1, 1])
+
+
+@pytest.mark.parametrize("keyword, value", [("RescaleSlope", b"ab\\c"), ("WindowCenter", b"ab"),
+                                            ("PixelSpacing", b"0.2"), ("PixelSpacing", b"ab\\c")])
+def test_malformed_header_values_are_unknown_or_name_the_file(tmp_path, keyword, value):
+    ds = make_cr(WindowCenter="500", WindowWidth="1000", RescaleSlope="1", RescaleIntercept="0")
+    tag = Tag(keyword_dict[keyword])
+    ds[tag] = RawDataElement(tag, "DS", len(value), value, 0, False, True)
+    path = save(ds, tmp_path / "case.dcm")
+    if keyword == "RescaleSlope":  # no number to rescale with: the file cannot be read
+        with pytest.raises(DicomInputError, match=rf"^{path}: modality LUT or rescale could not be applied"):
+            load_cxr_dicom(path)
+        return
+    image = load_cxr_dicom(path)
+    if keyword == "WindowCenter":
+        assert image.meta["voi"] == "minmax"
+    else:
+        assert image.meta["pixel_spacing"] is None and image.meta["pixel_spacing_source"] == "none"
 
 
 def test_monochrome1_with_intensity_sign_and_opt_out():

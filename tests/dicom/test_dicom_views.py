@@ -34,6 +34,8 @@ def _code(meaning: str) -> Dataset:
         ({"SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
         ({"ProtocolName": "Thorax AP supine"}, ("AP", "ProtocolName")),
         ({"SeriesDescription": "chest lat"}, ("LATERAL", "SeriesDescription")),
+        ({"ProtocolName": "CHEST_LAT"}, ("LATERAL", "ProtocolName")),  # \b alone does not split on _
+        ({"ProtocolName": "Thorax_PA_upright"}, ("PA", "ProtocolName")),
         ({"SeriesDescription": "CHEST", "ImageComments": "frontal"}, ("UNKNOWN", "ImageComments")),
         ({"SeriesDescription": "CHEST 1 VIEW"}, ("UNKNOWN", "none")),
         # a text naming a frontal and a lateral view describes the study, not this image
