@@ -24,6 +24,7 @@ from cxrdoll.dicom.views import view_position
 CXR_MODALITIES: tuple[str, ...] = ("CR", "DX")
 # "auto": VOI LUT Sequence, else a usable window, else min-max; the others force one method.
 VOI_MODES: tuple[str, ...] = ("auto", "lut", "window", "none")
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"  # Digital X-Ray Image Storage - For Processing
 # A window leaving fewer pixels than this fraction unclipped says nothing about the image
 # (e.g. GDCM DX_J2K_0Padding: window 2725/5310 on values 32744..65535); "auto" then uses min-max.
 MIN_UNCLIPPED_FRACTION = 0.01
@@ -67,12 +68,15 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
 
 
 def check_cxr(ds: Dataset, source: str) -> None:
-    """Raise :class:`DicomInputError` unless ``ds`` is a single-frame greyscale CR/DX image."""
+    """Raise :class:`DicomInputError` unless ``ds`` is a single-frame greyscale CR/DX image for presentation."""
     if ds.get("SOPClassUID") == SegmentationStorage or ds.get("Modality") == "SEG":
         raise DicomInputError(source, "is a DICOM SEG object, not a radiograph")
     modality = str(ds.get("Modality", "") or "")
     if modality not in CXR_MODALITIES:
         raise DicomInputError(source, f"modality {modality or '(missing)'!r} is not CR or DX")
+    if ds.get("SOPClassUID") == DX_FOR_PROCESSING or str(ds.get("PresentationIntentType", "")).upper() == "FOR PROCESSING":
+        raise DicomInputError(source, "is a 'For Processing' image (detector data not meant for display); "
+                                      "expected 'For Presentation'")
     if "PixelData" not in ds:
         raise DicomInputError(source, "has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "") or "")

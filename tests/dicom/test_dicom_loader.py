@@ -173,6 +173,10 @@ def test_monochrome1_with_intensity_sign_and_opt_out():
         ({"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3},
          "is colour (PhotometricInterpretation 'RGB', SamplesPerPixel 3); expected MONOCHROME1/2 greyscale"),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.66.4"}, "is a DICOM SEG object, not a radiograph"),
+        ({"Modality": "DX", "PresentationIntentType": "FOR PROCESSING"},
+         "is a 'For Processing' image (detector data not meant for display); expected 'For Presentation'"),
+        ({"Modality": "DX", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.1.1"},
+         "is a 'For Processing' image (detector data not meant for display); expected 'For Presentation'"),
     ],
 )
 def test_not_a_cxr_errors_name_the_file(tmp_path, attributes, problem):
