@@ -1,17 +1,46 @@
-"""Grad-CAM and Grad-CAM++ (``monai.visualize``) behind the common explainer interface."""
+"""Grad-CAM (``monai.visualize``) and Grad-CAM++ (its closed form, on MONAI's hooks) behind the
+common explainer interface."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.visualize import GradCAM, GradCAMpp
 from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
-from cxrdoll.explain.common import check_inputs, check_logits, eval_mode_with_grad, model_device
+from cxrdoll.explain.common import (
+    check_inputs, check_logits, eval_mode, eval_mode_with_grad, model_device, parameters_untouched,
+)
 
-CAM_CLASSES = {"gradcam": GradCAM, "gradcampp": GradCAMpp}
+
+class GradCAMppClosedForm(GradCAMpp):
+    """Grad-CAM++ as Chattopadhyay et al. (2018) write it for ``Y = exp(S)``.
+
+    MONAI's adds 1e-7 to the denominator of alpha, a constant that does not scale with the
+    gradients: behind a global-average-pooled head g is about w / (h w), so at 320 px g squared is
+    near 1e-7 and the constant takes over the weighting (top-10 % IoU about 0.7 against the paper's
+    map). A zero denominator gives alpha 0 instead. The factor exp(S) of every weight is left out:
+    it scales each map by a positive number, which the labels' per-map normalisation removes, and
+    it overflows to inf past a logit of about 88 (NaN maps) or to 0 below about -104 (empty maps).
+    """
+
+    def compute_map(self, x, class_idx=None, retain_graph=False, layer_idx=-1, **kwargs):  # type: ignore[override]
+        _, acti, grad = self.nn_module(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
+        acti, grad = acti[layer_idx], grad[layer_idx]
+        b, c, *spatial = grad.shape
+        per_channel = (b, c, *[1] * len(spatial))
+        squared = grad.pow(2)
+        denominator = 2 * squared + (acti * grad.pow(3)).view(b, c, -1).sum(-1).view(per_channel)
+        defined = denominator != 0
+        alpha = torch.where(defined, squared / torch.where(defined, denominator, torch.ones_like(denominator)), 0.0)
+        weights = (alpha * F.relu(grad)).view(b, c, -1).sum(-1).view(per_channel)
+        return F.relu((weights * acti).sum(1, keepdim=True))
+
+
+CAM_CLASSES = {"gradcam": GradCAM, "gradcampp": GradCAMppClosedForm}
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
@@ -32,7 +61,7 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
 
     handles = [m.register_forward_hook(record(name)) for name, m in model.named_modules() if name]
     try:
-        with eval_mode_with_grad(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example)
     finally:
         for handle in handles:
@@ -76,7 +105,7 @@ class CAMExplainer:
         if self._cam is None:
             if self.target_layer is None:
                 self.target_layer = find_target_layer(self.model, example)
-            hooked = _PerImageScore(self.model, self.target_layer, register_forward=True, register_backward=True)
+            hooked = ModelWithHooks(self.model, self.target_layer, register_forward=True, register_backward=True)
             self._cam = CAM_CLASSES[self.method](nn_module=hooked, target_layers=self.target_layer,
                                                  postprocessing=_identity)
         return self._cam
@@ -90,7 +119,9 @@ class CAMExplainer:
         if not any(targets):
             return [o.to(images.device) for o in out]
         cam = self._build(x[:1])
-        with eval_mode_with_grad(self.model):
+        # MONAI's hooks call zero_grad and backpropagate into the weights; only the layer's gradient is
+        # needed, and the caller's .grad must survive.
+        with eval_mode_with_grad(self.model), parameters_untouched(self.model):
             with torch.no_grad():
                 check_logits(self.model(x[:1]), targets)
             # Images that need the same class share a forward/backward pass.
@@ -106,14 +137,6 @@ class CAMExplainer:
             cam.nn_module.activations.clear()
             cam.nn_module.gradients.clear()
         return [o.to(images.device) for o in out]
-
-
-class _PerImageScore(ModelWithHooks):
-    """MONAI's class score squeezed to ``(B,)`` breaks Grad-CAM++ for batches (``score.exp() * grad``
-    broadcasts over the last spatial axis); keep it ``(B, 1, 1, 1)`` so each image gets its own score."""
-
-    def class_score(self, logits: torch.Tensor, class_idx: int) -> torch.Tensor:
-        return logits[:, class_idx].reshape(-1, 1, 1, 1)
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

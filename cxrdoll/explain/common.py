@@ -45,18 +45,39 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def eval_mode_with_grad(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (frozen BatchNorm statistics, no dropout) with gradients on; restores the previous mode.
-
-    ``monai.networks.utils.eval_mode`` also disables gradients, which explanations need.
-    """
-    was_training = model.training
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (frozen BatchNorm statistics, no dropout); restores each module's own mode, so a
+    module kept in eval inside a training model (a frozen BatchNorm) stays so."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with torch.enable_grad():
-            yield model
+        yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def eval_mode_with_grad(model: nn.Module) -> Iterator[nn.Module]:
+    """:func:`eval_mode` with gradients on (``monai.networks.utils.eval_mode`` turns them off,
+    which explanations need)."""
+    with eval_mode(model), torch.enable_grad():
+        yield model
+
+
+@contextmanager
+def parameters_untouched(model: nn.Module) -> Iterator[nn.Module]:
+    """Parameters need no gradient inside (the input's is enough for the hooks); their
+    ``requires_grad`` and ``.grad`` are as before afterwards."""
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    for p, _, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, requires_grad, grad in saved:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
 
 
 def autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cxrdoll.explain.baselines import make_baseline
-from cxrdoll.explain.common import autocast_dtype, check_inputs, check_logits, model_device
+from cxrdoll.explain.common import autocast_dtype, check_inputs, check_logits, eval_mode, model_device
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -77,9 +77,7 @@ class OcclusionExplainer:
         masks = self._windows(x.shape[2], x.shape[3], device)
         coverage = masks.float().sum(dim=0)  # (1, H, W), >= 1 everywhere since stride <= window
         out = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             for i, tgt in enumerate(targets):
                 total = torch.zeros((len(tgt), *x.shape[2:]), device=device)
                 if tgt:
@@ -91,8 +89,6 @@ class OcclusionExplainer:
                         total += torch.einsum("nt,nhw->thw", drop, chunk[:, 0].float())
                 # the occluded window spans every channel, so the channel sum is C times the map
                 out.append((total / coverage * x.shape[1]).to(images.device))
-        finally:
-            self.model.train(was_training)
         return out
 
     def _forward(self, batch: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
