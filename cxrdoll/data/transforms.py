@@ -40,7 +40,9 @@ def unit_range(array: np.ndarray) -> np.ndarray:
     """Greyscale pixels as float32 in [0, 1], one rule for every stage.
 
     8-bit: /255; floats and booleans already in [0, 1] as they are; other integers: /4095 when
-    they fit 12 bits (12-bit detectors stored in 16), else min-max scaled (as are other floats).
+    their maximum is above 255 and fits 12 bits (12-bit detectors stored in 16), else min-max
+    scaled (as are other floats): values all within 0..255 in a wider type are 8-bit data, which
+    /4095 would leave near black.
     """
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0

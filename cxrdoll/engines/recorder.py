@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ignite.distributed as idist
 import torch
@@ -22,7 +23,8 @@ class ValidationRecorder:
     Writes ``metrics_file`` atomically after every validation (last, best and the whole history),
     and, when ``model_file`` is given, saves the network's ``state_dict`` there whenever the mean
     AUROC improves. Its state (best so far, history) goes into the resume checkpoint through
-    ``state_dict``/``load_state_dict``, so a resumed run never overwrites a better model.
+    ``state_dict``/``load_state_dict`` (and validations after the last checkpoint are read back from
+    ``metrics_file``), so a resumed run never overwrites a better model.
     ``run`` (e.g. network name and image size) is written beside the metrics, so a registry built
     from the folder later reads how the model was trained instead of trusting a command line.
     Only rank 0 writes files.
@@ -85,18 +87,55 @@ class ValidationRecorder:
         return {"history": self.history, "best": self.best, "run": self.run}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the history; a run resumed under other settings (say, image size) is refused, since
-        its best model and ``metrics.json`` would then describe neither."""
-        stored = state.get("run") or {}
-        differ = {k: (stored[k], self.run[k]) for k in stored.keys() & self.run.keys() if stored[k] != self.run[k]}
-        if differ:
-            raise ValueError(
-                "the resume checkpoint was trained with "
-                + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items())
-                + ": resume with its settings, or start over in a new output_dir or with --resume false"
-            )
+        """Resume the history (with any validations only ``metrics.json`` holds, see
+        :func:`later_validations`); a run resumed under other settings is refused."""
+        refuse_other_settings(state.get("run") or {}, self.run)
         self.history = list(state["history"])
         self.best = state["best"]
+        later = later_validations(self.metrics_file, self.history, lambda doc: doc.get("run") == as_json(self.run))
+        if later is not None:
+            self.history, self.best = later["history"], later["best"]
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), for comparing with a file's."""
+    return json.loads(json.dumps(value))
+
+
+def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """A run resumed under other settings (say, image size) is refused: its best model and its
+    records would then describe neither run. Keys only one side has are not compared."""
+    stored, current = as_json(dict(stored)), as_json(dict(current))
+    differ = {k: (stored[k], current[k]) for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]}
+    if differ:
+        raise ValueError(
+            "the resume checkpoint was trained with "
+            + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items())
+            + ": resume with its settings, or start over in a new output_dir or with --resume false"
+        )
+
+
+def later_validations(
+    path: Path, history: list[dict[str, Any]], same_run: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any] | None:
+    """The record file, when it holds validations after the checkpoint's ``history``; else None.
+
+    The file is rewritten after every validation, the checkpoint once an epoch: the validation a
+    wall-clock budget runs when it stops mid-epoch, or one just before a kill, is only in the file,
+    and the model file it saved may be better than the checkpoint's best, which a resumed run would
+    then overwrite. The file counts when ``same_run`` accepts it and its history begins with the
+    checkpoint's.
+    """
+    if not path.is_file():
+        return None
+    try:
+        doc = read_json(path)
+    except ValueError:  # unreadable: the checkpoint's own record stands
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("history"), list) or not same_run(doc):
+        return None
+    on_disk, known = doc["history"], as_json(history)
+    return doc if len(on_disk) > len(known) and on_disk[: len(known)] == known else None
 
 
 

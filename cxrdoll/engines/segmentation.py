@@ -147,7 +147,9 @@ class SegmentationMetrics(Metric):
         super().completed(engine, name)
         for key, per_class in self.results.items():
             for cls, value in per_class.items():
-                if not math.isnan(value):  # undefined classes (no target anywhere) stay out of the logs
+                if math.isnan(value):  # undefined (no target, or HD95 of an empty prediction): out of the logs,
+                    engine.state.metrics.pop(f"{name}/{key}/{cls}", None)  # and not last epoch's value either
+                else:
                     engine.state.metrics[f"{name}/{key}/{cls}"] = value
             if key != "dice":
                 engine.state.metrics[f"{name}/{key}"] = _nanmean(torch.tensor(list(per_class.values())))
@@ -164,7 +166,8 @@ class SegmentationRecorder:
     The history is the record of convergence speed that the sample-efficiency experiment plots;
     ``info`` (e.g. the trainable-parameter count) is stored beside it. The model's ``state_dict``
     is saved whenever ``key_metric`` improves. Only rank 0 writes; every write is atomic. Its state
-    goes into a resume checkpoint through ``state_dict``/``load_state_dict``.
+    goes into a resume checkpoint through ``state_dict``/``load_state_dict``; ``elapsed_s`` counts on
+    from the last record when a run resumes.
     """
 
     def __init__(
@@ -216,8 +219,19 @@ class SegmentationRecorder:
         write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best, "history": self.history})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best}
+        return {"history": self.history, "best": self.best, "info": self.info}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the history (with any validations only the history file holds) and its clock, so
+        ``elapsed_s`` keeps counting; a run resumed under other settings (``info``) is refused."""
+        from cxrdoll.engines.recorder import as_json, later_validations, refuse_other_settings
+
+        refuse_other_settings(state.get("info") or {}, self.info)
         self.history = list(state["history"])
         self.best = state["best"]
+        info = as_json(self.info)
+        later = later_validations(self.history_file, self.history, lambda doc: all(doc.get(k) == v for k, v in info.items()))
+        if later is not None:
+            self.history, self.best = later["history"], later["best"]
+        if self.history:
+            self._start = time.monotonic() - float(self.history[-1].get("elapsed_s") or 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -120,3 +121,36 @@ def test_metric_rejects_wrong_class_count():
     metric.reset()
     with pytest.raises(ValueError, match="prediction has 2 channels for 1 class names"):
         metric.update((torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)))
+
+
+def test_an_undefined_hd95_is_not_last_epochs_value(tmp_path):
+    """Ignite never clears engine.state.metrics: an empty prediction's HD95 must not inherit the previous epoch's."""
+    target = _square(32, 8, 16, 8, 16)
+    predictions = {1: _square(32, 8, 16, 8, 20), 2: torch.zeros(32, 32)}
+    evaluator = Engine(lambda e, b: (predictions[e.state.epoch][None, None], target[None, None]))
+    SegmentationMetrics(["heart"]).attach(evaluator, "val_mean_dice")
+    SegmentationRecorder(tmp_path / "h.json", "val_mean_dice").attach(evaluator)
+    for epoch in (1, 2):  # as MONAI's Evaluator.run(global_epoch) sets it up
+        evaluator.state.max_epochs, evaluator.state.epoch, evaluator.state.iteration = epoch, epoch - 1, 0
+        evaluator.run([0])
+    first, second = json.loads((tmp_path / "h.json").read_text())["history"]
+    assert first["val_mean_dice/hd95/heart"] == pytest.approx(4.0)
+    assert "val_mean_dice/hd95/heart" not in second and second["val_mean_dice/hd95"] is None
+
+
+def test_a_resumed_recorder_keeps_its_clock_and_refuses_other_settings(tmp_path):
+    net = torch.nn.Conv2d(1, 1, 1)
+    recorder = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt", info={"image_size": 320})
+    recorder._start -= 100.0  # as if validated 100 s after the start
+    recorder(SimpleNamespace(state=SimpleNamespace(epoch=1, metrics={"val_mean_dice": 0.5})))
+    state = recorder.state_dict()
+
+    resumed = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt", info={"image_size": 320})
+    resumed.load_state_dict(state)
+    resumed(SimpleNamespace(state=SimpleNamespace(epoch=2, metrics={"val_mean_dice": 0.6})))
+    elapsed = [h["elapsed_s"] for h in json.loads((tmp_path / "h.json").read_text())["history"]]
+    assert elapsed[0] >= 100.0 and elapsed[1] >= elapsed[0]
+    other = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt", info={"image_size": 256})
+    with pytest.raises(ValueError, match=r"trained with image_size=320, not 256: .*--resume false"):
+        other.load_state_dict(state)
+    SegmentationRecorder(tmp_path / "h.json", "val_mean_dice").load_state_dict({"history": [], "best": None})  # older checkpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -312,3 +313,53 @@ def test_trained_settings_come_from_the_record_beside_the_checkpoint(tmp_path):
     (bare / "metrics.json").write_text("{broken")
     with pytest.raises(ValueError, match="metrics.json: not valid JSON"):
         trained_setting(bare / "model.pt", "image_size", 320)
+
+
+def test_a_run_resumed_after_a_budget_stop_keeps_the_better_model_the_stop_saved(tmp_path):
+    """The budget's mid-epoch validation saves model.pt and metrics.json but no checkpoint: the resumed
+    run must still count it as the best, or a worse later epoch overwrites that model."""
+    from monai.engines import SupervisedEvaluator, SupervisedTrainer
+    from monai.handlers import LrScheduleHandler, from_engine
+
+    from cxrdoll.engines.auroc import MaskedAUROC
+    from cxrdoll.engines.loss import MaskedBCEWithLogitsLoss
+    from cxrdoll.engines.recorder import ValidationRecorder
+    from cxrdoll.engines.validation import ValidationEveryNAndLast
+
+    scores = iter([0.70, 0.80, 0.90, 0.85, 0.82])  # one per validation, in the order they run
+
+    class ScriptedAUROC(MaskedAUROC):
+        def compute(self):
+            super().compute()
+            self.mean = next(scores)
+            return self.mean
+
+    torch.manual_seed(0)
+    train = [{"image": torch.randn(4), "label": torch.randint(0, 2, (14,)).float()} for _ in range(8)]
+    val = [{"image": torch.randn(4), "label": torch.tensor([i % 2] * 14).float()} for i in range(8)]
+
+    def run() -> None:
+        net = torch.nn.Linear(4, 14)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+        metric = ScriptedAUROC(output_transform=from_engine(["pred", "label"]))
+        recorder = ValidationRecorder(metric, tmp_path / "metrics.json", net, tmp_path / "model.pt", run={"image_size": 4})
+        evaluator = SupervisedEvaluator(device="cpu", val_data_loader=torch.utils.data.DataLoader(val, batch_size=4),
+                                        network=net, key_val_metric={"val_mean_auroc": metric}, val_handlers=[recorder],
+                                        decollate=False)
+        trainer = SupervisedTrainer(device="cpu", max_epochs=4, train_data_loader=torch.utils.data.DataLoader(train, batch_size=2),
+                                    network=net, optimizer=opt, loss_function=MaskedBCEWithLogitsLoss(), decollate=False)
+        for handler in (LrScheduleHandler(schedule), ValidationEveryNAndLast(1, evaluator),
+                        ResumableCheckpoint(tmp_path / "checkpoint.pt", {"network": net, "optimizer": opt,
+                                                                          "lr_scheduler": schedule, "recorder": recorder}),
+                        WallClockBudget(10, evaluator, clock=lambda: trainer.state.iteration)):  # "seconds" = iterations
+            handler.attach(trainer)
+        trainer.run()
+
+    run()  # 4 iterations an epoch: validations after epochs 1 and 2, then the budget's at iteration 10 (0.90)
+    stopped_best = (tmp_path / "model.pt").read_bytes()
+    run()  # resumes after epoch 2; epochs 3 and 4 validate at 0.85 and 0.82
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (tmp_path / "model.pt").read_bytes() == stopped_best
+    assert metrics["best"]["mean_auroc"] == 0.90
+    assert [h["mean_auroc"] for h in metrics["history"]] == [0.70, 0.80, 0.90, 0.85, 0.82]
