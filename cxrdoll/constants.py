@@ -31,6 +31,10 @@ COMPETITION_OBSERVATIONS: tuple[str, ...] = (
 CHEXPERT_META_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 CHEXPERT_COLUMNS: tuple[str, ...] = CHEXPERT_META_COLUMNS + OBSERVATIONS
 
+# Observations whose positive (or uncertain) value makes "No Finding" false: CheXpert's labeller
+# does not count support devices as a finding.
+PATHOLOGIES: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o not in ("No Finding", "Support Devices"))
+
 # Observations that have a spatial extent; "No Finding" has no mask.
 LOCALISABLE_OBSERVATIONS: tuple[str, ...] = tuple(o for o in OBSERVATIONS if o != "No Finding")
 

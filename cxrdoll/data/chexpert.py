@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.constants import OBSERVATIONS, PATHOLOGIES
 from cxrdoll.data.datalist import format_datalist
 from cxrdoll.io import write_text_atomic
 
@@ -44,8 +44,7 @@ BLANK_POLICIES: tuple[str, ...] = ("zeros", "ignore")
 NO_FINDING_RULES: tuple[str, ...] = ("derive", "raw")
 VIEWS: tuple[str, ...] = ("frontal", "lateral")
 
-# Observations whose positive or uncertain value makes "No Finding" false (CheXpert labeller rule).
-_PATHOLOGY_COLUMNS = [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]
+_PATHOLOGY_COLUMNS = [OBSERVATIONS.index(o) for o in PATHOLOGIES]
 _NO_FINDING = OBSERVATIONS.index("No Finding")
 
 _BLANK = 2  # internal int8 code for a blank cell

@@ -2,7 +2,8 @@
 
 The sets carry other label vocabularies (NIH ChestX-ray14 findings, ieee8023 COVID-19 findings,
 Kermany paediatric pneumonia). Each is mapped conservatively: an observation the source says
-nothing about stays blank (unknown, masked by the ingestion policy), never a guessed negative.
+nothing about stays blank (unknown, masked by the ingestion policy), never a guessed negative;
+a positive kind of opacity makes "Lung Opacity" positive, as in CheXpert's hierarchy.
 The result is a CheXpert-layout tree, so the rest of the pipeline reads real and CheXpert data
 through one path (``prepare-chexpert``).
 """
@@ -59,10 +60,19 @@ def _flag(row: dict[str, str], column: str) -> int:
     return int(value)
 
 
+# CheXpert's observation hierarchy: these are kinds of lung opacity, so a positive one makes
+# "Lung Opacity" positive too (NIH's Infiltration alone would leave a consolidation a known negative).
+OPACITY_CHILDREN: tuple[str, ...] = ("Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
+
+# The downstream lung set shares ieee8023's patients with cls_covid_ieee8023.
+LUNG_SET = "seg_lungs_covid_ieee8023_v7labs"
+
+
 def _nih(row: dict[str, str]) -> dict[str, int]:
     labels: dict[str, int] = {}
     for nih, obs in NIH_TO_CHEXPERT.items():
         labels[obs] = max(labels.get(obs, 0), _flag(row, nih))
+    labels["Lung Opacity"] = max(labels["Lung Opacity"], *(labels[o] for o in OPACITY_CHILDREN))
     labels["No Finding"] = 1 - _flag(row, "abnormal")
     return labels
 
@@ -123,6 +133,29 @@ def read_shared_sets(shared_dir: Path, sources: Iterable[str] = tuple(SOURCES)) 
                     )
                 )
     return items
+
+
+def lung_validation_patients(shared_dir: Path) -> frozenset[str]:
+    """``cls_covid_ieee8023:<patient>`` (as ``SharedImage.patient``) for every patient of the lung
+    set's validation split.
+
+    Their images would otherwise go through the classifiers and DoLL pre-training before the
+    adapters are validated on them (17 images of 12 patients in the shared data). Empty when the
+    lung set is absent.
+    """
+    from cxrdoll.data.segmentation import shared_lungs_datalist
+
+    root = shared_dir / LUNG_SET
+    if not (root / "datalist.json").is_file():
+        return frozenset()
+    metadata = root / "datalist.csv"
+    with metadata.open(newline="") as fh:
+        patient_of = {Path(row["image"]).name: row["patientid"] for row in csv.DictReader(fh)}
+    names = [Path(item["image"]).name for item in shared_lungs_datalist(root)["validation"]]
+    missing = [name for name in names if name not in patient_of]
+    if missing:
+        raise ValueError(f"{metadata}: no patientid for validation image(s) {missing[:3]}")
+    return frozenset(f"cls_covid_ieee8023:{patient_of[name]}" for name in names)
 
 
 def write_chexpert_layout(items: list[SharedImage], out_dir: Path) -> Path:

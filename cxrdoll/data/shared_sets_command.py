@@ -7,9 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.data.shared_sets import SOURCES, read_shared_sets, write_chexpert_layout
+from cxrdoll.data.shared_sets import LUNG_SET, SOURCES, lung_validation_patients, read_shared_sets, write_chexpert_layout
 
-HELP = "Map ../shared/data's real classification sets (NIH, ieee8023, Kermany) onto CheXpert's layout and observations"
+HELP = ("Map ../shared/data's real classification sets (NIH, ieee8023, Kermany) onto CheXpert's layout and "
+        "observations, leaving out the patients of the lung set's validation split")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    items = read_shared_sets(args.shared, args.sources)
+    held_out = lung_validation_patients(args.shared)
+    every = read_shared_sets(args.shared, args.sources)
+    items = [item for item in every if item.patient not in held_out]
     csv_path = write_chexpert_layout(items, args.out)
     positives = Counter(o for item in items for o in OBSERVATIONS if item.labels.get(o) == 1)
     print(f"wrote {len(items)} images from {len(args.sources)} sets to {csv_path}")
+    if len(items) < len(every):
+        print(f"  left out {len(every) - len(items)} images of patients in {LUNG_SET}'s validation split, "
+              "so that pre-training never sees the images the adapters are validated on")
     for obs in OBSERVATIONS:
         known = sum(1 for item in items if item.labels.get(obs) is not None)
         if known:

@@ -4,7 +4,7 @@ import pytest
 
 from cxrdoll.cli import main
 from cxrdoll.constants import CHEXPERT_COLUMNS
-from cxrdoll.data.shared_sets import NIH_TO_CHEXPERT, read_shared_sets, write_chexpert_layout
+from cxrdoll.data.shared_sets import NIH_TO_CHEXPERT, lung_validation_patients, read_shared_sets, write_chexpert_layout
 
 
 def _fake_nih(root, rows):
@@ -23,11 +23,14 @@ def _fake_nih(root, rows):
 
 
 def test_nih_mapping_merges_findings_and_leaves_unmapped_blank(tmp_path):
-    _fake_nih(tmp_path, [[], ["Mass", "Nodule", "Effusion"], ["Emphysema"]])
+    _fake_nih(tmp_path, [[], ["Mass", "Nodule", "Effusion"], ["Emphysema"], ["Consolidation"], ["Infiltration"]])
     items = read_shared_sets(tmp_path, ["cls_nih_cxr14_64px"])
     assert items[0].labels["No Finding"] == 1 and items[0].labels["Pleural Effusion"] == 0
     assert items[1].labels["Lung Lesion"] == 1 and items[1].labels["Pleural Effusion"] == 1
     assert items[2].labels["No Finding"] == 0 and not any(v for k, v in items[2].labels.items() if k != "No Finding")
+    # a kind of opacity is an opacity (CheXpert's hierarchy); NIH's Infiltration alone says nothing more
+    assert [item.labels["Lung Opacity"] for item in items] == [0, 1, 0, 1, 1]
+    assert items[4].labels["Consolidation"] == 0
     assert "Support Devices" not in items[0].labels  # NIH says nothing about devices: unknown, not negative
 
     csv_path = write_chexpert_layout(items, tmp_path / "out")
@@ -64,11 +67,18 @@ def test_truncated_row_and_bad_cell_name_file_row_and_column(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_real_shared_sets_convert(shared_data, tmp_path):
+def test_real_shared_sets_convert(shared_data, tmp_path, capsys):
     assert main(["prepare-shared-cls", "--shared", str(shared_data), "--out", str(tmp_path)]) == 0
+    assert "left out 17 images of patients in seg_lungs_covid_ieee8023_v7labs's validation split" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "CheXpert-shared" / "train.csv").open()))
-    assert len(rows) == 606
+    assert len(rows) == 606 - 17
     assert all((tmp_path / r["Path"]).is_file() for r in rows)
+    # no image of a patient the adapters are validated on reaches the classifiers or pre-training
+    held_out = {p.split(":", 1)[1] for p in lung_validation_patients(shared_data)}
+    covid = shared_data / "cls_covid_ieee8023"
+    patient_of = {str(covid / r["image"]): r["patientid"] for r in csv.DictReader((covid / "labels.csv").open())}
+    used = [r["original"] for r in csv.DictReader((tmp_path / "CheXpert-shared" / "sources.csv").open())]
+    assert len(held_out) == 16 and not {patient_of[o] for o in used if o in patient_of} & held_out
     pneumonia = sum(r["Pneumonia"] == "1" for r in rows)
     no_finding = sum(r["No Finding"] == "1" for r in rows)
     assert pneumonia > 250 and no_finding > 150

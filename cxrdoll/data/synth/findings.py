@@ -243,7 +243,9 @@ def _plant_effusion(anat: Anatomy, scene: Scene, rng: Rng) -> np.ndarray:
         level = base - rng.uniform(0.14, 0.3) * (base - top)
         meniscus = level - 0.12 * (anat.u[side] / p.lung_w) ** 4
         region = anat.lung[side] & (anat.Y > meniscus)
-        field = np.clip((anat.Y - meniscus) / 0.02, 0, 1) * blur(anat.lung[side] | (anat.below_diaphragm & (anat.u[side] > 0.05)), 0.008)
+        # Fluid fills the lung base only: density below the diaphragm would brighten the abdomen
+        # outside the mask, a cue a classifier could learn instead of the effusion.
+        field = np.clip((anat.Y - meniscus) / 0.02, 0, 1) * blur(anat.lung[side], 0.008)
         _add_density(scene, field * (anat.u[side] > 0), rng.uniform(0.07, 0.11))
         mask |= region
     return mask

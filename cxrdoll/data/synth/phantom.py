@@ -7,12 +7,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ...constants import OBSERVATIONS
+from ...constants import OBSERVATIONS, PATHOLOGIES
 from .anatomy import Anatomy, AnatomyParams, build_anatomy, sample_params
 from .findings import FINDINGS
 from .render import compose, render_base
 
 INFECTION = ("Lung Opacity", "Consolidation", "Pneumonia")
+_PATHOLOGY_INDICES = [OBSERVATIONS.index(o) for o in PATHOLOGIES]
 
 
 @dataclass
@@ -23,9 +24,10 @@ class Phantom:
 
     @property
     def positive(self) -> np.ndarray:
-        """Ground-truth labels (14,) from the masks, so labels and masks can never disagree."""
+        """Ground-truth labels (14,) from the masks, so labels and masks can never disagree; No Finding
+        as CheXpert's labeller sets it (a support device alone is not a finding)."""
         found = self.truth.reshape(len(OBSERVATIONS), -1).any(axis=1)
-        found[0] = not found[1:].any()
+        found[0] = not found[_PATHOLOGY_INDICES].any()
         return found.astype(np.int8)
 
 

@@ -217,8 +217,11 @@ def render_base(anat: Anatomy, rng: np.random.Generator) -> Scene:
     bands = zip(_ribs(anat, rng), _clavicles(anat))  # ribs and clavicles in one stamp
     bones += stamp_bands(size, *(np.concatenate(parts) for parts in bands))
     zeros = np.zeros((size, size), np.float32)
-    return Scene(soft, upsample(air, size), upsample(vessels, size), bones, zeros, np.ones_like(zeros),
-                 np.ones_like(zeros), upsample(lung_soft, size))
+
+    def full(a: np.ndarray) -> np.ndarray:  # an odd size was padded by a row and column: crop, don't stretch
+        return upsample(a, 2 * half)[:size, :size]
+
+    return Scene(soft, full(air), full(vessels), bones, zeros, np.ones_like(zeros), np.ones_like(zeros), full(lung_soft))
 
 
 def _soft_tissue(anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
