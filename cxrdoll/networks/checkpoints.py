@@ -117,8 +117,12 @@ def init_encoder_from_classifier(segmenter: nn.Module, checkpoint: CheckpointLik
     """Copy a classifier checkpoint's ``encoder.*`` weights into ``segmenter.encoder`` (backbone-only init).
 
     Every encoder key must be present with the right shape; the classifier head is reported as ignored.
+    A segmentation checkpoint is refused: its decoder would be dropped without a word.
     """
     state = load_state_dict_file(checkpoint)
+    if any(k.startswith("decoder.") for k in state):
+        raise ValueError(f"{_source_name(checkpoint)} holds a decoder, like a segmentation checkpoint: give it as the "
+                         "pretrained checkpoint (pretrained_ckpt: encoder and decoder), or give a classifier here")
     encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     target = segmenter.encoder.state_dict()
     check_state_dict(f"{_source_name(checkpoint)} (encoder part)", target, encoder_state)

@@ -49,6 +49,9 @@ def prepare_downstream_segmenter(
     the other modes need one, and those that freeze the decoder need ``pretrained_ckpt``.
     """
     given = [c for c in (pretrained_ckpt, classifier_ckpt) if c is not None and c != ""]
+    if len(given) == 2:  # the segmenter's encoder would silently replace the classifier's
+        raise ValueError("give pretrained_ckpt (a DoLL segmenter: encoder and decoder) or classifier_ckpt (the "
+                         "encoder alone), not both; for the backbone-only start pass pretrained_ckpt null")
     if mode == "scratch" and given:
         raise ValueError("mode 'scratch' trains from random weights; do not pass a checkpoint")
     if mode != "scratch" and not given:

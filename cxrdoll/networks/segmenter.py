@@ -48,18 +48,35 @@ class Segmenter(nn.Module):
         return y
 
     def train(self, mode: bool = True) -> "Segmenter":
-        """Like ``nn.Module.train``, but frozen batch norms stay in eval mode so their statistics stay fixed."""
+        """Like ``nn.Module.train``, but a frozen part (every parameter of a module frozen) stays in
+        eval mode: its batch norms keep their statistics, and its dropout and EfficientNet's
+        drop-connect stop, so the adapters and head train on the features they are evaluated on."""
         super().train(mode)
         if mode:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and _is_frozen(module):
-                    module.eval()
+            _eval_frozen(self, _freezing(self))
         return self
 
 
-def _is_frozen(module: nn.Module) -> bool:
-    params = list(module.parameters(recurse=False))
-    return bool(params) and not any(p.requires_grad for p in params)
+def _freezing(root: nn.Module) -> dict[nn.Module, tuple[bool, bool]]:
+    """Per module: (has parameters, all of them frozen), counting its descendants'."""
+    state: dict[nn.Module, tuple[bool, bool]] = {}
+    for module in reversed(list(root.modules())):  # descendants before their ancestors
+        own = list(module.parameters(recurse=False))
+        has, frozen = bool(own), not any(p.requires_grad for p in own)
+        for child in module.children():
+            child_has, child_frozen = state[child]
+            has, frozen = has or child_has, frozen and (child_frozen or not child_has)
+        state[module] = (has, frozen)
+    return state
+
+
+def _eval_frozen(module: nn.Module, state: dict[nn.Module, tuple[bool, bool]]) -> None:
+    """Eval mode for each largest frozen part and everything inside it (a Dropout has no parameters)."""
+    if state[module] == (True, True):
+        module.eval()
+        return
+    for child in module.children():
+        _eval_frozen(child, state)
 
 
 def make_head(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Conv2d:

@@ -125,3 +125,33 @@ def test_prepare_downstream_segmenter_per_mode(tmp_path):
         with pytest.raises(ValueError, match=f"{frozen} freezes the decoder, so it needs pretrained_ckpt"):
             prepare_downstream_segmenter("densenet_tiny", 2, mode, classifier_ckpt="classifier.pt",
                                          freeze_decoder=freeze_decoder, **SMALL)
+
+
+@pytest.mark.parametrize("mode", ["head", "adapters"])
+def test_a_frozen_efficientnet_backbone_gives_the_same_features_in_training(mode):
+    """Its drop-connect (MONAI's rate 0.2) would skip blocks at random in a backbone meant to be fixed."""
+    torch.manual_seed(0)
+    segmenter = build_segmenter("efficientnet-b0", **SMALL)
+    if mode == "adapters":
+        add_adapters(segmenter)
+    replace_head(segmenter, 2)
+    configure_trainable(segmenter, mode, freeze_decoder=True)
+    segmenter.train()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        first, second = segmenter.encoder(x), segmenter.encoder(x)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert segmenter.head.training and (mode == "head" or any(
+        m.training for name, m in segmenter.named_modules() if name.endswith(".adapter")))
+
+
+def test_the_two_starting_checkpoints_are_refused_together_and_each_in_the_others_place(tmp_path):
+    torch.manual_seed(3)
+    pretrained = tmp_path / "doll.pt"
+    torch.save(build_segmenter("densenet_tiny", out_channels=14, **SMALL).state_dict(), pretrained)
+    with pytest.raises(ValueError, match=r"give pretrained_ckpt .* or classifier_ckpt .*, not both"):
+        prepare_downstream_segmenter("densenet_tiny", 2, "full", pretrained_ckpt=pretrained, classifier_ckpt=pretrained,
+                                     **SMALL)
+    with pytest.raises(ValueError, match=r"doll.pt holds a decoder, like a segmentation checkpoint: give it as the "
+                                         r"pretrained checkpoint"):
+        prepare_downstream_segmenter("densenet_tiny", 2, "full", classifier_ckpt=pretrained, **SMALL)
