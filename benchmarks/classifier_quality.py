@@ -68,13 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ensure_dataset(args: argparse.Namespace) -> Path:
+    """The phantoms and datalist in ``--synth-dir``, made again when the folder holds another ``--n``
+    or ``--image-size`` (a smoke run's 80 images at 64 px must not stand in for 2,500 at 320 px)."""
     datalist = args.synth_dir / "datalists" / "chexpert.json"
-    if not (args.synth_dir / "CheXpert-v1.0-small" / "train.csv").is_file():
+    stamp, wanted = args.synth_dir / "benchmark_phantoms.json", {"n": args.n, "size": args.image_size}
+    made = (args.synth_dir / "CheXpert-v1.0-small" / "train.csv").is_file() and stamp.is_file() and read_json(stamp) == wanted
+    if not made:
         rc = cli(["synth", "--out", str(args.synth_dir), "--n", str(args.n), "--size", str(args.image_size),
-                  "--workers", str(args.synth_workers),
+                  "--workers", str(args.synth_workers), "--overwrite",
                   "--valid-frac", "0.2", "--lateral-frac", "0", "--n-organs", "0", "--n-lesions", "0"])
         if rc:
             raise SystemExit(rc)
+        datalist.unlink(missing_ok=True)
+        write_json_atomic(stamp, wanted)
     if not datalist.is_file():
         rc = cli(["prepare-chexpert", "--root", str(args.synth_dir), "--csv", "CheXpert-v1.0-small/train.csv",
                   "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", str(datalist)])

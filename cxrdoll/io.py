@@ -122,11 +122,13 @@ def save_png_atomic(path: str | os.PathLike, array: np.ndarray, compress_level: 
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError:  # an image or other binary file given for a JSON one
+        raise ValueError(f"{path}: not JSON text (not UTF-8; a binary file?)") from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -11,8 +11,11 @@ fi
 STAMP=.venv/.cxrdoll-requirements.sha
 # CXRDOLL_DEPLOY=0 skips the MONAI Deploy extra (the demo does not need it; the tests do).
 DEPLOY="${CXRDOLL_DEPLOY:-1}"
-WANT="$( (cat requirements.txt requirements-deploy.txt pyproject.toml 2>/dev/null; echo "deploy=$DEPLOY") | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+stamp_for() { (cat requirements.txt requirements-deploy.txt pyproject.toml 2>/dev/null; echo "deploy=$1") | sha256sum | cut -d' ' -f1; }
+WANT="$(stamp_for "$DEPLOY")"
+HAVE="$(cat "$STAMP" 2>/dev/null || true)"
+# An install with the deploy extra also serves a run without it (demo after tests: no reinstall).
+if [ "$HAVE" != "$WANT" ] && ! { [ "$DEPLOY" = 0 ] && [ "$HAVE" = "$(stamp_for 1)" ]; }; then
   echo "[setup] installing requirements (torch stays on the CPU wheel)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt

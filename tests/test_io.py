@@ -41,6 +41,10 @@ def test_read_json_names_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         read_json(bad)
+    png = tmp_path / "preview.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ValueError, match=r"preview.png: not JSON text \(not UTF-8; a binary file\?\)"):
+        read_json(png)
 
 
 def test_atomic_files_get_umask_permissions_not_mkstemp_0600(tmp_path):

@@ -53,22 +53,21 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def parse_device(text: str) -> str:
+def parse_device(text: str, name: str = DEVICE_VARIABLE) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` that this machine has; checked here because torch would only
-    fail while deserialising the model, with advice about ``torch.load`` that does not apply."""
+    fail while deserialising the model, with advice about ``torch.load`` that does not apply.
+    ``name`` is the setting the messages name."""
     device = text.strip()
     if not _DEVICE_PATTERN.fullmatch(device):
-        raise ValueError(f"{DEVICE_VARIABLE} must be cpu, cuda or cuda:N; got {text!r}")
+        raise ValueError(f"{name} must be cpu, cuda or cuda:N; got {text!r}")
     if device == "cpu":
         return device
     if not torch.cuda.is_available():
-        raise ValueError(f"{DEVICE_VARIABLE}={device}: no CUDA device is available on this machine; use cpu")
+        raise ValueError(f"{name}={device}: no CUDA device is available on this machine; use cpu")
     index = torch.device(device).index or 0
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(
-            f"{DEVICE_VARIABLE}={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-        )
+        raise ValueError(f"{name}={device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return device
 
 

@@ -140,6 +140,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_option(text: str) -> str:
+    """argparse type: a device this machine has (torch would fail deep in the first run's config)."""
+    from cxrdoll.deploy.settings import parse_device
+
+    try:
+        return parse_device(text, "--device")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def positive_float(text: str) -> float:
     """argparse type: a learning rate of 0, below 0 or nan trains nothing useful (and nan never equals
     its stored copy, so its runs would retrain on every call)."""
@@ -506,8 +516,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-decoder", action="store_true", default=None,
                         help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--num-threads", type=int, help="torch CPU threads (1 is fastest for small models on a busy machine)")
+    parser.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--num-threads", type=positive_int, help="torch CPU threads (1 is fastest for small models on a busy machine)")
 
 
 def run(args: argparse.Namespace) -> int:

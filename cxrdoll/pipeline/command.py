@@ -22,12 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'cpu' (default) takes about 6 minutes on a 2-core machine; 'cuda' uses full-size settings")
     parser.add_argument("--profile", choices=sorted(PROFILES),
                         help="sizes to use (default: the --device's); 'smoke' checks the wiring in 1-2 minutes")
-    parser.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
-    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
-    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
-    parser.add_argument("--shared-data", type=Path,
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--chexpert-root", type=Path, help="your CheXpert copy instead of the synthetic phantoms")
+    source.add_argument("--shared-data", type=Path,
                         help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
                              "are the downstream task")
+    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
+    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
     parser.add_argument("--archs", nargs="+", help="classifier architectures (default: the profile's)")
     parser.add_argument("--seg-encoder", help="segmentation encoder; must be one of --archs (default: the profile's)")
     parser.add_argument("--until", help="stop after this stage")
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     title = "cxrdoll pipeline report: " + ("shared real data" if args.shared_data else
                                             "your CheXpert data" if args.chexpert_root else "synthetic phantoms")
-    report = write_report(work, title, runner.log_path)
+    names = [stage.name for stage in stages]
+    report = write_report(work, title, runner.log_path, names, [s.name for s in stages if runner.is_done(s)])
     print(f"pipeline finished in {time.perf_counter() - start:.0f} s; report: {report}")
     return 0
 

@@ -16,7 +16,16 @@ from cxrdoll.pipeline.stages import Stage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = PROJECT_ROOT / "bundles"
-PY = sys.executable
+
+
+def _interpreter() -> str:
+    """This environment's ``python``, however the demo was started (``python3`` too): stage markers
+    compare command lines, so one spelling must not re-run every stage of the other's."""
+    plain = Path(sys.prefix) / "bin" / "python"
+    return str(plain) if plain.exists() and plain.resolve() == Path(sys.executable).resolve() else sys.executable
+
+
+PY = _interpreter()
 
 
 @dataclass(frozen=True)
@@ -119,19 +128,21 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     downstream_stage: Stage | None = None
     if inputs.chexpert_root is not None:
         prepare = cxrdoll("prepare-chexpert", "--root", inputs.chexpert_root, "--csv", inputs.chexpert_csv, "--out", datalist)
+        prepare_reads = [inputs.chexpert_root / inputs.chexpert_csv]  # its images are the classifier cache's to check
     elif inputs.shared_data is not None:
         stages.append(Stage("data", "map the shared real classification sets onto CheXpert's layout",
                             [cxrdoll("prepare-shared-cls", "--shared", inputs.shared_data, "--out", data)],
-                            [data / "CheXpert-shared" / "train.csv"]))
+                            [data / "CheXpert-shared" / "train.csv"], reads=[inputs.shared_data]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--blank", "ignore",
                           "--out", datalist)  # what a source does not label is unknown, not negative
+        prepare_reads = [data / "CheXpert-shared"]
         own = shared_lungs_datalist(work)  # the demo's own downstream datalist: a stage like any other
         if inputs.downstream is not None and (inputs.downstream == own or not inputs.downstream.exists()):
             downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
                                      [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
                                               inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",
                                               "--out", inputs.downstream)],
-                                     [inputs.downstream])
+                                     [inputs.downstream], reads=[inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs"])
     else:
         truth = data / "truth"
         stages.append(Stage("data", "generate the synthetic phantoms (CheXpert layout, true masks, organ and lesion sets)",
@@ -141,8 +152,9 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                             [data / "CheXpert-v1.0-small" / "train.csv", truth]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-v1.0-small/train.csv",
                           "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", datalist)
+        prepare_reads = [data / "CheXpert-v1.0-small"]
     stages.append(Stage("datalist", "build the classification datalist (frontal views, uncertainty policy)",
-                        [prepare], [datalist]))
+                        [prepare], [datalist], reads=prepare_reads))
 
     # 3. Classifiers: one bundle run per architecture, then the registry the labeller reads.
     classifiers = work / "classifiers"
@@ -155,7 +167,7 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     register = cxrdoll("sweep-classifiers", "--register-only", "--datalist", datalist, "--out", classifiers,
                        "--image-size", p.image_size, "--archs", *p.archs)
     stages.append(Stage("classifiers", f"train {len(p.archs)} classifiers ({', '.join(p.archs)})",
-                        [*train_runs, register], [classifiers / "classifiers.json"], classifiers))
+                        [*train_runs, register], [classifiers / "classifiers.json"], classifiers, reads=[datalist]))
 
     # 4. Labels: the DoLL ensemble and the single-model / CAM baselines, through the same labeller.
     labels = work / "labels"
@@ -167,13 +179,14 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                    **{"ig_options#steps": p.ig_steps})
         for name in LABELLERS
     ]
+    manifests = [labels / name / "manifest.json" for name in LABELLERS]  # settings, classifier digests, counts
     stages.append(Stage("labels", "label with DoLL (IG ensemble) and the baselines (single IG, Grad-CAM, Grad-CAM++)",
-                        label_runs, [labels / name / "manifest.json" for name in LABELLERS], labels))
+                        label_runs, manifests, labels, reads=[classifiers / "classifiers.json", datalist]))
     if truth is not None:
         stages.append(Stage("label-quality", "score every labelling against the true masks",
                             [cxrdoll("label-quality", "--truth", truth, "--out", work / "label_quality", "--labels",
                                      *(f"{name}={labels / name}" for name in LABELLERS))],
-                            [work / "label_quality" / "label_quality.md"]))
+                            [work / "label_quality" / "label_quality.md"], reads=[*manifests, truth]))
 
     # 5. Pre-training on the DoLL labels, the encoder initialised from the matching classifier.
     pretrain = work / "pretrain"
@@ -182,7 +195,9 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                                     output_dir=pretrain, encoder_name=p.seg_encoder,
                                     init_ckpt=classifiers / p.seg_encoder / "model.pt", image_size=p.image_size,
                                     max_epochs=p.seg_epochs, batch_size=p.batch_size, num_workers=p.num_workers)],
-                        [pretrain / "model.pt"], pretrain))
+                        [pretrain / "model.pt"], pretrain,
+                        reads=[labels / "doll_ig" / "manifest.json", labels / "doll_ig" / "datalist.json",
+                               classifiers / p.seg_encoder / "model.pt"]))
 
     # 6-7. Fine-tune on scarce downstream masks from four starting points, evaluated on held-out masks.
     if downstream_stage is not None:
@@ -197,7 +212,8 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
                                  "--encoder-name", p.seg_encoder, "--profile", p.experiment_profile,
                                  "--sizes", ",".join(map(str, p.n_labelled)),
                                  "--seeds", ",".join(map(str, range(p.seeds))))],
-                        [experiment / "results.md"], experiment))
+                        [experiment / "results.md"], experiment,
+                        reads=[downstream, pretrain / "model.pt", classifiers / p.seg_encoder / "model.pt"]))
     return stages
 
 

@@ -1,6 +1,8 @@
 """``report.md`` for a pipeline run: the tables and figures each stage left behind, plus timings.
 
-The report only quotes files the stages wrote; a stage that did not run leaves its section saying so.
+The report only quotes what this run's finished, current stages wrote: a stage that did not run,
+is not part of this run (label quality without true masks) or is out of date leaves its section
+saying so, whatever an earlier run left in the folder.
 """
 
 from __future__ import annotations
@@ -39,9 +41,7 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _section_from(path: Path, missing: str) -> str:
-    if not path.exists():
-        return f"_{missing}_\n"
+def _section_from(path: Path) -> str:
     lines = path.read_text().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]  # the report's own section heading replaces the file's title
@@ -49,10 +49,12 @@ def _section_from(path: Path, missing: str) -> str:
     return "\n".join(("#" + line) if line.startswith("#") else line for line in lines) + "\n"
 
 
-def timing_table(timings_path: Path) -> str:
-    if not timings_path.exists():
+def timing_table(timings_path: Path, stages: list[str]) -> str:
+    """The recorded timings of ``stages``, in their order."""
+    recorded = read_json(timings_path) if timings_path.exists() else {}
+    timings = {name: recorded[name] for name in stages if name in recorded}
+    if not timings:
         return "_No timings recorded._\n"
-    timings = read_json(timings_path)
     lines = ["| stage | wall time (s) | peak memory of its processes (GB) |", "|---|---|---|"]
     for name, t in timings.items():
         lines.append(f"| {name} | {t['seconds']:.0f} | {t['peak_child_rss_gb']:.2f} |")
@@ -70,19 +72,31 @@ def environment() -> str:
             f"torch {torch.__version__} · MONAI {monai.__version__}")
 
 
-def write_report(work: Path, title: str, commands_log: Path) -> Path:
-    """Assemble ``work/report.md``; figures are copied under ``work/figures`` so the folder is self-contained."""
+def write_report(work: Path, title: str, commands_log: Path, stages: list[str], done: list[str]) -> Path:
+    """Assemble ``work/report.md`` from the outputs of ``done``, the stages of this run (``stages``)
+    that are finished and current; figures are copied under ``work/figures`` so the folder is
+    self-contained."""
     figures = work / "figures"
-    figures.mkdir(exist_ok=True)
+    if figures.exists():
+        shutil.rmtree(figures)
+    figures.mkdir()
     parts = [f"# {title}", "", environment(), "",
              f"Every stage's command is in [`{commands_log.name}`]({commands_log.name}); re-running the pipeline "
              "skips finished stages.", ""]
 
-    parts += ["## Classifiers", "", classifier_table(work / "classifiers" / "classifiers.json")]
-    parts += ["## DoLL label quality", "",
-              _section_from(work / "label_quality" / "label_quality.md",
-                            "No true masks for this data, so label quality was not scored.")]
-    overlays = sorted((work / "labels" / "doll_ig" / "overlays").glob("*.png"))[:4]
+    def not_run(stage: str) -> str:
+        return f"_The {stage} stage has not run in this folder with this run's settings and inputs._\n"
+
+    parts += ["## Classifiers", "", classifier_table(work / "classifiers" / "classifiers.json")
+              if "classifiers" in done else not_run("classifiers")]
+    if "label-quality" in done:
+        quality = _section_from(work / "label_quality" / "label_quality.md")
+    elif "label-quality" not in stages:
+        quality = "_No true masks for this data, so label quality was not scored._\n"
+    else:
+        quality = not_run("label-quality")
+    parts += ["## DoLL label quality", "", quality]
+    overlays = sorted((work / "labels" / "doll_ig" / "overlays").glob("*.png"))[:4] if "labels" in done else []
     if overlays:
         parts += ["### DoLL overlays", "", "Image, then each positive observation's soft map with its mask outline.", ""]
         for src in overlays:
@@ -90,13 +104,16 @@ def write_report(work: Path, title: str, commands_log: Path) -> Path:
             shutil.copyfile(src, dest)
             parts.append(f"![{src.stem}](figures/{dest.name})")
         parts.append("")
-    parts += ["## Sample efficiency (downstream fine-tuning)", "",
-              _section_from(work / "sample_efficiency" / "results.md", "The sample-efficiency stage has not run.")]
-    plot = work / "sample_efficiency" / "results.png"
-    if plot.exists():
-        shutil.copyfile(plot, figures / "sample_efficiency.png")
-        parts += ["![sample efficiency](figures/sample_efficiency.png)", ""]
-    parts += ["## Timings", "", timing_table(work / "timings.json")]
+    parts += ["## Sample efficiency (downstream fine-tuning)", ""]
+    if "finetune" in done:
+        parts.append(_section_from(work / "sample_efficiency" / "results.md"))
+        plot = work / "sample_efficiency" / "results.png"
+        if plot.exists():
+            shutil.copyfile(plot, figures / "sample_efficiency.png")
+            parts += ["![sample efficiency](figures/sample_efficiency.png)", ""]
+    else:
+        parts.append(not_run("finetune"))
+    parts += ["## Timings", "", timing_table(work / "timings.json", done)]
     path = work / "report.md"
     write_text_atomic(path, "\n".join(parts))
     return path

@@ -1,12 +1,13 @@
 """Run pipeline stages as visible shell commands, skip the ones already done, and time them.
 
 Every stage is a list of commands a user could paste into a shell; nothing runs through a
-private code path. A stage counts as done when its marker file records the same commands, its
-outputs exist and no stage before it ran again; so a re-run skips it, and a changed setting
-re-runs that stage and everything after it. The tools inside a stage resume from what they find
-(classifier checkpoints, finished labels, finished fine-tuning runs), so a stage re-run for a
-changed setting or input, or under ``--fresh``, first empties its ``workspace``; a stage that was
-only interrupted keeps it and resumes.
+private code path. A stage counts as done when its marker file records the same commands and the
+same fingerprints of the files it reads (``reads``: another stage's outputs or the user's inputs)
+and its outputs exist; so a re-run skips it, and a changed setting or input re-runs that stage
+and, through their reads, the stages that use what it wrote (not the ones that merely follow it).
+The tools inside a stage resume from what they find (classifier checkpoints, finished labels,
+finished fine-tuning runs), so a stage re-run for a changed setting or input, or under
+``--fresh``, first empties its ``workspace``; a stage that was only interrupted keeps it and resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cxrdoll.io import read_json, write_json_atomic
+from cxrdoll.io import files_fingerprint, read_json, write_json_atomic
 
 
 @dataclass
@@ -31,11 +32,29 @@ class Stage:
     commands: list[list[str]]
     outputs: list[Path] = field(default_factory=list)
     workspace: Path | None = None  # the folder its tools resume from
+    reads: list[Path] = field(default_factory=list)  # files or folders it reads that it does not write
 
 
 def command_lines(stage: Stage) -> list[str]:
     """The stage's commands as shell lines: what its marker records and what is printed."""
     return [shlex.join(c) for c in stage.commands]
+
+
+def fingerprint(path: Path) -> str | None:
+    """Sizes and modification times of a file, or of a folder's files; None when the path does not exist.
+
+    Not the bytes: a datalist rewritten identically still names images that a re-run stage rewrote,
+    so a rewrite must count as a change.
+    """
+    if path.is_file():
+        return files_fingerprint([path])
+    if path.is_dir():
+        return files_fingerprint(sorted(p for p in path.rglob("*") if p.is_file()), header=str(path))
+    return None
+
+
+def read_fingerprints(stage: Stage) -> dict[str, str | None]:
+    return {str(path): fingerprint(path) for path in stage.reads}
 
 
 class StageFailed(RuntimeError):
@@ -56,34 +75,32 @@ class StageRunner:
             for marker in self.marker_dir.glob("*.json"):
                 marker.unlink()
         self.marker_dir.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, dict] = read_json(self.timings_path) if self.timings_path.exists() else {}
-        self._upstream_ran = False
+        keep_timings = self.timings_path.exists() and not fresh
+        self.timings: dict[str, dict] = read_json(self.timings_path) if keep_timings else {}
 
     def _marker(self, stage: Stage) -> dict:
         """The stage's marker: the commands of its last run and whether that run finished ({} if none)."""
         marker = self.marker_dir / f"{stage.name}.json"
         return read_json(marker) if marker.exists() else {}
 
-    def _mark(self, stage: Stage, **fields) -> None:
-        write_json_atomic(self.marker_dir / f"{stage.name}.json", {"commands": command_lines(stage), **fields})
+    def _mark(self, stage: Stage, reads: dict[str, str | None], **fields) -> None:
+        write_json_atomic(self.marker_dir / f"{stage.name}.json",
+                          {"commands": command_lines(stage), "reads": reads, **fields})
 
-    def _recorded(self, stage: Stage) -> list[str] | None:
-        """The commands the stage last started with (finished or not); None without a marker."""
-        return self._marker(stage).get("commands")
+    def _same_as_recorded(self, stage: Stage, marker: dict) -> bool:
+        return marker.get("commands") == command_lines(stage) and marker.get("reads", {}) == read_fingerprints(stage)
 
     def is_done(self, stage: Stage) -> bool:
-        if self._upstream_ran:
-            return False
         marker = self._marker(stage)
-        return (marker.get("finished", True) and marker.get("commands") == command_lines(stage)
+        return (bool(marker) and marker.get("finished", True) and self._same_as_recorded(stage, marker)
                 and all(p.exists() for p in stage.outputs))
 
     def is_stale(self, stage: Stage) -> bool:
         """Whether what the stage left behind was made from other settings or inputs than this run's."""
-        if self.fresh or self._upstream_ran:
+        if self.fresh:
             return True
-        recorded = self._recorded(stage)
-        return recorded is not None and recorded != command_lines(stage)
+        marker = self._marker(stage)
+        return bool(marker) and not self._same_as_recorded(stage, marker)
 
     def run(self, stage: Stage) -> None:
         if self.is_done(stage):
@@ -94,8 +111,8 @@ class StageRunner:
             self._say(f"  (emptying {stage.workspace}: made with other settings or inputs)")
             shutil.rmtree(stage.workspace)
         # From here its outputs are this run's: until it finishes, they are neither done nor another run's.
-        self._mark(stage, finished=False)
-        self._upstream_ran = True
+        reads = read_fingerprints(stage)
+        self._mark(stage, reads, finished=False)
         start = time.perf_counter()
         peak_kb = max(self._run_command(stage.name, command) for command in stage.commands)
         missing = [str(p) for p in stage.outputs if not p.exists()]
@@ -104,7 +121,7 @@ class StageRunner:
         seconds = time.perf_counter() - start
         self.timings[stage.name] = {"seconds": round(seconds, 1), "peak_child_rss_gb": round(peak_kb / 1024**2, 2)}
         write_json_atomic(self.timings_path, self.timings)
-        self._mark(stage, finished=True, seconds=round(seconds, 1))
+        self._mark(stage, reads, finished=True, seconds=round(seconds, 1))
         self._say(f"[{stage.name}] finished in {seconds:.0f} s")
 
     def _run_command(self, stage_name: str, command: list[str]) -> int:

@@ -56,6 +56,48 @@ def test_bad_options_fail_before_any_stage_runs(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_the_report_quotes_only_this_runs_finished_current_stages(tmp_path):
+    """An earlier run's results left in the folder (a synthetic run's label quality under a shared-data run,
+    or anything after a --fresh run stopped early) must not be reported as this run's."""
+    from cxrdoll.pipeline.report import write_report
+
+    (tmp_path / "classifiers").mkdir()
+    (tmp_path / "classifiers" / "classifiers.json").write_text(json.dumps(
+        {"classifiers": [{"name": "old-arch", "auroc": {}, "mean_auroc": 0.5}]}))
+    for folder, name in (("label_quality", "label_quality.md"), ("sample_efficiency", "results.md")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text("# old\nRESULT OF AN EARLIER RUN\n")
+    (tmp_path / "timings.json").write_text(json.dumps({s: {"seconds": 10, "peak_child_rss_gb": 1.0}
+                                                       for s in ("data", "classifiers", "label-quality", "finetune")}))
+    shared = ["data", "datalist", "classifiers", "labels", "pretrain", "downstream", "finetune"]
+    report = write_report(tmp_path, "t", tmp_path / "pipeline.log", shared, ["data"]).read_text()
+    assert "old-arch" not in report and "EARLIER RUN" not in report
+    assert "_The classifiers stage has not run in this folder with this run's settings and inputs._" in report
+    assert "No true masks for this data" in report  # no label-quality stage in this run at all
+    assert "| **total** | **10** |" in report  # the data stage only
+    report = write_report(tmp_path, "t", tmp_path / "pipeline.log", shared, shared).read_text()
+    assert "old-arch" in report and report.count("RESULT OF AN EARLIER RUN") == 1  # sample efficiency, not quality
+
+
+def test_the_two_data_sources_are_refused_together(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(tmp_path), "--chexpert-root", str(tmp_path), "--shared-data", str(tmp_path)])
+    assert "argument --shared-data: not allowed with argument --chexpert-root" in capsys.readouterr().err
+
+
+def test_stage_commands_name_the_environments_python_however_it_was_started():
+    """python3 and python from one venv must give the same commands, or every marker says "changed"."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from cxrdoll.pipeline.demo import PY; print(PY)"
+    spellings = [Path(sys.prefix, "bin", name) for name in ("python", "python3")]
+    spellings = [str(p) for p in spellings if p.exists()]
+    printed = {subprocess.run([p, "-c", code], capture_output=True, text=True, check=True).stdout for p in spellings}
+    assert len(spellings) == 2 and len(printed) == 1
+
+
 @pytest.mark.slow
 def test_smoke_pipeline_writes_a_report_and_resumes(tmp_path, capsys):
     assert main(["demo", "--profile", "smoke", "--out", str(tmp_path)]) == 0

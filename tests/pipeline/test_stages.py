@@ -57,7 +57,7 @@ def test_a_stage_that_fails_after_an_earlier_success_is_not_skipped_next_time(tm
     a, q = tmp_path / "labels.txt", tmp_path / "quality.txt"
     quality = Stage("quality", "", [[sys.executable, "-c", f"import pathlib; p = pathlib.Path({str(a)!r}); "
                                      f"assert 'crash' not in p.read_text(); pathlib.Path({str(q)!r}).write_text(p.read_text())"]],
-                    [q])
+                    [q], reads=[a])
     runner = StageRunner(tmp_path, echo=io.StringIO())
     runner.run(Stage("labels", "", [_writer(a, "v1")], [a]))
     runner.run(quality)
@@ -92,16 +92,38 @@ def test_peak_memory_is_each_stage_own(tmp_path):
     assert peaks["big"] >= 0.39 and peaks["small"] < 0.1
 
 
-def test_a_rerun_stage_reruns_every_later_stage(tmp_path):
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+def test_a_stage_reruns_when_what_it_reads_changed_not_because_an_earlier_stage_ran(tmp_path):
+    a, b, c, user = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt", tmp_path / "user.json"
+    user.write_text("{}")
+
+    def stages(a_text):
+        return [Stage("a", "", [_writer(a, a_text)], [a]),
+                Stage("b", "", [_writer(b, "from a")], [b], reads=[a]),
+                Stage("c", "", [_writer(c, "from the user's file")], [c], reads=[user])]
+
     runner = StageRunner(tmp_path, echo=io.StringIO())
-    runner.run(Stage("a", "", [_writer(a, "1")], [a]))
-    runner.run(Stage("b", "", [_writer(b, "from a=1")], [b]))
+    for stage in stages("1"):
+        runner.run(stage)
     b.write_text("stale")
+    c.write_text("kept")
     runner = StageRunner(tmp_path, echo=io.StringIO())
-    runner.run(Stage("a", "", [_writer(a, "2")], [a]))  # a setting of stage a changed
-    runner.run(Stage("b", "", [_writer(b, "from a=1")], [b]))  # b's own command did not, but its input did
-    assert b.read_text() == "from a=1"
+    runner.run(stages("2")[0])  # a setting of stage a changed, and the run stopped there (--until a)
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    for stage in stages("2"):
+        runner.run(stage)
+    assert b.read_text() == "from a"  # its own command did not change, but the file it reads did
+    assert c.read_text() == "kept"  # it does not read a: the re-run of a is no reason to redo it
+    user.write_text('{"edited": true}')
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    assert [runner.is_done(stage) for stage in stages("2")] == [True, True, False]
+
+
+def test_fresh_forgets_the_timings_of_earlier_runs(tmp_path):
+    a = tmp_path / "a.txt"
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("old", "", [_writer(a)], [a]))
+    runner = StageRunner(tmp_path, fresh=True, echo=io.StringIO())
+    runner.run(Stage("new", "", [_writer(a)], [a]))
+    assert list(runner.timings) == ["new"]
 
 
 def _appender(folder, text):
