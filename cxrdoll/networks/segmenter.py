@@ -30,6 +30,7 @@ class Segmenter(nn.Module):
         self.in_channels = encoder.in_channels
         self.output_stride = int(decoder.output_stride)
         self.size_divisor = SIZE_DIVISOR
+        self._frozen: tuple[tuple, list[nn.Module]] = ((), [])  # (which parameters train, the frozen parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
@@ -53,8 +54,19 @@ class Segmenter(nn.Module):
         drop-connect stop, so the adapters and head train on the features they are evaluated on."""
         super().train(mode)
         if mode:
-            _eval_frozen(self, _freezing(self))
+            for part in self._frozen_parts():
+                part.eval()
         return self
+
+    def _frozen_parts(self) -> list[nn.Module]:
+        """The largest frozen parts, found again only when which parameters train changed: MONAI's
+        trainers call ``train()`` every iteration."""
+        key = tuple((id(p), p.requires_grad) for p in self.parameters())
+        if key != self._frozen[0]:
+            parts: list[nn.Module] = []
+            _collect_frozen(self, _freezing(self), parts)
+            self._frozen = (key, parts)
+        return self._frozen[1]
 
 
 def _freezing(root: nn.Module) -> dict[nn.Module, tuple[bool, bool]]:
@@ -70,13 +82,13 @@ def _freezing(root: nn.Module) -> dict[nn.Module, tuple[bool, bool]]:
     return state
 
 
-def _eval_frozen(module: nn.Module, state: dict[nn.Module, tuple[bool, bool]]) -> None:
-    """Eval mode for each largest frozen part and everything inside it (a Dropout has no parameters)."""
+def _collect_frozen(module: nn.Module, state: dict[nn.Module, tuple[bool, bool]], parts: list[nn.Module]) -> None:
+    """Each largest frozen part (its ``eval()`` also reaches what has no parameters, a Dropout)."""
     if state[module] == (True, True):
-        module.eval()
+        parts.append(module)
         return
     for child in module.children():
-        _eval_frozen(child, state)
+        _collect_frozen(child, state, parts)
 
 
 def make_head(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Conv2d:
