@@ -3,7 +3,7 @@
     python benchmarks/classifier_quality.py                      # target: >= 2000 images, 128 px, densenet121, 10 min
     python benchmarks/classifier_quality.py --arch densenet_tiny --image-size 64 --schedule epochs --epochs 8 --budget-s 0
 
-Generates the phantoms with ``python -m cxrdoll synth`` (unless --synth-dir already holds them),
+Generates the phantoms with ``python -m cxrdoll synth`` (unless --synth-dir already holds these),
 builds the datalist with ``prepare-chexpert``, trains through the bundle's train.json under a
 wall-clock budget (``max_train_seconds``; the clock covers everything from the start of the
 training run, cache included), and reports the validation AUROC of the best model: the mean over
@@ -68,19 +68,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ensure_dataset(args: argparse.Namespace) -> Path:
-    """The phantoms and datalist in ``--synth-dir``, made again when the folder holds another ``--n``
-    or ``--image-size`` (a smoke run's 80 images at 64 px must not stand in for 2,500 at 320 px)."""
+    """The phantoms and datalist in ``--synth-dir``: reused when its ``synth.json`` says they are
+    ``--n`` images at ``--image-size``, made when the folder is new or empty, refused otherwise (a
+    smoke run's 80 images at 64 px must not stand in for 2,500 at 320 px, and another set's files
+    are not deleted)."""
     datalist = args.synth_dir / "datalists" / "chexpert.json"
-    stamp, wanted = args.synth_dir / "benchmark_phantoms.json", {"n": args.n, "size": args.image_size}
-    made = (args.synth_dir / "CheXpert-v1.0-small" / "train.csv").is_file() and stamp.is_file() and read_json(stamp) == wanted
-    if not made:
+    record = args.synth_dir / "synth.json"
+    if record.is_file():
+        config = read_json(record).get("config", {})
+        if (config.get("n"), config.get("size")) != (args.n, args.image_size):
+            raise SystemExit(f"{args.synth_dir}: holds {config.get('n')} phantoms at {config.get('size')} px, not "
+                             f"{args.n} at {args.image_size}; give another --synth-dir")
+    elif args.synth_dir.is_dir() and any(args.synth_dir.iterdir()):
+        raise SystemExit(f"{args.synth_dir}: not empty and no synth.json (not phantoms); give another --synth-dir")
+    else:
         rc = cli(["synth", "--out", str(args.synth_dir), "--n", str(args.n), "--size", str(args.image_size),
-                  "--workers", str(args.synth_workers), "--overwrite",
+                  "--workers", str(args.synth_workers),
                   "--valid-frac", "0.2", "--lateral-frac", "0", "--n-organs", "0", "--n-lesions", "0"])
         if rc:
             raise SystemExit(rc)
-        datalist.unlink(missing_ok=True)
-        write_json_atomic(stamp, wanted)
     if not datalist.is_file():
         rc = cli(["prepare-chexpert", "--root", str(args.synth_dir), "--csv", "CheXpert-v1.0-small/train.csv",
                   "--valid-csv", "CheXpert-v1.0-small/valid.csv", "--out", str(datalist)])

@@ -32,6 +32,7 @@ DICOM_DIR="${DICOM_DIR:-}"
 for d in ../shared/data/dicom .devdata/dicom; do [ -z "$DICOM_DIR" ] && [ -d "$d" ] && DICOM_DIR="$d"; done
 WORK="${GPU_SESSION_WORK:-/tmp/cxrdoll_gpu_session}"  # phantoms and training runs
 if [ -n "$SMOKE" ]; then
+  WORK="$WORK/smoke"  # a smoke call's small phantoms never meet the GPU call's on a warm machine
   RESULTS="$WORK/results"
   TRAIN=(--smoke) SEG=(--smoke) IG=(--smoke) IG_TRAINED=(--smoke --network densenet_tiny --size 64)
   DICOM=(--smoke) QUALITY=(--arch densenet_tiny --image-size 64 --n 80 --schedule epochs --epochs 2 --val-interval 2)

@@ -200,6 +200,8 @@ def _window(ds: Dataset) -> tuple[float, float, str] | None:
     except (TypeError, ValueError):
         return None
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function not in ("LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"  # PS3.3's default, also for a value it does not define
     if not (math.isfinite(center) and math.isfinite(width)) or width <= 0 or (function == "LINEAR" and width < 1):
         return None
     return center, width, function
@@ -225,6 +227,8 @@ def _apply_lut(values: np.ndarray, ds: Dataset, source: str) -> np.ndarray:
     item = ds.VOILUTSequence[0]
     n_entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
     n_entries = n_entries or 2**16  # PS3.3 C.11.2.1.1: 0 means 65536
+    if not 8 <= bits <= 16:
+        raise DicomInputError(source, f"VOI LUT Descriptor gives {bits} bits per entry; PS3.3 allows 8 to 16")
     entries = _lut_entries(item["LUTData"].value, ds)
     if entries.size < n_entries:
         raise DicomInputError(source, f"VOI LUT Data holds {entries.size} entries, its LUT Descriptor says {n_entries}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import ignite.distributed as idist
 import torch
@@ -47,6 +48,7 @@ class ValidationRecorder:
         self.run = dict(run or {})
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.run_id = uuid.uuid4().hex  # which run wrote the metrics file; a resume keeps its checkpoint's
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda e: restore_best_metric(e, self.best, "mean_auroc"))
@@ -81,10 +83,11 @@ class ValidationRecorder:
             "history": self.history,
             "model": None if self.model_file is None else str(self.model_file),
             "run": self.run,
+            "run_id": self.run_id,
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best, "run": self.run}
+        return {"history": self.history, "best": self.best, "run": self.run, "run_id": self.run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume the history (with any validations only ``metrics.json`` holds, see
@@ -92,7 +95,8 @@ class ValidationRecorder:
         refuse_other_settings(state.get("run") or {}, self.run)
         self.history = list(state["history"])
         self.best = state["best"]
-        later = later_validations(self.metrics_file, self.history, lambda doc: doc.get("run") == as_json(self.run))
+        self.run_id = state.get("run_id") or self.run_id
+        later = later_validations(self.metrics_file, self.history, state.get("run_id"))
         if later is not None:
             self.history, self.best = later["history"], later["best"]
 
@@ -115,28 +119,26 @@ def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any])
         )
 
 
-def later_validations(
-    path: Path, history: list[dict[str, Any]], same_run: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any] | None:
-    """The record file, when it holds validations after the checkpoint's ``history``; else None.
+def later_validations(path: Path, history: list[dict[str, Any]], run_id: str | None) -> dict[str, Any] | None:
+    """The record file, when the run ``run_id`` wrote it with validations after the checkpoint's
+    ``history``; else None.
 
     The file is rewritten after every validation, the checkpoint once an epoch: the validation a
     wall-clock budget runs when it stops mid-epoch, or one just before a kill, is only in the file,
     and the model file it saved may be better than the checkpoint's best, which a resumed run would
-    then overwrite. The file counts when ``same_run`` accepts it and its history begins with the
-    checkpoint's.
+    then overwrite. Only the same run's file counts (a file left by an earlier run in the folder,
+    with the same settings, is not this one's history); a checkpoint from before run ids has none.
     """
-    if not path.is_file():
+    if run_id is None or not path.is_file():
         return None
     try:
         doc = read_json(path)
     except ValueError:  # unreadable: the checkpoint's own record stands
         return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("history"), list) or not same_run(doc):
+    if not isinstance(doc, dict) or doc.get("run_id") != run_id or not isinstance(doc.get("history"), list):
         return None
     on_disk, known = doc["history"], as_json(history)
     return doc if len(on_disk) > len(known) and on_disk[: len(known)] == known else None
-
 
 
 def restore_best_metric(engine: Engine, best: dict[str, Any] | None, key: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -187,6 +188,7 @@ class SegmentationRecorder:
         self.info = dict(info or {})
         self.history: list[dict[str, float | None]] = []
         self.best: dict[str, float | None] | None = None
+        self.run_id = uuid.uuid4().hex  # which run wrote the history file; a resume keeps its checkpoint's
         self._start = time.monotonic()
 
     def attach(self, engine: Engine) -> None:
@@ -216,21 +218,22 @@ class SegmentationRecorder:
         if (improved or len(self.history) == 1) and self.model_file is not None:  # always leave a model behind
             with atomic_path(self.model_file) as tmp:
                 torch.save(model_state_dict(self.network), tmp)
-        write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best, "history": self.history})
+        write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best,
+                                              "history": self.history, "run_id": self.run_id})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "best": self.best, "info": self.info}
+        return {"history": self.history, "best": self.best, "info": self.info, "run_id": self.run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume the history (with any validations only the history file holds) and its clock, so
         ``elapsed_s`` keeps counting; a run resumed under other settings (``info``) is refused."""
-        from cxrdoll.engines.recorder import as_json, later_validations, refuse_other_settings
+        from cxrdoll.engines.recorder import later_validations, refuse_other_settings
 
         refuse_other_settings(state.get("info") or {}, self.info)
         self.history = list(state["history"])
         self.best = state["best"]
-        info = as_json(self.info)
-        later = later_validations(self.history_file, self.history, lambda doc: all(doc.get(k) == v for k, v in info.items()))
+        self.run_id = state.get("run_id") or self.run_id
+        later = later_validations(self.history_file, self.history, state.get("run_id"))
         if later is not None:
             self.history, self.best = later["history"], later["best"]
         if self.history:

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cxrdoll.data.shared_sets import LUNG_SET, SOURCES
 from cxrdoll.pipeline.stages import Stage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,11 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
     elif inputs.shared_data is not None:
         stages.append(Stage("data", "map the shared real classification sets onto CheXpert's layout",
                             [cxrdoll("prepare-shared-cls", "--shared", inputs.shared_data, "--out", data)],
-                            [data / "CheXpert-shared" / "train.csv"], reads=[inputs.shared_data]))
+                            [data / "CheXpert-shared" / "train.csv"],
+                            # what it reads, not the whole folder (a --out inside it would change it every run)
+                            reads=[*(inputs.shared_data / source for source in SOURCES),
+                                   inputs.shared_data / LUNG_SET / "datalist.json",
+                                   inputs.shared_data / LUNG_SET / "datalist.csv"]))
         prepare = cxrdoll("prepare-chexpert", "--root", data, "--csv", "CheXpert-shared/train.csv", "--blank", "ignore",
                           "--out", datalist)  # what a source does not label is unknown, not negative
         prepare_reads = [data / "CheXpert-shared"]
@@ -140,9 +145,9 @@ def build_stages(work: Path, p: Profile, inputs: Inputs) -> list[Stage]:
         if inputs.downstream is not None and (inputs.downstream == own or not inputs.downstream.exists()):
             downstream_stage = Stage("downstream", "the shared real lung masks as the downstream datalist",
                                      [cxrdoll("seg-datalist", "--layout", "shared-lungs", "--src",
-                                              inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs",
+                                              inputs.shared_data / LUNG_SET,
                                               "--out", inputs.downstream)],
-                                     [inputs.downstream], reads=[inputs.shared_data / "seg_lungs_covid_ieee8023_v7labs"])
+                                     [inputs.downstream], reads=[inputs.shared_data / LUNG_SET])
     else:
         truth = data / "truth"
         stages.append(Stage("data", "generate the synthetic phantoms (CheXpert layout, true masks, organ and lesion sets)",

@@ -118,11 +118,14 @@ def test_an_8_bit_voi_lut_longer_than_256_entries_maps_every_value():
         np.testing.assert_allclose(out, (pixels[0] // 16) / 255, atol=1e-6)
 
 
-def test_a_voi_lut_shorter_than_its_descriptor_names_the_file():
+def test_a_voi_lut_shorter_than_its_descriptor_or_of_impossible_depth_names_the_file():
     item = Dataset()
     item.LUTDescriptor = [1024, 0, 16]
     item.LUTData = list(range(100))
     with pytest.raises(DicomInputError, match=r"^x.dcm: VOI LUT Data holds 100 entries, its LUT Descriptor says 1024$"):
+        dataset_to_image(make_cr(VOILUTSequence=[item]), source="x.dcm")
+    item.LUTDescriptor = [100, 0, 0]  # dividing by 2**0 - 1 gave NaN pixels
+    with pytest.raises(DicomInputError, match=r"^x.dcm: VOI LUT Descriptor gives 0 bits per entry; PS3.3 allows 8 to 16$"):
         dataset_to_image(make_cr(VOILUTSequence=[item]), source="x.dcm")
 
 
@@ -134,6 +137,8 @@ def test_a_window_its_function_cannot_use_falls_back_or_names_the_file():
         dataset_to_image(narrow, voi="window", source="x.dcm")
     exact = make_cr(pixels, WindowCenter="10", WindowWidth="0.5", VOILUTFunction="LINEAR_EXACT")
     np.testing.assert_allclose(dataset_to_image(exact).array[0, 0], [0, 0.5, 1, 1])
+    misspelt = make_cr(pixels, WindowCenter="10", WindowWidth="0.5", VOILUTFunction="LINEAR-EXACT")  # not PS3.3's
+    assert dataset_to_image(misspelt).meta["voi"] == "minmax"  # read as LINEAR, too narrow for it: no window
 
 
 @pytest.mark.parametrize("keyword, value", [("RescaleSlope", b"ab\\c"), ("WindowCenter", b"ab"),

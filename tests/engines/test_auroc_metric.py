@@ -90,3 +90,21 @@ def test_recorder_refuses_to_resume_a_run_trained_with_other_settings(tmp_path):
     with pytest.raises(ValueError, match=r"trained with image_size=64, not 32: .*--resume false"):
         smaller.load_state_dict(state)
     ValidationRecorder(MaskedAUROC(), tmp_path / "m.json").load_state_dict({"history": [], "best": None})  # older checkpoints
+
+
+def test_a_resume_reads_back_only_its_own_runs_later_validations(tmp_path):
+    """metrics.json left by an earlier run with the same settings (a --resume false run into the same folder)
+    is not this run's history, even though an empty checkpoint history is a prefix of it."""
+    from cxrdoll.io import write_json_atomic
+
+    run = {"network_name": "resnet18", "image_size": 64}
+    earlier = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run=run)
+    earlier.history, earlier.best = [{"epoch": 2, "mean_auroc": 0.9}], {"epoch": 2, "mean_auroc": 0.9}
+    write_json_atomic(tmp_path / "m.json", earlier.summary())
+
+    fresh = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run=run)
+    fresh.load_state_dict(ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run=run).state_dict())  # epoch 1, no validation yet
+    assert fresh.history == [] and fresh.best is None
+    same = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run=run)
+    same.load_state_dict({**earlier.state_dict(), "history": [], "best": None})  # the run that wrote the file
+    assert same.history == earlier.history and same.best == earlier.best and same.run_id == earlier.run_id

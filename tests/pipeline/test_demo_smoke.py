@@ -33,6 +33,10 @@ def test_shared_real_sets_keep_unlabelled_observations_unknown(tmp_path):
     lungs.write_text("{}")  # written by an earlier run: still a stage, so --fresh rebuilds it
     stages = build_stages(tmp_path, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared", downstream=lungs))
     assert "downstream" in [s.name for s in stages]
+    # a stage fingerprints what it reads: a folder holding the work folder would change with every run
+    work = tmp_path / "shared" / "run"
+    stages = build_stages(work, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared"))
+    assert not [(s.name, r) for s in stages for r in s.reads if work.is_relative_to(r)]
 
 
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
