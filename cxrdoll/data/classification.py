@@ -27,7 +27,8 @@ DATALIST_CANDIDATES: tuple[str, ...] = ("datalists/chexpert.json", "chexpert.jso
 
 
 def find_datalist(dataset_dir: str | os.PathLike) -> str:
-    """The classification datalist inside ``dataset_dir`` (a ``synth`` output or a folder holding one)."""
+    """The classification datalist inside ``dataset_dir``: e.g. a ``synth`` output after
+    ``prepare-chexpert --out DIR/datalists/chexpert.json``."""
     root = Path(dataset_dir)
     for name in DATALIST_CANDIDATES:
         if (root / name).is_file():

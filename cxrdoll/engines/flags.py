@@ -2,7 +2,9 @@
 
 ``python -m monai.bundle run --resume false`` hands the config the *string* ``'false'`` (fire
 parses only Python's ``False``), and a non-empty string is true: the run would resume, or turn
-AMP on, while the user asked for the opposite. Every switch a config reads goes through ``flag``.
+AMP on, while the user asked for the opposite. Every switch a config reads goes through ``flag``,
+and every optional checkpoint path through ``optional_path`` (``--init_ckpt null`` arrives as the
+string ``'null'``).
 """
 
 from __future__ import annotations
@@ -22,3 +24,14 @@ def flag(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"--{name} {value!r}: expected true or false")
+
+
+_NONE = frozenset({"", "null", "none"})
+
+
+def optional_path(value: Any) -> str | None:
+    """A checkpoint option: None for None, or for '', null or none in any case (as MONAI's command
+    line passes them: ``--pretrained_ckpt null`` gives the string 'null'); else the path as a string."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        return None
+    return str(value)

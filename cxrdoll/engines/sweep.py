@@ -22,7 +22,7 @@ HELP = "train several classifier architectures through the cxr_classifier bundle
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--datalist", help="classification datalist JSON (docs/FORMATS.md)")
-    data.add_argument("--dataset-dir", help="folder holding the datalist (e.g. a `synth` output)")
+    data.add_argument("--dataset-dir", help="folder holding the datalist (datalists/chexpert.json, chexpert.json or datalist.json)")
     parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
     parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"], help="architectures (cxrdoll.networks.CLASSIFIER_NAMES)")
     parser.add_argument("--image-size", type=int, default=320)

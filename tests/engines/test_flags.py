@@ -57,3 +57,19 @@ def test_resume_false_from_the_command_line_starts_over(tmp_path):
     with pytest.raises(RuntimeError) as failure:  # MONAI wraps the error of a config expression
         parser.get_parsed_content("train#checkpoint#resume", lazy=False)
     assert "--resume 'maybe': expected true or false" in str(failure.value.__cause__)
+
+
+@pytest.mark.parametrize("bundle, option, derived", [("cxr_seg_adapter", "pretrained_ckpt", "pretrained_file"),
+                                                     ("cxr_seg_adapter", "init_ckpt", "init_file"),
+                                                     ("cxr_seg_pretrain", "init_ckpt", "init_file")])
+def test_a_checkpoint_option_given_as_null_on_the_command_line_is_none(bundle, option, derived):
+    """``--pretrained_ckpt null`` (the backbone-only start) arrives as the string 'null'."""
+    config = json.loads((BUNDLES / bundle / "configs" / "train.json").read_text())
+    assert f"@{option}" not in json.dumps({k: v for k, v in config.items() if k != derived})  # all read the derived one
+    for spelling in ("null", "None", "", None):
+        parser = ConfigParser(config)
+        parser[option] = spelling
+        assert parser.get_parsed_content(derived) is None
+    parser = ConfigParser(config)
+    parser[option] = "runs/model.pt"
+    assert parser.get_parsed_content(derived) == "runs/model.pt"
