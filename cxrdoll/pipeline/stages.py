@@ -87,31 +87,28 @@ class StageRunner:
         write_json_atomic(self.marker_dir / f"{stage.name}.json",
                           {"commands": command_lines(stage), "reads": reads, **fields})
 
-    def _same_as_recorded(self, stage: Stage, marker: dict) -> bool:
-        return marker.get("commands") == command_lines(stage) and marker.get("reads", {}) == read_fingerprints(stage)
+    def _same_as_recorded(self, stage: Stage, marker: dict, reads: dict[str, str | None]) -> bool:
+        return bool(marker) and marker.get("commands") == command_lines(stage) and marker.get("reads", {}) == reads
 
-    def is_done(self, stage: Stage) -> bool:
-        marker = self._marker(stage)
-        return (bool(marker) and marker.get("finished", True) and self._same_as_recorded(stage, marker)
+    def _done(self, stage: Stage, marker: dict, reads: dict[str, str | None]) -> bool:
+        return (self._same_as_recorded(stage, marker, reads) and marker.get("finished", True)
                 and all(p.exists() for p in stage.outputs))
 
-    def is_stale(self, stage: Stage) -> bool:
-        """Whether what the stage left behind was made from other settings or inputs than this run's."""
-        if self.fresh:
-            return True
-        marker = self._marker(stage)
-        return bool(marker) and not self._same_as_recorded(stage, marker)
+    def is_done(self, stage: Stage) -> bool:
+        return self._done(stage, self._marker(stage), read_fingerprints(stage))
 
     def run(self, stage: Stage) -> None:
-        if self.is_done(stage):
+        marker, reads = self._marker(stage), read_fingerprints(stage)  # a folder's fingerprint stats every file: once
+        if self._done(stage, marker, reads):
             self._say(f"[{stage.name}] done already, skipping ({stage.description}); --fresh re-runs it")
             return
         self._say(f"[{stage.name}] {stage.description}")
-        if stage.workspace is not None and stage.workspace.exists() and self.is_stale(stage):
+        # made from other settings or inputs than this run's (a stage only interrupted resumes in it)
+        stale = self.fresh or (bool(marker) and not self._same_as_recorded(stage, marker, reads))
+        if stage.workspace is not None and stage.workspace.exists() and stale:
             self._say(f"  (emptying {stage.workspace}: made with other settings or inputs)")
             shutil.rmtree(stage.workspace)
         # From here its outputs are this run's: until it finishes, they are neither done nor another run's.
-        reads = read_fingerprints(stage)
         self._mark(stage, reads, finished=False)
         start = time.perf_counter()
         peak_kb = max(self._run_command(stage.name, command) for command in stage.commands)
