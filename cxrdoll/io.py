@@ -66,6 +66,11 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Itera
     write_text_atomic(path, buffer.getvalue())
 
 
+def as_json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), for comparing with a file's."""
+    return json.loads(json.dumps(value))
+
+
 def without_nan(obj: Any) -> Any:
     """``obj`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None.
 

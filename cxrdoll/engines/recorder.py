@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch import nn
 
 from cxrdoll.engines.auroc import MaskedAUROC
 from cxrdoll.engines.checkpoint import unwrap_module
-from cxrdoll.io import atomic_path, read_json, write_json_atomic
+from cxrdoll.io import as_json, atomic_path, read_json, write_json_atomic
 
 
 class ValidationRecorder:
@@ -99,11 +98,6 @@ class ValidationRecorder:
         later = later_validations(self.metrics_file, self.history, state.get("run_id"))
         if later is not None:
             self.history, self.best = later["history"], later["best"]
-
-
-def as_json(value: Any) -> Any:
-    """``value`` as JSON reads it back (tuples become lists), for comparing with a file's."""
-    return json.loads(json.dumps(value))
 
 
 def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:

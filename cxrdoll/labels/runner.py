@@ -8,7 +8,6 @@ killed run resumes where it stopped and a re-run rewrites nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import pil_error
 from cxrdoll.data.transforms import load_image_pipeline
-from cxrdoll.io import file_sha256, read_json, without_nan, write_json_atomic
+from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
 from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
@@ -290,7 +289,7 @@ class LabelRunner:
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes label content, as JSON reads it back: a resumed run must use the same."""
-        return json.loads(json.dumps({
+        return as_json({
             "explainer": self.explainer,
             "explain_name": self.explain_name,
             "explainer_options": self.explainer_options,
@@ -314,7 +313,7 @@ class LabelRunner:
                 for k in self.used
             ],
             "selection": {obs: [self.registry.classifiers[k].name for k in ks] for obs, ks in self.selection.items()},
-        }))
+        })
 
     def _check_settings(self) -> bool:
         """Refuse to resume into a folder labelled with different settings (mixed labels are silent poison).
