@@ -19,6 +19,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 
+_NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -26,7 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():  # checked first: the rename would fail naming the temporary file, not ``path``
         raise IsADirectoryError(f"{path}: is a folder; expected the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # the temporary name adds about 14 characters: shorten its stem so that any name the file
+    # system takes (255 bytes) can still be written
+    stem = path.name.encode()[: _NAME_MAX - 32 - len(path.suffix.encode())].decode(errors="ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions

@@ -109,3 +109,12 @@ def test_without_nan_replaces_nan_and_infinity_at_any_depth():
     record = {"a": float("nan"), "b": [1.0, float("inf"), {"c": float("-inf"), "d": "NaN"}], "e": (2, float("nan"))}
     assert without_nan(record) == {"a": None, "b": [1.0, None, {"c": None, "d": "NaN"}], "e": [2, None]}
     assert without_nan(record) == without_nan(record)  # NaN would make a record unequal to itself
+
+
+def test_atomic_write_takes_the_longest_name_the_file_system_takes(tmp_path):
+    """The temporary name is longer than the target's; a 255-byte name (the limit) must still work."""
+    for name in ("a" * 250 + ".json", "é" * 125 + ".json"):  # 255 bytes; the second with 2-byte characters
+        assert len(name.encode()) == 255
+        write_json_atomic(tmp_path / name, {"a": 1})
+        assert read_json(tmp_path / name) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 250 + ".json", "é" * 125 + ".json"])
