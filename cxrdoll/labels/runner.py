@@ -30,7 +30,8 @@ from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
 from cxrdoll.labels.postprocess import postprocess
 from cxrdoll.labels.selection import Registry, best_overall, load_registry, select_models, single_model_selection
 from cxrdoll.labels.targets import POLICIES, label_state, raw_labels, target_indices
-from cxrdoll.labels.writer import SHARD_DIR, finalise, label_path, shard_path, write_label, write_shard_record
+from cxrdoll.labels.writer import (SHARD_DIR, finalise, label_path, record_code_version, shard_path, write_label,
+                                   write_shard_record)
 from cxrdoll.networks.encoders import checked_image_size
 
 logger = logging.getLogger("cxrdoll.labels")
@@ -435,6 +436,8 @@ class LabelRunner:
                         if not settings_recorded:
                             self._record_settings()
                             settings_recorded = True
+                        if not written:
+                            record_code_version(self.output_dir)
                         write_label(label_path(self.output_dir, s["item"]["id"]), mask, state,
                                     soft if self.save_soft else None)
                         written += 1

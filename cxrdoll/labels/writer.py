@@ -9,6 +9,8 @@ skipped, merges them into the final outputs.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import subprocess
 import zipfile
@@ -22,6 +24,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.io import npz_bytes, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 SHARD_DIR = ".shards"
+CODE_DIR = "code"  # under SHARD_DIR: one record per code version that wrote labels here
 REPORT_COLUMNS = ("id", "image", "reason")
 
 
@@ -91,6 +94,20 @@ def code_version() -> dict[str, Any]:
     return {"cxrdoll": cxrdoll.__version__, "git_commit": commit}
 
 
+def record_code_version(out_dir: str | os.PathLike) -> None:
+    """Note the code writing labels into this folder: a resumed run may be a later commit than the
+    run that wrote the first labels, and the manifest names every one (``label_code_versions``)."""
+    version = code_version()
+    key = hashlib.sha256(json.dumps(version, sort_keys=True).encode()).hexdigest()[:16]
+    write_json_atomic(Path(out_dir) / SHARD_DIR / CODE_DIR / f"{key}.json", version)
+
+
+def label_code_versions(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every code version recorded by ``record_code_version`` in this folder, in a fixed order."""
+    records = (read_json(p) for p in (Path(out_dir) / SHARD_DIR / CODE_DIR).glob("*.json"))
+    return sorted(records, key=lambda v: json.dumps(v, sort_keys=True))
+
+
 def finalise(
     out_dir: str | os.PathLike,
     sections: dict[str, list[dict]],
@@ -144,7 +161,8 @@ def finalise(
         "positives": dict(zip(OBSERVATIONS, positives.tolist())),
         "negatives": dict(zip(OBSERVATIONS, negatives.tolist())),
     }
-    write_json_atomic(out_dir / "manifest.json", {**manifest, "counts": counts, "code_version": code_version()})
+    write_json_atomic(out_dir / "manifest.json", {**manifest, "counts": counts, "code_version": code_version(),
+                                                  "label_code_versions": label_code_versions(out_dir)})
     return True
 
 

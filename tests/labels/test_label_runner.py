@@ -131,6 +131,36 @@ def test_a_run_stopped_before_its_first_label_leaves_the_folder_to_the_corrected
                                                         "binarise_value": 10}).run()
 
 
+def test_the_manifest_names_every_code_version_that_wrote_labels(setup, tmp_path, monkeypatch):
+    """A run stopped part-way and finished by a later commit: its labels are not only the later one's."""
+    classifiers, datalist, reference, _ = setup
+    version = {"cxrdoll": "0.1.0", "git_commit": "a" * 40}
+    monkeypatch.setattr("cxrdoll.labels.writer.code_version", lambda: dict(version))
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_two(result):
+        seen.append(result)
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        LabelRunner(classifiers, datalist, tmp_path, handlers=[stop_after_two], **OPTIONS).run()
+    version["git_commit"] = "b" * 40
+    assert LabelRunner(classifiers, datalist, tmp_path, **OPTIONS).run()["finalised"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["code_version"] == {"cxrdoll": "0.1.0", "git_commit": "b" * 40}
+    assert manifest["label_code_versions"] == [{"cxrdoll": "0.1.0", "git_commit": c * 40} for c in "ab"]
+    assert _label_files(tmp_path) == _label_files(reference)
+
+    version["git_commit"] = "c" * 40  # a re-run that labels nothing adds no version
+    LabelRunner(classifiers, datalist, tmp_path, **OPTIONS).run()
+    assert json.loads((tmp_path / "manifest.json").read_text())["label_code_versions"] == manifest["label_code_versions"]
+
+
 def test_resuming_with_other_settings_is_refused(setup):
     classifiers, datalist, reference, _ = setup
     with pytest.raises(ValueError, match=r"holds labels made with different settings \(differ in \['selection', 'tau'\]\)"):
