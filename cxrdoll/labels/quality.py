@@ -7,8 +7,10 @@ a target for it):
   often flat (values clipped at 1); the peak pixel is then the tied pixel nearest the ties' centroid;
 - soft-map AUROC: pixel AUROC of the soft map against the truth, per image, averaged;
 - bootstrap 95 % CIs: images resampled with replacement (percentile method, fixed seed).
-Truth masks are at the image's resolution and labels at ``image_size``: truth is area-resized to
-the label size and thresholded at 0.5, the same area interpolation the images went through.
+Truth masks are at the image's resolution and labels at ``image_size``. As in cheXlocalize, scores
+are taken at the truth's resolution: the binary mask is enlarged by nearest-neighbour and the soft
+map bilinearly to the truth's height and width (undoing the images' square resize). Shrinking the
+truth instead would erase findings under half a label pixel wide, such as a fracture line.
 """
 
 from __future__ import annotations
@@ -64,12 +66,19 @@ def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
     return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def resize_truth(truth: np.ndarray, size: int) -> np.ndarray:
-    """``(C, H, W)`` 0/1 masks -> boolean ``(C, size, size)`` by area interpolation and a 0.5 threshold."""
-    if truth.shape[-2:] == (size, size):
-        return truth.astype(bool)
-    t = torch.as_tensor(truth.astype(np.float32)).unsqueeze(0)
-    return (F.interpolate(t, size=(size, size), mode="area")[0] >= 0.5).numpy()
+def to_truth_size(mask: np.ndarray, soft: np.ndarray | None, shape: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label channels ``(C, S, S)`` -> the truth's ``(C, H, W)``: the binary mask by nearest
+    neighbour (boolean), the soft map bilinearly (float32)."""
+    shape = tuple(int(v) for v in shape)
+    if mask.shape[-2:] == shape:
+        return mask.astype(bool), None if soft is None else soft.astype(np.float32)
+    m = torch.as_tensor(mask.astype(np.float32)).unsqueeze(0)
+    big_mask = (F.interpolate(m, size=shape, mode="nearest-exact")[0] >= 0.5).numpy()
+    if soft is None:
+        return big_mask, None
+    s = torch.as_tensor(soft.astype(np.float32)).unsqueeze(0)
+    return big_mask, F.interpolate(s, size=shape, mode="bilinear", align_corners=False)[0].numpy()
 
 
 def read_truth(path: str | os.PathLike) -> np.ndarray:
@@ -115,21 +124,23 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
             raise ValueError(f"{labels[item_id]}: label file lacks 'mask' or 'state'")
         soft = label.get("soft")
         check_label(labels[item_id], label["mask"], label["state"], soft)
-        size = label["mask"].shape[-1]
-        truth = resize_truth(read_truth(truths[item_id]), size)
+        truth = read_truth(truths[item_id]).astype(bool)
         has_soft = has_soft and soft is not None
-        for j, ch in enumerate(_LOC):
-            positive = bool(truth[ch].any())
-            targeted = label["state"][ch] == 1
-            truth_positive[j] += positive
-            false_positive[j] += targeted and not positive
-            if not (positive and targeted):
-                continue
-            values["iou"][i, j] = iou(label["mask"][ch], truth[ch])
-            if soft is not None:
-                s = soft[ch].astype(np.float32)
-                values["hit"][i, j] = hit(s, truth[ch])
-                values["auroc"][i, j] = pixel_auroc(s, truth[ch])
+        positive = truth[_LOC].reshape(len(_LOC), -1).any(axis=1)
+        targeted = label["state"][_LOC] == 1
+        truth_positive += positive
+        false_positive += targeted & ~positive
+        scored = [j for j in range(c) if positive[j] and targeted[j]]
+        if not scored:
+            continue
+        channels = [_LOC[j] for j in scored]
+        masks, softs = to_truth_size(label["mask"][channels], None if soft is None else soft[channels],
+                                     truth.shape[-2:])
+        for k, (j, ch) in enumerate(zip(scored, channels)):
+            values["iou"][i, j] = iou(masks[k], truth[ch])
+            if softs is not None:
+                values["hit"][i, j] = hit(softs[k], truth[ch])
+                values["auroc"][i, j] = pixel_auroc(softs[k], truth[ch])
     return Scores(list(ids), values, truth_positive, false_positive, has_soft)
 
 
@@ -147,37 +158,51 @@ def _mean_over_observations(values: np.ndarray) -> float:
     return float(_nanmean(per_obs, axis=0)) if np.any(~np.isnan(per_obs)) else float("nan")
 
 
+def _observations_kept(defined: np.ndarray, rows: np.ndarray, observed: np.ndarray) -> bool:
+    """Whether a resample (``rows``) still scores every observation the estimate scores: a resample
+    that drew none of a rare observation's images would average a different set of observations."""
+    return bool(np.all(observed[rows].any(axis=0)[defined]))
+
+
 def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Point estimates and percentile 95 % CIs, per observation and for the mean over observations.
 
     Images (rows) are resampled jointly for every observation, so the CI of the mean respects the
-    correlation between observations of the same image.
+    correlation between observations of the same image. The mean's CI uses the resamples that keep
+    every observation of the estimate (``mean_resamples`` of them); an observation scored on a single
+    image gets no CI.
     """
+    observed = ~np.isnan(values)
     per_obs = _nanmean(values, axis=0)
+    defined = ~np.isnan(per_obs)
+    counts = observed.sum(axis=0)
     overall = _mean_over_observations(values)
     rng = np.random.default_rng(seed)
     n = values.shape[0]
     lo = np.full(values.shape[1], np.nan)
     hi = np.full(values.shape[1], np.nan)
     overall_ci = (float("nan"), float("nan"))
+    kept = 0
     if n > 0 and n_boot > 0:
         boot = np.empty((n_boot, values.shape[1]))
+        keep = np.zeros(n_boot, dtype=bool)
         for b in range(n_boot):
-            boot[b] = _nanmean(values[rng.integers(0, n, size=n)], axis=0)
+            rows = rng.integers(0, n, size=n)
+            boot[b] = _nanmean(values[rows], axis=0)
+            keep[b] = _observations_kept(defined, rows, observed)
         with np.errstate(invalid="ignore"):
-            for j in range(values.shape[1]):
+            for j in np.flatnonzero(counts >= 2):
                 col = boot[:, j][~np.isnan(boot[:, j])]
-                if col.size:
-                    lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
-            means = _nanmean(boot, axis=1)
-            means = means[~np.isnan(means)]
-            if means.size:
-                overall_ci = tuple(float(v) for v in np.percentile(means, [2.5, 97.5]))
+                lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
+            kept = int(keep.sum())
+            if kept and defined.any():
+                overall_ci = tuple(float(v) for v in np.percentile(_nanmean(boot[keep], axis=1), [2.5, 97.5]))
     return {
         "mean": overall,
         "mean_ci": list(overall_ci),
+        "mean_resamples": kept,
         "per_observation": {
-            obs: {"value": _f(per_obs[j]), "ci": [_f(lo[j]), _f(hi[j])], "n": int(np.sum(~np.isnan(values[:, j])))}
+            obs: {"value": _f(per_obs[j]), "ci": [_f(lo[j]), _f(hi[j])], "n": int(counts[j])}
             for j, obs in enumerate(LOCALISABLE_OBSERVATIONS)
         },
     }
@@ -186,20 +211,28 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
 def paired_difference(reference: np.ndarray, other: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Mean-over-observations of ``reference`` minus ``other`` (both ``(N, 13)`` on the same images).
 
-    Both are resampled with the *same* image indices, so what the images share (easy or hard
-    cases) cancels and the CI is that of the difference, not two overlapping marginal CIs.
-    ``ahead`` is the share of resamples where ``reference`` is higher.
+    Only the (image, observation) cells both labellings scored are compared: where their targets
+    differ (``ensemble_predicted``, other policies), a labelling that skipped a hard image would
+    otherwise look better. Both are resampled with the *same* image indices, so what the images
+    share (easy or hard cases) cancels and the CI is that of the difference, not two overlapping
+    marginal CIs; resamples that lose an observation of the estimate are left out, as in
+    :func:`summarise`. ``ahead`` is the share of resamples where ``reference`` is higher.
     """
     if reference.shape != other.shape:
         raise ValueError(f"paired scores must have the same shape, got {reference.shape} and {other.shape}")
+    both = ~np.isnan(reference) & ~np.isnan(other)
+    reference, other = np.where(both, reference, np.nan), np.where(both, other, np.nan)
+    defined = both.any(axis=0)
     diff = _mean_over_observations(reference) - _mean_over_observations(other)
     rng = np.random.default_rng(seed)
     n = reference.shape[0]
+    resamples = (rng.integers(0, n, size=n) for _ in range(n_boot if n else 0))
     boot = np.array([_mean_over_observations(reference[rows]) - _mean_over_observations(other[rows])
-                     for rows in (rng.integers(0, n, size=n) for _ in range(n_boot if n else 0))])
+                     for rows in resamples if _observations_kept(defined, rows, both)])
     boot = boot[~np.isnan(boot)]
     ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if boot.size else [float("nan")] * 2
-    return {"diff": diff, "ci": ci, "ahead": float(np.mean(boot > 0)) if boot.size else float("nan")}
+    return {"diff": diff, "ci": ci, "ahead": float(np.mean(boot > 0)) if boot.size else float("nan"),
+            "cells": int(both.sum()), "resamples": int(boot.size)}
 
 
 def _f(x: float) -> float | None:

@@ -6,7 +6,7 @@ import pytest
 from cxrdoll.cli import main
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
 from cxrdoll.labels.quality import (
-    hit, iou, paired_difference, peak_pixel, pixel_auroc, read_truth, resize_truth, summarise,
+    hit, iou, paired_difference, peak_pixel, pixel_auroc, read_truth, score_labelling, summarise, to_truth_size,
 )
 from cxrdoll.labels.writer import write_label
 
@@ -38,27 +38,53 @@ def test_flat_peak_resolves_to_the_tie_nearest_the_centroid():
     assert peak_pixel(soft) == (2, 2)
 
 
-def test_truth_is_area_resized_to_the_label_size():
-    truth = np.zeros((1, 8, 8), np.uint8)
-    truth[0, :4, :4] = 1
-    truth[0, 4, 4] = 1  # a quarter of one 2x2 cell: below the 0.5 area threshold
-    out = resize_truth(truth, 4)
-    expected = np.zeros((4, 4), bool)
-    expected[:2, :2] = True
-    np.testing.assert_array_equal(out[0], expected)
+def test_labels_are_enlarged_to_the_truth_resolution():
+    mask = np.zeros((1, 4, 4), np.uint8)
+    mask[0, :2, :2] = 1
+    soft = np.zeros((1, 4, 4), np.float32)
+    soft[0, 0, 0] = 1.0
+    big_mask, big_soft = to_truth_size(mask, soft, (8, 8))
+    expected = np.zeros((8, 8), bool)
+    expected[:4, :4] = True  # each label pixel covers exactly 2x2 truth pixels
+    np.testing.assert_array_equal(big_mask[0], expected)
+    # bilinear, half-pixel centres: the corner pixel keeps its value, its neighbour is 3/4 of it
+    assert big_soft[0, 0, 0] == pytest.approx(1.0) and big_soft[0, 0, 1] == pytest.approx(0.75)
+    assert to_truth_size(mask, None, (4, 4))[1] is None
 
 
-def test_truth_at_a_non_square_image_resolution_is_read_and_squashed_like_the_image(tmp_path):
-    """Images are resized to a square without keeping their aspect ratio; their truth goes the same way."""
+def test_a_label_is_scored_at_a_non_square_truth_like_the_image_it_was_squashed_from(tmp_path):
+    """Images are resized to a square without keeping their aspect ratio; labels go back the same way."""
     truth = np.zeros((14, 8, 12), np.uint8)
     truth[CARDIO, :4, :6] = 1  # the top-left quarter of a landscape image
-    np.savez_compressed(tmp_path / "wide.npz", mask=truth)
-    expected = np.zeros((4, 4), bool)
-    expected[:2, :2] = True
-    np.testing.assert_array_equal(resize_truth(read_truth(tmp_path / "wide.npz"), 4)[CARDIO], expected)
+    np.savez_compressed(tmp_path / "truth.npz", mask=truth)
+    top_left = np.zeros((4, 4), np.uint8)
+    top_left[:2, :2] = 1
+    _label(tmp_path / "labels", "truth", top_left, top_left * 0.9)
+    scores = score_labelling({"truth": tmp_path / "labels" / "truth.npz"}, {"truth": tmp_path / "truth.npz"}, ["truth"])
+    j = LOCALISABLE_OBSERVATIONS.index("Cardiomegaly")
+    assert scores.values["iou"][0, j] == 1.0 and scores.values["hit"][0, j] == 1.0
     np.savez_compressed(tmp_path / "bad.npz", mask=np.zeros((13, 8, 12), np.uint8))
     with pytest.raises(ValueError, match=r"bad.npz: truth mask must be \(14, H, W\), got \(13, 8, 12\)"):
         read_truth(tmp_path / "bad.npz")
+
+
+def test_a_finding_thinner_than_a_label_pixel_is_scored_not_called_a_false_positive(tmp_path):
+    """A 2-px fracture line in a 64-px truth, labelled at 16 px (4 truth px per label px)."""
+    truth = np.zeros((14, 64, 64), np.uint8)
+    fracture = OBSERVATIONS.index("Fracture")
+    truth[fracture, 10:50, 29:31] = 1  # the middle of label column 7 (truth columns 28-31)
+    np.savez_compressed(tmp_path / "t.npz", mask=truth)
+    mask = np.zeros((14, 16, 16), np.uint8)
+    mask[fracture, 2:13, 7:8] = 1  # the label column over the line
+    state = np.full(14, -1, np.int8)
+    state[fracture] = 1
+    soft = mask.astype(np.float32)
+    write_label(tmp_path / "l.npz", mask, state, soft)
+    scores = score_labelling({"x": tmp_path / "l.npz"}, {"x": tmp_path / "t.npz"}, ["x"])
+    j = LOCALISABLE_OBSERVATIONS.index("Fracture")
+    assert scores.truth_positive[j] == 1 and scores.false_positive[j] == 0
+    assert scores.values["iou"][0, j] == pytest.approx(80 / (44 * 4))  # 80 truth px inside 44x4 labelled px
+    assert scores.values["hit"][0, j] == 1.0 and scores.values["auroc"][0, j] > 0.95
 
 
 def test_bootstrap_ci_contains_the_estimate_and_is_deterministic():
@@ -106,6 +132,31 @@ def test_paired_bootstrap_cancels_what_the_images_share():
         paired_difference(reference, other[:-1])
 
 
+def test_the_ci_of_the_mean_averages_the_same_observations_as_the_estimate():
+    """A rare observation (one image, IoU 0) is missing from about a third of the resamples; those
+    would average only the common observations (IoU 0.6) and sit outside the estimate's own CI."""
+    values = np.full((50, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[:, :12] = 0.6 + np.linspace(-0.01, 0.01, 50)[:, None]
+    values[0, 12] = 0.0
+    result = summarise(values, 1000, seed=0)
+    assert result["mean"] == pytest.approx(0.6 * 12 / 13)
+    assert result["mean_ci"][1] < 0.57  # the mixture's upper end was 0.60
+    assert 550 < result["mean_resamples"] < 750  # the resamples that drew image 0
+    assert result["per_observation"][LOCALISABLE_OBSERVATIONS[12]] == {"value": 0.0, "ci": [None, None], "n": 1}
+
+
+def test_the_paired_bootstrap_compares_only_the_images_both_scored():
+    """Same scores on the shared images; the reference alone also scored one hard image."""
+    rng = np.random.default_rng(0)
+    other = np.full((20, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    other[1:, 0] = rng.uniform(0.4, 0.6, 19)
+    reference = other.copy()
+    reference[0, 0] = 0.0  # e.g. an image only the ensemble predicted positive
+    paired = paired_difference(reference, other, n_boot=200, seed=0)
+    assert paired["diff"] == 0.0 and paired["ci"] == [0.0, 0.0] and paired["cells"] == 19
+    assert paired["resamples"] == 200
+
+
 def test_label_quality_command_compares_labellings(tmp_path, capsys):
     truth_dir, good, bad = tmp_path / "truth", tmp_path / "good", tmp_path / "bad"
     # Truth at 8x8; labels at 4x4. Image "p1/a": cardio in the top-left 4x4 block (-> 2x2 at 4x4).
@@ -134,15 +185,16 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     assert other["iou"]["per_observation"]["Cardiomegaly"]["value"] == pytest.approx(1 / 3)
     assert doll["hit"]["mean"] == 1.0 and other["hit"]["mean"] == 0.0
     assert doll["auroc"]["mean"] == 1.0
-    # AUROC of soft_bad: one negative pixel scores above every positive, 11 negatives tie at 0 with 4 positives.
-    assert other["auroc"]["mean"] == pytest.approx((4 * 11 * 0.5) / (4 * 12))
+    # AUROC of soft_bad at 8x8: its one hot pixel spreads bilinearly over 3x3 negative pixels (columns
+    # 5-7, rows 0-2); the 16 positives tie at 0 with the other 39 negatives.
+    assert other["auroc"]["mean"] == pytest.approx((16 * 39 * 0.5) / (16 * 48))
     assert doll["iou"]["per_observation"]["Edema"]["n"] == 0
     assert doll["iou"]["per_observation"]["Edema"]["value"] is None  # null, not NaN: the file is strict JSON
     assert "NaN" not in (tmp_path / "q" / "label_quality.json").read_text()
     report = (tmp_path / "q" / "label_quality.md").read_text()
     assert "1 images labelled by every labelling (of 2 truth files; label files: doll 2, bad 1)" in report
     assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report
-    assert "| Cardiomegaly | 1 | 1.000 [1.000, 1.000] | 0.333 [0.333, 0.333] |" in report
+    assert "| Cardiomegaly | 1 | 1.000 | 0.333 |" in report  # one image: no CI
     assert result["paired_iou"]["reference"] == "doll"
     assert result["paired_iou"]["others"]["bad"]["diff"] == pytest.approx(2 / 3)
     assert "| bad | 0.667 [0.667, 0.667] | 100% |" in report
