@@ -317,9 +317,9 @@ def summarise(results: list[tuple[Run, dict]], sizes: Sequence[int | None]) -> d
                 "n_images": runs[0]["num_train"],
                 "seeds": len(runs),
                 "final_mean": float(np.mean(final)),
-                "final_std": float(np.std(final, ddof=1)) if len(final) > 1 else 0.0,
+                "final_std": _sd(final),
                 "best_mean": float(np.mean(best)),
-                "best_std": float(np.std(best, ddof=1)) if len(best) > 1 else 0.0,
+                "best_std": _sd(best),
                 "dice_per_epoch": curves.mean(axis=0).tolist(),
             }
         first = next((h for r, h in results if r.start == start), None)
@@ -356,11 +356,20 @@ def paired_comparison(
         d = np.array(values)
         paired.setdefault(size, {})[other] = {
             "mean_diff": float(d.mean()),
-            "std_diff": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "std_diff": _sd(d),
             "wins": int((d > 0).sum()),
             "seeds": int(len(d)),
         }
     return paired
+
+
+def _sd(values: Sequence[float]) -> float | None:
+    """Sample standard deviation over seeds; None for one seed (undefined, not zero spread)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _pm(sd: float | None) -> str:
+    return "" if sd is None else f" ± {sd:.3f}"
 
 
 def _size_key(n: int | None) -> str:
@@ -394,7 +403,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
         cells = []
         for s in starts:
             r = summary[s]["sizes"].get(size)
-            cells.append("" if r is None else f"{r['final_mean']:.3f} ± {r['final_std']:.3f} ({r['best_mean']:.3f})")
+            cells.append("" if r is None else f"{r['final_mean']:.3f}{_pm(r['final_std'])} ({r['best_mean']:.3f})")
         n_images = next(summary[s]["sizes"][size]["n_images"] for s in starts if size in summary[s]["sizes"])
         lines.append(f"| {size if size != 'all' else f'all ({n_images})'} | " + " | ".join(cells) + " |")
     lines.append("| trainable parameters | " + " | ".join(f"{summary[s]['trainable_parameters']:,}" for s in starts) + " |")
@@ -406,7 +415,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str 
                   "| labelled images | " + " | ".join(f"vs {LABELS[s]}" for s in others) + " |",
                   "|---|" + "---|" * len(others)]
         for size, by_other in paired.items():
-            cells = [f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f} ({c['wins']}/{c['seeds']})"
+            cells = [f"{c['mean_diff']:+.3f}{_pm(c['std_diff'])} ({c['wins']}/{c['seeds']})"
                      if (c := by_other.get(s)) else "" for s in others]
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
     if curve_size is not None:
@@ -433,7 +442,7 @@ def plot(summary: dict[str, Any], path: Path, curve_size: str | None) -> None:
             continue
         keys = list(s["sizes"])
         x = [s["sizes"][k]["n_images"] for k in keys]
-        axes[0].errorbar(x, [s["sizes"][k]["final_mean"] for k in keys], yerr=[s["sizes"][k]["final_std"] for k in keys],
+        axes[0].errorbar(x, [s["sizes"][k]["final_mean"] for k in keys], yerr=[s["sizes"][k]["final_std"] or 0.0 for k in keys],
                          marker="o", capsize=3, label=s["label"])
         if curve_size in s["sizes"]:
             curve = s["sizes"][curve_size]["dice_per_epoch"]

@@ -189,6 +189,20 @@ def test_paired_comparison_differences_by_seed_and_counts_wins():
     assert f"| 8 | {scratch['mean_diff']:+.3f} ± {scratch['std_diff']:.3f} (2/3) |" in table
 
 
+def test_one_seed_reports_no_spread_rather_than_zero():
+    history = {"num_train": 8, "trainable_parameters": 10, "total_parameters": 10,
+               "history": [{"epoch": 1, KEY: 0.4}, {"epoch": 2, KEY: 0.5}]}
+    results = [(Run("doll_adapters", 8, 0), history), (Run("scratch", 8, 0), {**history, "history": [{"epoch": 1, KEY: 0.3}]})]
+    summary, paired = summarise(results, [8]), paired_comparison(results)
+    assert summary["doll_adapters"]["sizes"]["8"]["final_std"] is None
+    assert paired["8"]["scratch"] == {"mean_diff": pytest.approx(0.2), "std_diff": None, "wins": 1, "seeds": 1}
+    settings = {"datalist": "d.json", "encoder_name": "resnet10", "decoder": "unet", "image_size": 64,
+                "max_epochs": 2, "samples_per_epoch": 4, "seeds": [0], "device": "cpu"}
+    table = markdown(summary, settings, None, paired)
+    assert "| 8 | 0.300 (0.300) | 0.500 (0.500) |" in table and "| 8 | +0.200 (1/1) |" in table
+    assert "±" not in table.split("Validation mean Dice after")[1].split("\n\n")[1]
+
+
 @pytest.mark.parametrize("change", [
     {"batch_size": 8}, {"samples_per_epoch": 32}, {"image_size": 96}, {"encoder_name": "resnet10"},
     {"decoder": "psp"}, {"decoder_channels": [64, 32, 16, 8, 8]}, {"max_epochs": 3}, {"learning_rate": 0.5},
