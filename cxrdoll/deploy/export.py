@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Sequence
@@ -38,13 +39,16 @@ def export_seg_bundle(
     network: torch.nn.Module, root: str | os.PathLike, channel_names: Sequence[str], spatial_size: int,
     name: str = "cxr segmentation",
 ) -> Path:
-    """Trace ``network`` to ``models/model.ts`` and write ``configs/metadata.json``; returns ``root``."""
+    """Script a copy of ``network`` to ``models/model.ts`` and write ``configs/metadata.json``; returns ``root``.
+
+    Scripted, as the bundles' ``ckpt_export`` does, not traced: a trace freezes the sizes it saw, so
+    a PSP decoder failed at every other size and a U-Net lost its "not divisible by 32" error.
+    The caller's network keeps its mode and device.
+    """
     root = Path(root)
-    network = network.eval().cpu()
-    with torch.no_grad():
-        traced = torch.jit.trace(network, torch.zeros(1, 1, spatial_size, spatial_size))
+    scripted = torch.jit.script(copy.deepcopy(network).eval().cpu())
     with atomic_path(root / "models" / "model.ts") as tmp:
-        torch.jit.save(traced, str(tmp))
+        torch.jit.save(scripted, str(tmp))
     write_json_atomic(
         root / "configs" / "metadata.json",
         {"name": name, "version": "0.1.0", "network_data_format": network_data_format(channel_names, spatial_size)},

@@ -15,5 +15,5 @@ def pretraining_segmenter(
     """``build_segmenter`` with one output per observation; ``init_ckpt`` (a classifier checkpoint) sets the encoder."""
     model = build_segmenter(encoder_name, decoder, out_channels=len(OBSERVATIONS), **kw)
     if init_ckpt:
-        init_encoder_from_classifier(model, init_ckpt)
+        init_encoder_from_classifier(model, init_ckpt, model_name=f"{encoder_name} encoder")
     return model

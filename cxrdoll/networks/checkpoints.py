@@ -113,31 +113,33 @@ def _source_name(source: CheckpointLike) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else "checkpoint"
 
 
-def init_encoder_from_classifier(segmenter: nn.Module, checkpoint: CheckpointLike) -> LoadReport:
+def init_encoder_from_classifier(segmenter: nn.Module, checkpoint: CheckpointLike, model_name: str = "") -> LoadReport:
     """Copy a classifier checkpoint's ``encoder.*`` weights into ``segmenter.encoder`` (backbone-only init).
 
     Every encoder key must be present with the right shape; the classifier head is reported as ignored.
-    A segmentation checkpoint is refused: its decoder would be dropped without a word.
+    A segmentation checkpoint is refused: its decoder would be dropped without a word. ``model_name``
+    (the run's encoder) goes into a mismatch message, as in :func:`load_network_weights`.
     """
     state = load_state_dict_file(checkpoint)
     if any(k.startswith("decoder.") for k in state):
         raise ValueError(f"{_source_name(checkpoint)} holds a decoder, like a segmentation checkpoint: give it as the "
                          "pretrained checkpoint (pretrained_ckpt: encoder and decoder), or give a classifier here")
-    encoder_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    target = segmenter.encoder.state_dict()
-    check_state_dict(f"{_source_name(checkpoint)} (encoder part)", target, encoder_state)
-    segmenter.encoder.load_state_dict(encoder_state, strict=True)
-    return LoadReport(
-        loaded=[f"encoder.{k}" for k in encoder_state], ignored=sorted(k for k in state if not k.startswith("encoder."))
-    )
+    given = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    target = {f"encoder.{k}": v for k, v in segmenter.encoder.state_dict().items()}
+    check_state_dict(f"{_source_name(checkpoint)} (encoder part)", target, given,
+                     f" ({model_name})" if model_name else "")
+    segmenter.encoder.load_state_dict({k[len("encoder."):]: v for k, v in given.items()}, strict=True)
+    return LoadReport(loaded=list(given), ignored=sorted(k for k in state if not k.startswith("encoder.")))
 
 
-def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, head: bool = True) -> LoadReport:
+def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, head: bool = True,
+                              model_name: str = "") -> LoadReport:
     """Load a full segmenter checkpoint: encoder, decoder and, unless ``head=False``, the head.
 
     ``head=False`` keeps the model's (downstream) head and reports the checkpoint's as ignored.
     Adapters the model has but the checkpoint lacks keep their zero initialisation (a DoLL
     pre-trained checkpoint has none); the reverse is an error, since their weights would be lost.
+    ``model_name`` (the run's encoder and decoder) goes into a mismatch message.
     """
     state = load_state_dict_file(checkpoint)
     name = _source_name(checkpoint)
@@ -156,7 +158,7 @@ def load_segmenter_checkpoint(segmenter: nn.Module, checkpoint: CheckpointLike, 
         for k, v in target.items()
         if (head or not k.startswith("head.")) and not (keep_initial and _is_adapter_key(k))
     }
-    check_state_dict(name, target, state)
+    check_state_dict(name, target, state, f" ({model_name})" if model_name else "")
     segmenter.load_state_dict(state, strict=False)
     return LoadReport(loaded=sorted(state), ignored=ignored)
 

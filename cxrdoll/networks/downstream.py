@@ -62,8 +62,8 @@ def prepare_downstream_segmenter(
                          "from a classifier alone the frozen decoder would stay random")
     segmenter = build_downstream_segmenter(encoder_name, out_channels, mode, decoder, adapter_reduction, **kw)
     if classifier_ckpt:
-        init_encoder_from_classifier(segmenter, classifier_ckpt)
+        init_encoder_from_classifier(segmenter, classifier_ckpt, model_name=f"{encoder_name} encoder")
     if pretrained_ckpt:
-        load_segmenter_checkpoint(segmenter, pretrained_ckpt, head=False)
+        load_segmenter_checkpoint(segmenter, pretrained_ckpt, head=False, model_name=f"{encoder_name} {decoder}")
     configure_trainable(segmenter, mode, freeze_decoder)
     return segmenter

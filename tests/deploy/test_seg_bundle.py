@@ -166,3 +166,24 @@ def test_unreadable_torchscript_names_the_file_and_the_problem(tmp_path):
     torch.save(tiny_network().state_dict(), model)
     with pytest.raises(ValueError, match="model.ts: cannot load as a TorchScript model: not a TorchScript model"):
         SegBundle.load(root)
+
+
+def test_an_exported_bundle_runs_at_other_sizes_and_leaves_the_network_alone(tmp_path):
+    """export_seg_bundle scripts: a trace froze the PSP decoder's sizes (it failed at 96 px after a
+    64 px export) and dropped the U-Net's size check."""
+    from cxrdoll.deploy.export import export_seg_bundle
+    from cxrdoll.networks import build_segmenter
+
+    torch.manual_seed(0)
+    for decoder, options in (("psp", {"psp_channels": 16}), ("unet", {"decoder_channels": (16, 16, 8, 8, 8)})):
+        network = build_segmenter("densenet_tiny", decoder, out_channels=2, **options).train()
+        root = export_seg_bundle(network, tmp_path / decoder, ["a", "b"], 64)
+        assert network.training  # the caller's model keeps its mode
+        loaded = torch.jit.load(str(root / "models" / "model.ts"))
+        network.eval()
+        for size in (64, 96):
+            x = torch.randn(1, 1, size, size)
+            with torch.no_grad():
+                torch.testing.assert_close(loaded(x), network(x))
+        with pytest.raises(torch.jit.Error, match="input size 100x100 is not divisible by 32"):
+            loaded(torch.zeros(1, 1, 100, 100))

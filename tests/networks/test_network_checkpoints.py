@@ -55,11 +55,27 @@ def test_classifier_of_another_architecture_is_refused_with_the_keys(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in segmenter.state_dict().items())
 
 
+def test_a_mismatch_names_the_run_s_network(tmp_path):
+    """The segmentation paths name the encoder (and decoder) the run built, as the classifier path does."""
+    from cxrdoll.engines.seg_network import pretraining_segmenter
+    from cxrdoll.networks import prepare_downstream_segmenter
+
+    classifier = tmp_path / "resnet10.pt"
+    torch.save(build_classifier("resnet10").state_dict(), classifier)
+    with pytest.raises(ValueError, match=r"resnet10\.pt \(encoder part\) does not match the model \(densenet_tiny "
+                                         r"encoder\): \d+ missing keys \(e\.g\. \['encoder\.stages"):
+        pretraining_segmenter("densenet_tiny", init_ckpt=classifier, **SMALL)
+    segmenter = tmp_path / "doll.pt"
+    torch.save(build_segmenter("resnet10", **SMALL).state_dict(), segmenter)
+    with pytest.raises(ValueError, match=r"doll\.pt does not match the model \(densenet_tiny unet\): "):
+        prepare_downstream_segmenter("densenet_tiny", 2, "adapters", pretrained_ckpt=segmenter, **SMALL)
+
+
 def test_shape_mismatch_is_reported():
     classifier = build_classifier("densenet_tiny", in_channels=3)
     segmenter = build_segmenter("densenet_tiny", **SMALL)
     expected = (
-        r"1 shape mismatches \(e\.g\. \['stages\.0\.conv0\.weight: "
+        r"1 shape mismatches \(e\.g\. \['encoder\.stages\.0\.conv0\.weight: "
         r"checkpoint \(16, 3, 7, 7\) vs model \(16, 1, 7, 7\)"
     )
     with pytest.raises(ValueError, match=expected):
