@@ -2,7 +2,8 @@
 
 Each architecture trains through the cxr_classifier bundle into ``OUT/<arch>/`` (resumable: a
 re-run continues unfinished ones and keeps finished ones). ``classifiers.json`` (docs/FORMATS.md)
-is rewritten after every architecture, so the labeller can use whatever has finished.
+is rewritten after every architecture, so the labeller can use whatever has finished; entries
+registered by an earlier sweep into OUT, on the same datalist, are kept until replaced.
 """
 
 from __future__ import annotations
@@ -79,20 +80,44 @@ def sweep(
     train: bool = True,
 ) -> dict:
     """Train each of ``archs`` (unless ``train`` is False: register finished runs only) and return the
-    registry written to ``out/classifiers.json``."""
-    registry: dict[str, Any] = {"observations": list(OBSERVATIONS), "data_hash": file_sha256(datalist), "classifiers": []}
+    registry written to ``out/classifiers.json``.
+
+    The registry already there (same datalist) is the starting point: each architecture's entry is
+    replaced once it has finished, so a failed or killed re-run, or a sweep of other architectures,
+    leaves the classifiers registered before in place.
+    """
+    data_hash = file_sha256(datalist)
+    entries = _registered(out / "classifiers.json", data_hash)
     for arch in archs:
         start = time.perf_counter()
         if train:
             metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
         else:
             metrics = read_json(out / arch / "metrics.json")
-        entry = registry_entry(out / arch, arch, int(overrides["image_size"]), metrics, registry["data_hash"])
-        if train:
+        entry = registry_entry(out / arch, arch, int(overrides["image_size"]), metrics, data_hash)
+        previous = entries.get(arch, {})
+        if previous.get("checkpoint_sha256") == entry["checkpoint_sha256"] and "train_seconds" in previous:
+            entry["train_seconds"] = previous["train_seconds"]  # nothing trained now: keep the time it took
+        elif train:
             entry["train_seconds"] = round(time.perf_counter() - start, 1)
-        registry["classifiers"].append(entry)
-        write_json_atomic(out / "classifiers.json", registry)
-    return registry
+        entries[arch] = entry
+        write_json_atomic(out / "classifiers.json", _registry(data_hash, entries))
+    return _registry(data_hash, entries)
+
+
+def _registry(data_hash: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"observations": list(OBSERVATIONS), "data_hash": data_hash, "classifiers": list(entries.values())}
+
+
+def _registered(path: Path, data_hash: str) -> dict[str, dict[str, Any]]:
+    """The entries of an earlier ``classifiers.json`` for the same datalist whose checkpoint is still
+    there, by name; none for another datalist (its AUROCs do not belong beside this hash)."""
+    if not path.is_file():
+        return {}
+    registry = read_json(path)
+    if not isinstance(registry, dict) or registry.get("data_hash") != data_hash:
+        return {}
+    return {e["name"]: e for e in registry.get("classifiers", []) if Path(e.get("checkpoint", "")).is_file()}
 
 
 def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 from cxrdoll.cli import main
 from tests.bundles.classifier_data import write_tiny_datalist
@@ -75,3 +76,56 @@ def test_register_only_refuses_a_run_trained_on_another_datalist(tmp_path, capsy
     assert capsys.readouterr().err.startswith(
         f"error: {run / 'metrics.json'}: trained on another datalist (sha256 abababababab..., not ")
     assert not (tmp_path / "zoo" / "classifiers.json").exists()
+
+
+def _fake_run(zoo, arch, weights=b"weights", mean_auroc=0.8):
+    run = zoo / arch
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "model.pt").write_bytes(weights)
+    (run / "metrics.json").write_text(json.dumps({"best": {"auroc": {}, "mean_auroc": mean_auroc, "epoch": 1}}))
+    return run
+
+
+def test_a_failed_re_run_or_another_sweep_keeps_the_classifiers_registered_before(tmp_path, capsys):
+    """The registry was rebuilt from nothing: a damaged run dropped every finished one after it."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    zoo = tmp_path / "zoo"
+    for arch in ("resnet10", "densenet_tiny"):
+        _fake_run(zoo, arch)
+    argv = ["sweep-classifiers", "--register-only", "--datalist", str(datalist), "--out", str(zoo), "--archs"]
+    assert main([*argv, "resnet10", "densenet_tiny"]) == 0
+    names = lambda: [e["name"] for e in json.loads((zoo / "classifiers.json").read_text())["classifiers"]]  # noqa: E731
+    assert names() == ["resnet10", "densenet_tiny"]
+    (zoo / "densenet_tiny" / "metrics.json").write_text("{")
+    assert main([*argv, "resnet10", "densenet_tiny"]) == 2
+    assert names() == ["resnet10", "densenet_tiny"]
+    _fake_run(zoo, "resnet18")
+    assert main([*argv, "resnet18"]) == 0
+    assert names() == ["resnet10", "densenet_tiny", "resnet18"]
+    (zoo / "densenet_tiny" / "model.pt").unlink()  # a run removed by hand is not registered any more
+    assert main([*argv, "resnet18"]) == 0
+    assert names() == ["resnet10", "resnet18"]
+    other = write_tiny_datalist(tmp_path / "other", n_train=3, n_val=2, size=16)
+    assert main([*argv[:3], str(other), *argv[4:], "resnet18"]) == 0  # another datalist: nothing carried over
+    assert names() == ["resnet18"]
+
+
+def test_a_re_run_that_trains_nothing_keeps_the_training_time(tmp_path, monkeypatch):
+    from cxrdoll.engines import sweep as sweep_module
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    zoo = tmp_path / "zoo"
+    weights = {"resnet10": b"first"}
+
+    def train(out, **_):
+        run = _fake_run(zoo, out.name, weights[out.name])
+        return json.loads((run / "metrics.json").read_text())
+
+    monkeypatch.setattr(sweep_module, "train_classifier", train)
+    clock = iter([0.0, 23.8, 100.0, 200.0, 240.0])  # read at each start, and at the end of a run that trained
+    monkeypatch.setattr(sweep_module, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    overrides = {"image_size": 32}
+    assert sweep_module.sweep(["resnet10"], datalist, zoo, "b", overrides)["classifiers"][0]["train_seconds"] == 23.8
+    assert sweep_module.sweep(["resnet10"], datalist, zoo, "b", overrides)["classifiers"][0]["train_seconds"] == 23.8
+    weights["resnet10"] = b"trained further"
+    assert sweep_module.sweep(["resnet10"], datalist, zoo, "b", overrides)["classifiers"][0]["train_seconds"] == 40.0
