@@ -72,8 +72,10 @@ class StageRunner:
         self.echo = echo or sys.stdout  # looked up now, not at import, so redirected output is honoured
         self.fresh = fresh
         if fresh and self.marker_dir.exists():
+            # kept as "made by an earlier run" rather than deleted: a stage this run does not reach
+            # (--until, Ctrl-C) must still start over next time, not resume the old workspace
             for marker in self.marker_dir.glob("*.json"):
-                marker.unlink()
+                write_json_atomic(marker, {"stale": True})
         self.marker_dir.mkdir(parents=True, exist_ok=True)
         keep_timings = self.timings_path.exists() and not fresh
         self.timings: dict[str, dict] = read_json(self.timings_path) if keep_timings else {}

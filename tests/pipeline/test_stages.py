@@ -147,3 +147,16 @@ def test_a_rerun_for_new_settings_or_fresh_empties_the_workspace_an_interrupted_
     (partial / "log.txt").write_text("half,")
     StageRunner(tmp_path, echo=io.StringIO()).run(Stage("t", "", [_appender(partial, "rest")], [partial / "log.txt"], partial))
     assert (partial / "log.txt").read_text() == "half,rest"
+
+
+def test_fresh_holds_for_the_stages_a_run_stopped_before(tmp_path):
+    """``--fresh --until x`` then a plain run: the later stages resumed the old workspaces."""
+    a, work = tmp_path / "a.txt", tmp_path / "ws"
+    first, later = Stage("first", "", [_writer(a)], [a]), Stage("later", "", [_appender(work, "old,")], [work / "log.txt"], work)
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    runner.run(first)
+    runner.run(later)
+    StageRunner(tmp_path, fresh=True, echo=io.StringIO()).run(first)  # stopped after the first stage
+    echo = io.StringIO()
+    StageRunner(tmp_path, echo=echo).run(later)
+    assert (work / "log.txt").read_text() == "old," and "emptying" in echo.getvalue()
