@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import hmac
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +24,7 @@ from cxrdoll.dicom.views import is_usable_frontal
 from cxrdoll.io import save_png_atomic, write_bytes_atomic, write_csv_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
+OUTPUTS: tuple[str, ...] = ("datalist.json", "report.csv", "images")  # what a run writes in its --out
 REPORT_COLUMNS: tuple[str, ...] = (
     "file", "status", "reason", "output", "modality", "view", "photometric", "voi", "rows", "cols",
 )
@@ -55,8 +57,14 @@ class IngestOptions:
     pseudonym_key: bytes | None = None  # secret for keyed (HMAC) pseudonyms; None: plain sha256 of the path
 
 
-def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions) -> list[ReportRow]:
-    """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch."""
+def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions,
+                  overwrite: bool = False) -> list[ReportRow]:
+    """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch.
+
+    An ``out_dir`` holding an earlier run's outputs is refused unless ``overwrite``, which removes
+    them first: images rewritten in place under the old datalist (a killed re-run at another size)
+    or left over from it (identifiable names beside a ``deidentify`` run's pseudonyms) mix two runs.
+    """
     in_dir, out_dir = dicom_input_folder(Path(in_dir).resolve()), Path(out_dir).resolve()
     if options.fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {options.fmt!r}")
@@ -68,6 +76,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     files = _files_under(in_dir, exclude=out_dir)
     if not files:  # writing an empty datalist and report would replace the outputs of an earlier run
         raise ValueError(f"{in_dir}: no files found (searched recursively); nothing written")
+    _clear_earlier_outputs(out_dir, overwrite)
     owners: dict[str, str] = {}  # output name -> the input it was given to
     for path in files:
         relative = path.relative_to(in_dir).as_posix()
@@ -92,6 +101,16 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     write_datalist(out_dir / "datalist.json", datalist)
     write_report(out_dir / "report.csv", rows)
     return rows
+
+
+def _clear_earlier_outputs(out_dir: Path, overwrite: bool) -> None:
+    earlier = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise ValueError(f"{out_dir}: already holds {', '.join(earlier)} from an earlier run; pass --overwrite to "
+                         "replace them, or choose another --out")
+    for name in earlier:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def write_report(path: Path, rows: Iterable[ReportRow]) -> None:

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "identifier (an MRN as folder name) cannot be recovered by hashing guesses; keep it "
                              "outside OUT, and reuse it for the same names on every run")
     parser.add_argument("--keep-duplicates", action="store_true", help="keep files repeating a SOP Instance UID")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="remove an earlier run's images/, datalist.json and report.csv in --out first")
 
 
 def read_key(path: Path, deidentify: bool) -> bytes:
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
         pseudonym_key=None if args.pseudonym_key_file is None else read_key(args.pseudonym_key_file, args.deidentify),
     )
-    rows = ingest_folder(args.in_dir, args.out_dir, options)
+    rows = ingest_folder(args.in_dir, args.out_dir, options, overwrite=args.overwrite)
     ok = sum(row.status == "ok" for row in rows)
     print(f"ingested {ok} of {len(rows)} files ({len(rows) - ok} skipped); report: {args.out_dir}/report.csv")
     return 0

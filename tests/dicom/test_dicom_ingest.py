@@ -166,3 +166,22 @@ def test_inputs_whose_sanitised_names_collide_get_distinct_outputs(tmp_path):
     levels = {row: np.asarray(__import__("PIL.Image").Image.open(out / report[row]["output"])).mean()
               for row in report}
     assert levels["Möller/1.dcm"] < levels["Müller/1.dcm"]  # each output holds its own input
+
+
+def test_an_earlier_run_s_outputs_are_refused_or_replaced_never_mixed(tmp_path, capsys):
+    """A re-run at another size rewrote images under the old datalist (killed: sizes mixed), and a
+    --deidentify re-run left the earlier run's identifiable file names beside its pseudonyms."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(), root / "patient_smith.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "8"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify"]) == 2
+    assert capsys.readouterr().err == (f"error: {out}: already holds datalist.json, report.csv, images from an earlier "
+                                       "run; pass --overwrite to replace them, or choose another --out\n")
+    assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify", "--overwrite"]) == 0
+    names = [p.name for p in (out / "images").iterdir()]
+    assert len(names) == 1 and names[0].startswith("cxr_") and "smith" not in (out / "datalist.json").read_text()
