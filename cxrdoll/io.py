@@ -10,7 +10,9 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():  # checked first: the rename would fail naming the temporary file, not ``path``
         raise IsADirectoryError(f"{path}: is a folder; expected the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(str(path.parent))
     # the temporary name adds about 14 characters: shorten its stem so that any name the file
     # system takes (255 bytes) can still be written
     stem = path.name.encode()[: _NAME_MAX - 32 - len(path.suffix.encode())].decode(errors="ignore")
@@ -42,6 +45,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# atomic_path's temporary names: ".<name>.<8 random characters>.tmp<suffix>"
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
+STALE_TEMPORARY_SECONDS = 3600.0
+
+
+@functools.cache
+def _remove_stale_temporaries(folder: str) -> None:
+    """Delete temporaries a killed writer left in ``folder`` (SIGKILL skips the clean-up; an image
+    cache's is gigabytes), once per folder and process. Only those untouched for an hour: a write
+    in progress, even a long one, keeps modifying its file."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if _TEMPORARY.match(entry.name):
+            try:
+                if entry.is_file() and now - entry.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                    os.unlink(entry.path)
+            except OSError:  # gone already (another process), or not ours to remove
+                pass
 
 
 @functools.cache

@@ -118,3 +118,20 @@ def test_atomic_write_takes_the_longest_name_the_file_system_takes(tmp_path):
         write_json_atomic(tmp_path / name, {"a": 1})
         assert read_json(tmp_path / name) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 250 + ".json", "é" * 125 + ".json"])
+
+
+def test_a_killed_writer_s_stale_temporary_is_removed_a_live_one_kept(tmp_path):
+    """SIGKILL skips atomic_path's clean-up; the temporaries of an image cache are gigabytes."""
+    import os
+    import time
+
+    stale = tmp_path / ".images_64px.npy.k3x9a_b2.tmp.npy"
+    live = tmp_path / ".checkpoint.pt.q8w2e4r6.tmp.pt"
+    other = tmp_path / ".hidden.json"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (stale, other):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    write_json_atomic(tmp_path / "out.json", {"a": 1})
+    assert not stale.exists() and live.exists() and other.exists()
