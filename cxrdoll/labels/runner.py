@@ -3,7 +3,8 @@
 One image at a time (by default) through: classifier probabilities -> target policy -> one
 explainer call per classifier for all of that classifier's targets -> post-process -> distil and
 boost per observation -> binarise -> one atomic ``.npz``. Finished images are never redone, so a
-killed run resumes where it stopped and a re-run rewrites nothing.
+killed run resumes where it stopped and a re-run rewrites nothing; a label made from another image
+than the datalist now names under its id (new pixels behind the same id) is refused, not reused.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,7 +32,8 @@ from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
 from cxrdoll.labels.postprocess import postprocess
 from cxrdoll.labels.selection import Registry, best_overall, load_registry, select_models, single_model_selection
 from cxrdoll.labels.targets import POLICIES, label_state, raw_labels, target_indices
-from cxrdoll.labels.writer import (SHARD_DIR, finalise, label_path, record_code_version, shard_path, write_label,
+from cxrdoll.labels.writer import (SHARD_DIR, append_source, finalise, image_source, label_path, read_sources,
+                                   record_code_version, shard_path, sources_path, trim_torn_source, write_label,
                                    write_shard_record)
 from cxrdoll.networks.encoders import checked_image_size
 
@@ -76,12 +79,13 @@ class _Inputs(Dataset):
         item = self.items[index]
         try:
             raw = raw_labels(item)
+            source = image_source(item["image"])  # before reading: a file replaced meanwhile then fails the check
             image = torch.as_tensor(self.load({"image": item["image"]})["image"])
             if image.shape != (1, self.image_size, self.image_size) or not torch.isfinite(image).all():
                 raise ValueError(f"loaded as {tuple(image.shape)} with non-finite or wrong-sized data")
         except Exception as err:  # corrupt, missing or unreadable input: skip it and say why
             return {"item": item, "error": _reason(item, err)}
-        return {"item": item, "image": image, "raw": raw}
+        return {"item": item, "image": image, "raw": raw, "source": source}
 
 
 def _reason(item: dict, err: Exception) -> str:
@@ -102,6 +106,25 @@ def _reason(item: dict, err: Exception) -> str:
         err = err.__cause__
     first_line = (str(err).strip().splitlines() or [""])[0]
     return f"{type(err).__name__}: {first_line}"[:300]
+
+
+def _describe(source: dict[str, Any]) -> str:
+    modified = datetime.fromtimestamp(source["mtime_ns"] / 1e9).isoformat(sep=" ")
+    return f"{source['image']} ({source['size']} bytes, modified {modified})"
+
+
+def _changed_sources_message(output_dir: Path, changed: list[tuple[Path, dict, dict]]) -> str:
+    """Which labels were made from other images, the first in full, and the way out."""
+    label, before, now = changed[0]
+    differ = [name for key, name in (("image", "path"), ("size", "size"), ("mtime_ns", "modification time"))
+              if before[key] != now[key]]
+    others = [str(path) for path, _, _ in changed[1:6]] + (["..."] if len(changed) > 6 else [])
+    return (
+        f"{output_dir}: {len(changed)} label file(s) were made from other images than the datalist now names "
+        f"under their ids: {label} was made from {_describe(before)}, the datalist names {_describe(now)} "
+        f"({' / '.join(differ)} differ)" + (f"; also {', '.join(others)}" if others else "")
+        + "; delete those label files to label their images again, or use a new output_dir"
+    )
 
 
 def _as_list(batch: list) -> list:
@@ -339,6 +362,29 @@ class LabelRunner:
     def _record_settings(self) -> None:
         write_json_atomic(self.output_dir / SHARD_DIR / "settings.json", self.settings())
 
+    def _check_sources(self, labelled: Sequence[dict]) -> None:
+        """Refuse labels made from other images than the datalist now names under their ids.
+
+        Re-ingested or regenerated images keep their ids, so a label file existing says nothing
+        about its pixels; its source record does. Labels without a record (written before records
+        were kept) and images now missing (nothing to compare) are trusted, as before. Refused,
+        not relabelled: a wrong datalist would otherwise silently overwrite finished labels.
+        """
+        recorded = read_sources(self.output_dir)
+        changed = []
+        for item in labelled:
+            before = recorded.get(item["id"])
+            if before is None:
+                continue
+            try:
+                now = image_source(item["image"])
+            except FileNotFoundError:
+                continue
+            if any(before[k] != now[k] for k in now):
+                changed.append((label_path(self.output_dir, item["id"]), before, now))
+        if changed:
+            raise ValueError(_changed_sources_message(self.output_dir, changed))
+
     def _load(self) -> None:
         self._digests  # every used checkpoint verified (hashed once per run) before one is loaded
         for k in self.used:
@@ -410,8 +456,13 @@ class LabelRunner:
         """Label this rank's unfinished images; finalise the folder if every rank is done."""
         settings_recorded = self._check_settings()
         shard_path(self.output_dir, self.rank, self.world_size).unlink(missing_ok=True)  # not finished until it is
+        sources = sources_path(self.output_dir, self.rank, self.world_size)
+        trim_torn_source(sources)
         items = self.shard_items()
-        todo = [item for item in items if not label_path(self.output_dir, item["id"]).exists()]
+        labelled = [label_path(self.output_dir, item["id"]).exists() for item in items]
+        # after the record's removal: a refused shard's old record must not let another rank finalise
+        self._check_sources([item for item, done in zip(items, labelled) if done])
+        todo = [item for item, done in zip(items, labelled) if not done]
         logger.info(
             "rank %d/%d: %d images, %d already labelled, explainer %s with %d classifier(s)",
             self.rank, self.world_size, len(items), len(items) - len(todo), self.explainer, len(self.used),
@@ -438,6 +489,7 @@ class LabelRunner:
                             settings_recorded = True
                         if not written:
                             record_code_version(self.output_dir)
+                        append_source(sources, s["item"]["id"], s["source"])
                         write_label(label_path(self.output_dir, s["item"]["id"]), mask, state,
                                     soft if self.save_soft else None)
                         written += 1

@@ -3,7 +3,9 @@
 Label files are byte-for-byte reproducible (fixed zip timestamps), written atomically, so a re-run
 or a resumed run leaves exactly the files an uninterrupted run would. Each rank records what it
 skipped in its own shard file; whichever rank finishes last, once every image is labelled or
-skipped, merges them into the final outputs.
+skipped, merges them into the final outputs. Each rank also logs the image each of its labels was
+made from (path, size, modification time), outside the label files, which stay free of such
+machine-specific data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -79,6 +82,67 @@ def shard_path(out_dir: str | os.PathLike, rank: int, world_size: int) -> Path:
 def write_shard_record(out_dir: str | os.PathLike, rank: int, world_size: int, skipped: list[dict[str, str]]) -> None:
     """Mark this rank's shard complete, with the inputs it had to skip."""
     write_json_atomic(shard_path(out_dir, rank, world_size), {"rank": rank, "world_size": world_size, "skipped": skipped})
+
+
+def sources_path(out_dir: str | os.PathLike, rank: int, world_size: int) -> Path:
+    return Path(out_dir) / SHARD_DIR / f"sources-rank{rank:04d}-of-{world_size:04d}.jsonl"
+
+
+def image_source(image: str | os.PathLike) -> dict[str, Any]:
+    """The identity of an image file: its path as the datalist gives it, byte size and modification
+    time. One ``stat``, cheap for CheXpert's 191K images; new pixels behind the same path change it."""
+    st = os.stat(image)
+    return {"image": str(image), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def trim_torn_source(path: str | os.PathLike) -> None:
+    """Cut off a record that a kill left without its line end, so the next one starts a line of its own.
+
+    Only the rank that appends to ``path`` may call this.
+    """
+    path = Path(path)
+    if path.is_file():
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            os.truncate(path, data.rfind(b"\n") + 1)
+
+
+def append_source(path: str | os.PathLike, item_id: str, source: dict[str, Any]) -> None:
+    """Log the image a label is made from, as one line in the rank's own file, before the label is written.
+
+    So every label on disk has its record; a kill between the two leaves a record without a label,
+    whose image the resumed run labels, and records, again. ``recorded_ns`` orders the records of
+    one id across the logs of runs with other world sizes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"id": item_id, **source, "recorded_ns": time.time_ns()}) + "\n"
+    with open(path, "ab") as fh:
+        fh.write(line.encode())
+
+
+def _source_records(path: Path) -> list[dict[str, Any]]:
+    """The records of one log; a last line without its line end (being written, or cut by a kill) is not one yet."""
+    lines = path.read_bytes().split(b"\n")[:-1]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: not a source record; delete this file to trust the labels "
+                             "it describes, as for a folder labelled before sources were recorded") from None
+    return records
+
+
+def read_sources(out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The latest source record of each id over every rank's log, of any world size (later lines
+    of one log win; across logs, the later ``recorded_ns``)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for path in sorted((Path(out_dir) / SHARD_DIR).glob("sources-rank*.jsonl")):
+        for item_id, record in {r["id"]: r for r in _source_records(path)}.items():
+            if item_id not in latest or record["recorded_ns"] > latest[item_id]["recorded_ns"]:
+                latest[item_id] = record
+    return latest
 
 
 def code_version() -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""The labelling loop: outputs, skip report, re-run, sharding, settings guard, kill-and-resume, visuals."""
+"""The labelling loop: outputs, skip report, re-run, sharding, settings and source guards, kill-and-resume, visuals."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.labels.runner import LabelRunner
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
-from cxrdoll.labels.writer import label_path, read_label, read_report, shard_path
+from cxrdoll.labels.writer import label_path, read_label, read_report, read_sources, shard_path
 from cxrdoll.networks import build_classifier
 from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, tiny_setup, write_classifiers, write_datalist
 
@@ -30,6 +33,17 @@ OPTIONS = {"explainer": "doll_ig", "explainer_options": {"steps": 4}, "image_siz
 def _label_files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.npz"))
             if not p.name.startswith(".")}
+
+
+def _recorded(folder: Path) -> dict[str, str]:
+    """id -> the image its label was recorded as made from."""
+    return {item_id: record["image"] for item_id, record in read_sources(folder).items()}
+
+
+def _good_images(datalist: Path) -> dict[str, str]:
+    doc = json.loads(Path(datalist).read_text())
+    return {item["id"]: item["image"] for items in (doc["training"], doc["validation"]) for item in items
+            if not item["id"].startswith("bad/")}
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +257,76 @@ def test_killed_run_resumes_to_identical_files(setup, tmp_path):
     summary = LabelRunner(classifiers, datalist, out, **OPTIONS).run()
     assert summary["written"] == 8 - done and summary["finalised"]
     assert _label_files(out) == _label_files(reference)
+    assert _recorded(out) == _good_images(datalist)  # the killed run's records were kept
+
+
+def test_labels_made_from_other_images_behind_the_same_ids_are_refused(setup, tmp_path):
+    """Regenerated images (``synth --seed 5``: same ids, new pixels) into a copy of a finished folder."""
+    classifiers, datalist, reference, _ = setup
+    out = tmp_path / "labels"
+    shutil.copytree(reference, out)
+    items = make_images(tmp_path / "new", 8, size=40, seed=5)
+    regenerated = write_datalist(tmp_path / "new", items, n_validation=2)
+    label = label_path(out, items[0]["id"])
+    old_image, new_image = _good_images(datalist)[items[0]["id"]], items[0]["image"]
+    with pytest.raises(ValueError, match=(
+            rf"^{re.escape(str(out))}: 8 label file\(s\) were made from other images than the datalist now names "
+            rf"under their ids: {re.escape(str(label))} was made from {re.escape(old_image)} \(\d+ bytes, modified "
+            rf"[^)]+\), the datalist names {re.escape(new_image)} \(\d+ bytes, modified [^)]+\) \(path( / size)? / "
+            rf"modification time differ\); also {re.escape(str(label_path(out, items[1]['id'])))}, .*, \.\.\.; "
+            r"delete those label files to label their images again, or use a new output_dir$")):
+        LabelRunner(classifiers, regenerated, out, **OPTIONS).run()
+    assert _label_files(out) == _label_files(reference)
+    assert not shard_path(out, 0, 1).exists()  # nothing left that would finalise the folder
+
+
+def test_an_image_rewritten_in_place_is_refused_until_its_label_is_deleted(one_thread, tmp_path):
+    """Re-ingested DICOM: same id and path, new pixels. Its label deleted, the image is labelled again;
+    that record then wins over the old one, also in a run of another world size."""
+    classifiers, datalist = tiny_setup(tmp_path / "data", n=2)
+    out = tmp_path / "labels"
+    for rank in (0, 1):
+        LabelRunner(classifiers, datalist, out, rank=rank, world_size=2, **OPTIONS).run()
+    image, item_id = next(iter(_good_images(datalist).items()))[::-1]
+    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(image)  # smaller, and later
+    label = label_path(out, item_id)
+    with pytest.raises(ValueError, match=(
+            rf": 1 label file\(s\) .*: {re.escape(str(label))} was made from {re.escape(image)} \(.*\), the datalist "
+            rf"names {re.escape(image)} \(.*\) \(size / modification time differ\); delete those label files")):
+        LabelRunner(classifiers, datalist, out, **OPTIONS).run()
+    label.unlink()
+    assert LabelRunner(classifiers, datalist, out, **OPTIONS).run()["written"] == 1
+    for rank in (0, 1):
+        assert LabelRunner(classifiers, datalist, out, rank=rank, world_size=2, **OPTIONS).run()["written"] == 0
+    LabelRunner(classifiers, datalist, tmp_path / "fresh", **OPTIONS).run()
+    assert _label_files(out) == _label_files(tmp_path / "fresh")
+
+
+def test_a_grown_datalist_labels_only_its_new_images(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    doc = json.loads(Path(datalist).read_text())
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({**doc, "training": doc["training"][:4], "validation": doc["validation"][:1]}))
+    assert LabelRunner(classifiers, first, tmp_path / "labels", **OPTIONS).run()["written"] == 4
+    summary = LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+    assert summary["written"] == 4 and summary["finalised"]
+    assert _label_files(tmp_path / "labels") == _label_files(reference)
+    assert _recorded(tmp_path / "labels") == _good_images(datalist)
+
+
+def test_a_folder_labelled_before_sources_were_recorded_still_resumes(setup, tmp_path):
+    """Its labels have no record and are trusted, as before; the labels a resumed run adds are recorded."""
+    classifiers, datalist, reference, _ = setup
+    out = tmp_path / "labels"
+    shutil.copytree(reference, out)
+    for log in (out / ".shards").glob("sources-*.jsonl"):
+        log.unlink()
+    missing = sorted(_good_images(datalist))[-2:]
+    for item_id in missing:
+        label_path(out, item_id).unlink()
+    assert LabelRunner(classifiers, datalist, out, **OPTIONS).run()["written"] == 2
+    assert _label_files(out) == _label_files(reference)
+    assert sorted(_recorded(out)) == missing
 
 
 def test_overlay_and_tensorboard_handlers(setup, tmp_path):

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from cxrdoll.labels.writer import finalise, label_path, read_label, read_report, write_label, write_shard_record
+from cxrdoll.labels.writer import (append_source, finalise, image_source, label_path, read_label, read_report,
+                                   read_sources, sources_path, trim_torn_source, write_label, write_shard_record)
 
 
 def _arrays(seed=0, size=6):
@@ -79,3 +80,27 @@ def test_finalise_names_a_damaged_label_file_and_the_way_out(tmp_path):
     with pytest.raises(ValueError, match=r"v\.npz: not a readable label file .*delete it and re-run the labeller"):
         finalise(tmp_path, {"training": items}, 1, {"explainer": "x"})
     assert not (tmp_path / "datalist.json").exists()
+
+
+def test_source_logs_keep_each_ids_latest_record_and_wait_for_a_torn_last_line(tmp_path):
+    old, new = tmp_path / "old.png", tmp_path / "new.png"
+    old.write_bytes(b"a")
+    new.write_bytes(b"bb")
+    of_one, of_two = sources_path(tmp_path, 0, 1), sources_path(tmp_path, 1, 2)
+    append_source(of_two, "x", image_source(old))
+    append_source(of_two, "y", image_source(old))
+    append_source(of_one, "x", image_source(new))  # later: wins, though its log is read first
+    with open(of_one, "ab") as fh:
+        fh.write(b'{"id": "y", "ima')  # cut short by a kill (or still being written by its rank)
+    assert {i: r["image"] for i, r in read_sources(tmp_path).items()} == {"x": str(new), "y": str(old)}
+
+    trim_torn_source(of_one)  # the rank itself, before it appends again
+    append_source(of_one, "y", image_source(new))
+    record = read_sources(tmp_path)["y"]
+    assert record == {"id": "y", "image": str(new), "size": 2, "mtime_ns": new.stat().st_mtime_ns,
+                      "recorded_ns": record["recorded_ns"]}
+    assert of_one.read_bytes().count(b"\n") == 2
+
+    of_two.write_bytes(of_two.read_bytes() + b"garbage\n")
+    with pytest.raises(ValueError, match=r"sources-rank0001-of-0002.jsonl:3: not a source record; delete this file"):
+        read_sources(tmp_path)
