@@ -58,7 +58,10 @@ class ResumableCheckpoint:
                                      "new output_dir or with --resume false") from None
         max_epochs = engine.state.max_epochs
         horizons = {name: obj.T_max for name, obj in self.objects.items() if isinstance(obj, CosineAnnealingLR)}
-        Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
+        try:
+            Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
+        except ValueError as err:  # a recorder refusing other settings: name the file its record came from
+            raise ValueError(f"{self.path}: {err}") from None
         for name, t_max in horizons.items():
             stretch_cosine(self.objects[name], t_max, engine.logger)
         # The command line decides how long to train; the checkpoint only says where we are.

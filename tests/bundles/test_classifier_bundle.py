@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cxrdoll.engines.bundle_run import run_bundle
+from cxrdoll.errors import user_error
 from cxrdoll.io import file_sha256
 from cxrdoll.networks import build_classifier
 from tests.bundles.classifier_data import write_tiny_datalist
@@ -65,8 +66,23 @@ def test_resume_continues_from_last_epoch(trained, tmp_path):
     other = write_tiny_datalist(tmp_path / "other")  # same layout, other images: AUROCs of neither
     with pytest.raises(RuntimeError) as refused:  # MONAI wraps the error of a config expression
         run_bundle(datalist=str(other), output_dir=str(out), max_epochs=3, **COMMON)
-    assert re.match(r"the resume checkpoint was trained with datalist_sha256='[0-9a-f]{64}', not",
-                    str(refused.value.__cause__))
+    assert re.match(rf"{re.escape(str(out / 'checkpoint.pt'))}: the resume checkpoint was trained with "
+                    r"datalist_sha256='[0-9a-f]{64}', not", str(user_error(refused.value)))
+
+
+def test_a_resume_with_other_optimisation_settings_is_refused(trained, tmp_path):
+    """The optimizer state in the checkpoint keeps its learning rate and weight decay: new ones would be ignored."""
+    out = tmp_path / "resumed"
+    out.mkdir()
+    for name in ("checkpoint.pt", "metrics.json", "model.pt"):
+        (out / name).write_bytes((trained["out"] / name).read_bytes())
+    changed = {"learning_rate": 0.5, "weight_decay": 0.3, "batch_size": 4, "seed": 7}
+    with pytest.raises(RuntimeError) as refused:
+        run_bundle(datalist=str(trained["datalist"]), output_dir=str(out), max_epochs=2, **{**COMMON, **changed})
+    assert str(user_error(refused.value)).startswith(
+        f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with batch_size=8, not 4, "
+        "learning_rate=0.0001, not 0.5, seed=0, not 7, weight_decay=1e-05, not 0.3: ")
+    assert json.loads((out / "metrics.json").read_text())["run"]["learning_rate"] == 0.0001
 
 
 def test_evaluate_reproduces_validation_auroc_of_best_model(trained):
@@ -217,7 +233,8 @@ def test_register_only_needs_no_training_settings_and_reports_missing_runs(train
     assert main(args) == 0
     (entry,) = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())["classifiers"]
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
-    assert metrics["run"] == {"network_name": ARCH, "image_size": 64, "datalist_sha256": file_sha256(trained["datalist"])}
+    assert metrics["run"] == {"network_name": ARCH, "image_size": 64, "datalist_sha256": file_sha256(trained["datalist"]),
+                              "learning_rate": 0.0001, "weight_decay": 1e-05, "batch_size": 8, "seed": 0}
     assert entry["mean_auroc"] == metrics["best"]["mean_auroc"] and entry["image_size"] == 64  # not the default 320
     assert "train_seconds" not in entry
     assert main([*args, "resnet18"]) == 2

@@ -64,6 +64,35 @@ def test_starting_from_a_classifier_takes_its_architecture_from_the_classifiers_
     assert adapter.get_parsed_content("encoder_name") == "resnet10"
 
 
+def test_pretraining_refuses_to_resume_on_another_datalist_or_init_checkpoint(pretrained, tmp_path):
+    """A resumed run's history would mix Dice on two validation sets, or describe weights it did not start from."""
+    from cxrdoll.errors import user_error
+    from cxrdoll.io import file_sha256
+    from cxrdoll.networks import build_classifier
+
+    assert json.loads((pretrained["out"] / "validation_history.json").read_text())["init_ckpt_sha256"] is None
+    init = tmp_path / "cls" / "model.pt"
+    init.parent.mkdir()
+    torch.save(build_classifier("densenet_tiny").state_dict(), init)
+    out = tmp_path / "pretrain"
+    settings = {**TINY, "init_ckpt": str(init), "output_dir": str(out)}
+    run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json",), datalist=str(pretrained["doll"]), **settings)
+    history = json.loads((out / "validation_history.json").read_text())
+    assert history["datalist_sha256"] == file_sha256(pretrained["doll"])
+    assert history["init_ckpt_sha256"] == file_sha256(init)
+
+    other = write_tiny_doll(tmp_path / "other", n_train=6)  # another listing (its hash covers paths, not images)
+    for datalist, changed in ((other, "datalist_sha256"), (pretrained["doll"], "init_ckpt_sha256")):
+        if changed == "init_ckpt_sha256":  # the same path, other weights
+            torch.save({k: v + 1 for k, v in torch.load(init, weights_only=True).items()}, init)
+        with pytest.raises(RuntimeError) as refused:
+            run_bundle(BUNDLES / "cxr_seg_pretrain", ("train.json",), datalist=str(datalist),
+                       **{**settings, "max_epochs": 2})
+        assert str(user_error(refused.value)).startswith(
+            f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with {changed}='{history[changed]}', not ")
+    assert len(json.loads((out / "validation_history.json").read_text())["history"]) == 1
+
+
 def test_pretrain_logs_the_training_loss_to_tensorboard(pretrained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
