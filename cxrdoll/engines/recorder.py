@@ -60,7 +60,7 @@ class ValidationRecorder:
             "auroc": dict(self.metric.per_observation),
             "num_samples": self.metric.num_samples,
         }
-        self.history.append(record)
+        self.history = with_record(self.history, record)
         improved = record["mean_auroc"] is not None and (
             self.best is None or self.best["mean_auroc"] is None or record["mean_auroc"] > self.best["mean_auroc"]
         )
@@ -111,6 +111,17 @@ def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any])
             + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items())
             + ": resume with its settings, or start over in a new output_dir or with --resume false"
         )
+
+
+def with_record(history: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``history`` ending with ``record``, which replaces the records of its epoch and later ones.
+
+    A resumed run re-runs the epochs after its checkpoint, whose validations (a time-budget stop's,
+    or one just before a kill) :func:`later_validations` read back: each epoch is recorded once, as
+    last run. ``best`` is kept apart from it and may still be a replaced record: the model file it
+    saved is the one on disk.
+    """
+    return [r for r in history if r["epoch"] < record["epoch"]] + [record]
 
 
 def later_validations(path: Path, history: list[dict[str, Any]], run_id: str | None) -> dict[str, Any] | None:

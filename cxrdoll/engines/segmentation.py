@@ -200,7 +200,7 @@ class SegmentationRecorder:
     def __call__(self, engine: Engine) -> None:
         import ignite.distributed as idist
 
-        from cxrdoll.engines.recorder import model_state_dict
+        from cxrdoll.engines.recorder import model_state_dict, with_record
 
         record: dict[str, float | None] = {"epoch": int(engine.state.epoch), "elapsed_s": time.monotonic() - self._start}
         for key, value in engine.state.metrics.items():
@@ -208,14 +208,14 @@ class SegmentationRecorder:
                 record[key] = None if math.isnan(float(value)) else float(value)  # strict JSON has no NaN
         if self.key_metric not in record:
             raise KeyError(f"key metric {self.key_metric!r} not among the evaluator's metrics {sorted(record)}")
-        self.history.append(record)
+        self.history = with_record(self.history, record)
         value = record[self.key_metric]
         improved = value is not None and (self.best is None or self.best[self.key_metric] is None or value > self.best[self.key_metric])
         if improved or self.best is None:
             self.best = record
         if idist.get_rank() != 0:
             return
-        if (improved or len(self.history) == 1) and self.model_file is not None:  # always leave a model behind
+        if self.best is record and self.model_file is not None:  # improved, or the first: always leave a model behind
             with atomic_path(self.model_file) as tmp:
                 torch.save(model_state_dict(self.network), tmp)
         write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best,

@@ -1,5 +1,6 @@
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -108,3 +109,33 @@ def test_a_resume_reads_back_only_its_own_runs_later_validations(tmp_path):
     same = ValidationRecorder(MaskedAUROC(), tmp_path / "m.json", run=run)
     same.load_state_dict({**earlier.state_dict(), "history": [], "best": None})  # the run that wrote the file
     assert same.history == earlier.history and same.best == earlier.best and same.run_id == earlier.run_id
+
+
+def test_an_epoch_validated_before_a_kill_and_run_again_is_recorded_once(tmp_path):
+    """Killed between epoch 2's validation and its checkpoint: the resumed run re-runs epoch 2, whose new
+    record replaces the one read back from metrics.json; model.pt stays the best model's."""
+    import copy
+
+    net = torch.nn.Linear(2, 1)
+    metric = MaskedAUROC()
+
+    def validate(recorder: ValidationRecorder, epoch: int, score: float) -> None:
+        with torch.no_grad():
+            net.weight.fill_(score)  # the weights model.pt would hold after this validation
+        metric.mean = score
+        recorder(SimpleNamespace(state=SimpleNamespace(epoch=epoch)))
+
+    files = {"metrics_file": tmp_path / "metrics.json", "network": net, "model_file": tmp_path / "model.pt"}
+    killed = ValidationRecorder(metric, **files)
+    validate(killed, 1, 0.536)
+    checkpoint = copy.deepcopy(killed.state_dict())  # saved after epoch 1
+    validate(killed, 2, 0.6)  # better: model.pt saved, then the kill before the checkpoint
+
+    resumed = ValidationRecorder(metric, **files)
+    resumed.load_state_dict(checkpoint)
+    validate(resumed, 2, 0.418)
+    validate(resumed, 3, 0.55)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert [(h["epoch"], h["mean_auroc"]) for h in written["history"]] == [(1, 0.536), (2, 0.418), (3, 0.55)]
+    assert (written["best"]["epoch"], written["best"]["mean_auroc"]) == (2, 0.6)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].flatten().tolist() == [pytest.approx(0.6)] * 2

@@ -154,3 +154,30 @@ def test_a_resumed_recorder_keeps_its_clock_and_refuses_other_settings(tmp_path)
     with pytest.raises(ValueError, match=r"trained with image_size=320, not 256: .*--resume false"):
         other.load_state_dict(state)
     SegmentationRecorder(tmp_path / "h.json", "val_mean_dice").load_state_dict({"history": [], "best": None})  # older checkpoints
+
+
+def test_a_resumed_recorder_records_a_re_run_epoch_once_and_keeps_the_better_model(tmp_path):
+    """Validated every 2 epochs: the checkpoint after epoch 1 holds no record, the file epoch 2's (saved to
+    model.pt just before a kill). The re-run epoch 2 replaces that record, and, worse, must not overwrite the
+    model as the first record of the run used to."""
+    import copy
+
+    net = torch.nn.Conv2d(1, 1, 1)
+
+    def validate(recorder: SegmentationRecorder, epoch: int, dice: float) -> None:
+        with torch.no_grad():
+            net.weight.fill_(dice)
+        recorder(SimpleNamespace(state=SimpleNamespace(epoch=epoch, metrics={"val_mean_dice": dice})))
+
+    files = (tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt")
+    killed = SegmentationRecorder(*files)
+    checkpoint = copy.deepcopy(killed.state_dict())  # after epoch 1, nothing validated yet
+    validate(killed, 2, 0.7)
+    resumed = SegmentationRecorder(*files)
+    resumed.load_state_dict(checkpoint)
+    validate(resumed, 2, 0.5)
+    validate(resumed, 4, 0.6)
+    written = json.loads((tmp_path / "h.json").read_text())
+    assert [(h["epoch"], h["val_mean_dice"]) for h in written["history"]] == [(2, 0.5), (4, 0.6)]
+    assert (written["best"]["epoch"], written["best"]["val_mean_dice"]) == (2, 0.7)
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["weight"].flatten().tolist() == [pytest.approx(0.7)]
