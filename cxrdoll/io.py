@@ -178,6 +178,11 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def optional_file_sha256(path: str | os.PathLike | None) -> str | None:
+    """``file_sha256``, or None for a checkpoint a run was started without (a run record's field)."""
+    return None if path is None else file_sha256(path)
+
+
 def files_fingerprint(paths: Iterable[str | os.PathLike], header: str = "", what: str = "file") -> str:
     """sha256 over ``header`` and each path with its byte size and modification time, in order.
 

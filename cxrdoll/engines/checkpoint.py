@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ignite.distributed as idist
 import torch
@@ -23,15 +23,23 @@ class ResumableCheckpoint:
     bundle configs free of a handler -> trainer -> handler cycle; the grad scaler when the run
     starts, since MONAI's ``Trainer.run`` only builds it then (a checkpoint from before a scaler
     was saved resumes with a fresh one). Files load with ``torch.load(..., weights_only=True)``.
+
+    ``outputs`` are the files a run leaves (its record, its best model): a run that does not resume
+    refuses to start where another run left them, since its first validation would overwrite them.
     """
 
-    def __init__(self, path: str | Path, objects: Mapping[str, Any], resume: bool = True, interval: int = 1) -> None:
+    def __init__(self, path: str | Path, objects: Mapping[str, Any], resume: bool = True, interval: int = 1,
+                 outputs: Sequence[str | Path] = ()) -> None:
         if interval < 1:
             raise ValueError(f"checkpoint interval must be >= 1, got {interval}")
         self.path = Path(path)
         self.objects = dict(objects)
         self.resume = resume
         self.interval = interval
+        self.outputs = [Path(p) for p in outputs]
+        # how to train afresh instead: where outputs are guarded, --resume false would be refused
+        self.start_over = ("start over in a new or empty output_dir" if self.outputs
+                           else "start over in a new output_dir or with --resume false")
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -43,6 +51,7 @@ class ResumableCheckpoint:
         if scaler is not None:
             self.objects["scaler"] = scaler
         if not (self.resume and self.path.is_file()):
+            self.refuse_to_overwrite()
             return
         state = load_checkpoint_file(self.path)
         missing = sorted(set(self.objects) - set(state) - {"scaler"})
@@ -54,14 +63,13 @@ class ResumableCheckpoint:
                 try:
                     check_state_dict(f"{self.path} [{name}]", module.state_dict(), state[name])
                 except ValueError as err:
-                    raise ValueError(f"{err}. Resume with the settings that wrote it, or start over in a "
-                                     "new output_dir or with --resume false") from None
+                    raise ValueError(f"{err}. Resume with the settings that wrote it, or {self.start_over}") from None
         max_epochs = engine.state.max_epochs
         horizons = {name: obj.T_max for name, obj in self.objects.items() if isinstance(obj, CosineAnnealingLR)}
         try:
             Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
         except ValueError as err:  # a recorder refusing other settings: name the file its record came from
-            raise ValueError(f"{self.path}: {err}") from None
+            raise ValueError(f"{self.path}: {err}: resume with its settings, or {self.start_over}") from None
         for name, t_max in horizons.items():
             stretch_cosine(self.objects[name], t_max, engine.logger)
         # The command line decides how long to train; the checkpoint only says where we are.
@@ -73,8 +81,18 @@ class ResumableCheckpoint:
         message = f"resumed from {self.path} at epoch {engine.state.epoch}"
         if engine.state.epoch == max_epochs:
             message += ("; max_epochs reached, nothing left to train (raise --max_epochs to train longer, or "
-                        "--resume false to start over)")
+                        f"{self.start_over})")
         engine.logger.info(message)
+
+    def refuse_to_overwrite(self) -> None:
+        """Refuse a run that does not resume where another run left ``outputs``: a finished model and
+        its record would be lost at the first validation."""
+        found = [p for p in self.outputs if p.exists()]
+        if not found:
+            return
+        how = "resume it with --resume true" if self.path.is_file() else f"it left no {self.path.name} to resume from"
+        raise ValueError(f"{found[0].parent}: holds another run's {' and '.join(p.name for p in found)}, which "
+                         f"this run would overwrite: {how}, or use a new or empty output_dir")
 
     def save(self, engine: Engine) -> None:
         if idist.get_rank() != 0:

@@ -102,15 +102,13 @@ class ValidationRecorder:
 
 def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     """A run resumed under other settings (say, image size) is refused: its best model and its
-    records would then describe neither run. Keys only one side has are not compared."""
+    records would then describe neither run. Keys only one side has are not compared.
+    ``ResumableCheckpoint`` adds the file and how to go on."""
     stored, current = as_json(dict(stored)), as_json(dict(current))
     differ = {k: (stored[k], current[k]) for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]}
     if differ:
-        raise ValueError(
-            "the resume checkpoint was trained with "
-            + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items())
-            + ": resume with its settings, or start over in a new output_dir or with --resume false"
-        )
+        raise ValueError("the resume checkpoint was trained with "
+                         + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items()))
 
 
 def with_record(history: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:

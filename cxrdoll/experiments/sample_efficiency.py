@@ -286,6 +286,9 @@ def train_run(run: Run, datalist: Path, out_dir: Path, wanted: dict[str, Any], s
         "num_workers": settings["num_workers"],
         "freeze_decoder": settings["freeze_decoder"],
         **{k: settings[k] for k in RUN_KEYS},
+        # an unfinished run is retrained, never resumed: no resume state each epoch (its save would
+        # count in elapsed_s, more for the starts with more to train), and none kept (below)
+        "train#checkpoint#interval": settings["max_epochs"],
     }
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
@@ -297,6 +300,7 @@ def train_run(run: Run, datalist: Path, out_dir: Path, wanted: dict[str, Any], s
     workflow.initialize()
     workflow.run()
     workflow.finalize()
+    (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     write_json_atomic(out_dir / RUN_SETTINGS, wanted)
     return read_json(history_file)
 

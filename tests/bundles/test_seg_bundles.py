@@ -189,6 +189,43 @@ def test_adapter_freezes_the_encoder_trains_the_rest_then_infers_and_exports(pre
     assert deployed.predict(np.zeros((1, 40, 48), np.float32)).shape == (2, 40, 48)
 
 
+def test_adapter_training_resumes_and_no_segmentation_run_overwrites_a_finished_one(pretrained, tmp_path):
+    """Re-running the command continues from checkpoint.pt (it used to train again, replacing model.pt at its
+    first validation); a run that does not resume refuses a folder another run left, in both bundles."""
+    from cxrdoll.errors import user_error
+
+    adapter = BUNDLES / "cxr_seg_adapter"
+    out = tmp_path / "adapter"
+    settings = {"datalist": str(write_tiny_downstream(tmp_path / "down", n_train=2, n_val=1)), "output_dir": str(out),
+                "pretrained_ckpt": str(pretrained["model"]),
+                **{k: v for k, v in TINY.items() if k not in ("encoder_name", "decoder_channels")}}
+    run_bundle(adapter, ("train.json",), **settings)
+    first = json.loads((out / "validation_history.json").read_text())
+    assert (out / "checkpoint.pt").is_file() and first["learning_rate"] == 0.001 and first["pretrained_ckpt_sha256"]
+    trainer = run_bundle(adapter, ("train.json",), **{**settings, "max_epochs": 2}).parser.get_parsed_content(
+        "train#trainer")
+    assert (trainer.state.epoch, trainer.state.iteration) == (2, 2)  # one more epoch of one batch
+    history = json.loads((out / "validation_history.json").read_text())
+    assert [h["epoch"] for h in history["history"]] == [1, 2] and history["run_id"] == first["run_id"]
+    with pytest.raises(RuntimeError) as refused:
+        run_bundle(adapter, ("train.json",), **{**settings, "max_epochs": 3, "learning_rate": 0.01})
+    assert str(user_error(refused.value)) == (f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with "
+                                              "learning_rate=0.001, not 0.01: resume with its settings, or start "
+                                              "over in a new or empty output_dir")
+
+    pretrain = tmp_path / "pretrain"
+    shutil.copytree(pretrained["out"], pretrain)
+    model = {folder: (folder / "model.pt").read_bytes() for folder in (out, pretrain)}
+    for bundle, folder, given in ((adapter, out, settings), (BUNDLES / "cxr_seg_pretrain", pretrain,
+                                                              {**TINY, "datalist": str(pretrained["doll"])})):
+        with pytest.raises(RuntimeError) as refused:
+            run_bundle(bundle, ("train.json",), **{**given, "output_dir": str(folder), "resume": False})
+        assert str(user_error(refused.value)) == (
+            f"{folder}: holds another run's validation_history.json and model.pt, which this run would overwrite: "
+            "resume it with --resume true, or use a new or empty output_dir")
+        assert (folder / "model.pt").read_bytes() == model[folder]
+
+
 def test_adapter_torchscript_export_matches_eager(pretrained, tmp_path):
     from monai.bundle import ConfigParser, ckpt_export
 

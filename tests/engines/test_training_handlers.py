@@ -78,13 +78,39 @@ def test_resuming_a_finished_run_says_nothing_is_left_to_train(tmp_path, caplog)
         again.run([torch.ones(1, 2)] * 2, max_epochs=1)
     assert again.state.iteration == 2
     assert (f"resumed from {tmp_path / 'ckpt.pt'} at epoch 1; max_epochs reached, nothing left to train (raise "
-            "--max_epochs to train longer, or --resume false to start over)") in caplog.text
+            "--max_epochs to train longer, or start over in a new output_dir or with --resume false)") in caplog.text
     caplog.clear()
     longer = _trainer(net)
     ResumableCheckpoint(tmp_path / "ckpt.pt", {"network": net}).attach(longer)
     with caplog.at_level(logging.INFO):
         longer.run([torch.ones(1, 2)] * 2, max_epochs=2)
     assert longer.state.iteration == 4 and "nothing left to train" not in caplog.text
+
+
+def test_a_run_that_does_not_resume_refuses_to_overwrite_another_runs_outputs(tmp_path):
+    """Its first validation would replace the finished run's model.pt and record."""
+    net = torch.nn.Linear(2, 1)
+    outputs = [tmp_path / "validation_history.json", tmp_path / "model.pt"]
+
+    def run(resume: bool) -> Engine:
+        trainer = _trainer(net)
+        ResumableCheckpoint(tmp_path / "checkpoint.pt", {"network": net}, resume=resume, outputs=outputs).attach(trainer)
+        trainer.run([torch.ones(1, 2)], max_epochs=1)
+        return trainer
+
+    run(resume=False)  # an empty folder
+    outputs[1].write_bytes(b"a finished model")
+    with pytest.raises(ValueError) as refused:
+        run(resume=False)
+    assert str(refused.value) == (f"{tmp_path}: holds another run's model.pt, which this run would overwrite: resume it "
+                                  "with --resume true, or use a new or empty output_dir")
+    assert run(resume=True).state.epoch == 1  # resumed: nothing left to train, nothing overwritten
+    (tmp_path / "checkpoint.pt").unlink()
+    outputs[0].write_text("{}")
+    with pytest.raises(ValueError, match=r"holds another run's validation_history\.json and model\.pt, which this run "
+                                         r"would overwrite: it left no checkpoint\.pt to resume from, or use a new"):
+        run(resume=True)
+    assert outputs[1].read_bytes() == b"a finished model"
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

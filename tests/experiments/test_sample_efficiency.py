@@ -42,6 +42,7 @@ def test_tiny_run_writes_table_plot_and_per_epoch_dice(tmp_path):
         assert set(start["sizes"]) == {"2", "all"} and start["sizes"]["all"]["n_images"] == 4
         assert len(start["sizes"]["2"]["dice_per_epoch"]) == 2
     assert len(report["runs"]) == 8 and all(len(r["history"]) == 2 for r in report["runs"])
+    assert not list((out / "runs").rglob("checkpoint.pt"))  # an unfinished run is retrained, not resumed
     assert report["seconds_in_runs"] == pytest.approx(sum(r["history"][-1]["elapsed_s"] for r in report["runs"]))
     table = (out / "results.md").read_text()
     assert "| labelled images | from scratch | classifier backbone only | DoLL + adapters | DoLL + full fine-tune |" in table
