@@ -7,11 +7,11 @@ written anywhere.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import hmac
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -24,7 +24,6 @@ from cxrdoll.dicom.views import is_usable_frontal
 from cxrdoll.io import save_png_atomic, write_bytes_atomic, write_csv_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
-OUTPUTS: tuple[str, ...] = ("datalist.json", "report.csv", "images")  # what a run writes in its --out
 REPORT_COLUMNS: tuple[str, ...] = (
     "file", "status", "reason", "output", "modality", "view", "photometric", "voi", "rows", "cols",
 )
@@ -64,6 +63,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     An ``out_dir`` holding an earlier run's outputs is refused unless ``overwrite``, which removes
     them first: images rewritten in place under the old datalist (a killed re-run at another size)
     or left over from it (identifiable names beside a ``deidentify`` run's pseudonyms) mix two runs.
+    Files in ``images/`` that no earlier report lists are refused, never deleted.
     """
     in_dir, out_dir = dicom_input_folder(Path(in_dir).resolve()), Path(out_dir).resolve()
     if options.fmt not in FORMATS:
@@ -104,13 +104,33 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
 
 
 def _clear_earlier_outputs(out_dir: Path, overwrite: bool) -> None:
-    earlier = [name for name in OUTPUTS if (out_dir / name).exists()]
+    """Refuse, or with ``overwrite`` remove, what an earlier ingest wrote in ``out_dir``: the files its
+    ``report.csv`` lists, then its report and datalist. Anything else in ``images/`` (a killed run's
+    images, or files that are not ingest's) is never deleted: it is refused before anything is."""
+    report, images = out_dir / "report.csv", out_dir / "images"
+    earlier = [name for name in ("datalist.json", "report.csv") if (out_dir / name).exists()]
+    present = sorted(p for p in images.rglob("*") if p.is_file()) if images.is_dir() else []
+    if not earlier and not present:
+        return
     if earlier and not overwrite:
         raise ValueError(f"{out_dir}: already holds {', '.join(earlier)} from an earlier run; pass --overwrite to "
-                         "replace them, or choose another --out")
+                         "replace that run's outputs, or choose another --out")
+    listed = {(out_dir / row["output"]).resolve() for row in _read_report(report) if row.get("output")}
+    unlisted = [p for p in present if p.resolve() not in listed]
+    if unlisted:
+        raise ValueError(f"{images}: holds {len(unlisted)} file(s) that no ingest report in {out_dir} lists (e.g. "
+                         f"{unlisted[0].name}: a killed run's, or not ingest's); move them or choose another --out")
+    for path in present:
+        path.unlink()
     for name in earlier:
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        (out_dir / name).unlink()
+
+
+def _read_report(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def write_report(path: Path, rows: Iterable[ReportRow]) -> None:

@@ -179,9 +179,27 @@ def test_an_earlier_run_s_outputs_are_refused_or_replaced_never_mixed(tmp_path, 
     before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     capsys.readouterr()
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify"]) == 2
-    assert capsys.readouterr().err == (f"error: {out}: already holds datalist.json, report.csv, images from an earlier "
-                                       "run; pass --overwrite to replace them, or choose another --out\n")
+    assert capsys.readouterr().err == (f"error: {out}: already holds datalist.json, report.csv from an earlier run; "
+                                       "pass --overwrite to replace that run's outputs, or choose another --out\n")
     assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify", "--overwrite"]) == 0
     names = [p.name for p in (out / "images").iterdir()]
     assert len(names) == 1 and names[0].startswith("cxr_") and "smith" not in (out / "datalist.json").read_text()
+
+
+def test_overwrite_never_deletes_files_no_ingest_report_lists(tmp_path, capsys):
+    """--out pointed at a folder whose images/ holds the user's own files (or a killed run's)."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(), root / "a.dcm")
+    out = tmp_path / "project"
+    (out / "images").mkdir(parents=True)
+    mine = out / "images" / "my_annotated_xray.png"
+    mine.write_bytes(b"precious")
+    for extra in ([], ["--overwrite"]):
+        capsys.readouterr()
+        assert main(["ingest-dicom", "--in", str(root), "--out", str(out), *extra]) == 2
+        assert capsys.readouterr().err == (f"error: {out / 'images'}: holds 1 file(s) that no ingest report in {out} "
+                                           "lists (e.g. my_annotated_xray.png: a killed run's, or not ingest's); move "
+                                           "them or choose another --out\n")
+    assert mine.read_bytes() == b"precious" and not (out / "datalist.json").exists()
