@@ -38,6 +38,7 @@ from cxrdoll.labels.writer import (SHARD_DIR, append_source, finalise, image_sou
 from cxrdoll.networks.encoders import checked_image_size
 
 logger = logging.getLogger("cxrdoll.labels")
+SOURCE_IDENTITY = ("size", "mtime_ns")  # what makes a source record's image the same file
 
 # Labeller explainer id -> (cxrdoll.explain name, whether classifiers are chosen per observation by tau).
 LABELLER_EXPLAINERS: dict[str, tuple[str, bool]] = {
@@ -366,7 +367,8 @@ class LabelRunner:
         """Refuse labels made from other images than the datalist now names under their ids.
 
         Re-ingested or regenerated images keep their ids, so a label file existing says nothing
-        about its pixels; its source record does. Labels without a record (written before records
+        about its pixels; its source record does. Size and modification time decide: a path alone
+        that differs is the same file reached another way (moved with its times, a symlinked root). Labels without a record (written before records
         were kept) and images now missing (nothing to compare) are trusted, as before. Refused,
         not relabelled: a wrong datalist would otherwise silently overwrite finished labels.
         """
@@ -380,7 +382,7 @@ class LabelRunner:
                 now = image_source(item["image"])
             except FileNotFoundError:
                 continue
-            if any(before[k] != now[k] for k in now):
+            if any(before[k] != now[k] for k in SOURCE_IDENTITY):
                 changed.append((label_path(self.output_dir, item["id"]), before, now))
         if changed:
             raise ValueError(_changed_sources_message(self.output_dir, changed))

@@ -280,6 +280,25 @@ def test_labels_made_from_other_images_behind_the_same_ids_are_refused(setup, tm
     assert not shard_path(out, 0, 1).exists()  # nothing left that would finalise the folder
 
 
+def test_images_moved_with_their_times_or_through_a_symlink_keep_their_labels(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    doc = json.loads(datalist.read_text())
+    images = next(Path(i["image"]).parent for i in doc["training"] if i["id"] == "bad/corrupt.png")  # every image's root
+    assert all(p.startswith(str(images)) for p in _good_images(datalist).values())
+    moved, linked = tmp_path / "moved", tmp_path / "linked"
+    shutil.copytree(images, moved)  # copy2: times kept, as mv or rsync -t
+    linked.symlink_to(images, target_is_directory=True)
+    for root in (moved, linked):
+        text = datalist.read_text().replace(str(images), str(root))
+        other = tmp_path / f"{root.name}.json"
+        other.write_text(text)
+        out = tmp_path / f"labels_{root.name}"
+        shutil.copytree(reference, out)
+        summary = LabelRunner(classifiers, other, out, **OPTIONS).run()
+        assert summary["written"] == 0 and summary["finalised"]
+        assert _label_files(out) == _label_files(reference)
+
+
 def test_an_image_rewritten_in_place_is_refused_until_its_label_is_deleted(one_thread, tmp_path):
     """Re-ingested DICOM: same id and path, new pixels. Its label deleted, the image is labelled again;
     that record then wins over the old one, also in a run of another world size."""
