@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
 from cxrdoll.labels.writer import check_label, read_label
@@ -55,15 +54,27 @@ def hit(soft: np.ndarray, truth: np.ndarray) -> float:
     return float(bool(truth[y, x]))
 
 
+AUROC_LEVELS = 1 << 16  # soft maps are float16 in [0, 1]: 16-bit levels keep their order
+
+
 def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
-    """Mann-Whitney AUROC of pixel scores against a boolean truth (ties count one half); NaN if one class is absent."""
+    """Mann-Whitney AUROC of pixel scores in [0, 1] against a boolean truth (ties count one half); NaN
+    if one class is absent.
+
+    Counted over ``AUROC_LEVELS`` score levels, not ranked: linear in the pixels, for truth at a
+    CXR's full resolution (5 M pixels per channel; ranking took about 1 s per channel). Scores
+    closer than 1/65535 count as tied.
+    """
     truth = truth.astype(bool).ravel()
     n_pos = int(truth.sum())
     n_neg = truth.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(soft.astype(np.float64).ravel())
-    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    levels = np.rint(np.clip(soft.astype(np.float64).ravel(), 0.0, 1.0) * (AUROC_LEVELS - 1)).astype(np.int64)
+    pos = np.bincount(levels[truth], minlength=AUROC_LEVELS).astype(np.float64)
+    neg = np.bincount(levels[~truth], minlength=AUROC_LEVELS).astype(np.float64)
+    below = np.cumsum(neg) - neg  # negatives scoring strictly lower, per level
+    return float(((pos * below).sum() + 0.5 * (pos * neg).sum()) / (n_pos * n_neg))
 
 
 def to_truth_size(mask: np.ndarray, soft: np.ndarray | None, shape: tuple[int, int]
@@ -169,8 +180,8 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
 
     Images (rows) are resampled jointly for every observation, so the CI of the mean respects the
     correlation between observations of the same image. The mean's CI uses the resamples that keep
-    every observation of the estimate (``mean_resamples`` of them); an observation scored on a single
-    image gets no CI.
+    every observation of the estimate (``mean_resamples`` of them), and is left out when fewer than
+    half do (many rare observations); an observation scored on a single image gets no CI.
     """
     observed = ~np.isnan(values)
     per_obs = _nanmean(values, axis=0)
@@ -193,9 +204,10 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
         with np.errstate(invalid="ignore"):
             for j in np.flatnonzero(counts >= 2):
                 col = boot[:, j][~np.isnan(boot[:, j])]
-                lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
+                if col.size:  # a rare observation can be missing from every resample
+                    lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
             kept = int(keep.sum())
-            if kept and defined.any():
+            if 2 * kept >= n_boot and defined.any():  # else the CI would rest on a few resamples
                 overall_ci = tuple(float(v) for v in np.percentile(_nanmean(boot[keep], axis=1), [2.5, 97.5]))
     return {
         "mean": overall,

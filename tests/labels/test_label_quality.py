@@ -32,6 +32,21 @@ def test_iou_hit_and_auroc_against_hand_computed_values():
     assert np.isnan(pixel_auroc(np.ones(3), np.ones(3)))
 
 
+def test_counted_pixel_auroc_matches_ranks_on_float16_maps():
+    """Counting over 16-bit levels (linear time, for full-resolution truth) against scipy's ranks."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        soft = rng.uniform(size=(48, 40)).astype(np.float16).astype(np.float32)
+        soft[rng.uniform(size=soft.shape) < 0.3] = 0.0  # the many zeros of a normalised map tie
+        truth = rng.uniform(size=soft.shape) < 0.2 + 0.5 * soft
+        ranks = rankdata(soft.ravel())
+        n_pos, n_neg = truth.sum(), truth.size - truth.sum()
+        expected = (ranks[truth.ravel()].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        assert pixel_auroc(soft, truth) == pytest.approx(expected, abs=1e-6)
+
+
 def test_flat_peak_resolves_to_the_tie_nearest_the_centroid():
     soft = np.zeros((5, 5))
     soft[1:4, 1:4] = 1.0
@@ -143,6 +158,19 @@ def test_the_ci_of_the_mean_averages_the_same_observations_as_the_estimate():
     assert result["mean_ci"][1] < 0.57  # the mixture's upper end was 0.60
     assert 550 < result["mean_resamples"] < 750  # the resamples that drew image 0
     assert result["per_observation"][LOCALISABLE_OBSERVATIONS[12]] == {"value": 0.0, "ci": [None, None], "n": 1}
+
+
+def test_rare_observations_give_no_ci_rather_than_one_from_a_few_resamples_or_a_crash():
+    values = np.full((40, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[:, 0] = np.linspace(0.2, 0.8, 40)
+    values[[0, 1], 1] = [0.1, 0.3]  # a two-image observation
+    seed = next(s for s in range(100) if not {0, 1} & set(np.random.default_rng(s).integers(0, 40, size=40)))
+    rare = summarise(values, n_boot=1, seed=seed)["per_observation"][LOCALISABLE_OBSERVATIONS[1]]
+    assert rare == {"value": pytest.approx(0.2), "ci": [None, None], "n": 2}  # its one resample missed both images
+    for j in range(2, 13):  # eleven single-image observations: few resamples keep them all
+        values[j, j] = 0.5
+    crowded = summarise(values, 1000, seed=0)
+    assert crowded["mean_resamples"] < 500 and np.isnan(crowded["mean_ci"][0]) and np.isnan(crowded["mean_ci"][1])
 
 
 def test_the_paired_bootstrap_compares_only_the_images_both_scored():
