@@ -102,10 +102,15 @@ class ValidationRecorder:
 
 def refuse_other_settings(stored: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     """A run resumed under other settings (say, image size) is refused: its best model and its
-    records would then describe neither run. Keys only one side has are not compared.
+    records would then describe neither run. Keys only one side has are not compared, nor a path
+    whose file's sha256 both sides record (``<key>_sha256``).
     ``ResumableCheckpoint`` adds the file and how to go on."""
     stored, current = as_json(dict(stored)), as_json(dict(current))
-    differ = {k: (stored[k], current[k]) for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]}
+    shared = stored.keys() & current.keys()
+    # a file both sides also identify by content (``<key>_sha256``) may be named by another path
+    # (relative, moved): the content decides
+    compared = sorted(k for k in shared if f"{k}_sha256" not in shared)
+    differ = {k: (stored[k], current[k]) for k in compared if stored[k] != current[k]}
     if differ:
         raise ValueError("the resume checkpoint was trained with "
                          + ", ".join(f"{k}={old!r}, not {new!r}" for k, (old, new) in differ.items()))

@@ -111,13 +111,20 @@ def _registry(data_hash: str, entries: dict[str, dict[str, Any]]) -> dict[str, A
 
 def _registered(path: Path, data_hash: str) -> dict[str, dict[str, Any]]:
     """The entries of an earlier ``classifiers.json`` for the same datalist whose checkpoint is still
-    there, by name; none for another datalist (its AUROCs do not belong beside this hash)."""
+    the one registered (same sha256), by name; none for another datalist (its AUROCs do not belong
+    beside this hash). A model retrained or removed since is left out: its entry no longer describes
+    it, and the labeller would refuse the whole registry."""
     if not path.is_file():
         return {}
     registry = read_json(path)
     if not isinstance(registry, dict) or registry.get("data_hash") != data_hash:
         return {}
-    return {e["name"]: e for e in registry.get("classifiers", []) if Path(e.get("checkpoint", "")).is_file()}
+    return {e["name"]: e for e in registry.get("classifiers", []) if _still_registered(e)}
+
+
+def _still_registered(entry: dict[str, Any]) -> bool:
+    checkpoint = Path(entry.get("checkpoint", ""))
+    return checkpoint.is_file() and file_sha256(checkpoint) == entry.get("checkpoint_sha256")
 
 
 def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any],

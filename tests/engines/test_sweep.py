@@ -105,6 +105,9 @@ def test_a_failed_re_run_or_another_sweep_keeps_the_classifiers_registered_befor
     (zoo / "densenet_tiny" / "model.pt").unlink()  # a run removed by hand is not registered any more
     assert main([*argv, "resnet18"]) == 0
     assert names() == ["resnet10", "resnet18"]
+    (zoo / "resnet10" / "model.pt").write_bytes(b"retrained by hand")  # its entry no longer describes it
+    assert main([*argv, "resnet18"]) == 0
+    assert names() == ["resnet18"]
     other = write_tiny_datalist(tmp_path / "other", n_train=3, n_val=2, size=16)
     assert main([*argv[:3], str(other), *argv[4:], "resnet18"]) == 0  # another datalist: nothing carried over
     assert names() == ["resnet18"]

@@ -390,3 +390,15 @@ def test_a_run_resumed_after_a_budget_stop_keeps_the_better_model_the_stop_saved
     assert (metrics["best"]["epoch"], metrics["best"]["mean_auroc"]) == (3, 0.90)
     # epoch 3, stopped and then run in full, is recorded once, as run in full
     assert [(h["epoch"], h["mean_auroc"]) for h in metrics["history"]] == [(1, 0.70), (2, 0.80), (3, 0.85), (4, 0.82)]
+
+
+def test_a_checkpoint_named_by_another_path_does_not_block_a_resume_its_content_does():
+    """Relative against absolute, or moved: the sha256 both records carry decides, not the path."""
+    from cxrdoll.engines.recorder import refuse_other_settings
+
+    stored = {"init_ckpt": "/runs/cls/model.pt", "init_ckpt_sha256": "aa", "image_size": 64}
+    refuse_other_settings(stored, {**stored, "init_ckpt": "model.pt"})
+    with pytest.raises(ValueError, match=r"trained with init_ckpt_sha256='aa', not 'bb'"):
+        refuse_other_settings(stored, {**stored, "init_ckpt": "model.pt", "init_ckpt_sha256": "bb"})
+    with pytest.raises(ValueError, match=r"init_ckpt='/runs/cls/model.pt', not 'model.pt'"):  # no content to compare
+        refuse_other_settings({"init_ckpt": "/runs/cls/model.pt"}, {"init_ckpt": "model.pt"})
