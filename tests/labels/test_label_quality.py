@@ -32,19 +32,22 @@ def test_iou_hit_and_auroc_against_hand_computed_values():
     assert np.isnan(pixel_auroc(np.ones(3), np.ones(3)))
 
 
-def test_counted_pixel_auroc_matches_ranks_on_float16_maps():
-    """Counting over 16-bit levels (linear time, for full-resolution truth) against scipy's ranks."""
+def test_counted_pixel_auroc_matches_ranks_also_on_the_tails_of_soft_maps():
+    """Against scipy's ranks, on maps with many zeros, ties and values far below 1/65535 (the smooth
+    tails of blurred, normalised maps, where a 16-bit grid merged distinct scores)."""
     from scipy.stats import rankdata
 
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        soft = rng.uniform(size=(48, 40)).astype(np.float16).astype(np.float32)
+    for k in range(20):
+        soft = (rng.uniform(size=(48, 40)) ** 8 * (1e-3 if k % 2 else 1.0)).astype(np.float32)
         soft[rng.uniform(size=soft.shape) < 0.3] = 0.0  # the many zeros of a normalised map tie
-        truth = rng.uniform(size=soft.shape) < 0.2 + 0.5 * soft
+        truth = rng.uniform(size=soft.shape) < 0.2 + 0.5 * (soft > np.median(soft))
         ranks = rankdata(soft.ravel())
         n_pos, n_neg = truth.sum(), truth.size - truth.sum()
         expected = (ranks[truth.ravel()].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-        assert pixel_auroc(soft, truth) == pytest.approx(expected, abs=1e-6)
+        assert pixel_auroc(soft, truth) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="non-finite"):
+        pixel_auroc(np.array([0.1, np.nan]), np.array([0, 1]))
 
 
 def test_flat_peak_resolves_to_the_tie_nearest_the_centroid():
@@ -171,6 +174,8 @@ def test_rare_observations_give_no_ci_rather_than_one_from_a_few_resamples_or_a_
         values[j, j] = 0.5
     crowded = summarise(values, 1000, seed=0)
     assert crowded["mean_resamples"] < 500 and np.isnan(crowded["mean_ci"][0]) and np.isnan(crowded["mean_ci"][1])
+    paired = paired_difference(values, values * 0.9, 1000, seed=0)  # the same rule for the paired difference
+    assert paired["resamples"] < 500 and np.isnan(paired["ci"][0]) and np.isnan(paired["ahead"])
 
 
 def test_the_paired_bootstrap_compares_only_the_images_both_scored():
