@@ -123,8 +123,10 @@ def _registered(path: Path, data_hash: str) -> dict[str, dict[str, Any]]:
 
 
 def _still_registered(entry: dict[str, Any]) -> bool:
-    checkpoint = Path(entry.get("checkpoint", ""))
-    return checkpoint.is_file() and file_sha256(checkpoint) == entry.get("checkpoint_sha256")
+    """The checkpoint is there and, where the entry records its sha256 (a hand-written one may
+    not, which the labeller accepts), still has it."""
+    checkpoint, digest = Path(entry.get("checkpoint", "")), entry.get("checkpoint_sha256")
+    return checkpoint.is_file() and (digest is None or file_sha256(checkpoint) == digest)
 
 
 def registry_entry(run_dir: Path, arch: str, image_size: int, metrics: dict[str, Any],

@@ -106,8 +106,12 @@ def test_a_failed_re_run_or_another_sweep_keeps_the_classifiers_registered_befor
     assert main([*argv, "resnet18"]) == 0
     assert names() == ["resnet10", "resnet18"]
     (zoo / "resnet10" / "model.pt").write_bytes(b"retrained by hand")  # its entry no longer describes it
+    registry = json.loads((zoo / "classifiers.json").read_text())
+    registry["classifiers"].append({**registry["classifiers"][1], "name": "mine"})
+    del registry["classifiers"][-1]["checkpoint_sha256"]  # added by hand, as the labeller accepts
+    (zoo / "classifiers.json").write_text(json.dumps(registry))
     assert main([*argv, "resnet18"]) == 0
-    assert names() == ["resnet18"]
+    assert names() == ["resnet18", "mine"]
     other = write_tiny_datalist(tmp_path / "other", n_train=3, n_val=2, size=16)
     assert main([*argv[:3], str(other), *argv[4:], "resnet18"]) == 0  # another datalist: nothing carried over
     assert names() == ["resnet18"]
