@@ -66,10 +66,22 @@ def user_error(err: BaseException) -> BaseException | None:
     return None
 
 
+# A library's words for a cause it does not name, and what to do about it.
+_HINTS = {
+    "Expected more than 1 value per channel when training": (
+        "BatchNorm cannot train on a batch of one image whose deepest feature map is 1x1 (image_size below 64, "
+        "and a training set that leaves one image for its last batch): use image_size 64 or more, or a "
+        "batch_size that leaves no single image over"),
+}
+
+
 def one_line(err: BaseException) -> str:
-    """A user error's text on one line, as the command-line tools print it; KeyError's repr-quoting removed."""
+    """A user error's text on one line, as the command-line tools print it; KeyError's repr-quoting
+    removed, and a hint added to a library message that does not say what to change."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(text.split()) or type(err).__name__
+    text = " ".join(text.split()) or type(err).__name__
+    hints = [hint for start, hint in _HINTS.items() if text.startswith(start)]
+    return f"{text}: {hints[0]}" if hints else text
 
 
 def about_file(path: str, reason: object) -> str:

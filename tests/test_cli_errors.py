@@ -208,3 +208,19 @@ def test_an_uncaught_bug_or_an_asked_for_traceback_goes_to_the_previous_hook(bun
     user = ValueError("data.json: not valid JSON")
     sys.excepthook(ValueError, user, None)
     assert bundle_hook == [bug, user] and capsys.readouterr().err == ""
+
+
+def test_batchnorm_on_one_1x1_image_says_which_settings_to_change():
+    """At 32 px the deepest feature map is 1x1; a last training batch of one image fails in BatchNorm
+    with torch's words only."""
+    import torch
+
+    from cxrdoll.errors import one_line, user_error
+    from cxrdoll.networks import build_segmenter
+
+    network = build_segmenter("densenet_tiny", decoder_channels=(16, 16, 8, 8, 8)).train()
+    with pytest.raises(ValueError) as caught:
+        network(torch.zeros(1, 1, 32, 32))
+    line = one_line(user_error(caught.value))
+    assert line.startswith("Expected more than 1 value per channel when training")
+    assert line.endswith("use image_size 64 or more, or a batch_size that leaves no single image over")
