@@ -99,6 +99,12 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Itera
     write_text_atomic(path, buffer.getvalue())
 
 
+def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:
+    """A CSV table written by :func:`write_csv_atomic`, one dict per row keyed by the header."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def as_json(value: Any) -> Any:
     """``value`` as JSON reads it back (tuples become lists), for comparing with a file's."""
     return json.loads(json.dumps(value))

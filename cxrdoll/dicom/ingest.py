@@ -7,7 +7,6 @@ written anywhere.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import hmac
@@ -21,7 +20,7 @@ import numpy as np
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal
-from cxrdoll.io import save_png_atomic, write_bytes_atomic, write_csv_atomic
+from cxrdoll.io import read_csv_rows, save_png_atomic, write_bytes_atomic, write_csv_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -115,7 +114,8 @@ def _clear_earlier_outputs(out_dir: Path, overwrite: bool) -> None:
     if earlier and not overwrite:
         raise ValueError(f"{out_dir}: already holds {', '.join(earlier)} from an earlier run; pass --overwrite to "
                          "replace that run's outputs, or choose another --out")
-    listed = {(out_dir / row["output"]).resolve() for row in _read_report(report) if row.get("output")}
+    rows = read_csv_rows(report) if report.is_file() else []
+    listed = {(out_dir / row["output"]).resolve() for row in rows if row.get("output")}
     unlisted = [p for p in present if p.resolve() not in listed]
     if unlisted:
         raise ValueError(f"{images}: holds {len(unlisted)} file(s) that no ingest report in {out_dir} lists (e.g. "
@@ -124,13 +124,6 @@ def _clear_earlier_outputs(out_dir: Path, overwrite: bool) -> None:
         path.unlink()
     for name in earlier:
         (out_dir / name).unlink()
-
-
-def _read_report(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def write_report(path: Path, rows: Iterable[ReportRow]) -> None:

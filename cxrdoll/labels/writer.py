@@ -10,7 +10,6 @@ machine-specific data.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 
 import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import npz_bytes, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from cxrdoll.io import npz_bytes, read_csv_rows, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 SHARD_DIR = ".shards"
 CODE_DIR = "code"  # under SHARD_DIR: one record per code version that wrote labels here
@@ -235,5 +234,4 @@ def _write_report(path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def read_report(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv_rows(path)
