@@ -176,6 +176,11 @@ def _observations_kept(defined: np.ndarray, rows: np.ndarray, observed: np.ndarr
     return bool(np.all(observed[rows].any(axis=0)[defined]))
 
 
+def _enough_resamples(kept: int, n_boot: int) -> bool:
+    """Whether a CI may rest on ``kept`` of ``n_boot`` resamples: at least half of them."""
+    return kept > 0 and 2 * kept >= n_boot
+
+
 def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Point estimates and percentile 95 % CIs, per observation and for the mean over observations.
 
@@ -208,7 +213,7 @@ def summarise(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str
                 if col.size:  # a rare observation can be missing from every resample
                     lo[j], hi[j] = np.percentile(col, [2.5, 97.5])
             kept = int(keep.sum())
-            if 2 * kept >= n_boot and defined.any():  # else the CI would rest on a few resamples
+            if _enough_resamples(kept, n_boot) and defined.any():
                 overall_ci = tuple(float(v) for v in np.percentile(_nanmean(boot[keep], axis=1), [2.5, 97.5]))
     return {
         "mean": overall,
@@ -229,7 +234,8 @@ def paired_difference(reference: np.ndarray, other: np.ndarray, n_boot: int = 10
     otherwise look better. Both are resampled with the *same* image indices, so what the images
     share (easy or hard cases) cancels and the CI is that of the difference, not two overlapping
     marginal CIs; resamples that lose an observation of the estimate are left out, and the CI with
-    them when fewer than half remain, as in :func:`summarise`. ``ahead`` is the share of resamples where ``reference`` is higher.
+    them when fewer than half remain, as in :func:`summarise`. ``ahead`` is the share of resamples
+    where ``reference`` is higher.
     """
     if reference.shape != other.shape:
         raise ValueError(f"paired scores must have the same shape, got {reference.shape} and {other.shape}")
@@ -243,7 +249,7 @@ def paired_difference(reference: np.ndarray, other: np.ndarray, n_boot: int = 10
     boot = np.array([_mean_over_observations(reference[rows]) - _mean_over_observations(other[rows])
                      for rows in resamples if _observations_kept(defined, rows, both)])
     boot = boot[~np.isnan(boot)]
-    enough = boot.size and 2 * boot.size >= n_boot  # as in summarise: not from a few resamples
+    enough = _enough_resamples(boot.size, n_boot)
     ci = [float(v) for v in np.percentile(boot, [2.5, 97.5])] if enough else [float("nan")] * 2
     return {"diff": diff, "ci": ci, "ahead": float(np.mean(boot > 0)) if enough else float("nan"),
             "cells": int(both.sum()), "resamples": int(boot.size)}

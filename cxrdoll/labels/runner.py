@@ -368,9 +368,10 @@ class LabelRunner:
 
         Re-ingested or regenerated images keep their ids, so a label file existing says nothing
         about its pixels; its source record does. Size and modification time decide: a path alone
-        that differs is the same file reached another way (moved with its times, a symlinked root). Labels without a record (written before records
-        were kept) and images now missing (nothing to compare) are trusted, as before. Refused,
-        not relabelled: a wrong datalist would otherwise silently overwrite finished labels.
+        that differs is the same file reached another way (moved with its times, a symlinked root).
+        Labels without a record (written before records were kept) and images now missing (nothing
+        to compare) are trusted, as before. Refused, not relabelled: a wrong datalist would
+        otherwise silently overwrite finished labels.
         """
         recorded = read_sources(self.output_dir)
         changed = []
