@@ -78,7 +78,7 @@ step train_throughput_autotune 100 "$PY" benchmarks/train_throughput.py "${TRAIN
   --out "$RESULTS/train_throughput_autotune"
 step train_throughput_before 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" --override log_every=1 \
   --override train#trainer#non_blocking=false --override train#trainer#optim_set_to_none=false \
-  --override 'train#trainer#train_handlers=$@train#handlers[1:]' \
+  --override 'train#trainer#train_handlers=$@train#handlers[2:]' \
   --out "$RESULTS/train_throughput_before"
 step train_throughput_nopin 100 "$PY" benchmarks/train_throughput.py "${TRAIN[@]}" \
   --override train#dataloader#pin_memory=false --out "$RESULTS/train_throughput_nopin"

@@ -18,7 +18,8 @@ def loss_value(output: dict[str, Any]) -> float:
     return output["loss"].item()
 
 
-def _log_interval(n: int) -> int:
+def log_interval(n: int) -> int:
+    """``n`` as a logging interval in iterations; refused unless positive."""
     if int(n) < 1:
         raise ValueError(f"log_every must be a positive number of iterations, got {n}")
     return int(n)
@@ -26,7 +27,7 @@ def _log_interval(n: int) -> int:
 
 def every_n_iterations(n: int) -> Callable[[Engine, int], bool]:
     """Event filter for MONAI's ``StatsHandler``/``TensorBoardStatsHandler`` ``iteration_log``: every ``n``-th."""
-    n = _log_interval(n)
+    n = log_interval(n)
     return lambda engine, event: event % n == 0
 
 
@@ -37,7 +38,7 @@ class LossProgressBar:
     """
 
     def __init__(self, every: int = 1, persist: bool = False) -> None:
-        self.every = _log_interval(every)
+        self.every = log_interval(every)
         self.bar = ProgressBar(persist=persist)
 
     def attach(self, engine: Engine) -> None:

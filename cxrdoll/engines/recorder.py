@@ -14,7 +14,7 @@ from torch import nn
 
 from cxrdoll.engines.auroc import MaskedAUROC
 from cxrdoll.engines.checkpoint import unwrap_module
-from cxrdoll.io import as_json, atomic_path, read_json, write_json_atomic
+from cxrdoll.io import as_json, atomic_path, read_json, without_nan, write_json_atomic
 
 
 class ValidationRecorder:
@@ -54,12 +54,12 @@ class ValidationRecorder:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        record = {
+        record = without_nan({  # NaN scores give NaN AUROCs: undefined, never an improvement, no NaN in JSON
             "epoch": int(engine.state.epoch),
             "mean_auroc": self.metric.mean,
             "auroc": dict(self.metric.per_observation),
             "num_samples": self.metric.num_samples,
-        }
+        })
         self.history = with_record(self.history, record)
         improved = record["mean_auroc"] is not None and (
             self.best is None or self.best["mean_auroc"] is None or record["mean_auroc"] > self.best["mean_auroc"]

@@ -37,10 +37,12 @@ def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_da
 
 
 def test_the_before_step_keeps_monai_gradient_scaler_as_the_0744_run_did():
-    """It drops the classifier's first handler, which must be the one that removes the scaler for bf16."""
+    """It drops the classifier's first two handlers, which must be the one that removes the scaler for
+    bf16 and the divergence check (added after that run)."""
     config = json.loads((ROOT / "bundles" / "cxr_classifier" / "configs" / "train.json").read_text())
-    assert config["train"]["handlers"][0] == {"_target_": "cxrdoll.engines.amp.GradScalerOnlyForFloat16"}
-    assert "--override 'train#trainer#train_handlers=$@train#handlers[1:]'" in (
+    assert [h["_target_"] for h in config["train"]["handlers"][:2]] == [
+        "cxrdoll.engines.amp.GradScalerOnlyForFloat16", "cxrdoll.engines.divergence.StopOnDivergence"]
+    assert "--override 'train#trainer#train_handlers=$@train#handlers[2:]'" in (
         ROOT / "benchmarks" / "gpu_session.sh").read_text()
 
 
