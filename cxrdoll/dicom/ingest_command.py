@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from cxrdoll.dicom.ingest import FORMATS, IngestOptions, ingest_folder
@@ -27,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "outside OUT, and reuse it for the same names on every run")
     parser.add_argument("--keep-duplicates", action="store_true", help="keep files repeating a SOP Instance UID")
     parser.add_argument("--overwrite", action="store_true",
-                        help="remove an earlier run's images/, datalist.json and report.csv in --out first")
+                        help="remove an earlier (or killed) run's images/, datalist.json, report.csv and journal in "
+                             "--out first; without it a killed run with the same settings is resumed")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="processes reading files (default: the CPU count, at most 8); 1 reads in this process")
 
 
 def read_key(path: Path, deidentify: bool) -> bytes:
@@ -45,12 +49,15 @@ def read_key(path: Path, deidentify: bool) -> bytes:
 def run(args: argparse.Namespace) -> int:
     if args.size < 0:
         raise ValueError(f"--size must be >= 0, got {args.size}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     options = IngestOptions(
         fmt=args.format, size=args.size, voi=args.voi, views=args.views,
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
         pseudonym_key=None if args.pseudonym_key_file is None else read_key(args.pseudonym_key_file, args.deidentify),
     )
-    rows = ingest_folder(args.in_dir, args.out_dir, options, overwrite=args.overwrite)
+    rows = ingest_folder(args.in_dir, args.out_dir, options, overwrite=args.overwrite, workers=args.workers,
+                         progress=None)
     ok = sum(row.status == "ok" for row in rows)
     print(f"ingested {ok} of {len(rows)} files ({len(rows) - ok} skipped); report: {args.out_dir}/report.csv")
     return 0

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from monai.transforms import Compose
 
 from cxrdoll.cli import main
 from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.dicom import ingest
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.dicom.conftest import find
 from tests.dicom.synthetic_dicom import make_cr, save
@@ -199,7 +202,102 @@ def test_overwrite_never_deletes_files_no_ingest_report_lists(tmp_path, capsys):
     for extra in ([], ["--overwrite"]):
         capsys.readouterr()
         assert main(["ingest-dicom", "--in", str(root), "--out", str(out), *extra]) == 2
-        assert capsys.readouterr().err == (f"error: {out / 'images'}: holds 1 file(s) that no ingest report in {out} "
+        assert capsys.readouterr().err == (f"error: {out / 'images'}: holds 1 file(s) that no ingest report or journal in {out} "
                                            "lists (e.g. my_annotated_xray.png: a killed run's, or not ingest's); move "
                                            "them or choose another --out\n")
     assert mine.read_bytes() == b"precious" and not (out / "datalist.json").exists()
+
+
+def _outputs(out):
+    """Report, datalist items (image paths relative to OUT) and image bytes of a finished run."""
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    for item in items:
+        item["image"] = str(Path(item["image"]).relative_to(out))
+    images = {p.name: p.read_bytes() for p in sorted((out / "images").iterdir())}
+    return (out / "report.csv").read_text(), items, images
+
+
+def _killed_at(monkeypatch, name, after_writing=False):
+    """Make ``_ingest_one`` stop the run (as Ctrl-C would) at the file named ``name``; count its calls."""
+    real, calls = ingest._ingest_one, []
+
+    def stopping(path, *args, **kwargs):
+        calls.append(path.name)
+        if path.name == name:
+            if after_writing:  # the image is written, the journal line is not
+                real(path, *args, **kwargs)
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_ingest_one", stopping)
+    return calls
+
+
+@pytest.mark.parametrize("after_writing", [False, True], ids=["before-writing", "after-writing"])
+def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(input_dir, tmp_path, monkeypatch,
+                                                                                after_writing):
+    options = ingest.IngestOptions(size=16)
+    ingest.ingest_folder(input_dir, tmp_path / "whole", options)
+    out = tmp_path / "out"
+    calls = _killed_at(monkeypatch, "real1.dcm", after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(input_dir, out, options)
+    assert (out / ingest.JOURNAL).is_file() and not (out / "datalist.json").exists()
+    calls.clear()
+    monkeypatch.undo()
+    calls = _killed_at(monkeypatch, "never")
+    ingest.ingest_folder(input_dir, out, options)
+    assert "ct.dcm" not in calls and "multiframe.dcm" not in calls and calls[0] == "real1.dcm"  # sorted order
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+    assert not (out / ingest.JOURNAL).exists()
+
+
+def test_a_killed_run_resumes_only_under_its_settings_and_overwrite_starts_over(input_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "real1.dcm", after_writing=True)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(input_dir, out, ingest.IngestOptions(size=16))
+    monkeypatch.undo()
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--size", "12", "--workers", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {out / ingest.JOURNAL}: a killed ingest run with other settings (size=16, not 12); run again with "
+        "its settings to resume it, or pass --overwrite to start over")
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--size", "12", "--overwrite"]) == 0
+    ingest.ingest_folder(input_dir, tmp_path / "whole", ingest.IngestOptions(size=12))
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_a_file_changed_since_it_was_journaled_is_ingested_again(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, level in (("a.dcm", 100), ("b.dcm", 300)):
+        save(make_cr(np.full((16, 16), level, np.uint16), WindowCenter=200, WindowWidth=400), root / name)
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "b.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(root, out, ingest.IngestOptions())
+    monkeypatch.undo()
+    save(make_cr(np.full((16, 16), 250, np.uint16), WindowCenter=200, WindowWidth=400), root / "a.dcm")
+    ingest.ingest_folder(root, out, ingest.IngestOptions())
+    ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_outputs_do_not_depend_on_the_number_of_worker_processes(input_dir, tmp_path):
+    for workers in (1, 2):
+        ingest.ingest_folder(input_dir, tmp_path / f"w{workers}", ingest.IngestOptions(size=16), workers=workers)
+    assert _outputs(tmp_path / "w1") == _outputs(tmp_path / "w2")
+    report = _report(tmp_path / "w2")
+    assert report["zz_duplicate.dcm"]["reason"] == "duplicate SOP Instance UID of sub/deeper/Doe_Jane_named.dcm"
+
+
+def test_a_killed_deidentified_runs_journal_holds_no_input_path_or_uid(input_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "zz_duplicate.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(input_dir, out, ingest.IngestOptions(deidentify=True))
+    journal = (out / ingest.JOURNAL).read_text()
+    assert len(journal.splitlines()) == 11  # the header and the 10 files before the duplicate
+    uids = [str(pydicom.dcmread(p, force=True).get("SOPInstanceUID", "")) for p in input_dir.rglob("*.dcm")]
+    for secret in ("real0", "Doe_Jane", "sub/", "lateral", str(input_dir), *filter(None, uids)):
+        assert secret not in journal, secret
