@@ -1,11 +1,13 @@
-"""Run the classifier bundle in-process, as ``python -m monai.bundle run`` would."""
+"""Run the classifier bundle in-process, as ``python -m monai.bundle run`` would; refuse misspelt overrides."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from cxrdoll.io import read_json
 
@@ -37,18 +39,14 @@ def make_workflow(
     Every override must name an id the configs define: MONAI would add a misspelt one
     (``lerning_rate``) as a new, unused entry and train with the default.
     """
-    from monai.bundle import ConfigParser, ConfigWorkflow
+    from monai.bundle import ConfigWorkflow
 
     root = Path(bundle_root)
     files = [str(root / "configs" / name) for name in configs]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: bundle config(s) not found: {', '.join(missing)}")
-    parser = ConfigParser()
-    parser.read_config(files)
-    unknown = sorted(k for k in overrides if k not in parser)
-    if unknown:
-        raise KeyError(f"bundle override(s) {unknown} not defined in {', '.join(files)}")
+    refuse_unknown_ids(files, overrides)
     workflow = ConfigWorkflow(
         config_file=files,
         meta_file=str(root / "configs" / "metadata.json"),
@@ -59,6 +57,62 @@ def make_workflow(
     )
     workflow.initialize()
     return workflow
+
+
+def refuse_unknown_ids(config_files: str | Sequence[str], ids: Iterable[str]) -> None:
+    """Refuse override ids the configs do not define: MONAI would add a misspelt one
+    (``lerning_rate``) as a new, unused entry and the run would use the default."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    unknown = sorted(k for k in ids if k not in parser)
+    if unknown:
+        files = config_files if isinstance(config_files, str) else ", ".join(config_files)
+        raise KeyError(f"bundle override(s) {unknown} not defined in {files}: check the spelling "
+                       "(nested ids are written train#trainer#amp)")
+
+
+# ``monai.bundle.scripts.run``'s own arguments: every other ``--name value`` is a config override
+RUN_ARGUMENTS = frozenset({"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
+                           "args_file"})
+
+
+def command_line_overrides(argv: Sequence[str]) -> tuple[Any, list[str]] | None:
+    """Config files and override ids of a ``python -m monai.bundle run`` command line (as python-fire
+    reads it: ``--id value``, ``--id=value``, a bare ``--flag``), with those of an ``--args_file``;
+    None for any other command line."""
+    script = Path(argv[0]) if argv else Path()
+    if script.parts[-3:] != ("monai", "bundle", "__main__.py") or len(argv) < 2 or argv[1] != "run":
+        return None
+    given: dict[str, str | None] = {}
+    tokens = list(argv[2:])
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            continue  # a positional run_id
+        name, sep, value = token[2:].partition("=")
+        if not sep:
+            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else None
+        given[name.replace("-", "_") if name.replace("-", "_") in RUN_ARGUMENTS else name] = value
+    if given.get("args_file"):
+        from monai.bundle import ConfigParser
+
+        given = {**{k: v for k, v in ConfigParser.load_config_file(given["args_file"]).items()}, **given}
+    files = given.get("config_file")
+    if not files:
+        return None
+    if isinstance(files, str) and files.lstrip().startswith("["):
+        files = ast.literal_eval(files)
+    return files, [k for k in given if k not in RUN_ARGUMENTS]
+
+
+def refuse_misspelt_overrides(argv: Sequence[str] | None = None) -> None:
+    """In every bundle's ``initialize``: a ``python -m monai.bundle run`` override that names no id of
+    its configs is an error, as it is for :func:`make_workflow`. In-process runs pass here untouched."""
+    found = command_line_overrides(sys.argv if argv is None else argv)
+    if found is not None:
+        refuse_unknown_ids(*found)
 
 
 def run_bundle(

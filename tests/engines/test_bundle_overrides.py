@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import monai
 import pytest
 
-from cxrdoll.engines.bundle_run import parse_overrides
+from cxrdoll.engines.bundle_run import command_line_overrides, parse_overrides, refuse_misspelt_overrides
 
 
 def test_overrides_parse_json_values_and_keep_expressions_as_strings():
@@ -14,3 +18,38 @@ def test_overrides_parse_json_values_and_keep_expressions_as_strings():
         "train#trainer#train_handlers": "$@train#handlers[:-3]"}
     with pytest.raises(ValueError, match="'pin_memory': expected ID=VALUE"):
         parse_overrides(["pin_memory"])
+
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+MONAI_MAIN = str(Path(monai.__file__).parent / "bundle" / "__main__.py")
+
+
+def test_a_misspelt_override_of_monai_bundle_run_is_refused_naming_it():
+    train = str(BUNDLES / "cxr_classifier" / "configs" / "train.json")
+    with pytest.raises(KeyError, match=r"\['lerning_rate'\] not defined in .*train.json: check the spelling"):
+        refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", train, "--lerning_rate", "0.5"])
+    evaluate = str(BUNDLES / "cxr_classifier" / "configs" / "evaluate.json")
+    with pytest.raises(KeyError, match=r"\['train#augmentation'\]"):  # nested, and two configs as a list
+        refuse_misspelt_overrides([MONAI_MAIN, "run", f"--config_file=['{train}','{evaluate}']",
+                                   "--train#augmentation", "[]", "--amp"])
+    refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", f"{train},{evaluate}", "--train#augmentations",
+                               "[]", "--amp", "--learning_rate=0.5", "--logging-file", "x.conf", "--meta_file", "m"])
+    refuse_misspelt_overrides(["pytest", "run", "--config_file", train, "--lerning_rate", "0.5"])  # not monai.bundle
+
+
+def test_overrides_in_an_args_file_are_checked_too(tmp_path):
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"config_file": str(BUNDLES / "cxr_seg_pretrain" / "configs" / "train.json"),
+                                "encoder": "densenet121"}))
+    assert command_line_overrides([MONAI_MAIN, "run", "--args_file", str(args), "--max_epochs", "2"])[1] == [
+        "encoder", "max_epochs"]
+    with pytest.raises(KeyError, match=r"\['encoder'\]"):
+        refuse_misspelt_overrides([MONAI_MAIN, "run", "--args_file", str(args)])
+
+
+def test_every_bundle_checks_its_command_line_first():
+    for config in sorted(BUNDLES.glob("*/configs/*.json")):
+        doc = json.loads(config.read_text())
+        if "initialize" in doc:
+            assert doc["initialize"][:2] == ["$cxrdoll.errors.brief_user_errors()",
+                                             "$cxrdoll.engines.bundle_run.refuse_misspelt_overrides()"], config
