@@ -102,6 +102,111 @@ def test_a_build_names_every_unreadable_image_at_once_and_leaves_no_cache(pngs, 
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
+def _stoppable_loader(monkeypatch, decoded, stop_at):
+    """Record each path the cache build decodes; stop the build (as Ctrl-C would) at decode ``stop_at[0]``."""
+    import cxrdoll.data.cache as cache_module
+
+    class Loader(cache_module.LoadAnyImaged):
+        def __call__(self, data):
+            if len(decoded) == stop_at[0]:
+                raise KeyboardInterrupt
+            decoded.append(str(data["image"]))
+            return super().__call__(data)
+
+    monkeypatch.setattr(cache_module, "LoadAnyImaged", Loader)
+    monkeypatch.setattr(cache_module, "CHECKPOINT_ROWS", 4)  # a progress record every second batch of 2
+
+
+def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    """191K full-size JPEGs take over an hour to cache: a killed build must not start again from image 0."""
+    rng = np.random.default_rng(1)
+    paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
+    for p in paths:
+        save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
+    items = [{"image": str(p)} for p in paths]
+    whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
+    decoded: list[str] = []
+    stop_at = [7]  # in the 4th batch: rows 0-5 written, 0-3 recorded
+    _stoppable_loader(monkeypatch, decoded, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    assert not (tmp_path / "cache" / whole.path.name).exists()
+    decoded.clear()
+    stop_at[0] = -1
+    cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    assert decoded == [str(p) for p in paths[4:]]
+    assert cache.path.name == whole.path.name and cache.path.read_bytes() == whole.path.read_bytes()
+    assert sorted(f.name for f in cache.path.parent.iterdir()) == [f"{cache.path.stem}.lock", cache.path.name]
+
+
+def test_unreadable_images_met_before_a_stop_are_still_reported_after_the_resume(pngs, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    paths = [pngs[0], bad, *pngs[1:], pngs[0]]
+    decoded: list[str] = []
+    stop_at = [5]
+    _stoppable_loader(monkeypatch, decoded, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        UInt8ImageCache([{"image": str(p)} for p in paths], 32, tmp_path / "cache", batch_size=2)
+    decoded.clear()
+    stop_at[0] = -1
+    with pytest.raises(ValueError, match=r"bad.png: cannot identify image file .*\(1 of 7 listed images unreadable"):
+        UInt8ImageCache([{"image": str(p)} for p in paths], 32, tmp_path / "cache", batch_size=2)
+    assert len(decoded) == 3  # rows 4-6 only
+    assert sorted(f.suffix for f in (tmp_path / "cache").iterdir()) == [".csv", ".lock"]  # no cache, no partial
+
+
+DDP_CACHE = """
+import datetime, json, pathlib, sys, time
+import torch, torch.distributed as dist
+import cxrdoll.data.cache as cache_module
+
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3))
+folder, delay = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+build = cache_module.UInt8ImageCache._build
+
+def slow_build(self, *args):
+    time.sleep(delay)
+    build(self, *args)
+
+cache_module.UInt8ImageCache._build = slow_build
+items = [{"image": str(p)} for p in sorted((folder / "img").glob("*"))]
+cache = cache_module.UInt8ImageCache(items, 32, folder / "cache")
+dist.all_reduce(torch.ones(1))  # the default group still works
+pathlib.Path(folder, f"rank{dist.get_rank()}.json").write_text(json.dumps(cache.array.tolist()))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("unreadable", [False, True])
+def test_ddp_ranks_wait_for_a_cache_build_longer_than_the_default_groups_timeout(pngs, tmp_path, unreadable):
+    """A 191K-image build takes ~78 min, NCCL's default timeout is 10 min: the waiting ranks timed out,
+    torchrun killed rank 0 mid-build, and every retry started over. A failed build still ends every rank."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if unreadable:
+        (tmp_path / "img" / "bad.png").write_bytes(b"not an image")
+    script = tmp_path / "ddp_cache.py"
+    script.write_text(DDP_CACHE)
+    began = time.monotonic()
+    delay = "0" if unreadable else "6"  # seconds: twice the default group's timeout
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             str(script), str(tmp_path), delay], capture_output=True, text=True, timeout=180,
+                            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if unreadable:
+        assert result.returncode != 0 and "bad.png: cannot identify image file" in result.stderr
+        assert time.monotonic() - began < 120  # not the 24 h wait
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    alone = UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "alone")
+    assert ranks[0] == ranks[1] == alone.array.tolist()
+
+
 def test_mask_labels_gives_nan_where_ignored():
     out = MaskLabelsd()({"label": [1.0, 0.0, 1.0], "label_mask": [1, 0, 1], "id": "x"})
     assert "label_mask" not in out
