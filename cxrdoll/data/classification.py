@@ -45,6 +45,30 @@ def classification_items(datalist: str | os.PathLike, section: str) -> list[dict
     return [dict(item) for item in items]
 
 
+def scorable_validation(items: list[dict[str, Any]], mean_over: Sequence[str],
+                        datalist: str | os.PathLike) -> list[dict[str, Any]]:
+    """The validation items, refused when no observation of ``mean_over`` has both classes among them.
+
+    The best model is chosen by the mean AUROC over ``mean_over``; with none defined, the run
+    trained to its end, exited 0 and saved no model at all.
+    """
+    from cxrdoll.constants import OBSERVATIONS
+
+    unknown = [name for name in mean_over if name not in OBSERVATIONS]
+    if unknown or not mean_over:
+        raise ValueError(f"auroc_mean_over {list(mean_over)}: expected CheXpert observation names, got {unknown or 'none'}")
+    labels = np.array([item["label"] for item in items], dtype=float)
+    known = np.array([item["label_mask"] for item in items], dtype=bool)
+    both = [name for i, name in enumerate(OBSERVATIONS)
+            if (labels[known[:, i], i] == 1).any() and (labels[known[:, i], i] == 0).any()]
+    if not any(name in both for name in mean_over):
+        scorable = f"those that do: {', '.join(both)}" if both else "no observation does"
+        raise ValueError(f"{datalist}: no observation of auroc_mean_over ({', '.join(mean_over)}) has both positive "
+                         f"and negative labels in the validation split, so no AUROC selects a model and none would "
+                         f"be saved; {scorable}. Set --auroc_mean_over to some of them, or add such images")
+    return items
+
+
 def fill_one_batch(items: list[dict[str, Any]], batch_size: int, datalist: str | os.PathLike) -> list[dict[str, Any]]:
     """The training items, refused when a process's share cannot fill one batch.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,12 +18,10 @@ class MaskedBCEWithLogitsLoss(nn.Module):
     of rare findings, as in ``torch.nn.BCEWithLogitsLoss``.
     """
 
-    def __init__(self, pos_weight: Sequence[float] | torch.Tensor | None = None) -> None:
+    def __init__(self, pos_weight: Sequence[float] | Mapping[str, float] | torch.Tensor | None = None) -> None:
         super().__init__()
-        weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
-        if weight is not None and weight.ndim != 1:
-            raise ValueError(f"pos_weight must be one weight per observation, got shape {tuple(weight.shape)}")
-        self.register_buffer("pos_weight", weight, persistent=False)
+        self.register_buffer("pos_weight", None if pos_weight is None else checked_pos_weight(pos_weight),
+                             persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape != target.shape:
@@ -39,3 +37,24 @@ class MaskedBCEWithLogitsLoss(nn.Module):
         counted = mask.sum()
         # A batch with no labelled entry gives a zero loss that still keeps the graph connected.
         return (per_entry * mask).sum() / counted.clamp(min=1)
+
+
+def checked_pos_weight(pos_weight: Sequence[float] | Mapping[str, float] | torch.Tensor) -> torch.Tensor:
+    """One finite, non-negative weight per observation; ``{observation: weight}`` weights those
+    named (CheXpert names) and leaves the others at 1. A negative weight rewards missing positives."""
+    from cxrdoll.constants import OBSERVATIONS
+
+    if isinstance(pos_weight, Mapping):
+        unknown = sorted(set(pos_weight) - set(OBSERVATIONS))
+        if unknown:
+            raise ValueError(f"pos_weight names {unknown}, not CheXpert observations {list(OBSERVATIONS)}")
+        pos_weight = [pos_weight.get(name, 1.0) for name in OBSERVATIONS]
+    try:
+        weight = torch.as_tensor(pos_weight, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"pos_weight {pos_weight!r}: expected one number per observation ({err})") from None
+    if weight.ndim != 1:
+        raise ValueError(f"pos_weight must be one weight per observation, got shape {tuple(weight.shape)}")
+    if not torch.isfinite(weight).all() or (weight < 0).any():
+        raise ValueError(f"pos_weight {weight.tolist()}: every weight must be a finite number >= 0")
+    return weight

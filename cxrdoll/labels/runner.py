@@ -236,8 +236,13 @@ class LabelRunner:
             raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0.0 <= float(tau) <= 1.0:  # 70 for 0.7 would quietly leave every observation to one model
-            raise ValueError(f"tau {tau} is a validation-AUROC threshold: expected a number from 0 to 1")
+        # a percent for a fraction (70 for 0.7) would quietly leave every observation to one model (tau),
+        # every label empty (agree_threshold: maps lie in [0, 1]) or every unlabelled image without targets
+        for name, value, what in (("tau", tau, "a validation-AUROC threshold"),
+                                  ("agree_threshold", agree_threshold, "a threshold on maps scaled to [0, 1]"),
+                                  ("predict_threshold", predict_threshold, "a threshold on predicted probabilities")):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} {value} is {what}: expected a number from 0 to 1")
 
         self.registry: Registry = load_registry(classifiers)
         self.datalist_path = Path(datalist)
@@ -286,6 +291,12 @@ class LabelRunner:
         doc = read_json(path)
         if not isinstance(doc, dict):
             raise ValueError(f"{path}: expected a MONAI datalist object")
+        absent = [name for name in sections if name not in doc]
+        others = sorted(k for k, v in doc.items() if k not in sections and isinstance(v, list) and v
+                        and all(isinstance(item, dict) for item in v))  # item lists, not 'observations'/'classes'
+        if absent and others:  # a misspelt section ('valid') labelled nothing of it, silently
+            raise ValueError(f"{path}: no section {absent[0]!r}; it has {others} besides the sections asked for "
+                             f"({list(sections)}): check --sections")
         out = {}
         for name in sections:
             items = doc.get(name, [])

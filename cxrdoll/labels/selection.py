@@ -68,7 +68,7 @@ def load_registry(path: str | os.PathLike) -> Registry:
                 name=str(item["name"]),
                 arch=str(item["arch"]),
                 checkpoint=str(checkpoint),
-                image_size=int(item.get("image_size", 0)),
+                image_size=int(item.get("image_size", 0)) or _recorded_size(checkpoint),
                 auroc=auroc,
                 mean_auroc=float("nan") if item.get("mean_auroc") is None else float(item["mean_auroc"]),
                 checkpoint_sha256=item.get("checkpoint_sha256"),
@@ -80,7 +80,18 @@ def load_registry(path: str | os.PathLike) -> Registry:
     return Registry(observations, tuple(entries), str(doc.get("data_hash", "")), str(path))
 
 
-# the classifier bundle's default, for registries that record no training size
+def _recorded_size(checkpoint: Path) -> int:
+    """The size the classifier bundle recorded beside the checkpoint (0 if none), for hand-written
+    entries without ``image_size``: a 64 px model was otherwise explained at 320 px, unwarned."""
+    from cxrdoll.engines.recorder import trained_setting
+
+    try:
+        return int(trained_setting(checkpoint, "image_size", 0) or 0)
+    except (ValueError, TypeError):  # an unreadable record beside it: as if there were none
+        return 0
+
+
+# the classifier bundle's default, for registries that record neither training size
 DEFAULT_IMAGE_SIZE = 320
 
 

@@ -269,3 +269,33 @@ def test_time_schedule_anneals_over_the_training_budget(trained, tmp_path):
         run_bundle(datalist=str(trained["datalist"]), output_dir=str(tmp_path / "no_budget"), lr_schedule="time",
                    **COMMON)
     assert "lr_schedule 'time' anneals over max_train_seconds" in str(failure.value.__cause__)
+
+
+def test_a_validation_split_that_cannot_select_a_model_is_refused_before_training(tmp_path):
+    """Only Cardiomegaly has labels, all negative in validation: the run used to train to its end,
+    exit 0 and save no model, while metrics.json named one."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=16, n_val=4)
+    doc = json.loads(datalist.read_text())
+    cardio = doc["observations"].index("Cardiomegaly")
+    for item in doc["validation"]:
+        item["label"][cardio] = 0.0
+    for item in doc["training"] + doc["validation"]:  # Pneumothorax: both classes, outside the competition five
+        item["label"][doc["observations"].index("Pneumothorax")] = float(item["label"][cardio] or item is doc["validation"][0])
+    datalist.write_text(json.dumps(doc))
+    with pytest.raises(Exception) as caught:
+        run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "out"), max_epochs=1, **COMMON)
+    assert str(user_error(caught.value)) == (
+        f"{datalist}: no observation of auroc_mean_over (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural "
+        "Effusion) has both positive and negative labels in the validation split, so no AUROC selects a model and "
+        "none would be saved; those that do: Pneumothorax. Set --auroc_mean_over to some of them, or add such images")
+    assert not (tmp_path / "out" / "model.pt").exists()
+    run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "ptx"), max_epochs=1,
+               auroc_mean_over=["Pneumothorax"], **COMMON)
+    record = json.loads((tmp_path / "ptx" / "metrics.json").read_text())
+    assert record["mean_over"] == ["Pneumothorax"] and record["best"]["mean_auroc"] == record["best"]["auroc"]["Pneumothorax"]
+    assert (tmp_path / "ptx" / "model.pt").is_file()
+    with pytest.raises(Exception) as caught:
+        run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "bad"), max_epochs=1,
+                   auroc_mean_over=["Pneumothorax", "Cardiomegally"], **COMMON)
+    assert "auroc_mean_over ['Pneumothorax', 'Cardiomegally']: expected CheXpert observation names, got ['Cardiomegally']" in (
+        str(user_error(caught.value)))

@@ -49,3 +49,17 @@ def test_shape_errors_are_explicit():
         MaskedBCEWithLogitsLoss()(torch.zeros(1, 2), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="pos_weight has 3 weights for 2 observations"):
         MaskedBCEWithLogitsLoss(pos_weight=[1, 2, 3])(torch.zeros(1, 2), torch.zeros(1, 2))
+
+
+def test_pos_weight_by_name_and_bad_weights_are_refused_naming_pos_weight():
+    from cxrdoll.constants import OBSERVATIONS
+
+    loss = MaskedBCEWithLogitsLoss(pos_weight={"Cardiomegaly": 5.0})
+    assert loss.pos_weight.tolist() == [5.0 if name == "Cardiomegaly" else 1.0 for name in OBSERVATIONS]
+    with pytest.raises(ValueError, match=r"pos_weight names \['Cardiomegally'\], not CheXpert observations"):
+        MaskedBCEWithLogitsLoss(pos_weight={"Cardiomegally": 5.0})
+    for bad in ([-1.0, 2.0], [float("nan"), 1.0], [float("inf"), 1.0]):
+        with pytest.raises(ValueError, match="every weight must be a finite number >= 0"):
+            MaskedBCEWithLogitsLoss(pos_weight=bad)
+    with pytest.raises(ValueError, match="pos_weight '.*': expected one number per observation"):
+        MaskedBCEWithLogitsLoss(pos_weight="[NaN, 1]")

@@ -226,8 +226,17 @@ def test_bad_configuration_is_refused(setup, tmp_path):
         LabelRunner(classifiers, datalist, tmp_path, tau=70)
     with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
         LabelRunner(classifiers, datalist, tmp_path, rank=2, world_size=2)
-    with pytest.raises(ValueError, match=r"datalist.json: no items in sections \['testing'\]"):
-        LabelRunner(classifiers, datalist, tmp_path, sections=("testing",))
+    for name, what in (("agree_threshold", "a threshold on maps scaled to"),
+                       ("predict_threshold", "a threshold on predicted probabilities")):
+        with pytest.raises(ValueError, match=f"{name} 50.0 is {what}.*: expected a number from 0 to 1"):
+            LabelRunner(classifiers, datalist, tmp_path, **{name: 50.0})
+    with pytest.raises(ValueError, match=r"datalist.json: no section 'valid'; it has \['validation'\] besides the "
+                                         r"sections asked for \(\['training', 'valid'\]\): check --sections"):
+        LabelRunner(classifiers, datalist, tmp_path, sections=("training", "valid"))
+    one_section = tmp_path / "training_only.json"
+    one_section.write_text(json.dumps({"training": []}))
+    with pytest.raises(ValueError, match=r"training_only.json: no items in sections \['training', 'validation'\]"):
+        LabelRunner(classifiers, one_section, tmp_path)
 
 
 def test_killed_run_resumes_to_identical_files(setup, tmp_path):

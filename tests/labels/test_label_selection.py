@@ -85,6 +85,10 @@ def test_the_labelling_size_defaults_to_the_size_the_classifiers_were_trained_at
         del entry["image_size"]  # registries that record no size: the classifier bundle's default
     path.write_text(json.dumps(doc))
     assert trained_size(path) == 320
+    # the size the classifier bundle recorded beside a checkpoint stands in for a missing entry
+    (tmp_path / "metrics.json").write_text(json.dumps({"run": {"network_name": "densenet_tiny", "image_size": 96}}))
+    assert trained_size(path) == 96 and load_registry(path).classifiers[1].image_size == 96
+    (tmp_path / "metrics.json").unlink()
     doc["classifiers"][0]["image_size"], doc["classifiers"][1]["image_size"] = 64, 128
     path.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"classifiers.json: the classifiers were trained at different sizes "
