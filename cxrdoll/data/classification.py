@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from collections.abc import Sequence as SequenceABC
 from typing import Any, Hashable, Mapping, Sequence
 
 import ignite.distributed as idist
@@ -36,17 +37,48 @@ def find_datalist(dataset_dir: str | os.PathLike) -> str:
     raise FileNotFoundError(f"{root}: no classification datalist (looked for {', '.join(DATALIST_CANDIDATES)})")
 
 
-def classification_items(datalist: str | os.PathLike, section: str) -> list[dict[str, Any]]:
+def classification_items(datalist: str | os.PathLike, section: str) -> CompactItems:
     """Validated items of one section (``training`` or ``validation``) of a classification datalist."""
     data = load_classification_datalist(datalist)
     items = data[section]
     if not items:
         raise ValueError(f"{datalist}: {section!r} list is empty")
-    return [dict(item) for item in items]
+    return CompactItems(items)
 
 
-def scorable_validation(items: list[dict[str, Any]], mean_over: Sequence[str],
-                        datalist: str | os.PathLike) -> list[dict[str, Any]]:
+class CompactItems(SequenceABC):
+    """A datalist section held in four numpy arrays; each access builds the item's dict of the
+    keys training reads (``image``, ``id``, ``label``, ``label_mask``).
+
+    DataLoader workers are forked and share the parent's memory until they write to it. A list of
+    191K item dicts is written to all the same: the garbage collector's passes and every access's
+    reference counts touch each dict and label list, so each worker ended with its own copy
+    (measured: +205 MB per worker at 161K items, benchmarks/worker_memory.py). Arrays are
+    a few objects whose data no one writes.
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]]) -> None:
+        self._image = np.array([str(item["image"]).encode() for item in items], dtype=bytes)
+        has_ids = all("id" in item for item in items)
+        self._id = np.array([str(item["id"]).encode() for item in items], dtype=bytes) if has_ids else None
+        self._label = np.array([item["label"] for item in items], dtype=np.uint8).reshape(len(items), -1)
+        self._mask = np.array([item["label_mask"] for item in items], dtype=np.uint8).reshape(len(items), -1)
+
+    def __len__(self) -> int:
+        return len(self._image)
+
+    def __getitem__(self, index):  # int -> dict; slice -> list of dicts
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        item = {"image": self._image[index].decode(), "label": self._label[index].tolist(),
+                "label_mask": self._mask[index].tolist()}
+        if self._id is not None:
+            item["id"] = self._id[index].decode()
+        return item
+
+
+def scorable_validation(items: Sequence[Mapping[str, Any]], mean_over: Sequence[str],
+                        datalist: str | os.PathLike) -> Sequence[Mapping[str, Any]]:
     """The validation items, refused when no observation of ``mean_over`` has both classes among them.
 
     The best model is chosen by the mean AUROC over ``mean_over``; with none defined, the run
@@ -69,7 +101,8 @@ def scorable_validation(items: list[dict[str, Any]], mean_over: Sequence[str],
     return items
 
 
-def fill_one_batch(items: list[dict[str, Any]], batch_size: int, datalist: str | os.PathLike) -> list[dict[str, Any]]:
+def fill_one_batch(items: Sequence[Mapping[str, Any]], batch_size: int,
+                   datalist: str | os.PathLike) -> Sequence[Mapping[str, Any]]:
     """The training items, refused when a process's share cannot fill one batch.
 
     The training loader drops its last incomplete batch, so such an epoch has no iteration, and

@@ -275,3 +275,19 @@ def test_fill_one_batch_counts_each_process_share(monkeypatch):
     assert fill_one_batch(items, 3, "d.json") is items
     with pytest.raises(ValueError, match=r"10 images \(3 per process on 4\), .* set batch_size to at most 3$"):
         fill_one_batch(items, 4, "d.json")
+
+
+def test_compact_items_give_the_datalist_items_training_reads(pngs, tmp_path):
+    from cxrdoll.data.classification import CompactItems
+    from cxrdoll.data.datalist import load_classification_datalist
+
+    path = _datalist(tmp_path, pngs)
+    raw = load_classification_datalist(path)["training"]
+    items = classification_items(path, "training")
+    assert isinstance(items, CompactItems) and len(items) == len(raw) == 2
+    keys = ("image", "id", "label", "label_mask")
+    assert [items[i] for i in range(2)] == [{k: item[k] for k in keys} for item in raw]
+    assert items[-1] == items[1] and items[:1] == [items[0]] and list(items) == items[0:2]
+    assert items._label.dtype == np.uint8 and items._image.dtype.kind == "S"  # arrays, not per-item objects
+    unnamed = CompactItems([{"image": "é/a.png", "label": [1] * 14, "label_mask": [0] * 14}])
+    assert unnamed[0] == {"image": "é/a.png", "label": [1] * 14, "label_mask": [0] * 14}
