@@ -83,7 +83,10 @@ class UInt8ImageCache:
         return self.path.with_name(self.path.stem + suffix)
 
     def _build_once(self, num_workers: int, batch_size: int) -> None:
-        """Build unless built, holding the lock: two runs sharing ``cache_dir`` would write one partial file."""
+        """Build unless built, holding the lock: two runs sharing ``cache_dir`` would write one partial file.
+        A finished cache is used as it is, also from a read-only folder."""
+        if self.path.is_file():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._beside(".lock"), "a") as lock:
             try:

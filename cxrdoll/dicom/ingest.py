@@ -102,8 +102,13 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     header = _journal_header(in_dir, options)
     by_name = {job.name: job for job in jobs}
     done = _clear_earlier_outputs(out_dir, overwrite, header, set(by_name))
-    # a file changed (or gone) since the killed run journaled it is ingested again (or left out)
-    done = {name: entry for name, entry in done.items() if name in by_name and entry["stat"] == _stat(by_name[name].path)}
+    # a file changed (or gone) since the killed run journaled it is ingested again (or left out), and
+    # the image it gave is removed: no report would list it
+    kept = {name: entry for name, entry in done.items() if name in by_name and entry["stat"] == _stat(by_name[name].path)}
+    for name, entry in done.items():
+        if name not in kept and entry.get("item"):
+            Path(entry["item"]["image"]).unlink(missing_ok=True)
+    done = kept
     seen_uids = {entry["uid"]: entry["row"]["file"] for entry in done.values() if entry["uid"] and entry["item"]}
     todo = [job for job in jobs if job.name not in done]
     (out_dir / "images").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
+from cxrdoll.engines.divergence import raise_if_diverged
+
 if TYPE_CHECKING:
     from monai.engines import Evaluator
 
@@ -62,6 +64,8 @@ class WallClockBudget(_TimedFromStart):
         self.exhausted = True
         engine.logger.info(f"wall-clock budget of {self.seconds:g} s spent at iteration {engine.state.iteration}")
         if self.validator is not None:
+            if hasattr(engine, "network"):  # a trainer: the stop may fall between two divergence checks
+                raise_if_diverged(engine)
             self.validator.run(engine.state.epoch)
         engine.terminate()
 

@@ -61,27 +61,41 @@ def make_workflow(
 
 def refuse_unknown_ids(config_files: str | Sequence[str], ids: Iterable[str]) -> None:
     """Refuse override ids the configs do not define: MONAI would add a misspelt one
-    (``lerning_rate``) as a new, unused entry and the run would use the default."""
+    (``lerning_rate``) as a new, unused entry and the run would use the default.
+
+    A new key is accepted under a component (a dict with ``_target_``: a keyword its class takes,
+    such as ``train#dataloader#prefetch_factor``) or under an empty dict of options; the class
+    then refuses a wrong one. Metadata ids (``_meta_#...``) are MONAI's own.
+    """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config_files)
-    unknown = sorted(k for k in ids if k not in parser)
+
+    def defined(key: str) -> bool:
+        if key in parser or key.startswith("_meta_"):
+            return True
+        parent = key.rpartition("#")[0]
+        content = parser[parent] if parent and parent in parser else None
+        return isinstance(content, dict) and ("_target_" in content or not content)
+
+    unknown = sorted(k for k in ids if not defined(k))
     if unknown:
         files = config_files if isinstance(config_files, str) else ", ".join(config_files)
         raise KeyError(f"bundle override(s) {unknown} not defined in {files}: check the spelling "
                        "(nested ids are written train#trainer#amp)")
 
 
-# ``monai.bundle.scripts.run``'s own arguments: every other ``--name value`` is a config override
+# ``monai.bundle.scripts.run``'s and its workflow's own arguments: every other ``--name value`` is a
+# config override
 RUN_ARGUMENTS = frozenset({"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
-                           "args_file"})
+                           "args_file", "workflow_type", "workflow_name", "properties_path"})
 
 
 def command_line_overrides(argv: Sequence[str]) -> tuple[Any, list[str]] | None:
     """Config files and override ids of a ``python -m monai.bundle run`` command line (as python-fire
-    reads it: ``--id value``, ``--id=value``, a bare ``--flag``), with those of an ``--args_file``;
-    None for any other command line."""
+    reads it: ``--id value``, ``--id=value``, a bare ``--flag``, ``-`` read as ``_``), with those of
+    an ``--args_file``; None for any other command line."""
     script = Path(argv[0]) if argv else Path()
     if script.parts[-3:] != ("monai", "bundle", "__main__.py") or len(argv) < 2 or argv[1] != "run":
         return None
@@ -94,7 +108,7 @@ def command_line_overrides(argv: Sequence[str]) -> tuple[Any, list[str]] | None:
         name, sep, value = token[2:].partition("=")
         if not sep:
             value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else None
-        given[name.replace("-", "_") if name.replace("-", "_") in RUN_ARGUMENTS else name] = value
+        given[name.replace("-", "_")] = value  # as fire reads it: --learning-rate is learning_rate
     if given.get("args_file"):
         from monai.bundle import ConfigParser
 
@@ -102,8 +116,8 @@ def command_line_overrides(argv: Sequence[str]) -> tuple[Any, list[str]] | None:
     files = given.get("config_file")
     if not files:
         return None
-    if isinstance(files, str) and files.lstrip().startswith("["):
-        files = ast.literal_eval(files)
+    if isinstance(files, str) and files.lstrip().startswith(("[", "(")):
+        files = list(ast.literal_eval(files))
     return files, [k for k in given if k not in RUN_ARGUMENTS]
 
 

@@ -48,11 +48,17 @@ class StopOnDivergence:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
 
     def check(self, engine: Engine) -> None:
-        if weights_are_finite(engine.network):
-            return
-        rates = sorted({group["lr"] for group in engine.optimizer.param_groups})
-        rate = " and ".join(f"{r:g}" for r in rates)
-        raise TrainingDiverged(
-            f"training diverged: the network's weights were no longer finite at epoch {engine.state.epoch}, "
-            f"iteration {engine.state.iteration} (learning rate now {rate}); this epoch was neither validated "
-            "nor saved. Start over with a lower learning_rate")
+        raise_if_diverged(engine)
+
+
+def raise_if_diverged(engine: Engine) -> None:
+    """:class:`TrainingDiverged` if the trainer's weights are no longer finite. Also called by the
+    wall-clock budget before its last validation, which may fall between two of the checks."""
+    if weights_are_finite(engine.network):
+        return
+    rates = sorted({group["lr"] for group in engine.optimizer.param_groups})
+    rate = " and ".join(f"{r:g}" for r in rates)
+    raise TrainingDiverged(
+        f"training diverged: the network's weights were no longer finite at epoch {engine.state.epoch}, "
+        f"iteration {engine.state.iteration} (learning rate now {rate}); this epoch was neither validated "
+        "nor saved. Start over with a lower learning_rate")

@@ -294,6 +294,15 @@ def test_a_validation_split_that_cannot_select_a_model_is_refused_before_trainin
     record = json.loads((tmp_path / "ptx" / "metrics.json").read_text())
     assert record["mean_over"] == ["Pneumothorax"] and record["best"]["mean_auroc"] == record["best"]["auroc"]["Pneumothorax"]
     assert (tmp_path / "ptx" / "model.pt").is_file()
+    # evaluation selects nothing: it runs on that split, over the mean the model was trained with
+    run_bundle(configs=("train.json", "evaluate.json"), datalist=str(datalist), output_dir=str(tmp_path / "ptx"),
+               **COMMON)
+    evaluated = json.loads((tmp_path / "ptx" / "eval" / "metrics.json").read_text())
+    assert evaluated["mean_over"] == ["Pneumothorax"] and evaluated["last"]["mean_auroc"] == record["best"]["mean_auroc"]
+    with pytest.raises(Exception) as caught:  # a resume under another objective would compare unlike means
+        run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "ptx"), max_epochs=2,
+                   auroc_mean_over=["Pneumothorax", "Cardiomegaly"], **COMMON)
+    assert "auroc_mean_over=['Pneumothorax'], not ['Pneumothorax', 'Cardiomegaly']" in str(user_error(caught.value))
     with pytest.raises(Exception) as caught:
         run_bundle(datalist=str(datalist), output_dir=str(tmp_path / "bad"), max_epochs=1,
                    auroc_mean_over=["Pneumothorax", "Cardiomegally"], **COMMON)

@@ -283,6 +283,22 @@ def test_a_file_changed_since_it_was_journaled_is_ingested_again(tmp_path, monke
     assert _outputs(out) == _outputs(tmp_path / "whole")
 
 
+def test_the_image_of_a_file_renamed_since_it_was_journaled_does_not_outlive_it(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        save(make_cr(), root / name)
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "b.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(root, out, ingest.IngestOptions())
+    monkeypatch.undo()
+    (root / "a.dcm").rename(root / "a_renamed.dcm")
+    ingest.ingest_folder(root, out, ingest.IngestOptions())
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a_renamed.png", "b.png", "c.png"]
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--overwrite", "--workers", "1"]) == 0
+
+
 def test_outputs_do_not_depend_on_the_number_of_worker_processes(input_dir, tmp_path):
     for workers in (1, 2):
         ingest.ingest_folder(input_dir, tmp_path / f"w{workers}", ingest.IngestOptions(size=16), workers=workers)

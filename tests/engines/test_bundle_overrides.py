@@ -53,3 +53,17 @@ def test_every_bundle_checks_its_command_line_first():
         if "initialize" in doc:
             assert doc["initialize"][:2] == ["$cxrdoll.errors.brief_user_errors()",
                                              "$cxrdoll.engines.bundle_run.refuse_misspelt_overrides()"], config
+
+
+def test_what_monai_and_fire_accept_is_not_refused():
+    """A component's keywords, an empty options dict's keys, hyphens, the workflow's own arguments,
+    metadata ids and a tuple of configs all run under ``monai.bundle run``."""
+    train = str(BUNDLES / "cxr_classifier" / "configs" / "train.json")
+    labeller = str(BUNDLES / "cxr_doll_labeller" / "configs" / "inference.json")
+    refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", train, "--train#trainer#epoch_length", "50",
+                               "--train#dataloader#prefetch_factor", "4", "--learning-rate", "0.5",
+                               "--workflow_type", "train", "--_meta_#version", "9"])
+    refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", f"('{labeller}',)",
+                               "--explainer_options#gradcam#target_layer", "features.denseblock4"])
+    with pytest.raises(KeyError, match=r"\['ig_options#step'\]"):  # a full dict of options: a new key is a typo
+        refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", labeller, "--ig_options#step", "4"])

@@ -52,8 +52,10 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, 
     items = [{"image": str(p)} for p in pngs]
     first = UInt8ImageCache(items, 32, tmp_path / "cache")
     mtime = first.path.stat().st_mtime_ns
+    first.path.with_name(first.path.stem + ".lock").unlink()
     again = UInt8ImageCache(items, 32, tmp_path / "cache")
     assert again.path == first.path and again.path.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name]  # nothing written: a read-only folder serves
     save_png_atomic(pngs[2], np.full((52, 40), 200, dtype=np.uint8))
     os.utime(pngs[2], ns=(mtime + 10**9, mtime + 10**9))
     changed = UInt8ImageCache(items, 32, tmp_path / "cache")

@@ -140,3 +140,19 @@ def test_nan_scores_are_undefined_in_metrics_json_and_never_the_best_model(tmp_p
     assert doc["best"]["epoch"] == 1 and doc["last"]["mean_auroc"] is None
     assert doc["last"]["auroc"]["Cardiomegaly"] is None
     assert (tmp_path / "model.pt").read_bytes() == saved
+
+
+def test_a_budget_stop_between_two_checks_does_not_validate_diverged_weights():
+    from cxrdoll.engines.budget import WallClockBudget
+
+    engine, saved = _engine(break_at=5, every=20, epoch_length=10)
+    validated = []
+
+    class Evaluator:
+        def run(self, global_epoch):
+            validated.append(global_epoch)
+
+    WallClockBudget(6, Evaluator(), clock=lambda: engine.state.iteration).attach(engine)  # "seconds" = iterations
+    with pytest.raises(TrainingDiverged, match="at epoch 1, iteration 6"):
+        engine.run(range(10), max_epochs=2)
+    assert validated == [] and saved == []
