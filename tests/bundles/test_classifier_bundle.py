@@ -234,7 +234,9 @@ def test_register_only_needs_no_training_settings_and_reports_missing_runs(train
     (entry,) = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())["classifiers"]
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     assert metrics["run"] == {"network_name": ARCH, "image_size": 64, "datalist_sha256": file_sha256(trained["datalist"]),
-                              "learning_rate": 0.0001, "weight_decay": 1e-05, "batch_size": 8, "seed": 0}
+                              "learning_rate": 0.0001, "weight_decay": 1e-05, "batch_size": 8, "seed": 0,
+                              "auroc_mean_over": ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                                                  "Pleural Effusion"]}
     assert entry["mean_auroc"] == metrics["best"]["mean_auroc"] and entry["image_size"] == 64  # not the default 320
     assert "train_seconds" not in entry
     assert main([*args, "resnet18"]) == 2
