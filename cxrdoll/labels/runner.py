@@ -54,6 +54,16 @@ LABELLER_EXPLAINERS: dict[str, tuple[str, bool]] = {
 _BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 
+def warn_empty_positives(targeted: np.ndarray, empty: np.ndarray) -> None:
+    """Warn of observations whose every positive mask this run wrote came out empty: a
+    pre-training would learn "positive = nothing there" from them (binarisation or agreement
+    settings that no map reaches)."""
+    names = [f"{name} ({n})" for name, n, e in zip(OBSERVATIONS, targeted, empty) if n and e == n]
+    if names:
+        logger.warning("every positive mask written for %s is empty: check binarise_method/binarise_value and "
+                       "min_agree/agree_threshold", ", ".join(names))
+
+
 @dataclass
 class LabelResult:
     """What one labelled image hands to handlers (overlays, TensorBoard)."""
@@ -483,6 +493,8 @@ class LabelRunner:
         )
         skipped: list[dict[str, str]] = []
         written = 0
+        targeted = np.zeros(len(OBSERVATIONS), dtype=np.int64)  # positive channels written, and empty ones
+        empty = np.zeros(len(OBSERVATIONS), dtype=np.int64)
         loader = DataLoader(
             _Inputs(todo, self.image_size), batch_size=self.batch_size, num_workers=self.num_workers,
             collate_fn=_as_list, shuffle=False,
@@ -507,6 +519,8 @@ class LabelRunner:
                         write_label(label_path(self.output_dir, s["item"]["id"]), mask, state,
                                     soft if self.save_soft else None)
                         written += 1
+                        targeted += state == 1
+                        empty += (state == 1) & ~mask.reshape(len(mask), -1).any(axis=1)
                         result = LabelResult(s["item"]["id"], s["image"], soft, mask, state)
                         for handler in self.handlers:
                             handler(result)
@@ -516,10 +530,12 @@ class LabelRunner:
                 handler.close()
         if not settings_recorded and len(todo) < len(items):  # labels from before settings were recorded
             self._record_settings()
+        warn_empty_positives(targeted, empty)
         write_shard_record(self.output_dir, self.rank, self.world_size, skipped)
         finalised = finalise(self.output_dir, self.sections, self.world_size, self.manifest())
         summary = {"rank": self.rank, "world_size": self.world_size, "images": len(items),
-                   "written": written, "skipped": len(skipped), "finalised": finalised}
+                   "written": written, "skipped": len(skipped), "empty_positive_masks": int(empty.sum()),
+                   "finalised": finalised}
         logger.info("rank %d done: %s", self.rank, summary)
         return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -446,3 +447,17 @@ def test_a_classifier_explained_at_another_size_than_it_was_trained_at_is_a_warn
     with caplog.at_level("WARNING", logger="cxrdoll.labels"):
         LabelRunner(classifiers, datalist, tmp_path / "at40", **{**OPTIONS, "image_size": 40})
     assert not [r for r in caplog.records if "px (image_size)" in r.getMessage()]
+
+
+def test_a_run_whose_positive_masks_all_come_out_empty_says_so(setup, tmp_path, monkeypatch, caplog):
+    """Settings no map reaches (a percent for a fraction, say) left every label empty, silently."""
+    import cxrdoll.labels.runner as runner_module
+
+    classifiers, datalist, _, _ = setup
+    monkeypatch.setattr(runner_module, "binarise", lambda soft, method, value: torch.zeros(soft.shape, dtype=torch.bool))
+    with caplog.at_level(logging.WARNING, logger="cxrdoll.labels.runner"):
+        summary = LabelRunner(classifiers, datalist, tmp_path, **OPTIONS).run()
+    positives = json.loads((tmp_path / "manifest.json").read_text())["counts"]["positives"]
+    assert summary["empty_positive_masks"] == sum(positives.values()) > 0
+    warned = [r.getMessage() for r in caplog.records if "every positive mask written for" in r.getMessage()]
+    assert len(warned) == 1 and all(f"{name} ({n})" in warned[0] for name, n in positives.items() if n)
