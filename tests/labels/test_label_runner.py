@@ -65,7 +65,8 @@ def setup(one_thread, tmp_path_factory):
 
 def test_reference_run_outputs(setup):
     classifiers, datalist, reference, summary = setup
-    assert summary == {"rank": 0, "world_size": 1, "images": 10, "written": 8, "skipped": 2, "finalised": True}
+    assert summary == {"rank": 0, "world_size": 1, "images": 10, "written": 8, "skipped": 2,
+                       "empty_positive_masks": 0, "finalised": True}
     files = _label_files(reference)
     assert len(files) == 8
     label = read_label(reference / "tiny/patient00000/study1/view1_frontal.npz")
