@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cxrdoll.deploy.seg_bundle import SegBundle
-from cxrdoll.engines.bundle_run import run_bundle
+from cxrdoll.engines.bundle_run import make_workflow, run_bundle
 from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -265,3 +265,20 @@ def test_adapter_metadata_matches_the_inference_network():
     with torch.no_grad():
         y = net(torch.rand(1, meta["inputs"]["image"]["num_channels"], 64, 64))
     assert y.shape[1] == meta["outputs"]["pred"]["num_channels"] == len(names)
+
+
+def test_all_empty_training_masks_are_refused_after_the_first_epoch(tmp_path):
+    """Masks of the wrong polarity or DoLL labels that came out empty trained a network to predict
+    nothing, with NaN validation Dice and exit 0."""
+    from cxrdoll.engines.empty_masks import EmptyMasks
+    from cxrdoll.io import save_png_atomic
+
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=4, n_val=2)
+    for mask in (tmp_path / "down" / "masks").rglob("*.png"):
+        save_png_atomic(mask, np.zeros((32, 32), np.uint8))
+    workflow = make_workflow(bundle_root=BUNDLES / "cxr_seg_adapter", datalist=str(datalist), mode="scratch",
+                             encoder_name="densenet_tiny", decoder_channels=[32, 16, 16, 8, 8], image_size=32,
+                             batch_size=2, num_workers=0, device="cpu", max_epochs=2, output_dir=str(tmp_path / "out"))
+    with pytest.raises(EmptyMasks, match="no training mask of epoch 1"):
+        workflow.parser.get_parsed_content("train#trainer").run()
+    assert not (tmp_path / "out" / "model.pt").exists() and not (tmp_path / "out" / "checkpoint.pt").exists()
