@@ -157,27 +157,3 @@ def test_a_budget_stop_between_two_checks_does_not_validate_diverged_weights():
         engine.run(range(10), max_epochs=2)
     assert validated == [] and saved == []
 
-
-def _masks_engine(labels: list[torch.Tensor]) -> tuple[Engine, list[int]]:
-    engine = Engine(lambda e, batch: {"label": batch})
-    from cxrdoll.engines.empty_masks import StopOnEmptyMasks
-
-    StopOnEmptyMasks().attach(engine)
-    saved: list[int] = []
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved.append(e.state.epoch))
-    return engine, saved
-
-
-def test_a_first_epoch_without_a_positive_target_pixel_stops_before_validation():
-    from cxrdoll.engines.empty_masks import EmptyMasks
-
-    empty = [torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), math.nan)]  # NaN: channels that do not count
-    engine, saved = _masks_engine(empty)
-    with pytest.raises(EmptyMasks, match=r"no training mask of epoch 1 \(2 iterations\) has a positive pixel"):
-        engine.run(empty, max_epochs=2)
-    assert saved == []
-    one = [torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)]
-    one[1][1, 2, 0, 3] = 1.0
-    engine, saved = _masks_engine(one)
-    engine.run(one, max_epochs=2)
-    assert saved == [1, 2]
