@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +14,8 @@ from cxrdoll.engines.bundle_run import make_workflow
 from cxrdoll.engines.divergence import StopOnDivergence, TrainingDiverged, weights_are_finite
 from cxrdoll.engines.recorder import ValidationRecorder
 from cxrdoll.errors import user_error
-from tests.bundles.classifier_data import write_tiny_datalist
-from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
+from tests.bundles.tiny_runs import TRAINING_BUNDLES, tiny_run_settings
 
-BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 def _network() -> torch.nn.Module:
@@ -87,31 +84,11 @@ def test_divergence_is_reported_as_the_users_setting_not_a_bug():
     assert isinstance(user_error(err), TrainingDiverged)
 
 
-def _classifier(tmp_path: Path) -> dict:
-    datalist = write_tiny_datalist(tmp_path / "data", n_train=16, n_val=4)
-    return {"bundle_root": BUNDLES / "cxr_classifier", "datalist": str(datalist), "network_name": "densenet_tiny",
-            "image_size": 64, "batch_size": 4, "num_workers": 0, "resume": False}
-
-
-def _seg_pretrain(tmp_path: Path) -> dict:
-    datalist = write_tiny_doll(tmp_path / "doll", n_train=16, n_val=2)
-    return {"bundle_root": BUNDLES / "cxr_seg_pretrain", "datalist": str(datalist), "encoder_name": "densenet_tiny",
-            "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32, "batch_size": 4, "num_workers": 0,
-            "device": "cpu", "resume": False}
-
-
-def _seg_adapter(tmp_path: Path) -> dict:
-    datalist = write_tiny_downstream(tmp_path / "down", n_train=16, n_val=2)
-    return {"bundle_root": BUNDLES / "cxr_seg_adapter", "datalist": str(datalist), "mode": "scratch",
-            "encoder_name": "densenet_tiny", "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32,
-            "batch_size": 4, "num_workers": 0, "device": "cpu"}
-
-
-@pytest.mark.parametrize("bundle", [_classifier, _seg_pretrain, _seg_adapter],
-                         ids=["cxr_classifier", "cxr_seg_pretrain", "cxr_seg_adapter"])
+@pytest.mark.parametrize("bundle", TRAINING_BUNDLES)
 def test_a_diverging_bundle_run_stops_without_saving_a_model(bundle, tmp_path):
     out = tmp_path / "out"
-    workflow = make_workflow(output_dir=str(out), max_epochs=2, learning_rate=1e9, log_every=2, **bundle(tmp_path))
+    workflow = make_workflow(output_dir=str(out), max_epochs=2, learning_rate=1e9, log_every=2,
+                             **tiny_run_settings(bundle, tmp_path, batch_size=4))
     trainer = workflow.parser.get_parsed_content("train#trainer")
     with pytest.raises(TrainingDiverged, match="Start over with a lower learning_rate"):
         trainer.run()

@@ -22,10 +22,8 @@ from monai.engines.utils import IterationEvents
 
 from cxrdoll.engines.bundle_run import make_workflow
 from cxrdoll.engines.progress import LossProgressBar, every_n_iterations
-from tests.bundles.classifier_data import write_tiny_datalist
-from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
+from tests.bundles.tiny_runs import TRAINING_BUNDLES, tiny_run_settings
 
-BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 READS_BACK = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "nonzero",
               "masked_select", "unique"}
 COPIES = {"to", "cuda", "copy_"}
@@ -95,26 +93,6 @@ class HostSyncRecorder(TorchFunctionMode):
         self.by_iteration[engine.state.iteration] = self.current
 
 
-def _classifier(tmp_path: Path) -> dict:
-    datalist = write_tiny_datalist(tmp_path / "data", n_train=16, n_val=4)
-    return {"bundle_root": BUNDLES / "cxr_classifier", "datalist": str(datalist), "network_name": "densenet_tiny",
-            "image_size": 64, "batch_size": 2, "num_workers": 0, "resume": False}
-
-
-def _seg_pretrain(tmp_path: Path) -> dict:
-    datalist = write_tiny_doll(tmp_path / "doll", n_train=16, n_val=2)
-    return {"bundle_root": BUNDLES / "cxr_seg_pretrain", "datalist": str(datalist), "encoder_name": "densenet_tiny",
-            "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32, "batch_size": 2, "num_workers": 0,
-            "device": "cpu", "resume": False}
-
-
-def _seg_adapter(tmp_path: Path) -> dict:
-    datalist = write_tiny_downstream(tmp_path / "down", n_train=16, n_val=2)
-    return {"bundle_root": BUNDLES / "cxr_seg_adapter", "datalist": str(datalist), "mode": "scratch",
-            "encoder_name": "densenet_tiny", "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32,
-            "batch_size": 2, "num_workers": 0, "device": "cpu"}
-
-
 def _trainer(settings: dict, tmp_path: Path, **overrides) -> Engine:
     workflow = make_workflow(output_dir=str(tmp_path / "out"), max_epochs=1, **settings, **overrides)
     return workflow.parser.get_parsed_content("train#trainer")
@@ -129,13 +107,12 @@ def _record(settings: dict, tmp_path: Path, log_every: int, **overrides) -> tupl
     return recorder, trainer
 
 
-BUNDLE_SETTINGS = pytest.mark.parametrize("bundle", [_classifier, _seg_pretrain, _seg_adapter],
-                                          ids=["cxr_classifier", "cxr_seg_pretrain", "cxr_seg_adapter"])
+BUNDLE_SETTINGS = pytest.mark.parametrize("bundle", TRAINING_BUNDLES)
 
 
 @BUNDLE_SETTINGS
 def test_only_logging_iterations_read_from_the_device(bundle, tmp_path):
-    recorder, trainer = _record(bundle(tmp_path), tmp_path, log_every=3)
+    recorder, trainer = _record(tiny_run_settings(bundle, tmp_path), tmp_path, log_every=3)
     assert trainer.state.iteration == 8 and sorted(recorder.by_iteration) == list(range(1, 9))
     for iteration, calls in recorder.by_iteration.items():
         if iteration % 3:
@@ -148,7 +125,7 @@ def test_only_logging_iterations_read_from_the_device(bundle, tmp_path):
 def test_gradients_are_released_between_steps_not_zeroed(bundle, tmp_path):
     # Zeroed gradients cost a fill and an accumulating add per parameter tensor every step (about
     # 360 kernel launches each for a DenseNet121), work the bare step does not do.
-    trainer = _trainer(bundle(tmp_path), tmp_path)
+    trainer = _trainer(tiny_run_settings(bundle, tmp_path), tmp_path)
     released = []
     trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED,
                               lambda engine: released.append(all(p.grad is None for p in engine.network.parameters())))
@@ -157,7 +134,8 @@ def test_gradients_are_released_between_steps_not_zeroed(bundle, tmp_path):
 
 
 def test_the_recorder_catches_per_iteration_logging_and_blocking_copies(tmp_path):
-    recorder, _ = _record(_classifier(tmp_path), tmp_path, log_every=1, **{"train#trainer#non_blocking": False})
+    recorder, _ = _record(tiny_run_settings("cxr_classifier", tmp_path), tmp_path, log_every=1,
+                          **{"train#trainer#non_blocking": False})
     for calls in recorder.by_iteration.values():  # image and label copies, the weights' check, the three loss reads
         assert [c.split()[0] for c in calls] == ["to", "to", "__bool__", "item", "item", "item"], calls
 
