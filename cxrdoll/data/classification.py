@@ -88,7 +88,8 @@ def scorable_validation(items: Sequence[Mapping[str, Any]], mean_over: Sequence[
 
     unknown = [name for name in mean_over if name not in OBSERVATIONS]
     if unknown or not mean_over:
-        raise ValueError(f"auroc_mean_over {list(mean_over)}: expected CheXpert observation names, got {unknown or 'none'}")
+        raise ValueError(f"auroc_mean_over {list(mean_over)}: expected CheXpert observation names, "
+                         f"got {unknown or 'none'}")
     labels = np.array([item["label"] for item in items], dtype=float)
     known = np.array([item["label_mask"] for item in items], dtype=bool)
     both = [name for i, name in enumerate(OBSERVATIONS)

@@ -104,7 +104,8 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     done = _clear_earlier_outputs(out_dir, overwrite, header, set(by_name))
     # a file changed (or gone) since the killed run journaled it is ingested again (or left out), and
     # the image it gave is removed: no report would list it
-    kept = {name: entry for name, entry in done.items() if name in by_name and entry["stat"] == _stat(by_name[name].path)}
+    kept = {name: entry for name, entry in done.items()
+            if name in by_name and entry["stat"] == _stat(by_name[name].path)}
     for name, entry in done.items():
         if name not in kept and entry.get("item"):
             Path(entry["item"]["image"]).unlink(missing_ok=True)
@@ -224,7 +225,8 @@ def _clear_earlier_outputs(out_dir: Path, overwrite: bool, header: dict[str, Any
     unlisted = [p for p in present if p.resolve() not in listed and not (journal.exists() and _stem(p) in names)]
     if unlisted:
         raise ValueError(f"{images}: holds {len(unlisted)} file(s) that no ingest report or journal in {out_dir} "
-                         f"lists (e.g. {unlisted[0].name}: a killed run's, or not ingest's); move them or choose another --out")
+                         f"lists (e.g. {unlisted[0].name}: a killed run's, or not ingest's); move them or choose "
+                         "another --out")
     if resume:
         return entries
     for path in present:

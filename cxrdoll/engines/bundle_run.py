@@ -112,7 +112,7 @@ def command_line_overrides(argv: Sequence[str]) -> tuple[Any, list[str]] | None:
     if given.get("args_file"):
         from monai.bundle import ConfigParser
 
-        given = {**{k: v for k, v in ConfigParser.load_config_file(given["args_file"]).items()}, **given}
+        given = {**ConfigParser.load_config_file(given["args_file"]), **given}  # the command line wins
     files = given.get("config_file")
     if not files:
         return None
