@@ -42,6 +42,21 @@ CHECKPOINT_ROWS = 1024
 BUILD_WAIT = timedelta(hours=24)
 
 
+_WAIT_GROUP: tuple[Any, Any] | None = None  # (the default group it was made under, the gloo group)
+
+
+def _wait_group() -> Any:
+    """The gloo group (BUILD_WAIT timeout) in which ranks wait for rank 0's builds: made once per
+    default group, by every rank at its first cache, and left for ``destroy_process_group()`` to end.
+    Made and destroyed for each cache, a 2-process run once aborted one rank ("terminate called
+    without an active exception") right after its second cache."""
+    global _WAIT_GROUP
+    world = torch.distributed.group.WORLD
+    if _WAIT_GROUP is None or _WAIT_GROUP[0] is not world:
+        _WAIT_GROUP = (world, torch.distributed.new_group(backend="gloo", timeout=BUILD_WAIT))
+    return _WAIT_GROUP[1]
+
+
 class UInt8ImageCache:
     """Images of ``items`` (dicts with an ``image`` path) resized to ``size`` and stored as uint8."""
 
@@ -65,15 +80,12 @@ class UInt8ImageCache:
             return
         # Under DDP rank 0 builds while the others wait, instead of every rank decoding everything. They
         # wait in a gloo group of their own: the default group's timeout (NCCL's 10 min) is shorter than
-        # a build. If rank 0 fails, its end of the group closes (gloo: "Connection closed by peer") and
-        # torchrun stops every rank, so none waits out BUILD_WAIT.
-        group = torch.distributed.new_group(backend="gloo", timeout=BUILD_WAIT)
-        try:
-            if torch.distributed.get_rank() == 0:
-                self._build_once(num_workers, batch_size)
-            torch.distributed.barrier(group=group)
-        finally:
-            torch.distributed.destroy_process_group(group)
+        # a build. If rank 0 fails, its process ends and with it its end of the group (gloo: "Connection
+        # closed by peer"), and torchrun stops every rank, so none waits out BUILD_WAIT.
+        group = _wait_group()
+        if torch.distributed.get_rank() == 0:
+            self._build_once(num_workers, batch_size)
+        torch.distributed.barrier(group=group)
 
     def _key(self) -> str:
         header = f"{self.size}\npixels v{PIXEL_RULES_VERSION}\n"
