@@ -20,6 +20,9 @@ import torch
 from torch.autograd import DeviceType
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# The project's shared test radiographs (CR/DX DICOM), beside the checkout.
+SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued CUDA work, so a clock reading covers it; no-op on CPU."""

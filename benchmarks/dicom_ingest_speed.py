@@ -28,10 +28,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.common import SHARED_DICOM, cpu_model  # noqa: E402
 from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
-
-SHARED_DICOM = PROJECT.parent / "shared" / "data" / "dicom"
 
 
 def largest_dicom(root: Path) -> Path:

@@ -30,7 +30,7 @@ import torch
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from benchmarks.common import device_name  # noqa: E402
+from benchmarks.common import SHARED_DICOM, device_name  # noqa: E402
 from cxrdoll.deploy.export import export_seg_bundle  # noqa: E402
 from cxrdoll.deploy.seg_bundle import SegBundle  # noqa: E402
 from cxrdoll.dicom.loader import dataset_to_image, read_dataset  # noqa: E402
@@ -39,7 +39,6 @@ from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 TARGET_CPU_S = 1.5
 STAND_IN_CLASSES = ["left lung", "right lung", "heart", "left clavicle", "right clavicle"]
-DEFAULT_INPUT = PROJECT.parent / "shared" / "data" / "dicom"
 
 
 def stand_in_bundle(root: Path, encoder: str, size: int) -> Path:
@@ -74,7 +73,7 @@ def summarise(runs: list[dict], key: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="5 images, 1 pass (CPU)")
-    parser.add_argument("--in", dest="in_dir", type=Path, default=DEFAULT_INPUT, help="folder of CR/DX DICOM files")
+    parser.add_argument("--in", dest="in_dir", type=Path, default=SHARED_DICOM, help="folder of CR/DX DICOM files")
     parser.add_argument("--bundle", type=Path, help="segmentation bundle (default: stand-in network)")
     parser.add_argument("--encoder", default="densenet121", help="stand-in encoder (the adapter bundle's default)")
     parser.add_argument("--size", type=int, default=512, help="stand-in network input size")

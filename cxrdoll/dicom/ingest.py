@@ -116,7 +116,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     journal = out_dir / JOURNAL
     if not journal.is_file():
         write_text_atomic(journal, json.dumps(header) + "\n")
-    hide = {False: True, None: None, True: False}[progress]  # tqdm's disable: None hides it off a terminal
+    hide = None if progress is None else not progress  # tqdm's disable: None hides it off a terminal
     with open(journal, "a", encoding="utf-8") as log, tqdm(
             total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc="ingest-dicom", disable=hide) as bar:
         for job, (row, item, uid) in zip(todo, _map_jobs(todo, out_dir, options, workers)):
@@ -145,17 +145,13 @@ def _plan(files: list[Path], in_dir: Path, options: IngestOptions) -> list[_Job]
     """Each file's output name and report name, in sorted path order (which decides name clashes)."""
     jobs, owners = [], {}  # output name (lower case) -> the input it was given to
     for path in files:
-        relative = _relative(path, in_dir)
+        relative = path.relative_to(in_dir).as_posix()
         name = _output_name(relative, options.deidentify, options.pseudonym_key)
         if name.lower() in owners:  # 'Müller/1.dcm' and 'Möller/1.dcm' both sanitise to 'M_ller__1'
             name = f"{name}_{hashlib.sha256(relative.encode()).hexdigest()[:8]}"
         owners[name.lower()] = relative
         jobs.append(_Job(path, name, name if options.deidentify else relative))
     return jobs
-
-
-def _relative(path: Path, in_dir: Path) -> str:
-    return path.relative_to(in_dir).as_posix()
 
 
 def _stat(path: Path) -> list[int] | None:

@@ -44,11 +44,8 @@ class StopOnDivergence:
         self.every = log_interval(every)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), self.check)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
-
-    def check(self, engine: Engine) -> None:
-        raise_if_diverged(engine)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every), raise_if_diverged)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, raise_if_diverged)
 
 
 def raise_if_diverged(engine: Engine) -> None:

@@ -38,6 +38,12 @@ def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
     return Path(out_dir) / rel.with_suffix(".npz")
 
 
+# zlib level of label files. The labeller writes them inline, so the GPU waits: on demo labels
+# upsampled to 320 px, level 6 took 20.9 ms for 223 kB a file, level 1 11.7 ms for 235 kB
+# (2026-11-30, this repo's 2-core CPU).
+LABEL_ZLIB_LEVEL = 1
+
+
 def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
     """One image's label file (docs/FORMATS.md "DoLL labels"), checked and written atomically."""
     check_label(path, mask, state, soft)
@@ -46,11 +52,6 @@ def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, so
         arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
     write_bytes_atomic(path, npz_bytes(compresslevel=LABEL_ZLIB_LEVEL, **arrays))
 
-
-# zlib level of label files. The labeller writes them inline, so the GPU waits: on demo labels
-# upsampled to 320 px, level 6 took 20.9 ms for 223 kB a file, level 1 11.7 ms for 235 kB
-# (2026-11-30, this repo's 2-core CPU).
-LABEL_ZLIB_LEVEL = 1
 
 
 def check_label(
