@@ -52,6 +52,11 @@ _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?$")
 STALE_TEMPORARY_SECONDS = 3600.0
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of ``atomic_path``'s temporaries."""
+    return _TEMPORARY.match(name) is not None
+
+
 @functools.cache
 def _remove_stale_temporaries(folder: str) -> None:
     """Delete temporaries a killed writer left in ``folder`` (SIGKILL skips the clean-up; an image
@@ -63,7 +68,7 @@ def _remove_stale_temporaries(folder: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if _TEMPORARY.match(entry.name):
+        if is_temporary(entry.name):
             try:
                 if entry.is_file() and now - entry.stat().st_mtime > STALE_TEMPORARY_SECONDS:
                     os.unlink(entry.path)

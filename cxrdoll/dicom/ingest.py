@@ -19,11 +19,15 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,7 +35,7 @@ from tqdm.auto import tqdm
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal
-from cxrdoll.io import read_csv_rows, save_png_atomic, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from cxrdoll.io import is_temporary, read_csv_rows, save_png_atomic, write_bytes_atomic, write_csv_atomic, write_text_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -80,15 +84,15 @@ class _Job:
 
 
 def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions,
-                  overwrite: bool = False, workers: int = 1, progress: bool | None = False) -> list[ReportRow]:
+                  overwrite: bool = False, workers: int = 0, progress: bool | None = False) -> list[ReportRow]:
     """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch.
 
     An ``out_dir`` holding an earlier run's outputs is refused unless ``overwrite``, which removes
     them first: images rewritten in place under the old datalist (a killed re-run at another size)
     or left over from it (identifiable names beside a ``deidentify`` run's pseudonyms) mix two runs.
     Files in ``images/`` that no earlier report or journal lists are refused, never deleted. A killed
-    run's journal is resumed when the settings match. ``workers`` processes read the files;
-    the outputs do not depend on their number. ``progress``: a bar (None: only on a terminal).
+    run's journal is resumed when the settings match. ``workers`` processes read the files (0: this
+    process); the outputs do not depend on their number. ``progress``: a bar (None: only on a terminal).
     """
     in_dir, out_dir = dicom_input_folder(Path(in_dir).resolve()), Path(out_dir).resolve()
     if options.fmt not in FORMATS:
@@ -130,6 +134,9 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
             log.write(json.dumps(done[job.name]) + "\n")
             log.flush()
             bar.update()
+    for path in (out_dir / "images").iterdir():  # half-written by a process killed mid-write (this run's or one before)
+        if is_temporary(path.name):
+            path.unlink()
     rows = [ReportRow(**done[job.name]["row"]) for job in jobs]
     items = [done[job.name]["item"] for job in jobs if done[job.name]["item"] is not None]
     datalist = {"format": options.fmt, "size": options.size, "voi": options.voi, "training": items}
@@ -200,7 +207,8 @@ def _clear_earlier_outputs(out_dir: Path, overwrite: bool, header: dict[str, Any
     except the images a killed run wrote for files it had not yet journaled."""
     report, images, journal = out_dir / "report.csv", out_dir / "images", out_dir / JOURNAL
     earlier = [name for name in ("datalist.json", "report.csv") if (out_dir / name).exists()]
-    present = sorted(p for p in images.rglob("*") if p.is_file()) if images.is_dir() else []
+    present = sorted(p for p in images.rglob("*") if p.is_file() and not is_temporary(p.name)) if images.is_dir() \
+        else []
     stored, entries = _read_journal(journal) if journal.is_file() else (None, {})
     if not earlier and not present and not journal.exists():
         return {}
@@ -242,20 +250,73 @@ def write_report(path: Path, rows: Iterable[ReportRow]) -> None:
 
 def _map_jobs(jobs: list[_Job], out_dir: Path, options: IngestOptions,
               workers: int) -> Iterator[tuple[ReportRow, dict | None, str]]:
-    """``_ingest_job`` over ``jobs``, results in job order, in ``workers`` processes when above 1.
+    """``_ingest_job`` over ``jobs``, results in job order: in this process when ``workers`` is 0, else in
+    ``workers`` processes.
 
-    Spawned, not forked: a fork of a process that has run torch's OpenMP threads can hang in them.
+    A file whose reading kills its process (a decoder's segfault on a corrupt stream) breaks the pool
+    and every file then in flight. Those files are read again, each in a process of its own, so that
+    the one that kills it again is skipped with the signal in the report, and the batch goes on in a new
+    pool. Processes are spawned, not forked: a fork of a process that has run torch's OpenMP threads
+    can hang in them.
     """
     args = [(job, out_dir, options) for job in jobs]
-    if workers <= 1 or len(jobs) < 2:
+    if workers == 0:
         yield from map(_ingest_job, args)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_one_thread)
+    reader = _ingest_job  # looked up once: the processes reading files alone must run the same one
+    start = 0
+    while start < len(args):
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_one_thread)
+        in_flight: deque[Future] = deque()
+        try:
+            submitted = start
+            while start < len(args):
+                while submitted < len(args) and len(in_flight) < 2 * workers:  # every process kept fed
+                    in_flight.append(pool.submit(reader, args[submitted]))
+                    submitted += 1
+                result = in_flight[0].result()
+                in_flight.popleft()
+                start += 1
+                yield result
+        except BrokenProcessPool:
+            pass
+        finally:  # stopped early (Ctrl-C, an error, a dead process): the files not yet started are not waited for
+            pool.shutdown(cancel_futures=True)
+        for future in in_flight:  # only when the pool broke: finished ones are kept, the others read alone
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            yield future.result() if finished else _ingest_alone(reader, args[start])
+            start += 1
+
+
+def _ingest_alone(reader: Callable, args: tuple[_Job, Path, IngestOptions]) -> tuple[ReportRow, dict | None, str]:
+    """``reader(args)`` in a process of its own; a file that kills it is skipped, naming the signal."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_send_result, args=(reader, args, send), daemon=True)
+    process.start()
+    send.close()
     try:
-        yield from pool.map(_ingest_job, args, chunksize=max(1, min(16, len(jobs) // (workers * 4))))
-    finally:  # stopped early (Ctrl-C, an error): the files not yet started are not waited for
-        pool.shutdown(cancel_futures=True)
+        result = receive.recv()
+    except EOFError:  # it died before sending
+        result = None
+    finally:
+        receive.close()
+    process.join()
+    if result is not None:
+        return result
+    code, job = process.exitcode, args[0]
+    if code is None or code >= 0 or -code in (signal.SIGINT, signal.SIGTERM):
+        raise RuntimeError(f"{job.shown}: the process reading it stopped without a result (exit code {code})")
+    reason = (f"reading it killed the process reading it ({signal.Signals(-code).name}): a corrupt file, a decoder "
+              "bug or too little memory")
+    return ReportRow(job.shown, "skipped", reason), None, ""
+
+
+def _send_result(reader: Callable, args: tuple[_Job, Path, IngestOptions], send: Connection) -> None:
+    _one_thread()
+    send.send(reader(args))
+    send.close()
 
 
 def _one_thread() -> None:

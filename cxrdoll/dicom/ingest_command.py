@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="remove an earlier (or killed) run's images/, datalist.json, report.csv and journal in "
                              "--out first; without it a killed run with the same settings is resumed")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="processes reading files (default: the CPU count, at most 8); 1 reads in this process")
+                        help="processes reading files (default: the CPU count, at most 8); 0 reads in this process. A file "
+                             "whose reading kills its process is skipped and reported")
 
 
 def read_key(path: Path, deidentify: bool) -> bytes:
@@ -49,8 +50,8 @@ def read_key(path: Path, deidentify: bool) -> bytes:
 def run(args: argparse.Namespace) -> int:
     if args.size < 0:
         raise ValueError(f"--size must be >= 0, got {args.size}")
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
     options = IngestOptions(
         fmt=args.format, size=args.size, voi=args.voi, views=args.views,
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,

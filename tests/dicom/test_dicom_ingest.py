@@ -17,6 +17,7 @@ from cxrdoll.data.transforms import load_image_transforms
 from cxrdoll.dicom import ingest
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.dicom.conftest import find
+from tests.dicom.crashing_reader import crash_on_named
 from tests.dicom.synthetic_dicom import make_cr, save
 
 SHARED = (("original/", "nometa"), ("original/", "SIIM"), ("derived/", "dx_chest", "explicitLE"))
@@ -243,6 +244,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
     with pytest.raises(KeyboardInterrupt):
         ingest.ingest_folder(input_dir, out, options)
     assert (out / ingest.JOURNAL).is_file() and not (out / "datalist.json").exists()
+    (out / "images" / ".real1.png.k1ll3d_x.tmp.png").write_bytes(b"half an image")  # as SIGKILL mid-write leaves
     calls.clear()
     monkeypatch.undo()
     calls = _killed_at(monkeypatch, "never")
@@ -259,7 +261,7 @@ def test_a_killed_run_resumes_only_under_its_settings_and_overwrite_starts_over(
         ingest.ingest_folder(input_dir, out, ingest.IngestOptions(size=16))
     monkeypatch.undo()
     capsys.readouterr()  # what the killed run logged is not this command's
-    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--size", "12", "--workers", "1"]) == 2
+    assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--size", "12", "--workers", "0"]) == 2
     assert capsys.readouterr().err.startswith(
         f"error: {out / ingest.JOURNAL}: a killed ingest run with other settings (size=16, not 12); run again with "
         "its settings to resume it, or pass --overwrite to start over")
@@ -297,13 +299,13 @@ def test_the_image_of_a_file_renamed_since_it_was_journaled_does_not_outlive_it(
     (root / "a.dcm").rename(root / "a_renamed.dcm")
     ingest.ingest_folder(root, out, ingest.IngestOptions())
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a_renamed.png", "b.png", "c.png"]
-    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--overwrite", "--workers", "1"]) == 0
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--overwrite", "--workers", "0"]) == 0
 
 
 def test_outputs_do_not_depend_on_the_number_of_worker_processes(input_dir, tmp_path):
-    for workers in (1, 2):
+    for workers in (0, 2):
         ingest.ingest_folder(input_dir, tmp_path / f"w{workers}", ingest.IngestOptions(size=16), workers=workers)
-    assert _outputs(tmp_path / "w1") == _outputs(tmp_path / "w2")
+    assert _outputs(tmp_path / "w0") == _outputs(tmp_path / "w2")
     report = _report(tmp_path / "w2")
     assert report["zz_duplicate.dcm"]["reason"] == "duplicate SOP Instance UID of sub/deeper/Doe_Jane_named.dcm"
 
@@ -318,3 +320,23 @@ def test_a_killed_deidentified_runs_journal_holds_no_input_path_or_uid(input_dir
     uids = [str(pydicom.dcmread(p, force=True).get("SOPInstanceUID", "")) for p in input_dir.rglob("*.dcm")]
     for secret in ("real0", "Doe_Jane", "sub/", "lateral", str(input_dir), *filter(None, uids)):
         assert secret not in journal, secret
+
+
+def test_a_file_that_kills_its_reading_process_is_skipped_and_the_batch_goes_on(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, name in enumerate(("a.dcm", "b_crash.dcm", "c.dcm", "d.dcm", "e.dcm", "f.dcm")):
+        save(make_cr(np.full((16, 16), 40 * i, np.uint16), WindowCenter=100, WindowWidth=400), root / name)
+    ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
+    monkeypatch.setattr(ingest, "_ingest_job", crash_on_named)  # pickled by name: the workers run it too
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "2"]) == 0
+    assert capsys.readouterr().out.startswith("ingested 5 of 6 files (1 skipped)")
+    report = _report(out)
+    assert report["b_crash.dcm"]["reason"] == ("reading it killed the process reading it (SIGSEGV): a corrupt file, "
+                                               "a decoder bug or too little memory")
+    _, items, images = _outputs(out)
+    _, whole_items, whole_images = _outputs(tmp_path / "whole")
+    assert items == [item for item in whole_items if item["id"] != "b_crash"]
+    assert images == {name: data for name, data in whole_images.items() if name != "b_crash.png"}
+    assert not (out / ingest.JOURNAL).exists()

@@ -1,0 +1,18 @@
+"""An ingest reader that dies as a decoder's segfault would, on files named ``*crash*``.
+
+A module of its own so that spawned worker processes can import it (a test's monkeypatch stays in
+the test's process).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from cxrdoll.dicom import ingest
+
+
+def crash_on_named(args):
+    if "crash" in args[0].path.name:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return ingest._ingest_job(args)
