@@ -1,8 +1,10 @@
 """Turn a folder of clinical DICOM files into normalised images, a MONAI datalist and a report.
 
 Privacy: patient names and IDs are never read into the outputs or printed. With ``deidentify``,
-output names are pseudonyms (a hash of the input path) and neither input paths nor DICOM UIDs are
-written anywhere.
+output names are pseudonyms (a hash of the input path, keyed with ``pseudonym_key``), outputs are
+listed in pseudonym order (not in the archive's path order), neither input paths nor DICOM UIDs are
+written or printed (pydicom's warnings quote element values, so they are silenced), and images
+marked ``BurnedInAnnotation`` YES are skipped.
 
 An archive of 224K radiographs takes a day in one process (1.3 s per 3000x2500 CR), so files are
 read in worker processes, and every finished file is appended to ``ingest_journal.jsonl``: a killed
@@ -16,12 +18,15 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import multiprocessing
 import os
 import re
 import signal
 import sys
+import warnings
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -109,7 +114,7 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     # a file changed (or gone) since the killed run journaled it is ingested again (or left out), and
     # the image it gave is removed: no report would list it
     kept = {name: entry for name, entry in done.items()
-            if name in by_name and entry["stat"] == _stat(by_name[name].path)}
+            if name in by_name and entry["stat"] == _fingerprint(by_name[name].path, options)}
     for name, entry in done.items():
         if name not in kept and entry.get("item"):
             Path(entry["item"]["image"]).unlink(missing_ok=True)
@@ -130,7 +135,8 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
                 row, item = ReportRow(job.shown, "skipped", f"duplicate SOP Instance UID of {seen_uids[token]}"), None
             if item is not None and token:
                 seen_uids.setdefault(token, job.shown)
-            done[job.name] = {"name": job.name, "stat": _stat(job.path), "row": asdict(row), "item": item, "uid": token}
+            done[job.name] = {"name": job.name, "stat": _fingerprint(job.path, options), "row": asdict(row), "item": item,
+                              "uid": token}
             log.write(json.dumps(done[job.name]) + "\n")
             log.flush()
             bar.update()
@@ -149,29 +155,42 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
 
 
 def _plan(files: list[Path], in_dir: Path, options: IngestOptions) -> list[_Job]:
-    """Each file's output name and report name, in sorted path order (which decides name clashes)."""
+    """Each file's output name and report name, in sorted path order (which decides name clashes).
+
+    With ``deidentify`` the jobs come in pseudonym order: rows in path order would line up with a
+    listing of the archive (sorted MRN folders), key or no key.
+    """
     jobs, owners = [], {}  # output name (lower case) -> the input it was given to
     for path in files:
         relative = path.relative_to(in_dir).as_posix()
         name = _output_name(relative, options.deidentify, options.pseudonym_key)
         if name.lower() in owners:  # 'Müller/1.dcm' and 'Möller/1.dcm' both sanitise to 'M_ller__1'
-            name = f"{name}_{hashlib.sha256(relative.encode()).hexdigest()[:8]}"
+            name = f"{name}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:8]}"
         owners[name.lower()] = relative
-        jobs.append(_Job(path, name, name if options.deidentify else relative))
-    return jobs
+        jobs.append(_Job(path, name, name if options.deidentify else _printable(relative)))
+    return sorted(jobs, key=lambda job: job.name) if options.deidentify else jobs
 
 
-def _stat(path: Path) -> list[int] | None:
-    """Size and modification time of an input, journaled to tell a file changed since."""
+def _printable(relative: str) -> str:
+    """A path as the report can write it: bytes that are not UTF-8 (a Latin-1 folder name) escaped."""
+    return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def _fingerprint(path: Path, options: IngestOptions) -> list[int] | str | None:
+    """Size and modification time of an input, journaled to tell a file changed since. With
+    ``deidentify`` only their hash (keyed like the pseudonyms): the pair would fingerprint the file."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    if not options.deidentify:
+        return [st.st_size, st.st_mtime_ns]
+    return _uid_token(f"{st.st_size}:{st.st_mtime_ns}", options.pseudonym_key)
 
 
 def _uid_token(uid: str, key: bytes | None) -> str:
-    """What the journal keeps of a SOP Instance UID to find duplicates again: never the UID itself."""
+    """What the journal keeps of a SOP Instance UID (or a deidentified file's size and time): never
+    the value itself."""
     digest = hmac.new(key, uid.encode(), hashlib.sha256) if key else hashlib.sha256(uid.encode())
     return digest.hexdigest()[:32]
 
@@ -227,10 +246,10 @@ def _clear_earlier_outputs(out_dir: Path, overwrite: bool, header: dict[str, Any
     listed |= {Path(e["item"]["image"]).resolve() for e in entries.values() if e.get("item")}
     # a killed run's last images, written before it could journal them, carry names this run gives
     unlisted = [p for p in present if p.resolve() not in listed and not (journal.exists() and _stem(p) in names)]
-    if unlisted:
+    if unlisted:  # a deidentified run names none: an earlier run's names may be identifying paths
+        example = "" if header["settings"]["deidentify"] else f"e.g. {unlisted[0].name}: "
         raise ValueError(f"{images}: holds {len(unlisted)} file(s) that no ingest report or journal in {out_dir} "
-                         f"lists (e.g. {unlisted[0].name}: a killed run's, or not ingest's); move them or choose "
-                         "another --out")
+                         f"lists ({example}a killed run's, or not ingest's); move them or choose another --out")
     if resume:
         return entries
     for path in present:
@@ -332,12 +351,34 @@ def _ingest_job(args: tuple[_Job, Path, IngestOptions]) -> tuple[ReportRow, dict
     """Report row, datalist item (None when skipped) and SOP Instance UID of one file."""
     job, out_dir, options = args
     try:
-        return _ingest_one(job.path, job.name, out_dir, options, job.shown)
+        with _silenced(options.deidentify):
+            return _ingest_one(job.path, job.name, out_dir, options, job.shown)
     except DicomInputError as err:
-        return ReportRow(job.shown, "skipped", err.problem.replace(str(job.path), job.shown)), None, ""
+        return ReportRow(job.shown, "skipped", _without_path(err.problem, job)), None, ""
     except Exception as err:  # an unexpected failure of one file must not stop the batch
-        reason = f"{type(err).__name__}: {err}".replace(str(job.path), job.shown)
-        return ReportRow(job.shown, "skipped", reason), None, ""
+        return ReportRow(job.shown, "skipped", _without_path(f"{type(err).__name__}: {err}", job)), None, ""
+
+
+def _without_path(reason: str, job: _Job) -> str:
+    """``reason`` naming the input as the report does: an OSError quotes the path as its repr."""
+    return reason.replace(repr(str(job.path)), repr(job.shown)).replace(str(job.path), job.shown)
+
+
+@contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """With ``quiet``, no warning or pydicom log line while a file is read: they quote element
+    values (an invalid SOP Instance UID, a name)."""
+    if not quiet:
+        yield
+        return
+    pydicom_log = logging.getLogger("pydicom")
+    was_disabled, pydicom_log.disabled = pydicom_log.disabled, True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        pydicom_log.disabled = was_disabled
 
 
 def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,
@@ -352,6 +393,9 @@ def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,
     )
     if options.views == "frontal" and not is_usable_frontal(meta["view"]):
         reason = f"not a frontal view ({meta['view']} from {meta['view_source']})"
+        return ReportRow(shown, "skipped", reason, **described), None, uid
+    if options.deidentify and str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        reason = "BurnedInAnnotation is YES: its pixels may show identifying text, so it is not written with --deidentify"
         return ReportRow(shown, "skipped", reason, **described), None, uid
     output = _write_image(image, out_dir / "images", name, options)
     item = {
@@ -418,7 +462,7 @@ def _output_name(relative: str, deidentify: bool, key: bytes | None = None) -> s
     hashing every candidate; with a secret ``key`` (HMAC) it cannot without the key.
     """
     if deidentify:
-        digest = hmac.new(key, relative.encode(), hashlib.sha256) if key else hashlib.sha256(relative.encode())
+        digest = hmac.new(key, os.fsencode(relative), hashlib.sha256) if key else hashlib.sha256(os.fsencode(relative))
         return "cxr_" + digest.hexdigest()[:16]
     stem = relative.rsplit(".", 1)[0] if relative.lower().endswith((".dcm", ".dicom")) else relative
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__"))

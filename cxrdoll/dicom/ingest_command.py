@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from cxrdoll.dicom.ingest import FORMATS, IngestOptions, ingest_folder
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", choices=("frontal", "all"), default="frontal",
                         help="frontal keeps PA, AP and unknown views; all keeps laterals too")
     parser.add_argument("--deidentify", action="store_true",
-                        help="pseudonymous output names; no input paths or UIDs in the outputs")
+                        help="pseudonymous output names, listed in pseudonym order; no input paths or UIDs in the "
+                             "outputs or printed; images flagged BurnedInAnnotation YES skipped")
     parser.add_argument("--pseudonym-key-file", type=Path, metavar="FILE",
                         help="with --deidentify: a secret whose HMAC makes the pseudonyms, so that a path holding an "
                              "identifier (an MRN as folder name) cannot be recovered by hashing guesses; keep it "
@@ -57,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
         pseudonym_key=None if args.pseudonym_key_file is None else read_key(args.pseudonym_key_file, args.deidentify),
     )
+    if args.deidentify and options.pseudonym_key is None:
+        print("warning: --deidentify without --pseudonym-key-file: each pseudonym is a plain SHA-256 of the input's "
+              "relative path, which anyone who can guess the paths (MRN folders) can recompute; give a secret key "
+              "file for pseudonyms that cannot be traced back", file=sys.stderr)
     rows = ingest_folder(args.in_dir, args.out_dir, options, overwrite=args.overwrite, workers=args.workers,
                          progress=None)
     ok = sum(row.status == "ok" for row in rows)

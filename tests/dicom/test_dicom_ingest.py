@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -183,7 +185,7 @@ def test_an_earlier_run_s_outputs_are_refused_or_replaced_never_mixed(tmp_path, 
     before = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     capsys.readouterr()
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify"]) == 2
-    assert capsys.readouterr().err == (f"error: {out}: already holds datalist.json, report.csv from an earlier run; "
+    assert capsys.readouterr().err.endswith(f"\nerror: {out}: already holds datalist.json, report.csv from an earlier run; "
                                        "pass --overwrite to replace that run's outputs, or choose another --out\n")
     assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--size", "12", "--deidentify", "--overwrite"]) == 0
@@ -316,7 +318,11 @@ def test_a_killed_deidentified_runs_journal_holds_no_input_path_or_uid(input_dir
     with pytest.raises(KeyboardInterrupt):
         ingest.ingest_folder(input_dir, out, ingest.IngestOptions(deidentify=True))
     journal = (out / ingest.JOURNAL).read_text()
-    assert len(journal.splitlines()) == 11  # the header and the 10 files before the duplicate
+    names = sorted(ingest._output_name(p.relative_to(input_dir).as_posix(), True) for p in input_dir.rglob("*")
+                   if p.is_file())
+    before = names[:names.index(ingest._output_name("zz_duplicate.dcm", True))]  # in pseudonym order, not path order
+    assert [json.loads(line)["name"] for line in journal.splitlines()[1:]] == before
+    assert all(isinstance(json.loads(line)["stat"], str) for line in journal.splitlines()[1:])  # no size, no mtime
     uids = [str(pydicom.dcmread(p, force=True).get("SOPInstanceUID", "")) for p in input_dir.rglob("*.dcm")]
     for secret in ("real0", "Doe_Jane", "sub/", "lateral", str(input_dir), *filter(None, uids)):
         assert secret not in journal, secret
@@ -340,3 +346,58 @@ def test_a_file_that_kills_its_reading_process_is_skipped_and_the_batch_goes_on(
     assert items == [item for item in whole_items if item["id"] != "b_crash"]
     assert images == {name: data for name, data in whole_images.items() if name != "b_crash.png"}
     assert not (out / ingest.JOURNAL).exists()
+
+
+def _deidentified_run(root, out, capsys, caplog):
+    """``ingest-dicom --deidentify --workers 0``: its stderr, and every warning and pydicom log line."""
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--deidentify", "--workers", "0"]) == 0
+    said = [str(w.message) for w in caught] + [record.getMessage() for record in caplog.records]
+    return capsys.readouterr().err, said
+
+
+def test_deidentify_prints_no_element_value_skips_burned_in_text_and_lists_in_pseudonym_order(tmp_path, capsys,
+                                                                                              caplog):
+    root = tmp_path / "in"
+    odd_uid = "1.2.826.0.1.99887766.0123.7"  # a leading zero: pydicom warns, quoting it
+    for folder, attributes in (("4711042", {"SOPInstanceUID": odd_uid}), ("4711043", {"BurnedInAnnotation": "YES"}),
+                               ("4711044", {}), (os.fsdecode(b"M\xfcller"), {})):  # a Latin-1 folder name
+        (root / folder).mkdir(parents=True)
+        save(make_cr(**attributes), root / folder / "IM1.dcm")
+    plain = tmp_path / "plain"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ingest.ingest_folder(root, plain, ingest.IngestOptions())
+    assert any(odd_uid in str(w.message) for w in caught)  # the input does make pydicom quote the UID
+    assert "M\\xfcller/IM1.dcm" in (plain / "report.csv").read_text()
+    capsys.readouterr()  # what writing the inputs printed
+
+    err, said = _deidentified_run(root, tmp_path / "out", capsys, caplog)
+    assert err.startswith("warning: --deidentify without --pseudonym-key-file: each pseudonym is a plain SHA-256")
+    assert not [line for line in said + [err] if "99887766" in line or "4711" in line]
+    report = list(_report(tmp_path / "out").values())
+    assert [row["file"] for row in report] == sorted(row["file"] for row in report)  # not the archive's MRN order
+    burned = ingest._output_name("4711043/IM1.dcm", True)
+    assert {row["file"]: row["status"] for row in report} == {
+        ingest._output_name(p.relative_to(root).as_posix(), True): "skipped" if "4711043" in str(p) else "ok"
+        for p in root.rglob("*.dcm")}
+    assert _report(tmp_path / "out")[burned]["reason"] == (
+        "BurnedInAnnotation is YES: its pixels may show identifying text, so it is not written with --deidentify")
+
+
+def test_a_skipped_file_s_reason_names_it_by_its_pseudonym_even_where_python_escapes_the_path(tmp_path, monkeypatch,
+                                                                                              capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(), root / "a.dcm")
+    gone = [root / "C:\\export\\4711042\\IM1.dcm", root / "O'Brien \"Pat\" 4711043.dcm"]  # listed, then purged
+    monkeypatch.setattr(ingest, "_files_under", lambda *_, **__: sorted([root / "a.dcm", *gone]))
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(tmp_path / "out"), "--deidentify", "--workers", "0"]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "out" / "report.csv").read_text()
+    assert "4711042" not in text and "4711043" not in text and "Brien" not in text
+    for path in gone:
+        name = ingest._output_name(path.relative_to(root).as_posix(), True)
+        assert _report(tmp_path / "out")[name]["reason"].endswith(f"No such file or directory: '{name}')")
