@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     datalist = ensure_dataset(args)
     data = read_json(datalist)
     out = args.synth_dir.parent / f"run_{args.arch}_{args.image_size}px"  # training outputs stay out of the repo
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: one that does not resume refuses an earlier run's model
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     if args.schedule == "time":

@@ -7,8 +7,8 @@ at ``--size 512``, for each worker count. Reports from every worker count are co
 byte. A 224K-image archive is a day's work in one process at 0.4 s a file, so this is the rate
 that decides whether a CheXpert-sized DICOM set is practical.
 
-    python benchmarks/dicom_ingest_speed.py --smoke    # 8 files, 1 and 2 workers
-    python benchmarks/dicom_ingest_speed.py            # 60 files, 1 and 2 workers (this machine's cores)
+    python benchmarks/dicom_ingest_speed.py --smoke    # 8 files; 0 (in the command's process), 1 and 2 workers
+    python benchmarks/dicom_ingest_speed.py            # 60 files; 0, 1 and 2 workers (this machine's cores)
 
 Results: benchmarks/results/dicom_ingest_speed[_cpu_smoke].{json,md}.
 """
@@ -51,7 +51,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="8 files")
     parser.add_argument("--files", type=int, default=None, help="copies to ingest (default 60; 8 with --smoke)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
+                        help="worker counts to time (0: in the command's own process)")
     parser.add_argument("--dicom-dir", type=Path, default=SHARED_DICOM)
     parser.add_argument("--out", default=None, help="results JSON (a markdown table is written beside it)")
     args = parser.parse_args()

@@ -85,6 +85,21 @@ def test_a_resume_with_other_optimisation_settings_is_refused(trained, tmp_path)
     assert json.loads((out / "metrics.json").read_text())["run"]["learning_rate"] == 0.0001
 
 
+def test_a_run_that_does_not_resume_is_refused_where_another_run_left_its_model(trained, tmp_path):
+    out = tmp_path / "finished"
+    shutil.copytree(trained["out"], out)
+    model = (out / "model.pt").read_bytes()
+    for resume, how in ((False, "resume it with --resume true"), (True, "it left no checkpoint.pt to resume from")):
+        if resume:
+            (out / "checkpoint.pt").unlink()  # killed between its validation and its checkpoint
+        with pytest.raises(RuntimeError) as refused:
+            run_bundle(datalist=str(trained["datalist"]), output_dir=str(out), max_epochs=1, resume=resume, **COMMON)
+        assert str(user_error(refused.value)) == (
+            f"{out}: holds another run's metrics.json and model.pt, which this run would overwrite: {how}, or use a "
+            "new or empty output_dir")
+        assert (out / "model.pt").read_bytes() == model
+
+
 def test_evaluate_reproduces_validation_auroc_of_best_model(trained):
     run_bundle(configs=("train.json", "evaluate.json"), datalist=str(trained["datalist"]),
                output_dir=str(trained["out"]), **COMMON)
