@@ -318,6 +318,10 @@ class LabelRunner:
             out[name] = items if limit is None else items[:limit]
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
+        if not any("raw_label" in item for items in out.values() for item in items):  # each would be skipped
+            keys = sorted(next(item for items in out.values() for item in items))
+            raise ValueError(f"{path}: no item has 'raw_label' (items have {keys}): not a classification datalist; "
+                             "the labeller takes the one 'python -m cxrdoll prepare-chexpert' or 'synth' writes")
         owners: dict[Path, str] = {}  # label file -> the id that names it
         for item in (item for items in out.values() for item in items):
             target = label_path(".", item["id"])

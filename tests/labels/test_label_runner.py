@@ -239,6 +239,11 @@ def test_bad_configuration_is_refused(setup, tmp_path):
     one_section.write_text(json.dumps({"training": []}))
     with pytest.raises(ValueError, match=r"training_only.json: no items in sections \['training', 'validation'\]"):
         LabelRunner(classifiers, one_section, tmp_path)
+    organs = tmp_path / "organs.json"  # another stage's datalist: every item would be skipped, and the run exit 0
+    organs.write_text(json.dumps({"training": [{"image": "a.png", "id": "a", "label": ["a_lung.png"]}]}))
+    with pytest.raises(ValueError, match=r"organs.json: no item has 'raw_label' \(items have \['id', 'image', "
+                                         r"'label'\]\): not a classification datalist"):
+        LabelRunner(classifiers, organs, tmp_path)
 
 
 def test_killed_run_resumes_to_identical_files(setup, tmp_path):
