@@ -57,6 +57,12 @@ class ResumableCheckpoint:
         missing = sorted(set(self.objects) - set(state) - {"scaler"})
         if missing:
             raise KeyError(f"{self.path}: resume checkpoint lacks {missing}")
+        for name, obj in self.objects.items():  # recorded settings first: they name the one that changed
+            if name in state and hasattr(obj, "check_resumable"):
+                try:
+                    obj.check_resumable(state[name])
+                except ValueError as err:
+                    raise ValueError(f"{self.path}: {err}: resume with its settings, or {self.start_over}") from None
         for name, obj in self.objects.items():  # another architecture: one line, not every key
             module = unwrap_module(obj)
             if isinstance(module, torch.nn.Module):

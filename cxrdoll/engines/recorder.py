@@ -88,10 +88,15 @@ class ValidationRecorder:
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "best": self.best, "run": self.run, "run_id": self.run_id}
 
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        """Refuse a resume under other settings; ``ResumableCheckpoint`` asks before loading the
+        network, whose mismatch (another architecture) would name only keys."""
+        refuse_other_settings(state.get("run") or {}, self.run)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume the history (with any validations only ``metrics.json`` holds, see
         :func:`later_validations`); a run resumed under other settings is refused."""
-        refuse_other_settings(state.get("run") or {}, self.run)
+        self.check_resumable(state)
         self.history = list(state["history"])
         self.best = state["best"]
         self.run_id = state.get("run_id") or self.run_id

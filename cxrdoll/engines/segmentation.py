@@ -224,12 +224,18 @@ class SegmentationRecorder:
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "best": self.best, "info": self.info, "run_id": self.run_id}
 
+    def check_resumable(self, state: dict[str, Any]) -> None:
+        """Refuse a resume under other settings (``info``), asked before the network is loaded."""
+        from cxrdoll.engines.recorder import refuse_other_settings
+
+        refuse_other_settings(state.get("info") or {}, self.info)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume the history (with any validations only the history file holds) and its clock, so
         ``elapsed_s`` keeps counting; a run resumed under other settings (``info``) is refused."""
-        from cxrdoll.engines.recorder import later_validations, refuse_other_settings
+        from cxrdoll.engines.recorder import later_validations
 
-        refuse_other_settings(state.get("info") or {}, self.info)
+        self.check_resumable(state)
         self.history = list(state["history"])
         self.best = state["best"]
         self.run_id = state.get("run_id") or self.run_id

@@ -25,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--datalist", help="classification datalist JSON (docs/FORMATS.md)")
     data.add_argument("--dataset-dir", help="folder holding the datalist (datalists/chexpert.json, chexpert.json or datalist.json)")
     parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
-    parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"], help="architectures (cxrdoll.networks.CLASSIFIER_NAMES)")
-    parser.add_argument("--image-size", type=int, default=320)
-    parser.add_argument("--max-epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=4)
-    parser.add_argument("--bundle-root", default=str(DEFAULT_BUNDLE_ROOT), help="cxr_classifier bundle folder")
+    parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"],
+                        help="architectures (cxrdoll.networks.CLASSIFIER_NAMES; default: densenet121 resnet18)")
+    parser.add_argument("--image-size", type=int, default=320, help="training size in pixels (default: 320)")
+    parser.add_argument("--max-epochs", type=int, default=10, help="epochs per architecture (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    parser.add_argument("--num-workers", type=int, default=4, help="data loader processes (default: 4)")
+    parser.add_argument("--bundle-root", default=str(DEFAULT_BUNDLE_ROOT),
+                        help="cxr_classifier bundle folder (default: this repository's)")
     parser.add_argument(
         "--register-only", action="store_true",
         help="train nothing: write classifiers.json from runs already in OUT/<arch>/ (e.g. trained by monai.bundle run)",

@@ -83,6 +83,12 @@ def test_a_resume_with_other_optimisation_settings_is_refused(trained, tmp_path)
         f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with batch_size=8, not 4, "
         "learning_rate=0.0001, not 0.5, seed=0, not 7, weight_decay=1e-05, not 0.3: ")
     assert json.loads((out / "metrics.json").read_text())["run"]["learning_rate"] == 0.0001
+    with pytest.raises(RuntimeError) as refused:  # named, not as the 75 missing and 125 unexpected keys it makes
+        run_bundle(datalist=str(trained["datalist"]), output_dir=str(out), max_epochs=2,
+                   **{**COMMON, "network_name": "resnet10"})
+    assert str(user_error(refused.value)).startswith(
+        f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with network_name='densenet_tiny', not "
+        "'resnet10': resume with its settings, or start over in a new or empty output_dir")
 
 
 def test_a_run_that_does_not_resume_is_refused_where_another_run_left_its_model(trained, tmp_path):

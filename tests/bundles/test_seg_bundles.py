@@ -212,6 +212,10 @@ def test_adapter_training_resumes_and_no_segmentation_run_overwrites_a_finished_
     assert str(user_error(refused.value)) == (f"{out / 'checkpoint.pt'}: the resume checkpoint was trained with "
                                               "learning_rate=0.001, not 0.01: resume with its settings, or start "
                                               "over in a new or empty output_dir")
+    with pytest.raises(RuntimeError) as refused:  # named, not as the optimizer's parameter groups that differ
+        run_bundle(adapter, ("train.json",), **{**settings, "max_epochs": 3, "freeze_decoder": True})
+    assert str(user_error(refused.value)).startswith(f"{out / 'checkpoint.pt'}: the resume checkpoint was trained "
+                                                     "with freeze_decoder=False, not True, trainable_parameters=")
 
     pretrain = tmp_path / "pretrain"
     shutil.copytree(pretrained["out"], pretrain)
