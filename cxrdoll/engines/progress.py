@@ -11,6 +11,9 @@ from typing import Any, Callable
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from monai.handlers import StatsHandler as MonaiStatsHandler
+
+from cxrdoll.errors import show_traceback, user_error
 
 
 def loss_value(output: dict[str, Any]) -> float:
@@ -44,3 +47,13 @@ class LossProgressBar:
     def attach(self, engine: Engine) -> None:
         self.bar.attach(engine, output_transform=lambda output: {"loss": loss_value(output)},
                         event_name=Events.ITERATION_COMPLETED(every=self.every))
+
+
+class StatsHandler(MonaiStatsHandler):
+    """MONAI's ``StatsHandler``, except that a user error (bad input, a refused resume) is not logged
+    with its traceback: the bundle's exception hook prints it once, in one line. Bugs keep it."""
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        if user_error(e) is None or show_traceback():
+            super().exception_raised(engine, e)
+        raise e
