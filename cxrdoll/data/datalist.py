@@ -51,6 +51,48 @@ def load_datalist(path: str | os.PathLike, sections: Sequence[str] = ("training"
     return data
 
 
+# Each stage's datalist, by the ``label`` of its items: what it is, which bundle reads it and where one comes from.
+DATALIST_KINDS: dict[str, tuple[str, str, str]] = {
+    "classification": ("a classification datalist", "cxr_classifier and cxr_doll_labeller",
+                       "'python -m cxrdoll prepare-chexpert' writes one"),
+    "doll": ("a DoLL label datalist", "cxr_seg_pretrain", "the LABELS/datalist.json that cxr_doll_labeller writes"),
+    "downstream": ("a downstream segmentation datalist", "cxr_seg_adapter",
+                   "'label' is one mask file per class; 'python -m cxrdoll seg-datalist' writes one"),
+}
+
+
+def item_kind(item: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Which kind of ``DATALIST_KINDS`` an item belongs to (None: no kind), and what shows it."""
+    label = item.get("label")
+    if "label_mask" in item:
+        return "classification", "has 'label_mask'"
+    if isinstance(label, list) and label and all(isinstance(v, (int, float)) for v in label):
+        return "classification", f"has a 'label' of {len(label)} numbers"
+    if isinstance(label, str) and label.lower().endswith(".npz"):
+        return "doll", "has a 'label' that is one .npz label file"
+    if isinstance(label, str) and label:
+        return "downstream", "has a 'label' that is one mask file"
+    if isinstance(label, list) and label and all(isinstance(v, str) and v for v in label):
+        return "downstream", f"has a 'label' of {len(label)} mask files"
+    return None, "has no 'label'" if label is None else f"has a 'label' that is not a file path: {label!r:.80}"
+
+
+def check_item_kinds(path: str | os.PathLike, section: str, items: Sequence[Mapping[str, Any]], wanted: str) -> None:
+    """Refuse a section holding an item of another kind than ``wanted``, naming the first such item.
+
+    Another stage's datalist otherwise failed deep inside a bundle with a TypeError (a classification
+    label's numbers joined to a folder), or after training had started (a mask list read as a DoLL label).
+    """
+    name, reader, source = DATALIST_KINDS[wanted]
+    for i, item in enumerate(items):
+        kind, found = item_kind(item)
+        if kind == wanted:
+            continue
+        where = f"{section}[{i}]" + (f" (id {item['id']!r})" if "id" in item else "")
+        like = f", so it looks like {DATALIST_KINDS[kind][0]} (for {DATALIST_KINDS[kind][1]})" if kind else ""
+        raise ValueError(f"{path}: {where} {found}{like}; {reader} takes {name}: {source}")
+
+
 def load_classification_datalist(path: str | os.PathLike) -> dict:
     """A classification datalist (docs/FORMATS.md): 14 observations in order, 0/1 labels and masks."""
     data = load_datalist(path, ("training", "validation"), ("image", "label", "label_mask"))

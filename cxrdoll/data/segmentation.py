@@ -27,7 +27,7 @@ from monai.transforms import Resize
 from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.data.datalist import load_datalist
+from cxrdoll.data.datalist import check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, unit_range
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
@@ -210,15 +210,19 @@ def read_doll_label(path: str | Path) -> np.ndarray:
     return label
 
 
-def load_segmentation_datalist(path: str | Path, split: str) -> list[dict[str, Any]]:
-    """Items of one split with paths made absolute against the datalist's folder.
+def load_segmentation_datalist(path: str | Path, split: str, kind: str = "downstream") -> list[dict[str, Any]]:
+    """Items of one split of a datalist of ``kind`` (``downstream`` or ``doll``, as
+    ``cxrdoll.data.datalist.DATALIST_KINDS``), paths made absolute against the datalist's folder.
 
-    An empty split is refused: MONAI's engines skip an empty loader with only a warning.
+    Every item's kind is checked before any is used, so another stage's datalist is refused in one
+    line before training starts. An empty split is refused: MONAI's engines skip an empty loader
+    with only a warning.
     """
     path = Path(path)
     data = load_datalist(path, (split,), ("image",))
     if not data[split]:
         raise ValueError(f"{path}: {split!r} list is empty")
+    check_item_kinds(path, split, data[split], kind)
     return [_absolute(item, path.resolve().parent) for item in data[split]]
 
 

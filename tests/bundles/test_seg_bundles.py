@@ -13,6 +13,7 @@ from PIL import Image
 
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.engines.bundle_run import make_workflow, run_bundle
+from tests.bundles.classifier_data import write_tiny_datalist
 from tests.bundles.seg_data import write_tiny_doll, write_tiny_downstream
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -45,6 +46,30 @@ def test_a_side_the_segmenter_cannot_take_is_refused_before_training(pretrained,
                                                                                          "image_size": 48})
     assert str(user_error(err.value)).startswith("image size 48 px is not a multiple of 32 px")
     assert not list((tmp_path / "o").glob("*.pt"))
+
+
+@pytest.mark.parametrize(("bundle", "given", "looks_like"), [
+    ("cxr_seg_pretrain", "classification", "a classification datalist"),
+    ("cxr_seg_pretrain", "downstream", "a downstream segmentation datalist"),
+    ("cxr_seg_adapter", "classification", "a classification datalist"),
+    ("cxr_seg_adapter", "doll", "a DoLL label datalist"),
+])
+def test_another_stages_datalist_is_one_line_before_the_run_folder_is_made(tmp_path, bundle, given, looks_like):
+    """A classification datalist ended in a TypeError traceback; pre-training on a downstream
+    datalist failed once training had started, leaving logs/ behind."""
+    from cxrdoll.errors import one_line, user_error
+
+    writers = {"classification": write_tiny_datalist, "doll": write_tiny_doll, "downstream": write_tiny_downstream}
+    datalist = writers[given](tmp_path / given)
+    settings = {"mode": "scratch"} if bundle == "cxr_seg_adapter" else {}
+    with pytest.raises(RuntimeError) as err:
+        run_bundle(BUNDLES / bundle, ("train.json",), datalist=str(datalist), output_dir=str(tmp_path / "o"),
+                   **TINY, **settings)
+    cause = user_error(err.value)
+    assert isinstance(cause, ValueError), err.value
+    assert one_line(cause).startswith(f"{datalist}: training[0] (id ")
+    assert f"so it looks like {looks_like}" in one_line(cause) and f"; {bundle} takes" in one_line(cause)
+    assert not (tmp_path / "o").exists()
 
 
 def test_starting_from_a_classifier_takes_its_architecture_from_the_classifiers_record(tmp_path):

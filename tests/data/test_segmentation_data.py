@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -141,6 +142,35 @@ def test_an_empty_split_is_refused_naming_the_datalist(tmp_path):
     assert len(load_segmentation_datalist(tmp_path / "d.json", "training")) == 1
     with pytest.raises(ValueError, match=f"^{tmp_path / 'd.json'}: 'validation' list is empty$"):
         load_segmentation_datalist(tmp_path / "d.json", "validation")
+
+
+CLASSIFICATION_ITEM = {"image": "a.png", "id": "p1/a.png", "label": [0.0] * 14, "label_mask": [1] * 14}
+DOLL_ITEM = {"image": "a.png", "label": "labels/a.npz", "id": "a.png"}
+DOWNSTREAM_ITEM = {"image": "a.png", "label": ["masks/l/a.png", "masks/r/a.png"], "id": "a"}
+
+
+@pytest.mark.parametrize(("kind", "item", "found"), [
+    ("doll", CLASSIFICATION_ITEM, "training[1] (id 'p1/a.png') has 'label_mask', so it looks like a classification "
+                                  "datalist (for cxr_classifier and cxr_doll_labeller); cxr_seg_pretrain takes"),
+    ("doll", DOWNSTREAM_ITEM, "training[1] (id 'a') has a 'label' of 2 mask files, so it looks like a downstream "
+                              "segmentation datalist (for cxr_seg_adapter); cxr_seg_pretrain takes a DoLL label"),
+    ("downstream", CLASSIFICATION_ITEM, "training[1] (id 'p1/a.png') has 'label_mask', so it looks like a "
+                                        "classification datalist (for cxr_classifier and cxr_doll_labeller); "
+                                        "cxr_seg_adapter takes a downstream segmentation datalist"),
+    ("downstream", DOLL_ITEM, "training[1] (id 'a.png') has a 'label' that is one .npz label file, so it looks like "
+                              "a DoLL label datalist (for cxr_seg_pretrain); cxr_seg_adapter takes"),
+    ("downstream", {"image": "a.png", "label": 3}, "training[1] has a 'label' that is not a file path: 3; "
+                                                   "cxr_seg_adapter takes"),
+])
+def test_another_stages_datalist_is_refused_naming_the_item_and_the_stage_it_is_for(tmp_path, kind, item, found):
+    """A classification datalist failed with a TypeError deep in a bundle; a mask list given to
+    pre-training failed only once training had started."""
+    good = {"doll": DOLL_ITEM, "downstream": DOWNSTREAM_ITEM}[kind]
+    (tmp_path / "d.json").write_text(json.dumps({"training": [good, item]}))
+    with pytest.raises(ValueError, match="^" + re.escape(f"{tmp_path / 'd.json'}: {found}")):
+        load_segmentation_datalist(tmp_path / "d.json", "training", kind)
+    (tmp_path / "d.json").write_text(json.dumps({"training": [good]}))
+    assert len(load_segmentation_datalist(tmp_path / "d.json", "training", kind)) == 1
 
 
 def _write_doll(path, state, size=8):
