@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cxrdoll.constants import OBSERVATIONS
@@ -93,8 +94,24 @@ def check_item_kinds(path: str | os.PathLike, section: str, items: Sequence[Mapp
         raise ValueError(f"{path}: {where} {found}{like}; {reader} takes {name}: {source}")
 
 
+def absolute_images(path: str | os.PathLike, section: str, items: Sequence[dict]) -> list[dict]:
+    """``items`` with a relative ``image`` made absolute against the datalist's folder, as the
+    segmentation datalists and MONAI's ``load_decathlon_datalist`` resolve theirs, not against the
+    working directory. An absolute path stays as written: image caches and the labeller's source
+    records are keyed on it."""
+    base = Path(path).resolve().parent
+    out = []
+    for i, item in enumerate(items):
+        image = item["image"]
+        if not isinstance(image, str) or not image:
+            raise ValueError(f"{path}: {section}[{i}].image must be a file path, got {image!r}")
+        out.append(item if os.path.isabs(image) else {**item, "image": str(base / image)})
+    return out
+
+
 def load_classification_datalist(path: str | os.PathLike) -> dict:
-    """A classification datalist (docs/FORMATS.md): 14 observations in order, 0/1 labels and masks."""
+    """A classification datalist (docs/FORMATS.md): 14 observations in order, 0/1 labels and masks,
+    relative image paths made absolute (``absolute_images``)."""
     data = load_datalist(path, ("training", "validation"), ("image", "label", "label_mask"))
     if data.get("observations") != list(OBSERVATIONS):
         raise ValueError(f"{path}: 'observations' must be the 14 CheXpert observations in order {list(OBSERVATIONS)}")
@@ -104,4 +121,5 @@ def load_classification_datalist(path: str | os.PathLike) -> dict:
                 values = item[key]
                 if not isinstance(values, list) or len(values) != len(OBSERVATIONS) or any(v not in (0, 1) for v in values):
                     raise ValueError(f"{path}: {section}[{i}].{key} must be {len(OBSERVATIONS)} values of 0 or 1, got {values!r}")
+        data[section] = absolute_images(path, section, data[section])
     return data

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import pil_error
+from cxrdoll.data.datalist import absolute_images
 from cxrdoll.data.transforms import load_image_pipeline
 from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
@@ -315,7 +316,7 @@ class LabelRunner:
             for i, item in enumerate(items):
                 if not isinstance(item, dict) or "image" not in item or "id" not in item:
                     raise ValueError(f"{path}: {name}[{i}] needs 'image' and 'id'")
-            out[name] = items if limit is None else items[:limit]
+            out[name] = absolute_images(path, name, items if limit is None else items[:limit])
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
         if not any("raw_label" in item for items in out.values() for item in items):  # each would be skipped

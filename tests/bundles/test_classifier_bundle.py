@@ -211,6 +211,18 @@ def test_an_unreadable_image_read_by_a_loader_worker_is_one_line_naming_it(tmp_p
     assert rc == 2 and err[-1].startswith(f"error: {datalist.parent / bad}: cannot identify image file"), err[-3:]
 
 
+def test_relative_image_paths_resolve_against_the_datalists_folder(tmp_path, monkeypatch):
+    """Read against the working directory, they were "not found" from any other folder."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=8, n_val=4)
+    text = datalist.read_text().replace(f'"image": "{tmp_path / "data"}/', '"image": "')
+    assert '"image": "images/' in text
+    datalist.write_text(text)
+    monkeypatch.chdir(tmp_path)  # images/ is not here but in data/
+    run_bundle(datalist="data/datalist.json", output_dir="out", max_epochs=1, **COMMON)
+    run_bundle(configs=("train.json", "evaluate.json"), datalist="data/datalist.json", output_dir="out", **COMMON)
+    assert json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())["last"]["num_samples"] == 4
+
+
 def test_a_validation_interval_past_max_epochs_still_validates_the_final_weights(trained, tmp_path):
     workflow = run_bundle(datalist=str(trained["datalist"]), output_dir=str(tmp_path / "run"), max_epochs=1,
                           val_interval=2, **COMMON)

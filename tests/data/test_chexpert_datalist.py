@@ -57,3 +57,18 @@ def test_load_classification_datalist_checks_observations_and_labels(tmp_path):
         load_classification_datalist(path)
     with pytest.raises(FileNotFoundError, match="nope.json: file not found"):
         load_classification_datalist(tmp_path / "nope.json")
+
+
+def test_relative_image_paths_resolve_against_the_datalists_folder_not_the_working_directory(tmp_path, monkeypatch):
+    """As in segmentation datalists: read against the working directory, they were "not found" from any other
+    folder. Absolute paths stay as written, since image caches and the labeller's records are keyed on them."""
+    data = classification()
+    data["training"] = [{**data["training"][0], "image": "images/a.png"}, {**data["training"][0], "image": "/x//b.png"}]
+    write_datalist(tmp_path / "sub" / "c.json", data)
+    monkeypatch.chdir(tmp_path)
+    items = load_classification_datalist("sub/c.json")["training"]
+    assert [item["image"] for item in items] == [str(tmp_path.resolve() / "sub" / "images" / "a.png"), "/x//b.png"]
+    data["training"][0]["image"] = 3
+    write_datalist(tmp_path / "sub" / "c.json", data)
+    with pytest.raises(ValueError, match=r"^sub/c.json: training\[0\].image must be a file path, got 3$"):
+        load_classification_datalist("sub/c.json")

@@ -207,6 +207,18 @@ def test_resuming_with_retrained_classifiers_is_refused(one_thread, tmp_path):
         LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
 
 
+def test_relative_image_paths_resolve_against_the_datalists_folder(one_thread, tmp_path, monkeypatch):
+    """As for the classifier and the segmentation datalists, not against the working directory; the labels'
+    datalist then names the images absolutely, as it does for a datalist that gives absolute paths."""
+    classifiers, datalist = tiny_setup(tmp_path / "data", n=2)
+    absolute = _good_images(datalist)
+    datalist.write_text(datalist.read_text().replace(str((tmp_path / "data").resolve()) + "/", ""))
+    assert not any(Path(p).is_absolute() for p in _good_images(datalist).values())
+    monkeypatch.chdir(tmp_path)
+    assert LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()["written"] == 2
+    assert _good_images(tmp_path / "labels" / "datalist.json") == absolute == _recorded(tmp_path / "labels")
+
+
 def test_non_finite_attributions_stop_the_run_before_a_label_is_written(setup, tmp_path):
     classifiers, datalist, _, _ = setup
     runner = LabelRunner(classifiers, datalist, tmp_path, **OPTIONS)
