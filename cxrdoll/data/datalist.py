@@ -74,7 +74,7 @@ def item_kind(item: Mapping[str, Any]) -> tuple[str | None, str]:
     if isinstance(label, str) and label:
         return "downstream", "has a 'label' that is one mask file"
     if isinstance(label, list) and label and all(isinstance(v, str) and v for v in label):
-        return "downstream", f"has a 'label' of {len(label)} mask files"
+        return "downstream", f"has a 'label' of {len(label)} mask file{'s' * (len(label) != 1)}"
     return None, "has no 'label'" if label is None else f"has a 'label' that is not a file path: {label!r:.80}"
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import pil_error
-from cxrdoll.data.datalist import absolute_images
+from cxrdoll.data.datalist import DATALIST_KINDS, absolute_images, item_kind
 from cxrdoll.data.transforms import load_image_pipeline
 from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
@@ -320,9 +320,10 @@ class LabelRunner:
         if not any(out.values()):
             raise ValueError(f"{path}: no items in sections {list(sections)}")
         if not any("raw_label" in item for items in out.values() for item in items):  # each would be skipped
-            keys = sorted(next(item for items in out.values() for item in items))
-            raise ValueError(f"{path}: no item has 'raw_label' (items have {keys}): not a classification datalist; "
-                             "the labeller takes the one 'python -m cxrdoll prepare-chexpert' or 'synth' writes")
+            kind, found = item_kind(next(item for items in out.values() for item in items))
+            like = f" (its first item {found}: {DATALIST_KINDS[kind][0]})" if kind else ""
+            name, _, source = DATALIST_KINDS["classification"]
+            raise ValueError(f"{path}: no item has 'raw_label'{like}; the labeller takes {name}: {source}")
         owners: dict[Path, str] = {}  # label file -> the id that names it
         for item in (item for items in out.values() for item in items):
             target = label_path(".", item["id"])

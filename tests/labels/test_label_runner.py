@@ -253,8 +253,9 @@ def test_bad_configuration_is_refused(setup, tmp_path):
         LabelRunner(classifiers, one_section, tmp_path)
     organs = tmp_path / "organs.json"  # another stage's datalist: every item would be skipped, and the run exit 0
     organs.write_text(json.dumps({"training": [{"image": "a.png", "id": "a", "label": ["a_lung.png"]}]}))
-    with pytest.raises(ValueError, match=r"organs.json: no item has 'raw_label' \(items have \['id', 'image', "
-                                         r"'label'\]\): not a classification datalist"):
+    with pytest.raises(ValueError, match=r"organs.json: no item has 'raw_label' \(its first item has a 'label' of 1 "
+                                         r"mask file: a downstream segmentation datalist\); the labeller takes a "
+                                         r"classification datalist: 'python -m cxrdoll prepare-chexpert' writes one"):
         LabelRunner(classifiers, organs, tmp_path)
 
 
