@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import multiprocessing
@@ -86,6 +87,11 @@ class _Job:
     path: Path
     name: str
     shown: str  # how the report names the input: its relative path, or its pseudonym
+
+
+_Args = tuple[_Job, Path, IngestOptions]  # what a reading process is given
+_Result = tuple[ReportRow, dict | None, str]  # report row, datalist item (None: skipped), SOP Instance UID
+_Reader = Callable[[_Args], _Result]
 
 
 def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOptions,
@@ -267,22 +273,21 @@ def write_report(path: Path, rows: Iterable[ReportRow]) -> None:
     write_csv_atomic(path, REPORT_COLUMNS, ([asdict(row)[k] for k in REPORT_COLUMNS] for row in rows))
 
 
-def _map_jobs(jobs: list[_Job], out_dir: Path, options: IngestOptions,
-              workers: int) -> Iterator[tuple[ReportRow, dict | None, str]]:
+def _map_jobs(jobs: list[_Job], out_dir: Path, options: IngestOptions, workers: int) -> Iterator[_Result]:
     """``_ingest_job`` over ``jobs``, results in job order: in this process when ``workers`` is 0, else in
     ``workers`` processes.
 
-    A file whose reading kills its process (a decoder's segfault on a corrupt stream) breaks the pool
-    and every file then in flight. Those files are read again, each in a process of its own, so that
-    the one that kills it again is skipped with the signal in the report, and the batch goes on in a new
-    pool. Processes are spawned, not forked: a fork of a process that has run torch's OpenMP threads
+    A file whose reading kills its process (a decoder's segfault or ``exit()`` on a corrupt stream)
+    breaks the pool and every file then in flight. Those files are read again, each in a process of
+    its own (``workers`` at a time), so that the one that dies again is skipped with how it ended in
+    the report, and the batch goes on in a new pool. In this process (0) there is no such guard. Processes are spawned, not forked: a fork of a process that has run torch's OpenMP threads
     can hang in them.
     """
     args = [(job, out_dir, options) for job in jobs]
     if workers == 0:
         yield from map(_ingest_job, args)
         return
-    reader = _ingest_job  # looked up once: the processes reading files alone must run the same one
+    reader: _Reader = _ingest_job  # looked up once: the processes reading files alone must run the same one
     start = 0
     while start < len(args):
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -302,37 +307,59 @@ def _map_jobs(jobs: list[_Job], out_dir: Path, options: IngestOptions,
             pass
         finally:  # stopped early (Ctrl-C, an error, a dead process): the files not yet started are not waited for
             pool.shutdown(cancel_futures=True)
-        for future in in_flight:  # only when the pool broke: finished ones are kept, the others read alone
-            finished = future.done() and not future.cancelled() and future.exception() is None
-            yield future.result() if finished else _ingest_alone(reader, args[start])
+        # only when the pool broke: the results that came in are kept, the other files are read again alone
+        alone = _ingest_each_alone(reader, [args[start + i] for i, f in enumerate(in_flight) if not _succeeded(f)],
+                                   workers)
+        for future in in_flight:
+            yield future.result() if _succeeded(future) else next(alone)
             start += 1
 
 
-def _ingest_alone(reader: Callable, args: tuple[_Job, Path, IngestOptions]) -> tuple[ReportRow, dict | None, str]:
-    """``reader(args)`` in a process of its own; a file that kills it is skipped, naming the signal."""
+def _succeeded(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _ingest_each_alone(reader: _Reader, jobs: list[_Args], workers: int) -> Iterator[_Result]:
+    """``reader`` over ``jobs``, each in a process of its own, ``workers`` at a time, results in job
+    order: a file that kills its process now kills only its own, and is skipped, saying how it ended."""
     context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_send_result, args=(reader, args, send), daemon=True)
-    process.start()
-    send.close()
+
+    def start(args: _Args) -> tuple[_Args, Any, Connection]:
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_send_result, args=(reader, args, send), daemon=True)
+        process.start()
+        send.close()
+        return args, process, receive
+
+    waiting = iter(jobs)
+    running = deque(start(args) for args in itertools.islice(waiting, workers))
+    while running:
+        args, process, receive = running.popleft()
+        try:
+            result = receive.recv()
+        except EOFError:  # it died before sending
+            result = None
+        finally:
+            receive.close()
+        process.join()
+        following = next(waiting, None)
+        if following is not None:
+            running.append(start(following))
+        yield result if result is not None else _died(args[0], process.exitcode)
+
+
+def _died(job: _Job, code: int) -> _Result:
+    """The report row of a file whose reading ended its process without a result."""
     try:
-        result = receive.recv()
-    except EOFError:  # it died before sending
-        result = None
-    finally:
-        receive.close()
-    process.join()
-    if result is not None:
-        return result
-    code, job = process.exitcode, args[0]
-    if code is None or code >= 0 or -code in (signal.SIGINT, signal.SIGTERM):
-        raise RuntimeError(f"{job.shown}: the process reading it stopped without a result (exit code {code})")
-    reason = (f"reading it killed the process reading it ({signal.Signals(-code).name}): a corrupt file, a decoder "
-              "bug or too little memory")
+        how = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+    except ValueError:
+        how = f"signal {-code}"
+    reason = f"the process reading it died ({how}): a corrupt file, a decoder bug or too little memory"
     return ReportRow(job.shown, "skipped", reason), None, ""
 
 
-def _send_result(reader: Callable, args: tuple[_Job, Path, IngestOptions], send: Connection) -> None:
+def _send_result(reader: _Reader, args: _Args, send: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent; it must not read as this file's death
     _one_thread()
     send.send(reader(args))
     send.close()
@@ -347,7 +374,7 @@ def _one_thread() -> None:
         os.environ["OMP_NUM_THREADS"] = "1"
 
 
-def _ingest_job(args: tuple[_Job, Path, IngestOptions]) -> tuple[ReportRow, dict | None, str]:
+def _ingest_job(args: _Args) -> _Result:
     """Report row, datalist item (None when skipped) and SOP Instance UID of one file."""
     job, out_dir, options = args
     try:
@@ -366,19 +393,19 @@ def _without_path(reason: str, job: _Job) -> str:
 
 @contextmanager
 def _silenced(quiet: bool) -> Iterator[None]:
-    """With ``quiet``, no warning or pydicom log line while a file is read: they quote element
-    values (an invalid SOP Instance UID, a name)."""
+    """With ``quiet``, no warning or log line while a file is read: pydicom's quote element values
+    (an invalid SOP Instance UID, a name), from loggers under ``pydicom`` and as warnings."""
     if not quiet:
         yield
         return
-    pydicom_log = logging.getLogger("pydicom")
-    was_disabled, pydicom_log.disabled = pydicom_log.disabled, True
+    before = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        pydicom_log.disabled = was_disabled
+        logging.disable(before)
 
 
 def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="remove an earlier (or killed) run's images/, datalist.json, report.csv and journal in "
                              "--out first; without it a killed run with the same settings is resumed")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="processes reading files (default: the CPU count, at most 8); 0 reads in this process. A file "
-                             "whose reading kills its process is skipped and reported")
+                        help="processes reading files (default: the CPU count, at most 8). A file whose reading kills "
+                             "its process is skipped and reported; 0 reads in this process, without that guard")
 
 
 def read_key(path: Path, deidentify: bool) -> bytes:

@@ -331,20 +331,21 @@ def test_a_killed_deidentified_runs_journal_holds_no_input_path_or_uid(input_dir
 def test_a_file_that_kills_its_reading_process_is_skipped_and_the_batch_goes_on(tmp_path, monkeypatch, capsys):
     root = tmp_path / "in"
     root.mkdir()
-    for i, name in enumerate(("a.dcm", "b_crash.dcm", "c.dcm", "d.dcm", "e.dcm", "f.dcm")):
+    for i, name in enumerate(("a.dcm", "b_crash.dcm", "c.dcm", "d_exit.dcm", "e.dcm", "f.dcm", "g.dcm")):
         save(make_cr(np.full((16, 16), 40 * i, np.uint16), WindowCenter=100, WindowWidth=400), root / name)
     ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
     monkeypatch.setattr(ingest, "_ingest_job", crash_on_named)  # pickled by name: the workers run it too
     out = tmp_path / "out"
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "2"]) == 0
-    assert capsys.readouterr().out.startswith("ingested 5 of 6 files (1 skipped)")
+    assert capsys.readouterr().out.startswith("ingested 5 of 7 files (2 skipped)")
     report = _report(out)
-    assert report["b_crash.dcm"]["reason"] == ("reading it killed the process reading it (SIGSEGV): a corrupt file, "
-                                               "a decoder bug or too little memory")
+    for name, how in (("b_crash.dcm", "SIGSEGV"), ("d_exit.dcm", "exit code 3")):
+        assert report[name]["reason"] == (f"the process reading it died ({how}): a corrupt file, a decoder bug or "
+                                          "too little memory")
     _, items, images = _outputs(out)
     _, whole_items, whole_images = _outputs(tmp_path / "whole")
-    assert items == [item for item in whole_items if item["id"] != "b_crash"]
-    assert images == {name: data for name, data in whole_images.items() if name != "b_crash.png"}
+    assert items == [item for item in whole_items if item["id"] not in ("b_crash", "d_exit")]
+    assert images == {name: data for name, data in whole_images.items() if name not in ("b_crash.png", "d_exit.png")}
     assert not (out / ingest.JOURNAL).exists()
 
 
