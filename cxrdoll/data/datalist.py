@@ -94,19 +94,28 @@ def check_item_kinds(path: str | os.PathLike, section: str, items: Sequence[Mapp
         raise ValueError(f"{path}: {where} {found}{like}; {reader} takes {name}: {source}")
 
 
-def absolute_images(path: str | os.PathLike, section: str, items: Sequence[dict]) -> list[dict]:
-    """``items`` with a relative ``image`` made absolute against the datalist's folder, as the
-    segmentation datalists and MONAI's ``load_decathlon_datalist`` resolve theirs, not against the
-    working directory. An absolute path stays as written: image caches and the labeller's source
-    records are keyed on it."""
-    base = Path(path).resolve().parent
-    out = []
-    for i, item in enumerate(items):
-        image = item["image"]
-        if not isinstance(image, str) or not image:
-            raise ValueError(f"{path}: {section}[{i}].image must be a file path, got {image!r}")
-        out.append(item if os.path.isabs(image) else {**item, "image": str(base / image)})
+def absolute_files(item: Mapping[str, Any], base: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """``item`` with the relative paths under ``keys`` (one path, or a list) joined to ``base``, the
+    datalist's folder, as MONAI's ``load_decathlon_datalist`` resolves them (not against the working
+    directory). An absolute path stays as written: image caches and the labeller's source records
+    are keyed on it."""
+    out = dict(item)
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, (list, tuple)):
+            out[key] = [v if os.path.isabs(v) else str(base / v) for v in value]
+        elif value:
+            out[key] = value if os.path.isabs(value) else str(base / value)
     return out
+
+
+def absolute_images(path: str | os.PathLike, section: str, items: Sequence[dict]) -> list[dict]:
+    """``items`` of a classification datalist with their ``image`` made absolute (``absolute_files``)."""
+    base = Path(path).resolve().parent
+    for i, item in enumerate(items):
+        if not isinstance(item["image"], str) or not item["image"]:
+            raise ValueError(f"{path}: {section}[{i}].image must be a file path, got {item['image']!r}")
+    return [absolute_files(item, base, ("image",)) for item in items]
 
 
 def load_classification_datalist(path: str | os.PathLike) -> dict:

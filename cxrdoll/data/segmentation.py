@@ -27,7 +27,7 @@ from monai.transforms import Resize
 from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.data.datalist import check_item_kinds, load_datalist
+from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, unit_range
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
@@ -223,7 +223,7 @@ def load_segmentation_datalist(path: str | Path, split: str, kind: str = "downst
     if not data[split]:
         raise ValueError(f"{path}: {split!r} list is empty")
     check_item_kinds(path, split, data[split], kind)
-    return [_absolute(item, path.resolve().parent) for item in data[split]]
+    return [absolute_files(item, path.resolve().parent, FILE_KEYS) for item in data[split]]
 
 
 # the item fields that name files (one path, or a list of them for ``label``)
@@ -240,17 +240,6 @@ def item_files(item: dict[str, Any]) -> list[str]:
         elif value:
             files.append(str(value))
     return files
-
-
-def _absolute(item: dict[str, Any], base: Path) -> dict[str, Any]:
-    out = dict(item)
-    for key in FILE_KEYS:
-        value = out.get(key)
-        if isinstance(value, (list, tuple)):
-            out[key] = [str(base / v) for v in value]
-        elif value:
-            out[key] = str(base / value)
-    return out
 
 
 def datalist_classes(path: str | Path) -> list[str]:
@@ -336,7 +325,7 @@ def shared_lungs_datalist(root: str | Path) -> dict[str, Any]:
             for key in ("image", "label"):
                 if not isinstance(item[key], str) or not item[key]:
                     raise ValueError(f"{source}: {split}[{i}].{key} must be a file path, got {item[key]!r}")
-            entry = _absolute(item, root)
+            entry = absolute_files(item, root, FILE_KEYS)
             ignore = root / "masks" / "ignore" / Path(item["image"]).name
             if ignore.is_file():
                 entry["ignore"] = str(ignore)

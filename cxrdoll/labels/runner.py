@@ -321,9 +321,10 @@ class LabelRunner:
             raise ValueError(f"{path}: no items in sections {list(sections)}")
         if not any("raw_label" in item for items in out.values() for item in items):  # each would be skipped
             kind, found = item_kind(next(item for items in out.values() for item in items))
-            like = f" (its first item {found}: {DATALIST_KINDS[kind][0]})" if kind else ""
+            like = f" (its first item {found}" + (f": {DATALIST_KINDS[kind][0]})" if kind else ")")
             name, _, source = DATALIST_KINDS["classification"]
-            raise ValueError(f"{path}: no item has 'raw_label'{like}; the labeller takes {name}: {source}")
+            raise ValueError(f"{path}: no item has 'raw_label'{like}; the labeller takes {name} with the raw labels "
+                             f"(1/0/-1/blank) in 'raw_label': {source}")
         owners: dict[Path, str] = {}  # label file -> the id that names it
         for item in (item for items in out.values() for item in items):
             target = label_path(".", item["id"])

@@ -255,7 +255,8 @@ def test_bad_configuration_is_refused(setup, tmp_path):
     organs.write_text(json.dumps({"training": [{"image": "a.png", "id": "a", "label": ["a_lung.png"]}]}))
     with pytest.raises(ValueError, match=r"organs.json: no item has 'raw_label' \(its first item has a 'label' of 1 "
                                          r"mask file: a downstream segmentation datalist\); the labeller takes a "
-                                         r"classification datalist: 'python -m cxrdoll prepare-chexpert' writes one"):
+                                         r"classification datalist with the raw labels \(1/0/-1/blank\) in "
+                                         r"'raw_label': 'python -m cxrdoll prepare-chexpert' writes one"):
         LabelRunner(classifiers, organs, tmp_path)
 
 
