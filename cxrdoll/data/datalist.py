@@ -54,8 +54,7 @@ def load_datalist(path: str | os.PathLike, sections: Sequence[str] = ("training"
 
 # Each stage's datalist, by the ``label`` of its items: what it is, which bundle reads it and where one comes from.
 DATALIST_KINDS: dict[str, tuple[str, str, str]] = {
-    "classification": ("a classification datalist", "cxr_classifier and cxr_doll_labeller",
-                       "'python -m cxrdoll prepare-chexpert' writes one"),
+    "classification": ("a classification datalist", "cxr_classifier", "'python -m cxrdoll prepare-chexpert' writes one"),
     "doll": ("a DoLL label datalist", "cxr_seg_pretrain", "the LABELS/datalist.json that cxr_doll_labeller writes"),
     "downstream": ("a downstream segmentation datalist", "cxr_seg_adapter",
                    "'label' is one mask file per class; 'python -m cxrdoll seg-datalist' writes one"),
@@ -121,13 +120,15 @@ def absolute_images(path: str | os.PathLike, section: str, items: Sequence[dict]
 def load_classification_datalist(path: str | os.PathLike) -> dict:
     """A classification datalist (docs/FORMATS.md): 14 observations in order, 0/1 labels and masks,
     relative image paths made absolute (``absolute_images``)."""
-    data = load_datalist(path, ("training", "validation"), ("image", "label", "label_mask"))
+    data = load_datalist(path, ("training", "validation"), ("image",))
+    for section in ("training", "validation"):
+        check_item_kinds(path, section, data[section], "classification")
     if data.get("observations") != list(OBSERVATIONS):
         raise ValueError(f"{path}: 'observations' must be the 14 CheXpert observations in order {list(OBSERVATIONS)}")
     for section in ("training", "validation"):
         for i, item in enumerate(data[section]):
             for key in ("label", "label_mask"):
-                values = item[key]
+                values = item.get(key)
                 if not isinstance(values, list) or len(values) != len(OBSERVATIONS) or any(v not in (0, 1) for v in values):
                     raise ValueError(f"{path}: {section}[{i}].{key} must be {len(OBSERVATIONS)} values of 0 or 1, got {values!r}")
         data[section] = absolute_images(path, section, data[section])

@@ -57,6 +57,12 @@ def test_load_classification_datalist_checks_observations_and_labels(tmp_path):
         load_classification_datalist(path)
     with pytest.raises(FileNotFoundError, match="nope.json: file not found"):
         load_classification_datalist(tmp_path / "nope.json")
+    write_datalist(path, {"training": [{"image": "a.png", "id": "a", "label": "a.npz"}], "validation": []})
+    with pytest.raises(ValueError, match=r"^.*c.json: training\[0\] \(id 'a'\) has a 'label' that is one .npz label file, "
+                                         r"so it looks like a DoLL label datalist \(for cxr_seg_pretrain\); "
+                                         r"cxr_classifier takes a classification datalist: 'python -m cxrdoll "
+                                         r"prepare-chexpert' writes one$"):
+        load_classification_datalist(path)  # it said only "training[0] has no 'label_mask'"
 
 
 def test_relative_image_paths_resolve_against_the_datalists_folder_not_the_working_directory(tmp_path, monkeypatch):

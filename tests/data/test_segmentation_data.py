@@ -151,11 +151,11 @@ DOWNSTREAM_ITEM = {"image": "a.png", "label": ["masks/l/a.png", "masks/r/a.png"]
 
 @pytest.mark.parametrize(("kind", "item", "found"), [
     ("doll", CLASSIFICATION_ITEM, "training[1] (id 'p1/a.png') has 'label_mask', so it looks like a classification "
-                                  "datalist (for cxr_classifier and cxr_doll_labeller); cxr_seg_pretrain takes"),
+                                  "datalist (for cxr_classifier); cxr_seg_pretrain takes"),
     ("doll", DOWNSTREAM_ITEM, "training[1] (id 'a') has a 'label' of 2 mask files, so it looks like a downstream "
                               "segmentation datalist (for cxr_seg_adapter); cxr_seg_pretrain takes a DoLL label"),
     ("downstream", CLASSIFICATION_ITEM, "training[1] (id 'p1/a.png') has 'label_mask', so it looks like a "
-                                        "classification datalist (for cxr_classifier and cxr_doll_labeller); "
+                                        "classification datalist (for cxr_classifier); "
                                         "cxr_seg_adapter takes a downstream segmentation datalist"),
     ("downstream", DOLL_ITEM, "training[1] (id 'a.png') has a 'label' that is one .npz label file, so it looks like "
                               "a DoLL label datalist (for cxr_seg_pretrain); cxr_seg_adapter takes"),
