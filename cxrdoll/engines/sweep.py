@@ -92,6 +92,7 @@ def sweep(
     entries = _registered(out / "classifiers.json", data_hash)
     for arch in archs:
         start = time.perf_counter()
+        checkpoint_before = _checkpoint_sha256(out / arch)  # rewritten by each epoch trained
         if train:
             metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
         else:
@@ -100,11 +101,16 @@ def sweep(
         previous = entries.get(arch, {})
         if previous.get("checkpoint_sha256") == entry["checkpoint_sha256"] and "train_seconds" in previous:
             entry["train_seconds"] = previous["train_seconds"]  # nothing trained now: keep the time it took
-        elif train:
-            entry["train_seconds"] = round(time.perf_counter() - start, 1)
+        elif train and _checkpoint_sha256(out / arch) != checkpoint_before:
+            entry["train_seconds"] = round(time.perf_counter() - start, 1)  # not a resume that had nothing to train
         entries[arch] = entry
         write_json_atomic(out / "classifiers.json", _registry(data_hash, entries))
     return _registry(data_hash, entries)
+
+
+def _checkpoint_sha256(run_dir: Path) -> str | None:
+    path = run_dir / "checkpoint.pt"
+    return file_sha256(path) if path.is_file() else None
 
 
 def _registry(data_hash: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:

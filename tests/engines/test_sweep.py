@@ -82,6 +82,7 @@ def _fake_run(zoo, arch, weights=b"weights", mean_auroc=0.8):
     run = zoo / arch
     run.mkdir(parents=True, exist_ok=True)
     (run / "model.pt").write_bytes(weights)
+    (run / "checkpoint.pt").write_bytes(b"state after training " + weights)
     (run / "metrics.json").write_text(json.dumps({"best": {"auroc": {}, "mean_auroc": mean_auroc, "epoch": 1}}))
     return run
 
@@ -136,3 +137,19 @@ def test_a_re_run_that_trains_nothing_keeps_the_training_time(tmp_path, monkeypa
     assert sweep_module.sweep(["resnet10"], datalist, zoo, "b", overrides)["classifiers"][0]["train_seconds"] == 23.8
     weights["resnet10"] = b"trained further"
     assert sweep_module.sweep(["resnet10"], datalist, zoo, "b", overrides)["classifiers"][0]["train_seconds"] == 40.0
+
+
+def test_a_run_trained_by_hand_gets_no_training_time_from_a_sweep_that_trained_nothing(tmp_path, monkeypatch):
+    """The sweep's resume of a finished run takes a second: that was recorded as its training time."""
+    from cxrdoll.engines import sweep as sweep_module
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    zoo = tmp_path / "zoo"
+    _fake_run(zoo, "resnet10")  # trained by monai.bundle run, never registered
+
+    def train(out, **_):  # nothing left to train: the run's files stay as they were
+        return json.loads((out / "metrics.json").read_text())
+
+    monkeypatch.setattr(sweep_module, "train_classifier", train)
+    entry = sweep_module.sweep(["resnet10"], datalist, zoo, "b", {"image_size": 32})["classifiers"][0]
+    assert entry["name"] == "resnet10" and "train_seconds" not in entry
