@@ -4,6 +4,7 @@ file identities (content hash, and a cheap fingerprint of many files) that decid
 from __future__ import annotations
 
 import csv
+import fcntl
 import functools
 import hashlib
 import io
@@ -45,6 +46,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+RUN_LOCK = ".cxrdoll.lock"  # held in an output folder while a run writes there
+_HELD_LOCKS: dict[Path, int] = {}  # folder -> open descriptor of its lock file, in this process
+
+
+def lock_folder(folder: str | os.PathLike, what: str) -> None:
+    """Hold ``folder/.cxrdoll.lock`` until ``unlock_folder`` or the end of the process, or refuse.
+
+    Two runs writing one output folder (a job submitted twice) each replace the other's files,
+    atomically but unco-ordinated: a model from one run beside the record of the other, or an
+    ``--overwrite`` deleting images the other run has listed. A process that holds it already goes on.
+    """
+    folder = Path(folder).resolve()
+    if folder in _HELD_LOCKS:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"{folder}: another {what} is writing here (process {holder}, lock {RUN_LOCK}); wait for "
+                         "it to end, or use another folder") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD_LOCKS[folder] = fd
+
+
+def unlock_folder(folder: str | os.PathLike) -> None:
+    """Release ``lock_folder``'s lock (the file stays: removing it would race a process opening it)."""
+    fd = _HELD_LOCKS.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 # atomic_path's temporary names: ".<name>.<8 random characters>.tmp<suffix>"

@@ -53,3 +53,26 @@ def synth_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_small")
     write_synthetic(SynthConfig(n=48, size=64, seed=0, lateral_frac=0.15, valid_frac=0.2, n_organs=8, n_lesions=8), out)
     return out
+
+
+@pytest.fixture
+def hold_folder():
+    """``hold_folder(path)``: another process takes ``path``'s run lock (as a second copy of a job
+    would hold it) and keeps it until the test ends; returns that process's id."""
+    import subprocess
+    import sys
+
+    holders = []
+
+    def hold(folder: Path) -> int:
+        holder = subprocess.Popen([sys.executable, "-c", "import time; from cxrdoll.io import lock_folder; "
+                                   f"lock_folder({str(folder)!r}, 'x'); print('held', flush=True); time.sleep(120)"],
+                                  stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline() == "held\n"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()

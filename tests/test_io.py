@@ -135,3 +135,18 @@ def test_a_killed_writer_s_stale_temporary_is_removed_a_live_one_kept(tmp_path):
         os.utime(path, (two_hours_ago, two_hours_ago))
     write_json_atomic(tmp_path / "out.json", {"a": 1})
     assert not stale.exists() and live.exists() and other.exists()
+
+
+
+def test_a_folder_another_process_writes_in_is_refused_naming_it(tmp_path, hold_folder):
+    from cxrdoll.io import lock_folder, unlock_folder
+
+    out = tmp_path / "out"
+    pid = hold_folder(out)
+    with pytest.raises(ValueError) as refused:
+        lock_folder(out, "training run")
+    assert str(refused.value) == (f"{out}: another training run is writing here (process {pid}, lock .cxrdoll.lock); "
+                                  "wait for it to end, or use another folder")
+    lock_folder(tmp_path / "free", "training run")
+    lock_folder(tmp_path / "free", "training run")  # this process holds it already: goes on
+    unlock_folder(tmp_path / "free")

@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal
-from cxrdoll.io import is_temporary, read_csv_rows, save_png_atomic, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from cxrdoll.io import (is_temporary, lock_folder, read_csv_rows, save_png_atomic, unlock_folder, write_bytes_atomic,
+                        write_csv_atomic, write_text_atomic)
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -113,6 +114,16 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
     files = _files_under(in_dir, exclude=out_dir)
     if not files:  # writing an empty datalist and report would replace the outputs of an earlier run
         raise ValueError(f"{in_dir}: no files found (searched recursively); nothing written")
+    lock_folder(out_dir, "ingest-dicom run")  # a second run's --overwrite deleted the images of the first
+    try:
+        return _ingest(in_dir, out_dir, files, options, overwrite, workers, progress)
+    finally:
+        unlock_folder(out_dir)
+
+
+def _ingest(in_dir: Path, out_dir: Path, files: list[Path], options: IngestOptions, overwrite: bool, workers: int,
+            progress: bool | None) -> list[ReportRow]:
+    """``ingest_folder`` once its inputs are checked and its output folder is this run's alone."""
     jobs = _plan(files, in_dir, options)
     header = _journal_header(in_dir, options)
     by_name = {job.name: job for job in jobs}

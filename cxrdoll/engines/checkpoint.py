@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from cxrdoll.io import atomic_path
+from cxrdoll.io import atomic_path, lock_folder, unlock_folder
 from cxrdoll.networks.checkpoints import check_state_dict, load_checkpoint_file, load_network_weights
 
 
@@ -45,8 +45,11 @@ class ResumableCheckpoint:
         self.objects["trainer"] = engine
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, lambda _: unlock_folder(self.path.parent))
 
     def load(self, engine: Engine) -> None:
+        if idist.get_rank() == 0:  # the rank that writes; held until the run completes (or its process ends)
+            lock_folder(self.path.parent, "training run")
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
             self.objects["scaler"] = scaler

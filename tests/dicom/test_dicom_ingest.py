@@ -402,3 +402,23 @@ def test_a_skipped_file_s_reason_names_it_by_its_pseudonym_even_where_python_esc
     for path in gone:
         name = ingest._output_name(path.relative_to(root).as_posix(), True)
         assert _report(tmp_path / "out")[name]["reason"].endswith(f"No such file or directory: '{name}')")
+
+
+def test_a_second_run_into_an_output_folder_in_use_is_refused_before_it_deletes_anything(tmp_path, capsys,
+                                                                                        hold_folder):
+    """A job submitted twice: the second run's --overwrite deleted images the first had listed in its datalist."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(), root / "a.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 0
+
+    def files():
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".cxrdoll.lock"}
+
+    before = files()
+    pid = hold_folder(out)
+    capsys.readouterr()
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--overwrite", "--workers", "0"]) == 2
+    assert f"error: {out}: another ingest-dicom run is writing here (process {pid}" in capsys.readouterr().err
+    assert files() == before

@@ -67,6 +67,22 @@ def test_checkpoint_resumes_weights_and_iteration(tmp_path):
     torch.testing.assert_close(seen[0][1], saved["weight"])
 
 
+def test_a_second_training_run_into_an_output_folder_in_use_is_refused_before_it_writes(tmp_path, hold_folder):
+    """A job submitted twice: each run replaced the other's model.pt and metrics.json, leaving a model
+    beside the record of another run."""
+    net = torch.nn.Linear(2, 1)
+    trainer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "run" / "ckpt.pt", {"network": net}).attach(trainer)
+    pid = hold_folder(tmp_path / "run")
+    with pytest.raises(ValueError, match=rf"run: another training run is writing here \(process {pid}, "):
+        trainer.run([torch.ones(1, 2)], max_epochs=1)
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+    trainer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "free" / "ckpt.pt", {"network": net}).attach(trainer)
+    trainer.run([torch.ones(1, 2)], max_epochs=1)  # the run's end releases its folder: another process may start
+    hold_folder(tmp_path / "free")  # asserts the other process got the lock
+
+
 def test_resuming_a_finished_run_says_nothing_is_left_to_train(tmp_path, caplog):
     net = torch.nn.Linear(2, 1)
     done = _trainer(net)
