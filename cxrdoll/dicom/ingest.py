@@ -291,8 +291,9 @@ def _map_jobs(jobs: list[_Job], out_dir: Path, options: IngestOptions, workers: 
     A file whose reading kills its process (a decoder's segfault or ``exit()`` on a corrupt stream)
     breaks the pool and every file then in flight. Those files are read again, each in a process of
     its own (``workers`` at a time), so that the one that dies again is skipped with how it ended in
-    the report, and the batch goes on in a new pool. In this process (0) there is no such guard. Processes are spawned, not forked: a fork of a process that has run torch's OpenMP threads
-    can hang in them.
+    the report, and the batch goes on in a new pool. In this process (0) there is no such guard.
+    Processes are spawned, not forked: a fork of a process that has run torch's OpenMP threads can
+    hang in them.
     """
     args = [(job, out_dir, options) for job in jobs]
     if workers == 0:

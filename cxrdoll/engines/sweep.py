@@ -92,7 +92,7 @@ def sweep(
     entries = _registered(out / "classifiers.json", data_hash)
     for arch in archs:
         start = time.perf_counter()
-        checkpoint_before = _checkpoint_sha256(out / arch)  # rewritten by each epoch trained
+        checkpoint_before = _checkpoint_stamp(out / arch)  # replaced (atomically) by each epoch trained
         if train:
             metrics = train_classifier(out / arch, bundle_root=bundle_root, network_name=arch, **overrides)
         else:
@@ -101,16 +101,21 @@ def sweep(
         previous = entries.get(arch, {})
         if previous.get("checkpoint_sha256") == entry["checkpoint_sha256"] and "train_seconds" in previous:
             entry["train_seconds"] = previous["train_seconds"]  # nothing trained now: keep the time it took
-        elif train and _checkpoint_sha256(out / arch) != checkpoint_before:
+        elif train and _checkpoint_stamp(out / arch) != checkpoint_before:
             entry["train_seconds"] = round(time.perf_counter() - start, 1)  # not a resume that had nothing to train
         entries[arch] = entry
         write_json_atomic(out / "classifiers.json", _registry(data_hash, entries))
     return _registry(data_hash, entries)
 
 
-def _checkpoint_sha256(run_dir: Path) -> str | None:
-    path = run_dir / "checkpoint.pt"
-    return file_sha256(path) if path.is_file() else None
+def _checkpoint_stamp(run_dir: Path) -> tuple[int, int] | None:
+    """Inode and modification time of the run's checkpoint: each save renames a new file over it,
+    so the stamp changes without reading a file of hundreds of MB."""
+    try:
+        st = (run_dir / "checkpoint.pt").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _registry(data_hash: str, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
