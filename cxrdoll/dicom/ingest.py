@@ -39,8 +39,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cxrdoll.data.datalist import write_datalist
-from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image, read_dataset
-from cxrdoll.dicom.views import is_usable_frontal
+from cxrdoll.dicom.loader import CXRImage, DicomInputError, check_cxr, dataset_to_image, read_dataset
+from cxrdoll.dicom.views import is_usable_frontal, view_position
 from cxrdoll.io import (is_temporary, lock_folder, read_csv_rows, save_png_atomic, unlock_folder, write_bytes_atomic,
                         write_csv_atomic, write_text_atomic)
 
@@ -424,18 +424,23 @@ def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,
                 shown: str) -> tuple[ReportRow, dict | None, str]:
     ds = read_dataset(path)
     uid = str(ds.get("SOPInstanceUID", "") or "")
-    image = dataset_to_image(ds, voi=options.voi, source=shown)
-    meta = image.meta
+    check_cxr(ds, shown)
+    view, view_source = view_position(ds)
+    # From the header, so that an image skipped for its view or flag is never decoded: laterals are
+    # about a third of a chest archive, and a burned-in image's pixels stay unread.
     described = dict(
-        modality=meta["modality"], view=meta["view"], photometric=meta["photometric"], voi=meta["voi"],
-        rows=meta["original_shape"][0], cols=meta["original_shape"][1],
+        modality=str(ds.Modality), view=view, photometric=str(ds.PhotometricInterpretation),
+        rows=int(ds.get("Rows", 0) or 0) or "", cols=int(ds.get("Columns", 0) or 0) or "",
     )
-    if options.views == "frontal" and not is_usable_frontal(meta["view"]):
-        reason = f"not a frontal view ({meta['view']} from {meta['view_source']})"
+    if options.views == "frontal" and not is_usable_frontal(view):
+        reason = f"not a frontal view ({view} from {view_source})"
         return ReportRow(shown, "skipped", reason, **described), None, uid
     if options.deidentify and str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
         reason = "BurnedInAnnotation is YES: its pixels may show identifying text, so it is not written with --deidentify"
         return ReportRow(shown, "skipped", reason, **described), None, uid
+    image = dataset_to_image(ds, voi=options.voi, source=shown)
+    meta = image.meta
+    described.update(rows=meta["original_shape"][0], cols=meta["original_shape"][1])
     output = _write_image(image, out_dir / "images", name, options)
     item = {
         "image": str(output),
@@ -444,7 +449,7 @@ def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,
         "view": meta["view"],
         "pixel_spacing": _resized_spacing(meta, image.array.shape[1:], options.size),
     }
-    return ReportRow(shown, "ok", "", str(output.relative_to(out_dir)), **described), item, uid
+    return ReportRow(shown, "ok", "", str(output.relative_to(out_dir)), voi=meta["voi"], **described), item, uid
 
 
 def _write_image(image: CXRImage, folder: Path, name: str, options: IngestOptions) -> Path:

@@ -40,7 +40,8 @@ def input_dir(tmp_path, dicom_dir, dicom_index):
     save(make_cr(PhotometricInterpretation="RGB", SamplesPerPixel=3), root / "rgb.dcm")
     save(make_cr(SOPInstanceUID=good.SOPInstanceUID), root / "zz_duplicate.dcm")
     (root / "notes.txt").write_text("not DICOM\n")
-    (root / "truncated.dcm").write_bytes((root / "sub" / "lateral.dcm").read_bytes()[:-100])
+    save(make_cr(), tmp_path / "frontal.dcm")  # a frontal view: a lateral is skipped before decoding
+    (root / "truncated.dcm").write_bytes((tmp_path / "frontal.dcm").read_bytes()[:-100])
     return root
 
 
@@ -422,3 +423,23 @@ def test_a_second_run_into_an_output_folder_in_use_is_refused_before_it_deletes_
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--overwrite", "--workers", "0"]) == 2
     assert f"error: {out}: another ingest-dicom run is writing here (process {pid}" in capsys.readouterr().err
     assert files() == before
+
+
+def test_views_and_burned_in_images_are_skipped_before_their_pixels_are_decoded(tmp_path):
+    """A lateral (a third of a chest archive) costs no decode; its header still fills the report."""
+    root = tmp_path / "in"
+    root.mkdir()
+    lateral = make_cr(np.zeros((40, 30), np.uint16), ViewPosition="LL")
+    burned = make_cr(np.zeros((40, 30), np.uint16), BurnedInAnnotation="YES")
+    for ds in (lateral, burned):
+        ds.PixelData = ds.PixelData[:100]  # would fail to decode: "pixel data could not be decoded"
+    save(lateral, root / "lateral.dcm")
+    save(burned, root / "burned.dcm")
+    out = tmp_path / "out"
+    ingest.ingest_folder(root, out, ingest.IngestOptions(deidentify=True))
+    rows = sorted((row["reason"], row["rows"], row["cols"], row["voi"]) for row in _report(out).values())
+    assert rows == [
+        ("BurnedInAnnotation is YES: its pixels may show identifying text, so it is not written with --deidentify",
+         "40", "30", ""),
+        ("not a frontal view (LATERAL from ViewPosition)", "40", "30", ""),
+    ]
