@@ -128,11 +128,16 @@ class UInt8ImageCache:
     def _build(self, num_workers: int, batch_size: int) -> None:
         partial, record = self._beside(".partial"), self._beside(".partial.json")
         out, start, unreadable = self._resumed(partial, record)
+        # A generator of its own: a DataLoader draws its workers' base seed from torch's global one at each
+        # iteration (and MONAI's, with num_workers=0, draws from it and re-seeds it when made). Drawn from the
+        # global one, a run that built its cache got other initial weights, shuffle and augmentations than the
+        # same run, same seed, finding the cache built (validation AUROC 0.4607 against 0.4704 on a toy set).
         loader = DataLoader(
             Dataset([{"image": p} for p in self.paths[start:]], SkipUnreadable(LoadAnyImaged(self.size))),
             batch_size=batch_size,
             num_workers=num_workers,
             shuffle=False,
+            generator=torch.Generator(),
         )
         recorded = start
         with tqdm(total=len(self.paths), initial=start, unit="img", desc=f"image cache {self.path.name}",

@@ -6,6 +6,7 @@ import csv
 import math
 import os
 import pickle
+import random
 
 import ignite.distributed as idist
 import numpy as np
@@ -24,6 +25,7 @@ from cxrdoll.data.classification import (
 )
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.data.transforms import load_image_pipeline
+from cxrdoll.engines.determinism import seed_run
 from cxrdoll.io import save_png_atomic
 
 
@@ -139,6 +141,27 @@ def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_on
     assert decoded == [str(p) for p in paths[4:]]
     assert cache.path.name == whole.path.name and cache.path.read_bytes() == whole.path.read_bytes()
     assert sorted(f.name for f in cache.path.parent.iterdir()) == [f"{cache.path.stem}.lock", cache.path.name]
+
+
+def _global_rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_building_the_cache_leaves_the_global_random_generators_as_finding_it_built_does(pngs, tmp_path, num_workers):
+    """A classifier run that built its cache trained otherwise than the same run (same seed) finding it built:
+    the build's DataLoader drew its base seed from torch's global generator (with MONAI's, num_workers=0 also
+    re-seeded it), shifting the network's initial weights, the shuffle and the augmentations' seeds."""
+    items = [{"image": str(p)} for p in pngs]
+    after = []
+    for _ in ("builds", "finds it built"):
+        seed_run(7)
+        torch.rand(3)  # a generator already drawn from, as after the network's initialisation
+        UInt8ImageCache(items, 32, tmp_path / "cache", num_workers=num_workers, batch_size=2)
+        after.append(_global_rng_states())
+    (torch_built, np_built, py_built), (torch_found, np_found, py_found) = after
+    assert torch.equal(torch_built, torch_found)
+    assert np.array_equal(np_built, np_found) and py_built == py_found
 
 
 def test_unreadable_images_met_before_a_stop_are_still_reported_after_the_resume(pngs, tmp_path, monkeypatch):
