@@ -17,7 +17,7 @@ import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -173,10 +173,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def npz_bytes(compresslevel: int | None = None, **arrays: np.ndarray) -> bytes:
+def npz_bytes(arrays: Mapping[str, np.ndarray], compresslevel: int | None = None) -> bytes:
     """Compressed ``.npz`` content (loads with ``np.load``) with fixed member timestamps, so equal
     arrays give equal bytes; ``np.savez_compressed`` stamps the current time. ``compresslevel``
-    is zlib's (None: its default; 1 is ~3x faster for mostly-zero masks)."""
+    is zlib's (None: its default; 1 is ~3x faster for mostly-zero masks). The arrays come as one
+    mapping, so that any name (``compresslevel`` too) is an array's."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, value in arrays.items():
@@ -187,9 +188,9 @@ def npz_bytes(compresslevel: int | None = None, **arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+def save_npz_atomic(path: str | os.PathLike, /, **arrays: np.ndarray) -> None:
     """Reproducible compressed ``.npz`` written atomically."""
-    write_bytes_atomic(path, npz_bytes(**arrays))
+    write_bytes_atomic(path, npz_bytes(arrays))
 
 
 def save_png_atomic(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> None:

@@ -29,11 +29,14 @@ def test_writing_over_a_folder_names_the_destination_not_the_temp_file(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left
 
 
-def test_npz_round_trip(tmp_path):
+def test_npz_round_trip_of_any_array_name(tmp_path):
+    """``compresslevel`` and ``path`` were taken as arguments, not saved (or raised)."""
     mask = (np.arange(24).reshape(2, 3, 4) % 2).astype(np.uint8)
-    save_npz_atomic(tmp_path / "x.npz", mask=mask)
+    save_npz_atomic(tmp_path / "x.npz", mask=mask, compresslevel=np.ones(2), path=np.zeros(1))
     with np.load(tmp_path / "x.npz") as data:
+        assert sorted(data.files) == ["compresslevel", "mask", "path"]
         np.testing.assert_array_equal(data["mask"], mask)
+        np.testing.assert_array_equal(data["compresslevel"], np.ones(2))
 
 
 def test_read_json_names_the_file(tmp_path):
@@ -62,9 +65,9 @@ def test_npz_bytes_are_reproducible_and_load(tmp_path):
     from cxrdoll.io import npz_bytes
 
     mask = np.eye(5, dtype=np.uint8)
-    first = npz_bytes(mask=mask, state=np.arange(3, dtype=np.int8))
+    first = npz_bytes({"mask": mask, "state": np.arange(3, dtype=np.int8)})
     time.sleep(2)  # zip timestamps have 2 s resolution: a clock in the bytes would show
-    assert npz_bytes(mask=mask, state=np.arange(3, dtype=np.int8)) == first
+    assert npz_bytes({"mask": mask, "state": np.arange(3, dtype=np.int8)}) == first
     save_npz_atomic(tmp_path / "x.npz", mask=mask)
     with np.load(tmp_path / "x.npz") as data:
         np.testing.assert_array_equal(data["mask"], mask)

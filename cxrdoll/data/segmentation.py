@@ -18,6 +18,7 @@ as one path.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Sized
 
@@ -242,7 +243,7 @@ def item_files(item: dict[str, Any]) -> list[str]:
     return files
 
 
-def datalist_classes(path: str | Path) -> list[str]:
+def datalist_classes(path: str | os.PathLike) -> list[str]:
     """The datalist's ``classes``; one unnamed class (``foreground``) when absent and labels are single."""
     path = Path(path)
     data = read_json(path)

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="ID=JSON",
-        help="extra bundle override, value parsed as JSON when possible (e.g. --set learning_rate=0.001)",
+        help="extra bundle override, value parsed as JSON when possible (e.g. --set learning_rate=0.001); "
+             "not an id set by the options above",
     )
 
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from cxrdoll.data.datalist import load_classification_datalist
 
     check_archs(args.archs)
+    extra = parse_overrides(args.set)
+    check_extra_overrides(extra)
     datalist = Path(args.datalist or find_datalist(args.dataset_dir)).resolve()
     load_classification_datalist(datalist)  # a broken datalist must not be trained on or registered by its hash
     overrides = {
@@ -56,12 +59,30 @@ def run(args: argparse.Namespace) -> int:
         "max_epochs": args.max_epochs,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
-        **parse_overrides(args.set),
+        **extra,
     }
     out = Path(args.out).resolve()
     sweep(args.archs, datalist, out, args.bundle_root, overrides, train=not args.register_only)
     print(f"wrote {out / 'classifiers.json'}")
     return 0
+
+
+# Bundle ids (and run_bundle's own arguments) the sweep sets from its options, with those options: the
+# registry records the datalist's hash and the run folders, so a --set of one would train on other data
+# or elsewhere than it registers (or end in a TypeError).
+SET_BY_SWEEP: dict[str, str] = {
+    "datalist": "use --datalist", "dataset_dir": "use --dataset-dir", "image_size": "use --image-size",
+    "max_epochs": "use --max-epochs", "batch_size": "use --batch-size", "num_workers": "use --num-workers",
+    "output_dir": "use --out", "network_name": "use --archs", "bundle_root": "use --bundle-root",
+    "configs": "the sweep trains with train.json",
+}
+
+
+def check_extra_overrides(extra: dict[str, Any]) -> None:
+    """Refuse a ``--set`` of what the sweep sets itself, naming the option to use instead."""
+    taken = [f"{key} ({SET_BY_SWEEP[key]})" for key in extra if key in SET_BY_SWEEP]
+    if taken:
+        raise ValueError(f"--set: {', '.join(taken)}: the sweep sets these from its own options")
 
 
 def check_archs(archs: Sequence[str]) -> None:

@@ -339,7 +339,7 @@ def summarise(results: list[tuple[Run, dict]], sizes: Sequence[int | None]) -> d
 
 def paired_comparison(
     results: list[tuple[Run, dict]], reference: str = "doll_adapters"
-) -> dict[str, dict[str, dict[str, float | int]]]:
+) -> dict[str, dict[str, dict[str, float | int | None]]]:
     """``reference`` against every other start, per size, paired by seed.
 
     A seed trains every start on the same labelled images, so the per-seed difference in
@@ -387,7 +387,7 @@ def _dice(record: dict) -> float:
 
 
 def markdown(summary: dict[str, Any], settings: dict[str, Any], curve_size: str | None,
-             paired: dict[str, dict[str, dict[str, float | int]]] | None = None) -> str:
+             paired: dict[str, dict[str, dict[str, float | int | None]]] | None = None) -> str:
     starts = [s for s in STARTS if summary[s]["sizes"]]
     sizes = list(dict.fromkeys(k for s in starts for k in summary[s]["sizes"]))
     lines = [

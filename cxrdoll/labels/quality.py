@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -260,7 +260,7 @@ def _f(x: float) -> float | None:
 
 
 def evaluate(
-    labellings: dict[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
+    labellings: Mapping[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
     """Score several labellings on the images they all labelled and that have truth.
 

@@ -50,7 +50,7 @@ def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, so
     arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8), "state": state.astype(np.int8)}
     if soft is not None:
         arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
-    write_bytes_atomic(path, npz_bytes(compresslevel=LABEL_ZLIB_LEVEL, **arrays))
+    write_bytes_atomic(path, npz_bytes(arrays, compresslevel=LABEL_ZLIB_LEVEL))
 
 
 

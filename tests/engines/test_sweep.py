@@ -153,3 +153,14 @@ def test_a_run_trained_by_hand_gets_no_training_time_from_a_sweep_that_trained_n
     monkeypatch.setattr(sweep_module, "train_classifier", train)
     entry = sweep_module.sweep(["resnet10"], datalist, zoo, "b", {"image_size": 32})["classifiers"][0]
     assert entry["name"] == "resnet10" and "train_seconds" not in entry
+
+
+def test_a_set_of_what_the_sweep_sets_itself_is_refused_before_anything_is_written(tmp_path, capsys):
+    """``--set datalist=`` trained on one datalist and registered the hash of another; ``--set output_dir=``
+    ended in a TypeError traceback."""
+    argv = ["sweep-classifiers", "--datalist", "x.json", "--out", str(tmp_path / "zoo"), "--archs", "resnet10",
+            "--set", "datalist=other.json", "--set", "learning_rate=0.01", "--set", "output_dir=/tmp/elsewhere"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: --set: datalist (use --datalist), output_dir (use --out): the sweep sets these from its own options\n")
+    assert not (tmp_path / "zoo").exists()

@@ -147,7 +147,7 @@ def _write_study(job: tuple[SynthConfig, Path, Study]) -> tuple[list[list[str]],
     phantom = make_phantom(rng, cfg.size, findings, params=sample_params(anatomy_rng))
     frontal = study.path("frontal")
     write_bytes_atomic(root / frontal, jpeg_bytes(phantom.image))
-    write_bytes_atomic(root / "truth" / (frontal[: -len(".jpg")] + ".npz"), npz_bytes(compresslevel=1, mask=phantom.truth))
+    write_bytes_atomic(root / "truth" / (frontal[: -len(".jpg")] + ".npz"), npz_bytes({"mask": phantom.truth}, compresslevel=1))
     sex, age = patient_meta(cfg, study.patient)
     ap_pa = "AP" if phantom.positive[OBSERVATIONS.index("Support Devices")] or rng.random() < 0.3 else "PA"
     labels = reported_labels(cfg, phantom.positive, study)
