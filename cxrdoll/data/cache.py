@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from cxrdoll.data.any_image import LoadAnyImaged
 from cxrdoll.data.transforms import PIXEL_RULES_VERSION
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
+from cxrdoll.distributed import host_group
 from cxrdoll.io import files_fingerprint, read_json, write_csv_atomic, write_json_atomic
 from cxrdoll.networks.encoders import checked_image_size
 
@@ -38,25 +38,6 @@ logger = logging.getLogger(__name__)
 
 # Images decoded between progress records: ~25 s of full-size JPEGs on 4 workers, the most a kill loses.
 CHECKPOINT_ROWS = 1024
-# How long the other DDP ranks wait for rank 0's build; a timeout there costs little, the build resumes.
-BUILD_WAIT = timedelta(hours=24)
-
-
-_WAIT_GROUP: tuple[Any, Any] | None = None  # (the default group it was made under, the gloo group)
-
-
-def _wait_group() -> Any:
-    """The gloo group (BUILD_WAIT timeout) in which ranks wait for rank 0's builds: made once per
-    default group, by every rank at its first cache, and left for ``destroy_process_group()`` to end.
-    Made and destroyed for each cache, a 2-process run once aborted one rank ("terminate called
-    without an active exception") right after its second cache."""
-    global _WAIT_GROUP
-    world = torch.distributed.group.WORLD
-    if _WAIT_GROUP is None or _WAIT_GROUP[0] is not world:
-        _WAIT_GROUP = (world, torch.distributed.new_group(backend="gloo", timeout=BUILD_WAIT))
-    return _WAIT_GROUP[1]
-
-
 class UInt8ImageCache:
     """Images of ``items`` (dicts with an ``image`` path) resized to ``size`` and stored as uint8."""
 
@@ -79,10 +60,8 @@ class UInt8ImageCache:
             self._build_once(num_workers, batch_size)
             return
         # Under DDP rank 0 builds while the others wait, instead of every rank decoding everything. They
-        # wait in a gloo group of their own: the default group's timeout (NCCL's 10 min) is shorter than
-        # a build. If rank 0 fails, its process ends and with it its end of the group (gloo: "Connection
-        # closed by peer"), and torchrun stops every rank, so none waits out BUILD_WAIT.
-        group = _wait_group()
+        # wait in the host group: the default group's timeout (NCCL's 10 min) is shorter than a build.
+        group = host_group()
         if torch.distributed.get_rank() == 0:
             self._build_once(num_workers, batch_size)
         torch.distributed.barrier(group=group)

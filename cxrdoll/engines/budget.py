@@ -10,6 +10,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
+from cxrdoll.distributed import broadcast_float
 from cxrdoll.engines.divergence import raise_if_diverged
 
 if TYPE_CHECKING:
@@ -37,9 +38,10 @@ class _TimedFromStart:
 
     def elapsed(self) -> float:
         """Seconds since the start; under DDP rank 0's, so that every rank stops at the same iteration
-        (one stopping early would leave the others waiting in a collective) and anneals alike."""
+        (one stopping early would leave the others waiting in a collective) and anneals alike. Sent
+        through the CPU host group: over NCCL, reading it back would wait for the queued GPU work."""
         local = self.clock() - self.start
-        return idist.broadcast(local, src=0) if idist.get_world_size() > 1 else local
+        return broadcast_float(local, src=0) if idist.get_world_size() > 1 else local
 
     def on_event(self, engine: Engine) -> None:
         raise NotImplementedError

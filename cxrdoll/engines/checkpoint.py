@@ -75,8 +75,14 @@ class ResumableCheckpoint:
                     raise ValueError(f"{err}. Resume with the settings that wrote it, or {self.start_over}") from None
         max_epochs = engine.state.max_epochs
         horizons = {name: obj.T_max for name, obj in self.objects.items() if isinstance(obj, CosineAnnealingLR)}
+        to_load = {k: v for k, v in self.objects.items() if k in state}
+        if "scaler" in to_load and not state["scaler"] and to_load["scaler"].is_enabled():
+            # The run that saved it did not scale (bf16, or no CUDA): an fp16 resume starts a fresh scaler,
+            # which loading that empty state into would refuse.
+            del to_load["scaler"]
+            engine.logger.info(f"{self.path}: saved without gradient scaling; fp16 starts a fresh gradient scaler")
         try:
-            Checkpoint.load_objects(to_load={k: v for k, v in self.objects.items() if k in state}, checkpoint=state)
+            Checkpoint.load_objects(to_load=to_load, checkpoint=state)
         except ValueError as err:  # a recorder refusing other settings: name the file its record came from
             raise ValueError(f"{self.path}: {err}: resume with its settings, or {self.start_over}") from None
         for name, t_max in horizons.items():

@@ -167,6 +167,12 @@ from cxrdoll.engines.budget import WallClockBudget, WallClockCosineLR
 
 dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
 rank = dist.get_rank()
+on_default = []  # broadcasts over the default group: NCCL on GPUs, where reading one back waits for the GPU
+broadcast = dist.broadcast
+def counted(tensor, src=None, group=None, **kwargs):
+    on_default.append(group is None or group is dist.group.WORLD)
+    return broadcast(tensor, src=src, group=group, **kwargs)
+dist.broadcast = counted
 now = [0.0]
 opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
 
@@ -180,14 +186,16 @@ WallClockBudget(10.0, clock=lambda: now[0]).attach(trainer)
 rates = []
 trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: rates.append(round(opt.param_groups[0]["lr"], 6)))
 trainer.run(range(100), max_epochs=1)
-result = {"rank": rank, "iterations": trainer.state.iteration, "rates": rates}
+result = {"rank": rank, "iterations": trainer.state.iteration, "rates": rates, "on_default": sum(on_default),
+          "broadcasts": len(on_default)}
 pathlib.Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(result))  # stdout lines of ranks interleave
 dist.destroy_process_group()
 """
 
 
 def test_wall_clock_budget_stops_every_ddp_rank_at_the_same_iteration(tmp_path):
-    """Each rank on its own clock would stop at its own iteration and leave the others in a collective."""
+    """Each rank on its own clock would stop at its own iteration and leave the others in a collective.
+    Rank 0's clock reaches the others through the CPU host group, never the default (NCCL) group."""
     import json
     import subprocess
     import sys
@@ -202,6 +210,7 @@ def test_wall_clock_budget_stops_every_ddp_rank_at_the_same_iteration(tmp_path):
     runs = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["iterations"] for r in runs] == [10, 10]
     assert runs[0]["rates"] == runs[1]["rates"] and runs[0]["rates"][:2] == [1.0, 0.975528]
+    assert [(r["on_default"], r["broadcasts"]) for r in runs] == [(0, 20), (0, 20)]  # all on the CPU host group
 
 
 def test_resuming_with_more_epochs_stretches_the_cosine_schedule(tmp_path):
@@ -245,6 +254,28 @@ def test_only_float16_keeps_the_gradient_scaler_monai_builds(tmp_path, dtype, ke
         loss = torch.tensor(2.0)
         assert not scaler.is_enabled() and scaler.scale(loss) is loss
     assert "scaler" in torch.load(tmp_path / "c.pt", weights_only=True)
+
+
+def test_a_run_saved_without_gradient_scaling_resumes_in_float16_with_a_fresh_scaler(tmp_path, caplog):
+    """A bf16 run (or one without CUDA) saves its disabled scaler's empty state; on a GPU the fp16
+    scaler of the resumed run is enabled and refused to load it ("The source state dict is empty")."""
+    data = [torch.ones(1, 2)] * 2
+
+    def run(scaler: torch.amp.GradScaler, max_epochs: int) -> Engine:
+        net = torch.nn.Linear(2, 1)
+        trainer = _trainer(net)
+        trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
+        ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(trainer)  # after: it reads the scaler
+        trainer.run(data, max_epochs=max_epochs)
+        return trainer
+
+    run(torch.amp.GradScaler("cpu", enabled=False), 1)
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["scaler"] == {}
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)  # enabled, as MONAI's fp16 scaler on CUDA
+    with caplog.at_level(logging.INFO):
+        assert run(fresh, 2).state.iteration == 4
+    assert "saved without gradient scaling; fp16 starts a fresh gradient scaler" in caplog.text
+    assert fresh.get_scale() == 1024.0
 
 
 def test_cosine_rate_follows_the_clock_to_zero_at_the_budget():
