@@ -1,10 +1,11 @@
 """Seeding for the bundles' runs, with cuDNN autotuning as an opt-in.
 
 MONAI's ``set_determinism`` (what the model-zoo bundles call) seeds Python, NumPy and torch and
-also pins cuDNN to deterministic kernels with autotuning off, so that two GPU runs agree bit for
-bit. Fixed-size CXR training is the case autotuning is made for; ``cudnn_benchmark`` lets a run
-keep the seeds and trade that bitwise agreement for cuDNN's fastest kernels. On a CPU it changes
-nothing.
+also pins cuDNN to deterministic kernels with autotuning off. GPU runs then differ only where a
+kernel outside cuDNN adds with atomics (adaptive pooling's and bilinear upsampling's backward):
+``torch.use_deterministic_algorithms`` is left off. Fixed-size CXR training is the case autotuning
+is made for; ``cudnn_benchmark`` lets a run keep the seeds and trade cuDNN's determinism for its
+fastest kernels. On a CPU it changes nothing.
 """
 
 from __future__ import annotations

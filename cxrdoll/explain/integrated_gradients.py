@@ -136,7 +136,11 @@ class FastIntegratedGradients:
             logits = check_logits(logits, targets).float()
             grads = self._target_gradients(logits, path, slots[image, :n_slots])  # (n_slots, N, C, H, W)
             weighted = grads * weights[step].view(1, -1, 1, 1, 1)
-            total[:, :n_slots].index_add_(0, image, weighted.transpose(0, 1))
+            # Each image's steps are contiguous in the chunk: summed as slices, not with index_add_,
+            # whose CUDA kernel adds with atomics in a varying order (labels not bit-reproducible).
+            for i in range(start // steps, (stop - 1) // steps + 1):
+                lo, hi = max(i * steps, start) - start, min((i + 1) * steps, stop) - start
+                total[i, :n_slots] += weighted[:, lo:hi].sum(dim=1)
         return total
 
     def _target_gradients(self, logits: torch.Tensor, path: torch.Tensor,

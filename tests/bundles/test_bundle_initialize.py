@@ -41,6 +41,21 @@ def test_initialize_seeds_and_sets_cudnn_as_asked(bundle, patch, switch, flags):
     assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == flags
 
 
+@pytest.mark.parametrize("patch", [None, "multi_gpu_inference.json"])
+@pytest.mark.parametrize(("switch", "flags"), [(None, (True, False)), ("true", (False, True))])
+def test_the_labeller_pins_deterministic_cudnn_kernels_unless_asked(patch, switch, flags):
+    """Byte-reproducible labels on a GPU need cuDNN's deterministic input-gradient kernels."""
+    configs = BUNDLES / "cxr_doll_labeller" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.json")] + ([str(configs / patch)] if patch else []))
+    if switch is not None:
+        parser["cudnn_benchmark"] = switch
+    (index,) = [i for i, entry in enumerate(parser["initialize"]) if "seed_run(" in entry]
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = (not flags[0], not flags[1])
+    parser.get_parsed_content(f"initialize#{index}")
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == flags
+
+
 def test_a_cudnn_benchmark_that_is_not_a_switch_is_named():
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / "cxr_classifier" / "configs" / "train.json"))
