@@ -23,9 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.data.any_image import pil_error
+from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged, pil_error
 from cxrdoll.data.datalist import DATALIST_KINDS, absolute_images, item_kind
-from cxrdoll.data.transforms import load_image_pipeline
 from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
@@ -82,7 +81,7 @@ class _Inputs(Dataset):
     def __init__(self, items: Sequence[dict], image_size: int) -> None:
         self.items = list(items)
         self.image_size = image_size
-        self.load = load_image_pipeline(image_size)
+        self.load = LoadAnyImaged(image_size)  # PNG/JPEG or DICOM, as the classifiers were trained on
 
     def __len__(self) -> int:
         return len(self.items)
@@ -111,7 +110,7 @@ def _reason(item: dict, err: Exception) -> str:
         return str(err)
     if not path.is_file():
         return f"FileNotFoundError: {path}: file not found"
-    pil_err = pil_error(str(path))
+    pil_err = None if path.name.lower().endswith(DICOM_SUFFIXES) else pil_error(str(path))
     if pil_err is not None:
         return f"{type(pil_err).__name__}: {' '.join(str(pil_err).split())}"[:300]
     while err.__cause__ is not None:

@@ -219,6 +219,27 @@ def test_relative_image_paths_resolve_against_the_datalists_folder(one_thread, t
     assert _good_images(tmp_path / "labels" / "datalist.json") == absolute == _recorded(tmp_path / "labels")
 
 
+def test_dicom_images_are_labelled_as_the_classifiers_read_them(one_thread, tmp_path):
+    """The classifier trains on DICOM items; the labeller skipped each one ("cannot identify image file")."""
+    from tests.dicom.synthetic_dicom import make_cr, save
+
+    root = tmp_path / "data"
+    items = make_images(root, 3, size=40)
+    for item, frames in zip(items[:2], (1, 2)):
+        pixels = np.asarray(Image.open(item["image"])).astype(np.uint16) * 16
+        dicom = Path(item["image"]).with_suffix(".dcm")
+        save(make_cr(pixels, NumberOfFrames=frames) if frames > 1 else make_cr(pixels), dicom)
+        item.update(image=str(dicom), id=item["id"].replace(".png", ".dcm"))
+    classifiers, datalist = write_classifiers(root), write_datalist(root, items, n_validation=1)
+    summary = LabelRunner(classifiers, datalist, tmp_path / "labels", **OPTIONS).run()
+    assert (summary["written"], summary["skipped"]) == (2, 1)
+    assert read_label(label_path(tmp_path / "labels", items[0]["id"]))["mask"].shape == (14, 32, 32)
+    (skip,) = read_report(tmp_path / "labels" / "report.csv")
+    assert skip["id"] == items[1]["id"]
+    assert skip["reason"] == (f"DicomInputError: {items[1]['image']}: is multi-frame (2 frames); "
+                              "expected a single-frame radiograph")
+
+
 def test_non_finite_attributions_stop_the_run_before_a_label_is_written(setup, tmp_path):
     classifiers, datalist, _, _ = setup
     runner = LabelRunner(classifiers, datalist, tmp_path, **OPTIONS)
