@@ -168,11 +168,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 
 
 def image_items(image_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Every PNG/JPEG/DICOM under ``image_dir`` (sorted), with its relative path as ``id``, for inference."""
+    """Every PNG/JPEG/DICOM under ``image_dir`` (sorted), with its relative path as ``id``, for inference.
+    A broken symlink is listed too: its load fails, and inference reports it as skipped."""
     root = Path(image_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     if not paths:
         raise FileNotFoundError(f"{root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
     return [{"image": str(p), "id": str(p.relative_to(root))} for p in paths]

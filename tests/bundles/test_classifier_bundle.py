@@ -168,6 +168,7 @@ def test_inference_skips_and_lists_an_unreadable_image(trained, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(trained["datalist"].parent / "images", images)
     (images / "corrupt.png").write_bytes(b"\x89PNG not really")
+    (images / "moved.png").symlink_to(tmp_path / "elsewhere.png")  # a broken link was left out unreported
     run_bundle(configs=("inference.json",), dataset_dir=str(images), output_dir=str(trained["out"]),
                predictions_file=str(tmp_path / "run" / "predictions.csv"), **COMMON)
     with open(tmp_path / "run" / "predictions.csv") as fh:
@@ -175,7 +176,8 @@ def test_inference_skips_and_lists_an_unreadable_image(trained, tmp_path):
     assert len(ids) == 24 and "corrupt.png" not in ids
     with open(tmp_path / "run" / "skipped.csv") as fh:
         skipped = list(csv.DictReader(fh))
-    assert [row["id"] for row in skipped] == ["corrupt.png"] and str(images / "corrupt.png") in skipped[0]["reason"]
+    assert [row["id"] for row in skipped] == ["corrupt.png", "moved.png"]
+    assert str(images / "corrupt.png") in skipped[0]["reason"] and str(images / "moved.png") in skipped[1]["reason"]
 
 
 def test_missing_datalist_names_the_folder(tmp_path):
