@@ -49,6 +49,7 @@ class SegmentationWriter:
         self.output_format = output_format
         self.threshold = threshold
         self.written: list[Path] = []
+        self._ids: dict[str, str] = {}  # casefolded id -> the id written
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -67,7 +68,14 @@ class SegmentationWriter:
             self.write(str(image_id), prob)
 
     def write(self, image_id: str, prob: np.ndarray) -> None:
+        """Write one image's files; an id already written by this writer (in any case) is refused,
+        since its files would silently replace the earlier image's."""
         folder = self.output_dir / image_id
+        earlier = self._ids.get(image_id.casefold())
+        if earlier is not None:
+            raise ValueError(f"{folder}: id {image_id!r} was already written (as {earlier!r}) in this run; "
+                             "two inputs with one id would overwrite each other's outputs")
+        self._ids[image_id.casefold()] = image_id
         for name, p in zip(self.class_names, prob):
             mask = p > self.threshold
             if self.output_format == "png":
