@@ -28,6 +28,7 @@ from monai.transforms import Resize
 from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.any_image import DICOM_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, unit_range
 from cxrdoll.io import read_json
@@ -38,7 +39,12 @@ from cxrdoll.networks.encoders import checked_image_size
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
 JSRT_MAX = TWELVE_BIT_MAX  # 12-bit values
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
+# files read by ``read_array``: masks may be any of these
+MASK_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
+# images may also be DICOM (read as the classifier reads it, ``cxrdoll.dicom.loader``)
+IMAGE_SUFFIXES: tuple[str, ...] = (*MASK_SUFFIXES, *DICOM_SUFFIXES)
+# PIL modes whose pixels are single values, read as they are
+_SINGLE_VALUE_MODES = ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
 
 
 def _suffix(path: Path) -> str:
@@ -48,6 +54,32 @@ def _suffix(path: Path) -> str:
 
 def _stem(path: Path) -> str:
     return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def _unique_stems(paths: Iterable[Path], what: str) -> None:
+    """Refuse two files whose stems differ only in case or not at all (``scan.png``, ``scan.JPG``).
+
+    Ids are stems, and an id names the inference output folder and the mask a folder datalist
+    matches: two such files would silently share one (and on case-insensitive disks ``A`` and
+    ``a`` are one folder).
+    """
+    seen: dict[str, Path] = {}
+    for path in paths:
+        key = _stem(path).casefold()
+        if key in seen:
+            raise ValueError(f"{what}: {seen[key]} and {path} have the same file stem {_stem(path)!r} "
+                             "(ids are file stems); rename one")
+        seen[key] = path
+
+
+def _checked_file(path: Path, suffixes: Sequence[str], what: str) -> str:
+    """``path``'s lower-case suffix, after checking that the file exists and has one of ``suffixes``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    suffix = _suffix(path)
+    if suffix not in suffixes:
+        raise ValueError(f"{path}: unsupported {what} file type {suffix!r}; expected one of {list(suffixes)}")
+    return suffix
 
 
 def read_jsrt_img(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -64,18 +96,19 @@ def read_jsrt_img(path: str | Path, shape: tuple[int, int] | None = None) -> np.
     return array
 
 
-def read_array(path: str | Path) -> np.ndarray:
-    """A 2D array from PNG/JPEG/GIF/TIFF (PIL), NIfTI (nibabel, singleton axes dropped) or JSRT ``.IMG``."""
+def read_array(path: str | Path, mask: bool = False, what: str = "image") -> np.ndarray:
+    """A 2D array from PNG/JPEG/GIF/TIFF (PIL), NIfTI (nibabel, singleton axes dropped, stored
+    (row, column) order, affine ignored) or JSRT ``.IMG``. Pixels as stored: EXIF orientation is ignored.
+
+    Colour images become greyscale by brightness (PIL ``convert("L")``); with ``mask`` they are
+    read as ``read_mask`` needs instead (``_decode_mask``).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    suffix = _suffix(path)
+    suffix = _checked_file(path, MASK_SUFFIXES, what)
     if suffix == ".img":
         return read_jsrt_img(path)
-    if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; expected one of {list(IMAGE_SUFFIXES)}")
     try:
-        array = _decode(path, suffix)
+        array = _decode(path, suffix, mask)
     except Exception as err:  # nibabel's and PIL's errors for a bad file are of many types, not all OSError
         raise ValueError(f"{path}: cannot read as {suffix} ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if array.ndim != 2:
@@ -83,30 +116,66 @@ def read_array(path: str | Path) -> np.ndarray:
     return array
 
 
-def _decode(path: Path, suffix: str) -> np.ndarray:
+def _decode(path: Path, suffix: str, mask: bool = False) -> np.ndarray:
     if suffix in (".nii", ".nii.gz"):
         import nibabel as nib
 
-        return np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
+        array = np.squeeze(np.asanyarray(nib.load(str(path)).dataobj))
+        return (array != 0) if mask else array
     from PIL import Image
 
     with Image.open(path) as im:
-        keep = im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
+        if mask:
+            return _decode_mask(im)
+        keep = im.mode in _SINGLE_VALUE_MODES
         return np.asarray(im if keep else im.convert("L"))
 
 
+def _decode_mask(im: Any) -> np.ndarray:
+    """A PIL image as a boolean mask (True = inside), by what its pixels mean rather than their brightness.
+
+    Palette images by their indices (index 0 outside, whatever colour it shows), RGB(A) by any
+    colour channel non-zero (alpha ignored), LA/PA by their first channel, other single-value modes
+    as they are; any non-zero value is inside. Lossy JPEG data is thresholded at the midpoint of
+    its range instead (> 127 for 8 bits): its compression artefacts are small non-zero values
+    around every edge and would grow the mask.
+    """
+    lossy = im.format == "JPEG" or (im.format == "TIFF" and str(im.info.get("compression", "")).endswith("jpeg"))
+    if im.mode in _SINGLE_VALUE_MODES or im.mode == "P":
+        array = np.asarray(im)  # a palette image's array holds its indices
+        channels = array[..., None]
+    elif im.mode in ("LA", "La", "PA"):
+        channels = np.asarray(im)[..., :1]
+    elif im.mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        channels = np.asarray(im)[..., :3]
+    else:  # CMYK, YCbCr, LAB, HSV: as RGB
+        channels = np.asarray(im.convert("RGB"))
+    if not lossy or channels.dtype == bool:
+        return (channels != 0).any(axis=-1)
+    midpoint = np.iinfo(channels.dtype).max // 2 if channels.dtype.kind in "iu" else 0.5
+    return (channels > midpoint).any(axis=-1)
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Greyscale float32 in [0, 1], bright = dense: JSRT raw inverted (its 0 is white), else ``unit_range``."""
+    """Greyscale float32 in [0, 1], bright = dense: DICOM as the classifier reads it
+    (``cxrdoll.dicom.loader.load_cxr_dicom``, default VOI and intensity sign), JSRT raw inverted
+    (its 0 is white), else ``unit_range``."""
     path = Path(path)
+    suffix = _checked_file(path, IMAGE_SUFFIXES, "image")
+    if suffix in DICOM_SUFFIXES:
+        from cxrdoll.dicom.loader import load_cxr_dicom
+
+        return load_cxr_dicom(path).array[0]  # a DicomInputError (ValueError) names the file
     array = read_array(path)
-    if _suffix(path) == ".img":
+    if suffix == ".img":
         return (1.0 - array.astype(np.float32) / JSRT_MAX).astype(np.float32)
     return unit_range(array)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A binary mask: any non-zero pixel is inside."""
-    return read_array(path) != 0
+    """A binary mask (True = inside): any non-zero value, read by ``_decode_mask`` for PIL files;
+    lossy JPEG masks above the midpoint of their range."""
+    return read_array(path, mask=True, what="mask")
 
 
 def _resize(array: np.ndarray, size: int, mode: str) -> torch.Tensor:
@@ -281,6 +350,7 @@ def folder_datalist(
 
     Serves the SCR/JSRT layout (``All247images/*.IMG`` with ``masks/<structure>/*.gif``) and the
     synthetic organ and lesion sets (``images/*.png`` with ``masks/...``). Every image needs every mask.
+    Two images, or two masks of one class, whose stems differ only in case or not at all are refused.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -288,12 +358,15 @@ def folder_datalist(
     images = sorted(p for p in images_dir.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
     if not images:
         raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    _unique_stems(images, str(images_dir))
     by_class: dict[str, dict[str, Path]] = {}
     for cls, folder in mask_dirs.items():
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: mask folder for {cls!r} not found")
-        by_class[cls] = {_stem(p): p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES}
+        masks = sorted(p for p in folder.iterdir() if p.is_file() and _suffix(p) in MASK_SUFFIXES)
+        _unique_stems(masks, f"mask folder for {cls!r} {folder}")
+        by_class[cls] = {_stem(p): p for p in masks}
     items = []
     for image in images:
         stem = _stem(image)
@@ -334,17 +407,22 @@ def shared_lungs_datalist(root: str | Path) -> dict[str, Any]:
             entry["label"] = [entry["label"]]
             items.append(entry)
         out[split] = items
+    _unique_stems([Path(i["image"]) for split in ("training", "validation") for i in out[split]], str(source))
     return out
 
 
 def folder_items(folder: str | Path) -> list[dict[str, Any]]:
-    """Inference items: every supported image in ``folder`` (sorted), id = file stem."""
+    """Inference items: every supported image in ``folder`` (DICOM too; sorted), id = file stem.
+
+    Two images whose stems differ only in case or not at all are refused: they would write one output folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
     images = sorted(p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
     if not images:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    _unique_stems(images, str(folder))  # ids name the output folders: OUT/<id>/
     return [{"image": str(p.resolve()), "id": _stem(p)} for p in images]
 
 
