@@ -7,7 +7,7 @@ from typing import Any, Hashable, Mapping
 import torch
 from monai.transforms import Compose, Transform
 
-from cxrdoll.data.transforms import load_image_transforms
+from cxrdoll.data.transforms import load_image_transforms, refuse_16_bit_colour_png
 from cxrdoll.errors import about_file, user_error
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
@@ -46,11 +46,13 @@ class LoadAnyImaged(Transform):
 
 def pil_error(path: str) -> Exception | None:
     """PIL's own error on opening ``path``, or None if it decodes: for a file no reader can open,
-    MONAI's message lists every reader it tried instead of saying what is wrong."""
+    MONAI's message lists every reader it tried instead of saying what is wrong. A PNG the pipeline
+    refuses though PIL decodes it (``refuse_16_bit_colour_png``) gives that ValueError."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            refuse_16_bit_colour_png(image)
             image.load()
     except Exception as err:  # PIL raises many types for a bad file; the file is what is wrong
         return err

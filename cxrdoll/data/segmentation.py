@@ -30,7 +30,7 @@ from torch.utils.data import RandomSampler
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
-from cxrdoll.data.transforms import TWELVE_BIT_MAX, unit_range
+from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
 from cxrdoll.io import read_json
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
@@ -110,6 +110,8 @@ def read_array(path: str | Path, mask: bool = False, what: str = "image") -> np.
     try:
         array = _decode(path, suffix, mask)
     except Exception as err:  # nibabel's and PIL's errors for a bad file are of many types, not all OSError
+        if isinstance(err, ValueError) and str(err).startswith(f"{path}: "):
+            raise  # already says what is wrong with the file (a refused 16-bit colour PNG)
         raise ValueError(f"{path}: cannot read as {suffix} ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2D image, found shape {tuple(array.shape)}")
@@ -125,6 +127,7 @@ def _decode(path: Path, suffix: str, mask: bool = False) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
+        refuse_16_bit_colour_png(im)  # images and masks: Pillow would keep only each sample's high byte
         if mask:
             return _decode_mask(im)
         keep = im.mode in _SINGLE_VALUE_MODES

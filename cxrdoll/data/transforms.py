@@ -14,6 +14,8 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
+from cxrdoll.data.pixels import robust_range
+
 
 def load_image_transforms(keys: Sequence[str] = ("image",), size: int = 320) -> list:
     """Load 8-bit greyscale PNG/JPEG into float32 ``(1, size, size)`` in [0, 1].
@@ -32,35 +34,94 @@ def load_image_transforms(keys: Sequence[str] = ("image",), size: int = 320) -> 
 
 
 TWELVE_BIT_MAX = 4095
-# Bumped whenever the pixels a file loads as change (16-bit PNG scaling: 2), so caches rebuild.
-PIXEL_RULES_VERSION = 2
+# Bumped whenever the pixels a file loads as change, so caches rebuild: 2, 16-bit PNG scaling;
+# 3, percentile range (a few extreme pixels no longer set the scale).
+PIXEL_RULES_VERSION = 3
 
 
 def unit_range(array: np.ndarray) -> np.ndarray:
     """Greyscale pixels as float32 in [0, 1], one rule for every stage.
 
-    8-bit: /255; floats and booleans already in [0, 1] as they are; other integers: /4095 when
-    their maximum is above 255 and fits 12 bits (12-bit detectors stored in 16), else min-max
-    scaled (as are other floats): values all within 0..255 in a wider type are 8-bit data, which
-    /4095 would leave near black.
+    8-bit: /255. Floats and booleans already in [0, 1]: as they are. Anything else (integers wider
+    than 8 bits, other floats) is scaled on its robust range ``(lo, hi) = robust_range(array)``,
+    the 0.1st and 99.9th percentiles (rank floor(0.001 (n-1)) and ceil(0.999 (n-1))):
+
+    - ``lo >= 0`` and ``255 < hi <= 4095``: 12-bit detector data stored in 16, ``array / 4095``;
+    - else ``(array - lo) / (hi - lo)`` (min-max on the percentiles; values 0..255 in a wider
+      type are 8-bit data, which /4095 would leave near black); plain min-max when ``hi == lo``
+      (an almost constant image); all zeros when the image is constant;
+
+    then clipped to [0, 1]. Up to 0.1 % of the pixels at each end (hot or dead pixels, a burned-in
+    marker at 65535) are clipped rather than deciding the scale of the rest.
     """
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
+    if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+        if float(array.min()) >= 0 and float(array.max()) <= 1:
+            return array
+    lo, hi = robust_range(array)
     array = array.astype(np.float32)
-    lo, hi = float(array.min()), float(array.max())
-    if unit_kind and lo >= 0 and hi <= 1:
-        return array
     if lo >= 0 and 255 < hi <= TWELVE_BIT_MAX:
-        return array / TWELVE_BIT_MAX
-    return (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
+        scaled = array / TWELVE_BIT_MAX
+    else:
+        if hi <= lo:
+            lo, hi = float(array.min()), float(array.max())
+            if hi <= lo:
+                return np.zeros_like(array)
+        scaled = (array - lo) / (hi - lo)
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
+# PNG colour types with more than one sample per pixel (IHDR byte 25): 2 RGB, 4 grey+alpha, 6 RGBA.
+_PNG_MULTI_SAMPLE = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_header(image) -> tuple[int, int] | None:
+    """(bit depth, colour type) from the IHDR of the PNG file PIL ``image`` was opened from, else None."""
+    if getattr(image, "format", None) != "PNG":
+        return None
+    head = b""
+    filename = getattr(image, "filename", None)
+    if filename:
+        with open(filename, "rb") as f:
+            head = f.read(26)
+    else:
+        fp = getattr(image, "fp", None)
+        if fp is not None and hasattr(fp, "seek"):
+            position = fp.tell()
+            try:
+                fp.seek(0)
+                head = fp.read(26)
+            finally:
+                fp.seek(position)
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def refuse_16_bit_colour_png(image) -> None:
+    """ValueError naming the file for a 16-bit RGB, RGBA or grey+alpha PNG.
+
+    Pillow opens those as 8-bit modes and keeps only the high byte of each sample, so 12-bit data
+    would load near black.
+    """
+    header = png_header(image)
+    if header is not None and header[0] == 16 and header[1] in _PNG_MULTI_SAMPLE:
+        name = getattr(image, "filename", None) or "PNG"
+        raise ValueError(
+            f"{name}: 16-bit {_PNG_MULTI_SAMPLE[header[1]]} PNG, which Pillow reads as 8-bit (keeping "
+            "only the high byte of each sample); convert it to single-channel 16-bit greyscale"
+        )
 
 
 def _to_grey(image):
     """PIL converter: every input becomes single-channel 8-bit ('L').
 
     16-bit and float images are scaled by ``unit_range`` first: PIL's own conversion clips them
-    at 255, which turns a 16-bit radiograph white.
+    at 255, which turns a 16-bit radiograph white. A 16-bit colour or grey+alpha PNG is refused
+    (``refuse_16_bit_colour_png``): Pillow would drop its low byte.
     """
     if image.mode == "L":
         return image
@@ -68,6 +129,7 @@ def _to_grey(image):
         from PIL import Image
 
         return Image.fromarray(np.rint(unit_range(np.asarray(image)) * 255.0).astype(np.uint8), "L")
+    refuse_16_bit_colour_png(image)
     return image.convert("L")
 
 

@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import SegmentationStorage
 
+from cxrdoll.data.pixels import robust_range
 from cxrdoll.dicom.views import view_position
 
 CXR_MODALITIES: tuple[str, ...] = ("CR", "DX")
@@ -246,7 +247,12 @@ def _lut_entries(data: Any, ds: Dataset) -> np.ndarray:
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
+    """Min-max between the 0.1st and 99.9th percentiles, clipped: as ``cxrdoll.data.transforms.unit_range``,
+    a few hot pixels or a burned-in marker at full scale do not decide the scale (plain min-max when
+    those percentiles coincide)."""
+    low, high = robust_range(values)
     if high <= low:
-        return np.zeros_like(values)
-    return (values - low) / (high - low)
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)

@@ -201,3 +201,15 @@ def test_non_dicom_and_bad_voi_mode(tmp_path):
         dataset_to_image(make_cr(), voi="bright")
     with pytest.raises(DicomInputError, match="voi='lut' but the file has no VOI LUT Sequence"):
         dataset_to_image(make_cr(), voi="lut", source="x.dcm")
+
+
+def test_minmax_without_a_window_is_not_set_by_a_few_extreme_pixels():
+    """As for PNG: 5 hot pixels at 65535 and 5 dead at 0 in 10000 are clipped; ranks 9 and 9990
+    (0.1 % and 99.9 %) fall on the body's own extremes, 1000 and 3000."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(1001, 3000, size=10000).astype(np.uint16)
+    pixels[:20], pixels[20:40], pixels[40:45], pixels[45:50] = 1000, 3000, 0, 65535
+    pixels = rng.permutation(pixels).reshape(100, 100)
+    image = dataset_to_image(make_cr(pixels))
+    assert image.meta["voi"] == "minmax"
+    np.testing.assert_allclose(image.array[0], np.clip((pixels - 1000.0) / 2000.0, 0, 1), atol=1e-6)

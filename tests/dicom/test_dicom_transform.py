@@ -18,7 +18,10 @@ def test_transform_gives_metatensor_with_spacing(tmp_path):
     out = LoadCXRDicomd(keys="image")({"image": str(path), "id": "a"})
     image = out["image"]
     assert isinstance(image, MetaTensor) and image.shape == (1, 64, 48) and image.dtype == torch.float32
-    expected = 1.0 - pixels.astype(np.float64) / pixels.max()  # MONOCHROME1, min-max (no window)
+    # MONOCHROME1, min-max (no window) between ranks 3 and 3068 of the 3072 pixels (0.1 % and 99.9 %):
+    # 0 and 975, so the three pixels at 976 clip to 1 before inversion.
+    assert (np.percentile(pixels, 0.1, method="lower"), np.percentile(pixels, 99.9, method="higher")) == (0, 975)
+    expected = 1.0 - np.clip(pixels.astype(np.float64) / 975, 0, 1)
     np.testing.assert_allclose(image.numpy()[0], expected, atol=1e-6)
     assert image.meta["pixel_spacing"] == [0.2, 0.25]
     assert image.meta["view"] == "PA"

@@ -1,0 +1,116 @@
+"""unit_range on wide images with a few extreme pixels, and 16-bit colour PNGs that Pillow reads as 8-bit."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrdoll.data.transforms import load_image_pipeline, unit_range
+
+
+def twelve_bit_image(shape=(64, 64)) -> np.ndarray:
+    """12-bit detector data stored in 16 bits, 1120..4000 as in the review."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(1120, 4001, size=shape).astype(np.uint16)
+    pixels[1, 1], pixels[2, 2] = 1120, 4000
+    return pixels
+
+
+def load_full_size(path: Path, size: int) -> np.ndarray:
+    return load_image_pipeline(size=size)({"image": str(path)})["image"][0].numpy()
+
+
+@pytest.mark.parametrize("hot", [4095, 4096, 65535])
+def test_one_hot_pixel_does_not_change_the_scale_of_a_12_bit_image(tmp_path, hot):
+    """The review's numbers: one pixel at 65535 loaded the rest as 0.000..0.045, one at 4096 as min-max."""
+    pixels = twelve_bit_image()
+    pixels[0, 0] = hot
+    expected = pixels.astype(np.float64) / 4095  # every other pixel as if the hot one were not there
+    expected[0, 0] = 1.0
+    np.testing.assert_allclose(unit_range(pixels), expected, atol=1e-6)
+    Image.fromarray(pixels).save(tmp_path / "hot.png")
+    assert Image.open(tmp_path / "hot.png").mode == "I;16"
+    loaded = load_full_size(tmp_path / "hot.png", 64)
+    np.testing.assert_allclose(loaded, np.rint(expected * 255) / 255, atol=1e-6)
+
+
+def test_full_16_bit_image_is_scaled_between_its_percentiles_and_clipped():
+    """100x100: ranks 9 and 9990 (0.1 % and 99.9 %) fall on the body's own extremes, 10000 and 50000,
+    whatever 5 dead pixels at 0 and 5 hot ones at 65535 do."""
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(10001, 50000, size=10000).astype(np.uint16)
+    pixels[:20], pixels[20:40] = 10000, 50000
+    pixels[40:45], pixels[45:50] = 0, 65535
+    pixels = rng.permutation(pixels).reshape(100, 100)
+    expected = np.clip((pixels.astype(np.float64) - 10000) / 40000, 0, 1)
+    out = unit_range(pixels)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # the same as numpy's own order statistics
+    lo, hi = np.percentile(pixels, 0.1, method="lower"), np.percentile(pixels, 99.9, method="higher")
+    assert (lo, hi) == (10000, 50000)
+
+
+def test_without_extreme_pixels_the_rules_are_as_before():
+    rng = np.random.default_rng(2)
+    eight = rng.integers(0, 256, size=(40, 30)).astype(np.uint8)
+    np.testing.assert_allclose(unit_range(eight), eight / 255, atol=1e-7)
+    unit = rng.random((40, 30)).astype(np.float32)
+    np.testing.assert_array_equal(unit_range(unit), unit)
+    np.testing.assert_array_equal(unit_range(np.zeros((4, 4), np.uint16)), np.zeros((4, 4), np.float32))
+    twelve = twelve_bit_image((40, 30))
+    np.testing.assert_allclose(unit_range(twelve), twelve / 4095, atol=1e-6)
+    # 8-bit data in a 16-bit type: min-max (/4095 would leave it near black)
+    small = rng.integers(0, 201, size=(40, 30)).astype(np.uint16)
+    small[0, 0], small[0, 1] = 0, 200
+    np.testing.assert_allclose(unit_range(small), small / 200, atol=1e-6)
+    # a tiny image (< 1000 pixels) keeps plain min-max, as does a sparse one whose percentiles coincide
+    tiny = np.array([[0, 100, 200, 60000]], np.uint16)
+    np.testing.assert_allclose(unit_range(tiny), tiny / 60000, atol=1e-6)
+    sparse = np.zeros((100, 100), np.int32)
+    sparse[5, 5] = 70000
+    np.testing.assert_array_equal(unit_range(sparse), (sparse == 70000).astype(np.float32))
+
+
+def write_png16(path: Path, samples: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB or grey+alpha)."""
+    h, w = samples.shape[:2]
+    raw = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("colour_type,stack,word", [(2, 3, "RGB"), (4, 2, "grey\\+alpha"), (6, 4, "RGBA")])
+def test_16_bit_colour_and_grey_alpha_pngs_are_refused_naming_the_file(tmp_path, colour_type, stack, word):
+    """Pillow keeps only their high byte: 12-bit data loaded as 0.000..0.059 instead of 0.27..0.98."""
+    from cxrdoll.data.any_image import LoadAnyImaged, pil_error
+
+    grey = twelve_bit_image((16, 16))
+    path = tmp_path / f"ct{colour_type}.png"
+    write_png16(path, np.dstack([grey] * (stack - 1) + [np.full_like(grey, 65535) if stack in (2, 4) else grey]),
+                colour_type)
+    message = rf"^{path}: 16-bit {word} PNG, .*convert it to single-channel 16-bit greyscale$"
+    with pytest.raises(ValueError, match=message) as caught:
+        LoadAnyImaged(16)({"image": str(path)})
+    assert "\n" not in str(caught.value)
+    assert isinstance(pil_error(str(path)), ValueError)  # the labeller's reason for skipping it
+    from cxrdoll.data.segmentation import read_image, read_mask
+
+    for read in (read_image, read_mask):  # segmentation images and masks: the same refusal
+        with pytest.raises(ValueError, match=message):
+            read(path)
+
+
+def test_16_bit_grey_png_written_by_hand_still_loads(tmp_path):
+    grey = twelve_bit_image((16, 16))
+    write_png16(tmp_path / "grey.png", grey, 0)
+    np.testing.assert_allclose(load_full_size(tmp_path / "grey.png", 16), np.rint(grey / 4095 * 255) / 255, atol=1e-6)
