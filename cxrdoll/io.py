@@ -43,6 +43,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno is None or err.filename not in (None, tmp):
+            raise  # about another file, which it names
+        # name the file being written, not the temporary: "No space left on device: 'OUT/model.pt'"
+        raise type(err)(err.errno, err.strerror, str(path)) from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -124,6 +129,16 @@ def _umask() -> int:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_torch_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` written atomically. Serialised in memory first: saved to a file on a full disk,
+    torch raises a C++ RuntimeError ("unexpected pos ...") naming neither the file nor the cause."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

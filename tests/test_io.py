@@ -153,3 +153,56 @@ def test_a_folder_another_process_writes_in_is_refused_naming_it(tmp_path, hold_
     lock_folder(tmp_path / "free", "training run")
     lock_folder(tmp_path / "free", "training run")  # this process holds it already: goes on
     unlock_folder(tmp_path / "free")
+
+
+def _file_size_limit(limit: int):
+    """Writes past ``limit`` bytes fail with EFBIG, as writes to a full disk fail with ENOSPC (no root needed)."""
+    import contextlib
+    import resource
+    import signal
+
+    @contextlib.contextmanager
+    def limited():
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel ends the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+
+    return limited()
+
+
+def test_a_write_that_fails_names_the_file_written_not_its_temporary(tmp_path):
+    """A full disk said ``[Errno 28] No space left on device`` and nothing else, or named the temporary."""
+    target = tmp_path / "labels" / "x.npz"
+    with _file_size_limit(1024):
+        with pytest.raises(OSError) as err:
+            write_bytes_atomic(target, b"0" * 4096)
+    assert str(err.value) == f"[Errno 27] File too large: '{target}'"
+    assert list(target.parent.iterdir()) == []  # the temporary is removed
+    with pytest.raises(FileNotFoundError, match=r"other\.txt"):  # an error about another file keeps its name
+        with atomic_path(target):
+            open(tmp_path / "other.txt")
+
+
+def test_a_torch_save_that_cannot_be_written_names_the_file_and_keeps_the_old_one(tmp_path):
+    """torch.save to a file reports a full disk as a C++ RuntimeError ("unexpected pos ..."), naming nothing."""
+    import torch
+
+    from cxrdoll.io import save_torch_atomic
+
+    path = tmp_path / "checkpoint.pt"
+    save_torch_atomic(path, {"w": torch.zeros(10)})
+    before = path.read_bytes()
+    with _file_size_limit(64 * 1024):
+        with pytest.raises(RuntimeError):
+            torch.save({"w": torch.zeros(100_000)}, tmp_path / "direct.pt")
+        with pytest.raises(OSError) as err:
+            save_torch_atomic(path, {"w": torch.zeros(100_000)})
+    assert str(err.value) == f"[Errno 27] File too large: '{path}'"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "direct.pt"]
+    assert torch.load(path, weights_only=True)["w"].shape == (10,)

@@ -15,6 +15,7 @@ all in ``<cache name>_unreadable.csv`` beside it, and fails naming the first.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -38,6 +39,22 @@ logger = logging.getLogger(__name__)
 
 # Images decoded between progress records: ~25 s of full-size JPEGs on 4 workers, the most a kill loses.
 CHECKPOINT_ROWS = 1024
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now. The cache is written through a memory map, where a full
+    disk is a SIGBUS that ends the process without a word; allocated first, it is an OSError naming
+    the file and the space needed. File systems without ``fallocate`` are left as they are."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return
+        raise type(err)(err.errno, f"{err.strerror} (the image cache needs {size / 2**30:.2f} GiB)", str(path)) from None
+    finally:
+        os.close(fd)
+
+
 class UInt8ImageCache:
     """Images of ``items`` (dicts with an ``image`` path) resized to ``size`` and stored as uint8."""
 
@@ -98,11 +115,14 @@ class UInt8ImageCache:
             out = np.load(partial, mmap_mode="r+")
             if out.shape == shape and out.dtype == np.uint8 and 0 < rows <= len(self.paths):
                 logger.info("%s: resuming the build at image %d of %d", self.path, rows, len(self.paths))
+                _reserve(partial)
                 return out, rows, unreadable
         except (OSError, ValueError, KeyError, TypeError):
             pass
         record.unlink(missing_ok=True)  # before the partial file is emptied, so no record outlives its rows
-        return np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape), 0, []
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        _reserve(partial)
+        return out, 0, []
 
     def _build(self, num_workers: int, batch_size: int) -> None:
         partial, record = self._beside(".partial"), self._beside(".partial.json")

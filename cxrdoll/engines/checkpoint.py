@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from cxrdoll.io import atomic_path, lock_folder, unlock_folder
+from cxrdoll.io import lock_folder, save_torch_atomic, unlock_folder
 from cxrdoll.networks.checkpoints import check_state_dict, load_checkpoint_file, load_network_weights
 
 
@@ -113,8 +113,7 @@ class ResumableCheckpoint:
         if idist.get_rank() != 0:
             return
         state = {name: unwrap_module(obj).state_dict() for name, obj in self.objects.items()}
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        save_torch_atomic(self.path, state)
 
 
 class WeightsLoader:

@@ -14,7 +14,7 @@ from torch import nn
 
 from cxrdoll.engines.auroc import MaskedAUROC
 from cxrdoll.engines.checkpoint import unwrap_module
-from cxrdoll.io import as_json, atomic_path, read_json, without_nan, write_json_atomic
+from cxrdoll.io import as_json, read_json, save_torch_atomic, without_nan, write_json_atomic
 
 
 class ValidationRecorder:
@@ -69,8 +69,7 @@ class ValidationRecorder:
         if idist.get_rank() != 0:
             return
         if improved and self.network is not None:
-            with atomic_path(self.model_file) as tmp:
-                torch.save(model_state_dict(self.network), tmp)
+            save_torch_atomic(self.model_file, model_state_dict(self.network))
         write_json_atomic(self.metrics_file, self.summary())
 
     def summary(self) -> dict[str, Any]:

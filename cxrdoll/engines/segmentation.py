@@ -23,7 +23,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from torch import nn
 
 from cxrdoll.engines.auroc import _as_batch, _gather
-from cxrdoll.io import atomic_path, write_json_atomic
+from cxrdoll.io import save_torch_atomic, write_json_atomic
 
 
 class MaskedBCEDiceLoss(nn.Module):
@@ -216,8 +216,7 @@ class SegmentationRecorder:
         if idist.get_rank() != 0:
             return
         if self.best is record and self.model_file is not None:  # improved, or the first: always leave a model behind
-            with atomic_path(self.model_file) as tmp:
-                torch.save(model_state_dict(self.network), tmp)
+            save_torch_atomic(self.model_file, model_state_dict(self.network))
         write_json_atomic(self.history_file, {**self.info, "key_metric": self.key_metric, "best": self.best,
                                               "history": self.history, "run_id": self.run_id})
 

@@ -67,6 +67,26 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, 
 
 
 
+def test_a_disk_too_small_for_the_cache_is_one_error_before_any_image_is_decoded(pngs, tmp_path, monkeypatch):
+    """Written through a memory map, the cache met a full disk as a SIGBUS: exit code 135, no message."""
+    import errno
+
+    import cxrdoll.data.cache as cache_module
+
+    decoded = []
+    monkeypatch.setattr(cache_module.LoadAnyImaged, "__call__", lambda self, data: decoded.append(data))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full)
+    with pytest.raises(OSError) as err:
+        UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "cache")
+    (partial,) = (tmp_path / "cache").glob("*.partial")
+    assert str(err.value) == f"[Errno 28] No space left on device (the image cache needs 0.00 GiB): '{partial}'"
+    assert decoded == []
+
+
 def test_a_change_of_pixel_rules_rebuilds_the_cache(pngs, tmp_path, monkeypatch):
     import cxrdoll.data.cache as cache_module
 
