@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.io import read_json, write_text_atomic
@@ -133,3 +136,28 @@ def load_classification_datalist(path: str | os.PathLike) -> dict:
                     raise ValueError(f"{path}: {section}[{i}].{key} must be {len(OBSERVATIONS)} values of 0 or 1, got {values!r}")
         data[section] = absolute_images(path, section, data[section])
     return data
+
+
+class PackedItems(SequenceABC):
+    """Datalist items (JSON values) packed into one byte array; each access decodes a fresh dict.
+
+    Forked DataLoader workers share the parent's memory until they write to it, and reading a list of
+    dicts writes to it (reference counts): the labeller's workers each gained 1.7 KB per item they
+    loaded, 370 MB apiece over 224K items. One numpy array has no per-item objects to touch. For the
+    training sections, ``cxrdoll.data.classification.CompactItems`` keeps only the keys training reads.
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]]) -> None:
+        blobs = [json.dumps(item, separators=(",", ":")).encode() for item in items]
+        self._ends = np.cumsum([len(blob) for blob in blobs], dtype=np.int64)
+        self._data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index):  # int -> dict; slice -> list of dicts
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indices, and IndexError past the end
+        start = int(self._ends[index - 1]) if index else 0
+        return json.loads(self._data[start : int(self._ends[index])].tobytes())

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged, pil_error
-from cxrdoll.data.datalist import DATALIST_KINDS, absolute_images, item_kind
+from cxrdoll.data.datalist import DATALIST_KINDS, PackedItems, absolute_images, item_kind
 from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
@@ -79,7 +79,7 @@ class _Inputs(Dataset):
     """Loads each datalist item; a failure becomes an ``error`` entry instead of an exception."""
 
     def __init__(self, items: Sequence[dict], image_size: int) -> None:
-        self.items = list(items)
+        self.items = PackedItems(items)  # not a list of dicts, which each forked worker copied as it read
         self.image_size = image_size
         self.load = LoadAnyImaged(image_size)  # PNG/JPEG or DICOM, as the classifiers were trained on
 

@@ -139,3 +139,28 @@ def test_an_epoch_validated_before_a_kill_and_run_again_is_recorded_once(tmp_pat
     assert [(h["epoch"], h["mean_auroc"]) for h in written["history"]] == [(1, 0.536), (2, 0.418), (3, 0.55)]
     assert (written["best"]["epoch"], written["best"]["mean_auroc"]) == (2, 0.6)
     assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].flatten().tolist() == [pytest.approx(0.6)] * 2
+
+
+class _Labels(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 60
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.full((14,), float(index % 2))
+
+
+def test_validation_batches_from_loader_workers_leave_no_descriptor_open():
+    """A worker's CPU batch lives in shared memory, one open descriptor while referenced: the metric
+    kept every batch's labels, and a CheXpert-sized validation at batch 16 hit "Too many open files"."""
+    import os
+
+    metric = MaskedAUROC()
+    metric.reset()
+    loader = torch.utils.data.DataLoader(_Labels(), batch_size=1, num_workers=1)
+    batches = iter(loader)
+    metric.update((torch.zeros(1, 14), next(batches)))  # the worker is running: count from here
+    before = len(os.listdir("/proc/self/fd"))
+    for labels in batches:
+        metric.update((torch.zeros(1, 14), labels))
+    assert len(os.listdir("/proc/self/fd")) - before < 10  # 59 batches: 59 more before the copy
+    assert len(metric._labels) == 60
