@@ -29,6 +29,7 @@ from monai.transforms import Transform
 from tqdm.auto import tqdm
 
 from cxrdoll.data.any_image import LoadAnyImaged
+from cxrdoll.data.datalist import PackedItems
 from cxrdoll.data.transforms import PIXEL_RULES_VERSION
 from cxrdoll.data.unreadable import ERROR_KEY, SkipUnreadable
 from cxrdoll.distributed import host_group
@@ -132,7 +133,7 @@ class UInt8ImageCache:
         # global one, a run that built its cache got other initial weights, shuffle and augmentations than the
         # same run, same seed, finding the cache built (validation AUROC 0.4607 against 0.4704 on a toy set).
         loader = DataLoader(
-            Dataset([{"image": p} for p in self.paths[start:]], SkipUnreadable(LoadAnyImaged(self.size))),
+            Dataset(PackedItems([{"image": p} for p in self.paths[start:]]), SkipUnreadable(LoadAnyImaged(self.size))),
             batch_size=batch_size,
             num_workers=num_workers,
             shuffle=False,

@@ -143,8 +143,9 @@ class PackedItems(SequenceABC):
 
     Forked DataLoader workers share the parent's memory until they write to it, and reading a list of
     dicts writes to it (reference counts): the labeller's workers each gained 1.7 KB per item they
-    loaded, 370 MB apiece over 224K items. One numpy array has no per-item objects to touch. For the
-    training sections, ``cxrdoll.data.classification.CompactItems`` keeps only the keys training reads.
+    loaded, 370 MB apiece over 224K items. One numpy array has no per-item objects to touch. Used by
+    the labeller and the image-cache build; for training, ``cxrdoll.data.classification.CompactItems``
+    keeps only the keys training reads.
     """
 
     def __init__(self, items: Sequence[Mapping[str, Any]]) -> None:
