@@ -6,6 +6,8 @@ import builtins
 import os
 import re
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 # Bad input or environment: reported in one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError)
@@ -118,3 +120,33 @@ def brief_user_errors() -> None:
 
     hook.brief_user_errors = True
     sys.excepthook = hook
+
+
+class OutputWriteError(OSError):
+    """An output that could not be written (a full disk, a read-only folder): the run stops, naming
+    the file and the cause, rather than reporting the input being written as a bad file.
+
+    Built as ``OutputWriteError(errno, strerror, path)`` (see ``output_error``), so that it pickles
+    (it crosses process pools) and reads ``path: strerror``, as the commands print it.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def output_error(path: str | os.PathLike, err: OSError) -> OutputWriteError:
+    """``err``, raised while writing the output ``path``, as an ``OutputWriteError`` naming ``path``
+    (not the temporary an atomic write was filling)."""
+    if isinstance(err, OutputWriteError):
+        return err
+    cause = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    return OutputWriteError(err.errno, cause, os.fspath(path))
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError in the block (writing the output ``path``) raised as ``output_error(path, err)``."""
+    try:
+        yield
+    except OSError as err:
+        raise output_error(path, err) from err

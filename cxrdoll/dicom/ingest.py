@@ -41,8 +41,10 @@ from tqdm.auto import tqdm
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, check_cxr, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal, view_position
+from cxrdoll.errors import OutputWriteError, writing
 from cxrdoll.io import (is_temporary, lock_folder, read_csv_rows, save_png_atomic, unlock_folder, write_bytes_atomic,
                         write_csv_atomic, write_text_atomic)
+from cxrdoll.labels.writer import trim_torn_source
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -99,6 +101,10 @@ def ingest_folder(in_dir: str | Path, out_dir: str | Path, options: IngestOption
                   overwrite: bool = False, workers: int = 0, progress: bool | None = False) -> list[ReportRow]:
     """Ingest every file under ``in_dir`` (recursively); one bad file never stops the batch.
 
+    An output that cannot be written (a full disk, a read-only folder) does: ``OutputWriteError``
+    names it and the cause, and nothing is journaled for the file being written, so the same call
+    once the problem is fixed resumes and ends as an uninterrupted run would.
+
     An ``out_dir`` holding an earlier run's outputs is refused unless ``overwrite``, which removes
     them first: images rewritten in place under the old datalist (a killed re-run at another size)
     or left over from it (identifiable names beside a ``deidentify`` run's pseudonyms) mix two runs.
@@ -140,23 +146,21 @@ def _ingest(in_dir: Path, out_dir: Path, files: list[Path], options: IngestOptio
     todo = [job for job in jobs if job.name not in done]
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     journal = out_dir / JOURNAL
-    if not journal.is_file():
-        write_text_atomic(journal, json.dumps(header) + "\n")
+    if journal.is_file():  # resumed: its last line may be one a kill or a full disk cut short
+        with writing(journal):
+            _trim_journal(journal)
+    else:
+        with writing(journal):
+            write_text_atomic(journal, json.dumps(header) + "\n")
     hide = None if progress is None else not progress  # tqdm's disable: None hides it off a terminal
-    with open(journal, "a", encoding="utf-8") as log, tqdm(
-            total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc="ingest-dicom", disable=hide) as bar:
-        for job, (row, item, uid) in zip(todo, _map_jobs(todo, out_dir, options, workers)):
-            token = _uid_token(uid, options.pseudonym_key) if uid else ""
-            if item is not None and token and token in seen_uids and not options.keep_duplicates:
-                Path(item["image"]).unlink()
-                row, item = ReportRow(job.shown, "skipped", f"duplicate SOP Instance UID of {seen_uids[token]}"), None
-            if item is not None and token:
-                seen_uids.setdefault(token, job.shown)
-            done[job.name] = {"name": job.name, "stat": _fingerprint(job.path, options), "row": asdict(row), "item": item,
-                              "uid": token}
-            log.write(json.dumps(done[job.name]) + "\n")
-            log.flush()
-            bar.update()
+    with writing(journal):
+        log = os.open(journal, os.O_WRONLY | os.O_APPEND)
+    try:
+        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="file", desc="ingest-dicom",
+                  disable=hide) as bar:
+            _run_jobs(todo, done, seen_uids, out_dir, options, workers, journal, log, bar)
+    finally:
+        os.close(log)
     for path in (out_dir / "images").iterdir():  # half-written by a process killed mid-write (this run's or one before)
         if is_temporary(path.name):
             path.unlink()
@@ -165,10 +169,54 @@ def _ingest(in_dir: Path, out_dir: Path, files: list[Path], options: IngestOptio
     datalist = {"format": options.fmt, "size": options.size, "voi": options.voi, "training": items}
     if not options.deidentify:
         datalist["source"] = str(in_dir)
-    write_datalist(out_dir / "datalist.json", datalist)
-    write_report(out_dir / "report.csv", rows)
+    with writing(out_dir / "datalist.json"):
+        write_datalist(out_dir / "datalist.json", datalist)
+    with writing(out_dir / "report.csv"):
+        write_report(out_dir / "report.csv", rows)
     journal.unlink()
     return rows
+
+
+def _run_jobs(todo: list[_Job], done: dict[str, dict], seen_uids: dict[str, str], out_dir: Path,
+              options: IngestOptions, workers: int, journal: Path, log: int, bar: tqdm) -> None:
+    """Ingest ``todo``, journaling each finished file to ``log`` (``journal``'s descriptor) and in ``done``."""
+    for job, (row, item, uid) in zip(todo, _map_jobs(todo, out_dir, options, workers)):
+        token = _uid_token(uid, options.pseudonym_key) if uid else ""
+        if item is not None and token and token in seen_uids and not options.keep_duplicates:
+            Path(item["image"]).unlink()
+            row, item = ReportRow(job.shown, "skipped", f"duplicate SOP Instance UID of {seen_uids[token]}"), None
+        if item is not None and token:
+            seen_uids.setdefault(token, job.shown)
+        done[job.name] = {"name": job.name, "stat": _fingerprint(job.path, options), "row": asdict(row), "item": item,
+                          "uid": token}
+        with writing(journal):
+            _append(log, (json.dumps(done[job.name]) + "\n").encode())
+        bar.update()
+
+
+def _append(fd: int, data: bytes) -> None:
+    """``data`` appended with unbuffered writes: a full disk raises here, never later from a buffer
+    flushed on close; what it cut short is the torn last line ``_trim_journal`` removes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _trim_journal(path: Path) -> None:
+    """Cut off what ``_read_journal`` does not read, before a resumed run appends: a last line without
+    its line end (a kill or a full disk mid-write) and anything from the first unparsable line on.
+    Appended to, the first new entry would be glued to the torn line and lost with it."""
+    trim_torn_source(path)
+    data = path.read_bytes()
+    kept = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        kept += len(line)
+    if kept < len(data):
+        os.truncate(path, kept)
 
 
 def _plan(files: list[Path], in_dir: Path, options: IngestOptions) -> list[_Job]:
@@ -354,6 +402,11 @@ def _ingest_each_alone(reader: _Reader, jobs: list[_Args], workers: int) -> Iter
         finally:
             receive.close()
         process.join()
+        if isinstance(result, OutputWriteError):  # the run stops; as a pool's shutdown, the started ones finish
+            for _, other, pipe in running:
+                other.join()
+                pipe.close()
+            raise result
         following = next(waiting, None)
         if following is not None:
             running.append(start(following))
@@ -373,7 +426,11 @@ def _died(job: _Job, code: int) -> _Result:
 def _send_result(reader: _Reader, args: _Args, send: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent; it must not read as this file's death
     _one_thread()
-    send.send(reader(args))
+    try:
+        result: _Result | OutputWriteError = reader(args)
+    except OutputWriteError as err:  # sent, to be raised in the parent: it is not this file's death
+        result = err
+    send.send(result)
     send.close()
 
 
@@ -394,6 +451,8 @@ def _ingest_job(args: _Args) -> _Result:
             return _ingest_one(job.path, job.name, out_dir, options, job.shown)
     except DicomInputError as err:
         return ReportRow(job.shown, "skipped", _without_path(err.problem, job)), None, ""
+    except OutputWriteError:  # a full disk is not a bad input: the run stops, and this file is not journaled
+        raise
     except Exception as err:  # an unexpected failure of one file must not stop the batch
         return ReportRow(job.shown, "skipped", _without_path(f"{type(err).__name__}: {err}", job)), None, ""
 
@@ -453,13 +512,16 @@ def _ingest_one(path: Path, name: str, out_dir: Path, options: IngestOptions,
 
 
 def _write_image(image: CXRImage, folder: Path, name: str, options: IngestOptions) -> Path:
+    """The image's output file, written atomically; an OSError while writing it is an ``OutputWriteError``."""
     array = image.array[0]
     if options.size:
         array = _resize_area(array, options.size)
     if options.fmt == "png":
         path = folder / f"{name}.png"
         # 8-bit, as load_image_transforms expects (it scales 0..255 to [0, 1]).
-        save_png_atomic(path, np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8), compress_level=PNG_LEVEL)
+        with writing(path):
+            save_png_atomic(path, np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8),
+                            compress_level=PNG_LEVEL)
         return path
     import nibabel as nib
 
@@ -467,7 +529,9 @@ def _write_image(image: CXRImage, folder: Path, name: str, options: IngestOption
     spacing = _resized_spacing(image.meta, image.array.shape[1:], options.size) or [1.0, 1.0]
     affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
     nifti = nib.Nifti1Image(array.astype(np.float32), affine)
-    write_bytes_atomic(path, gzip.compress(nifti.to_bytes(), compresslevel=6))
+    data = gzip.compress(nifti.to_bytes(), compresslevel=6)
+    with writing(path):
+        write_bytes_atomic(path, data)
     return path
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from cxrdoll.data.transforms import load_image_transforms
 from cxrdoll.dicom import ingest
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.dicom.conftest import find
-from tests.dicom.crashing_reader import crash_on_named
+from tests.dicom.crashing_reader import crash_on_named, full_disk_on_named
 from tests.dicom.synthetic_dicom import make_cr, save
 
 SHARED = (("original/", "nometa"), ("original/", "SIIM"), ("derived/", "dx_chest", "explicitLE"))
@@ -443,3 +445,83 @@ def test_views_and_burned_in_images_are_skipped_before_their_pixels_are_decoded(
          "40", "30", ""),
         ("not a frontal view (LATERAL from ViewPosition)", "40", "30", ""),
     ]
+
+
+def _seven_files(root):
+    root.mkdir()
+    for i, name in enumerate(("a.dcm", "b.dcm", "c.dcm", "d_full.dcm", "e.dcm", "f.dcm", "g.dcm")):
+        save(make_cr(np.full((16, 16), 40 * i, np.uint16), WindowCenter=100, WindowWidth=400), root / name)
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_full_disk_stops_the_run_naming_the_image_and_the_same_command_then_resumes(tmp_path, monkeypatch, capsys,
+                                                                                      workers):
+    root = _seven_files(tmp_path / "in")
+    ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
+    monkeypatch.setattr(ingest, "_ingest_job", full_disk_on_named)  # pickled by name: the workers run it too
+    out = tmp_path / "out"
+    command = ["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", str(workers)]
+    assert main(command) == 2  # was 0: "ingested 6 of 7 files (1 skipped)", the full disk as d_full.dcm's fault
+    assert capsys.readouterr().err == f"error: {out / 'images' / 'd_full.png'}: No space left on device\n"
+    assert not (out / "datalist.json").exists() and not (out / "report.csv").exists()
+    journaled = [json.loads(line)["name"] for line in (out / ingest.JOURNAL).read_text().splitlines()[1:]]
+    assert "d_full" not in journaled and journaled[:3] == ["a", "b", "c"]
+    monkeypatch.undo()  # space freed: the same command goes on where it stopped
+    assert main(command) == 0
+    assert capsys.readouterr().out.startswith("ingested 7 of 7 files (0 skipped)")
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_a_datalist_or_journal_that_cannot_be_written_stops_the_run_naming_it(tmp_path, monkeypatch, capsys):
+    root = _seven_files(tmp_path / "in")
+    ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
+    out = tmp_path / "out"
+    command = ["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]
+
+    def no_space(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ingest, "write_datalist", no_space)
+    assert main(command) == 2
+    assert capsys.readouterr().err == f"error: {out / 'datalist.json'}: No space left on device\n"
+    monkeypatch.undo()
+    real_write, writes = os.write, []
+
+    def torn_write(fd, data):  # the disk fills up halfway through the third journal entry
+        writes.append(fd)
+        if len(writes) == 3:
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    shutil.rmtree(out)
+    monkeypatch.setattr(ingest.os, "write", torn_write)
+    assert main(command) == 2
+    assert capsys.readouterr().err == f"error: {out / ingest.JOURNAL}: No space left on device\n"
+    monkeypatch.undo()
+    assert main(command) == 0
+    assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_a_resumed_run_trims_the_journal_line_a_kill_cut_in_half_before_it_appends(tmp_path, monkeypatch):
+    root = _seven_files(tmp_path / "in")
+    ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "f.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(root, out, ingest.IngestOptions())
+    journal = out / ingest.JOURNAL
+    lines = journal.read_bytes().split(b"\n")  # header, a..e, ""
+    journal.write_bytes(b"\n".join(lines[:4]) + b"\n" + lines[4][: len(lines[4]) // 2])  # c's line cut in half
+    monkeypatch.undo()
+    _killed_at(monkeypatch, "g.dcm")  # the resumed run journals c..f, then is killed too
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(root, out, ingest.IngestOptions())
+    entries = [json.loads(line)["name"] for line in journal.read_text().splitlines()[1:]]  # each line whole
+    assert entries == ["a", "b", "c", "d_full", "e", "f"]
+    monkeypatch.undo()
+    calls = _killed_at(monkeypatch, "never")
+    ingest.ingest_folder(root, out, ingest.IngestOptions())
+    assert calls == ["g.dcm"]
+    assert _outputs(out) == _outputs(tmp_path / "whole")
