@@ -4,7 +4,8 @@ Chain: DICOMDataLoaderOperator -> DICOMSeriesSelectorOperator (CR|DX) -> :class:
 -> :class:`CXRSegInferenceOperator` -> :class:`CXRSegWriterOperator` (DICOM SEG + overlay PNG).
 
 Every input file gets a row of ``report.csv`` (:mod:`cxrdoll.deploy.report`); a bad file or case is
-logged, reported and skipped, and never stops the batch. A series whose chosen image cannot be
+logged, reported and skipped, and never stops the batch. An output that cannot be written (a full
+disk, a read-only folder) does: ``OutputWriteError`` names it and the cause, and the app exits 2. A series whose chosen image cannot be
 decoded or segmented falls back on its next frontal image; one whose SEG cannot be written does
 not (the writer has no network to run again).
 
@@ -31,7 +32,7 @@ from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, dataset_to_image
 from cxrdoll.dicom.seg import write_seg
 from cxrdoll.dicom.views import rank_frontal, view_position
-from cxrdoll.errors import about_file
+from cxrdoll.errors import OutputWriteError, about_file, writing
 
 # DICOMSeriesSelectorOperator rules: every CR or DX series of every study.
 CXR_SELECTION_RULES = '{"selections": [{"name": "CXR", "conditions": {"Modality": "(?i)^(CR|DX)$"}}]}'
@@ -187,14 +188,18 @@ class CXRSegWriterOperator(Operator):
                 continue
             try:
                 self._write(case)
+            except OutputWriteError:  # a full disk is not this file's fault: the batch stops, naming the output
+                raise
             except Exception as err:  # e.g. a header highdicom refuses: the next case is still written
                 _skip(self.report, case.file, f"SEG not written ({_reason(err)})")
 
     def _write(self, case: CXRCase) -> None:
         seg_path = self.output_folder / f"{case.uid}_seg.dcm"
         write_seg(seg_path, case.source, case.masks, case.names)
+        overlay_path = self.output_folder / f"{case.uid}_overlay.png"
         try:
-            save_overlay(self.output_folder / f"{case.uid}_overlay.png", case.image.array[0], case.masks)
+            with writing(overlay_path):
+                save_overlay(overlay_path, case.image.array[0], case.masks)
         except Exception:
             seg_path.unlink(missing_ok=True)  # the report will say skipped: no SEG left without its overlay
             raise

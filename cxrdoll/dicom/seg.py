@@ -21,6 +21,7 @@ from pydicom.valuerep import validate_value
 import cxrdoll
 from cxrdoll.dicom.loader import pixel_spacing
 from cxrdoll.dicom.seg_codes import segment_meaning
+from cxrdoll.errors import writing
 from cxrdoll.io import atomic_path
 
 # Nominal thickness of a projection image: required by the SEG reader, meaningless for X-ray.
@@ -154,8 +155,9 @@ def _valid(element: pydicom.DataElement) -> bool:
 def write_seg(
     path: str | os.PathLike, source: Dataset, masks: np.ndarray, names: Sequence[str], **options
 ) -> hd.seg.Segmentation:
-    """Build the SEG and write it atomically to ``path``."""
+    """Build the SEG and write it atomically to ``path``. An OSError while writing (a full disk) is an
+    ``OutputWriteError`` naming ``path``; a problem of the source or masks is raised as it comes."""
     seg = build_seg(source, masks, names, **options)
-    with atomic_path(path) as tmp:
+    with writing(path), atomic_path(path) as tmp:
         seg.save_as(tmp)
     return seg

@@ -10,7 +10,10 @@ CXR_THRESHOLD (in (0, 1); default 0.5). ``OUT_DIR/report.csv`` says what became 
 
 Exit codes: 0 at least one SEG written (skipped files are in the report), 1 none written (the
 report says why), 2 a bad input folder, output folder, bundle or setting (one line on stderr;
-nothing run, OUT_DIR unchanged), 3 an unexpected error (a bug: its traceback on stderr).
+nothing run, OUT_DIR unchanged), or an output that could not be written (a full disk, a read-only
+folder: one line naming it and the cause; the batch stops there, the SEGs written before it stay,
+no report is written, and no SEG is left without its overlay), 3 an unexpected error (a bug: its
+traceback on stderr).
 """
 
 from __future__ import annotations

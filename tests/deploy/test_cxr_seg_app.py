@@ -124,6 +124,38 @@ def test_nothing_written_exits_1_with_the_report(tmp_path):
     assert report["nopixel.dcm"]["reason"] == "has no pixel data"
 
 
+FULL_DISK = """
+import errno, os, runpy, sys
+import cxrdoll.deploy.operators as operators
+calls, real = [], operators.save_overlay
+def full(*args, **kwargs):  # the disk fills up at the second overlay
+    calls.append(1)
+    if len(calls) > 1:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(*args, **kwargs)
+operators.save_overlay = full
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_a_full_disk_stops_the_batch_with_a_one_line_error_naming_the_output(tmp_path):
+    """Was: exit code 0, "1 SEG(s) written; 5 of 6 files skipped", the full disk reported as the file's fault."""
+    uids = make_bad_batch(tmp_path / "in")
+    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    out = tmp_path / "out"
+    command = (f'ulimit -s 32768 && exec "{sys.executable}" full_disk.py "{APP}" -i "{tmp_path / "in"}" -o "{out}" '
+               f'-m "{make_tiny_bundle(tmp_path / "bundle")}"')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APP.parents[2]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    first, second = sorted(uids.values(), key=lambda uid: f"{uid}_overlay.png" not in os.listdir(out))
+    assert _error_lines(run) == [f"error: {out / (second + '_overlay.png')}: No space left on device"]
+    # the first case's SEG and overlay stay; the second's SEG is removed with its overlay unwritten
+    assert sorted(p.name for p in out.iterdir()) == [f"{first}_overlay.png", f"{first}_seg.dcm"]
+
+
 def test_empty_input_folder_is_a_one_line_error(tmp_path):
     (tmp_path / "in").mkdir()
     run = _run_app(tmp_path, tmp_path / "in", make_tiny_bundle(tmp_path / "bundle"))

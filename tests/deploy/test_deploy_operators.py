@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +14,7 @@ import pytest
 from cxrdoll.deploy.overlay import save_overlay
 from cxrdoll.deploy.report import RunReport
 from cxrdoll.dicom.loader import load_cxr_dicom
+from cxrdoll.errors import OutputWriteError
 from tests.deploy.bad_batch import ESCAPING_UID, make_bad_batch
 from tests.deploy.tiny_bundle import NAMES, make_tiny_bundle
 
@@ -20,6 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the
 
 from monai.deploy.core import Application  # noqa: E402
 
+import highdicom as hd  # noqa: E402
+
+from cxrdoll.deploy import operators  # noqa: E402
 from cxrdoll.deploy.operators import (  # noqa: E402
     CXRCase,
     CXRImageOperator,
@@ -179,3 +185,29 @@ def test_writer_skips_a_second_file_with_a_uid_already_written(tmp_path, batch):
     assert sorted(p.name for p in out_dir.iterdir()) == [f"{first.uid}_overlay.png", f"{first.uid}_seg.dcm"]
     save_overlay(tmp_path / "expected.png", first.image.array[0], first.masks)  # the first file's, not the copy's
     assert (out_dir / f"{first.uid}_overlay.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+
+
+def _no_space(*_, **__):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("failing", ["seg", "overlay"])
+def test_writer_stops_the_batch_naming_an_output_a_full_disk_refused(tmp_path, batch, monkeypatch, failing):
+    """Was: each case skipped as "SEG not written (OSError: [Errno 28] ...)", the app's exit code 0."""
+    folder, uids = batch
+    report = RunReport(folder)
+    out_dir = tmp_path / "out"
+    writer = CXRSegWriterOperator(Application(), output_folder=out_dir, report=report, name="writer")
+    cases = [_case(folder, "c_ap_good.dcm"), _case(folder, "e_good.dcm")]
+    for case in cases:
+        case.masks, case.names = np.ones((len(NAMES), 64, 48), dtype=bool), NAMES
+    if failing == "seg":
+        monkeypatch.setattr(hd.seg.Segmentation, "save_as", _no_space)
+    else:
+        monkeypatch.setattr(operators, "save_overlay", _no_space)
+    with pytest.raises(OutputWriteError) as caught:
+        writer.compute(Port(cases), None, None)
+    output = out_dir / f"{uids['c_ap_good.dcm']}_{'seg.dcm' if failing == 'seg' else 'overlay.png'}"
+    assert str(caught.value) == f"{output}: No space left on device"
+    assert list(out_dir.iterdir()) == []  # no SEG left without its overlay, and the next case not tried
+    assert report.written == 0
