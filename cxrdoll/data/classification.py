@@ -21,6 +21,7 @@ from monai.transforms import Compose, EnsureTyped, MapTransform
 from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged
 from cxrdoll.data.cache import LoadCachedImaged, UInt8ImageCache
 from cxrdoll.data.datalist import load_classification_datalist
+from cxrdoll.io import is_temporary
 from cxrdoll.networks.encoders import checked_image_size
 
 # Where ``dataset_dir`` may hold the classification datalist, in the order tried.
@@ -169,11 +170,13 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 
 def image_items(image_dir: str | os.PathLike) -> list[dict[str, str]]:
     """Every PNG/JPEG/DICOM under ``image_dir`` (sorted), with its relative path as ``id``, for inference.
-    A broken symlink is listed too: its load fails, and inference reports it as skipped."""
+    A broken symlink is listed too: its load fails, and inference reports it as skipped. An atomic
+    write's leftover temporary (``.x.png.<random>.tmp.png``, a killed writer's) is not an image."""
     root = Path(image_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: image folder not found")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    paths = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not is_temporary(p.name) and not p.is_dir())
     if not paths:
         raise FileNotFoundError(f"{root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
     return [{"image": str(p), "id": str(p.relative_to(root))} for p in paths]

@@ -31,7 +31,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
-from cxrdoll.io import read_json
+from cxrdoll.io import is_temporary, read_json
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
 from cxrdoll.networks.encoders import checked_image_size
@@ -358,7 +358,7 @@ def folder_datalist(
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: image folder not found")
-    images = sorted(p for p in images_dir.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
+    images = sorted(p for p in images_dir.iterdir() if _listed(p, IMAGE_SUFFIXES))
     if not images:
         raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     _unique_stems(images, str(images_dir))
@@ -367,7 +367,7 @@ def folder_datalist(
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: mask folder for {cls!r} not found")
-        masks = sorted(p for p in folder.iterdir() if p.is_file() and _suffix(p) in MASK_SUFFIXES)
+        masks = sorted(p for p in folder.iterdir() if _listed(p, MASK_SUFFIXES))
         _unique_stems(masks, f"mask folder for {cls!r} {folder}")
         by_class[cls] = {_stem(p): p for p in masks}
     items = []
@@ -414,6 +414,12 @@ def shared_lungs_datalist(root: str | Path) -> dict[str, Any]:
     return out
 
 
+def _listed(path: Path, suffixes: Sequence[str]) -> bool:
+    """Whether a folder scan lists ``path``: a file with one of ``suffixes``, not an atomic write's
+    leftover temporary (``.x.png.<random>.tmp.png``, which a killed writer leaves)."""
+    return path.is_file() and _suffix(path) in suffixes and not is_temporary(path.name)
+
+
 def folder_items(folder: str | Path) -> list[dict[str, Any]]:
     """Inference items: every supported image in ``folder`` (DICOM too; sorted), id = file stem.
 
@@ -422,7 +428,7 @@ def folder_items(folder: str | Path) -> list[dict[str, Any]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and _suffix(p) in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.iterdir() if _listed(p, IMAGE_SUFFIXES))
     if not images:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     _unique_stems(images, str(folder))  # ids name the output folders: OUT/<id>/
