@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 
 from cxrdoll.dicom.loader import CXR_MODALITIES
+from cxrdoll.errors import writing
 from cxrdoll.io import write_csv_atomic
 
 REPORT_NAME = "report.csv"
@@ -60,8 +61,10 @@ class RunReport:
         return [self._rows.get(f) or FileRow(f, "skipped", _unhandled_reason(self.input_folder / f)) for f in files]
 
     def write(self, path: str | os.PathLike) -> list[FileRow]:
+        """Write ``report.csv`` at ``path``; an OSError (a full disk) is an ``OutputWriteError`` naming it."""
         rows = self.rows()
-        write_csv_atomic(path, REPORT_COLUMNS, (astuple(row) for row in rows))
+        with writing(path):
+            write_csv_atomic(path, REPORT_COLUMNS, (astuple(row) for row in rows))
         return rows
 
 

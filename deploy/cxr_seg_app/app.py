@@ -84,7 +84,11 @@ def main() -> int:
             return 3
         print(f"error: {one_line(cause)}", file=sys.stderr)
         return 2
-    rows = app.report.write(app.report_path)
+    try:
+        rows = app.report.write(app.report_path)
+    except OSError as err:  # a full disk: OutputWriteError names the report
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
     written = app.report.written
     summary = f"{written} SEG(s) written; {len(rows) - written} of {len(rows)} files skipped; report: {app.report_path}"
     if not written:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import re
 
+import pytest
+
+from cxrdoll.deploy import report as report_module
 from cxrdoll.deploy.report import REPORT_COLUMNS, RunReport
+from cxrdoll.errors import OutputWriteError
 from tests.dicom.synthetic_dicom import make_cr, save
 
 
@@ -37,3 +44,16 @@ def test_every_file_gets_a_row_with_its_reason(tmp_path):
     for name in ("nometa.dcm", "notes.txt"):
         assert by_file[name]["status"] == "skipped"
         assert by_file[name]["reason"].startswith("not read by the MONAI Deploy DICOM loader: not a DICOM file")
+
+
+def test_a_report_that_cannot_be_written_is_an_error_naming_it(tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(make_cr(), folder / "a.dcm")
+
+    def no_space(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report_module, "write_csv_atomic", no_space)
+    with pytest.raises(OutputWriteError, match=f"^{re.escape(str(tmp_path / 'report.csv'))}: No space left on device$"):
+        RunReport(folder).write(tmp_path / "report.csv")
