@@ -21,6 +21,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from cxrdoll.errors import output_error
+
 
 _NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
 
@@ -46,8 +48,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:
         if err.errno is None or err.filename not in (None, tmp):
             raise  # about another file, which it names
-        # name the file being written, not the temporary: "No space left on device: 'OUT/model.pt'"
-        raise type(err)(err.errno, err.strerror, str(path)) from err
+        # the file being written, not the temporary: "OUT/model.pt: No space left on device"; batch jobs
+        # stop on it rather than skip an input (cxrdoll.errors.OutputWriteError)
+        raise output_error(path, err) from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -132,8 +135,9 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def save_torch_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` written atomically. Serialised in memory first: saved to a file on a full disk,
-    torch raises a C++ RuntimeError ("unexpected pos ...") naming neither the file nor the cause."""
+    """``torch.save`` written atomically. Serialised in memory first (a copy of the checkpoint in host
+    memory, briefly up to twice its size): saved to a file on a full disk, torch raises a C++
+    RuntimeError ("unexpected pos ...") naming neither the file nor the cause."""
     import torch
 
     buffer = io.BytesIO()

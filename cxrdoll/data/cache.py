@@ -40,20 +40,19 @@ logger = logging.getLogger(__name__)
 
 # Images decoded between progress records: ~25 s of full-size JPEGs on 4 workers, the most a kill loses.
 CHECKPOINT_ROWS = 1024
-def _reserve(path: Path) -> None:
-    """Allocate every block of ``path`` now. The cache is written through a memory map, where a full
-    disk is a SIGBUS that ends the process without a word; allocated first, it is an OSError naming
-    the file and the space needed. File systems without ``fallocate`` are left as they are."""
-    size = path.stat().st_size
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as err:
-        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            return
-        raise type(err)(err.errno, f"{err.strerror} (the image cache needs {size / 2**30:.2f} GiB)", str(path)) from None
-    finally:
-        os.close(fd)
+def _check_space(path: Path) -> None:
+    """Refuse to fill ``path`` (sparse, at its full size) unless the disk has room for its unwritten
+    blocks. The cache is written through a memory map, where a full disk is a SIGBUS that ends the
+    process without a word; checked first, it is an OSError naming the file and the space needed.
+    (``posix_fallocate`` would reserve it, but glibc emulates that block by block where the file
+    system lacks it, as NFSv3 does: minutes for a 20 GB cache.)"""
+    status = path.stat()
+    needed = status.st_size - status.st_blocks * 512
+    free = os.statvfs(path.parent)
+    available = free.f_bavail * free.f_frsize
+    if needed > available:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: the image cache needs {needed / 2**30:.2f} GiB "
+                                    f"more, {available / 2**30:.2f} GiB are free", str(path))
 
 
 class UInt8ImageCache:
@@ -114,15 +113,16 @@ class UInt8ImageCache:
             done = read_json(record)
             rows, unreadable = int(done["rows"]), [(str(p), str(e)) for p, e in done["unreadable"]]
             out = np.load(partial, mmap_mode="r+")
-            if out.shape == shape and out.dtype == np.uint8 and 0 < rows <= len(self.paths):
-                logger.info("%s: resuming the build at image %d of %d", self.path, rows, len(self.paths))
-                _reserve(partial)
-                return out, rows, unreadable
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+            resumable = out.shape == shape and out.dtype == np.uint8 and 0 < rows <= len(self.paths)
+        except (OSError, ValueError, KeyError, TypeError):  # no record, or a partial file of no use
+            resumable = False
+        if resumable:
+            logger.info("%s: resuming the build at image %d of %d", self.path, rows, len(self.paths))
+            _check_space(partial)  # outside the try: a full disk must not empty the rows already built
+            return out, rows, unreadable
         record.unlink(missing_ok=True)  # before the partial file is emptied, so no record outlives its rows
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        _reserve(partial)
+        _check_space(partial)
         return out, 0, []
 
     def _build(self, num_workers: int, batch_size: int) -> None:

@@ -137,21 +137,20 @@ def _decode(path: Path, suffix: str, mask: bool = False) -> np.ndarray:
 def _decode_mask(im: Any) -> np.ndarray:
     """A PIL image as a boolean mask (True = inside), by what its pixels mean rather than their brightness.
 
-    Palette images by their indices (index 0 outside, whatever colour it shows), RGB(A) by any
-    colour channel non-zero (alpha ignored), LA/PA by their first channel, other single-value modes
-    as they are; any non-zero value is inside. Lossy JPEG data is thresholded at the midpoint of
+    RGB(A) and palette images by any colour channel non-zero (alpha ignored; a palette image by the
+    colours it shows, not its indices: Pillow's own quantising puts white at index 0), LA by its
+    first channel, other single-value modes as they are; any non-zero value is inside. Lossy JPEG data is thresholded at the midpoint of
     its range instead (> 127 for 8 bits): its compression artefacts are small non-zero values
     around every edge and would grow the mask.
     """
     lossy = im.format == "JPEG" or (im.format == "TIFF" and str(im.info.get("compression", "")).endswith("jpeg"))
-    if im.mode in _SINGLE_VALUE_MODES or im.mode == "P":
-        array = np.asarray(im)  # a palette image's array holds its indices
-        channels = array[..., None]
-    elif im.mode in ("LA", "La", "PA"):
+    if im.mode in _SINGLE_VALUE_MODES:
+        channels = np.asarray(im)[..., None]
+    elif im.mode in ("LA", "La"):
         channels = np.asarray(im)[..., :1]
     elif im.mode in ("RGB", "RGBA", "RGBa", "RGBX"):
         channels = np.asarray(im)[..., :3]
-    else:  # CMYK, YCbCr, LAB, HSV: as RGB
+    else:  # palette (P, PA), CMYK, YCbCr, LAB, HSV: by the colours shown
         channels = np.asarray(im.convert("RGB"))
     if not lossy or channels.dtype == bool:
         return (channels != 0).any(axis=-1)

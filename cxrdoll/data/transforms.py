@@ -14,7 +14,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from cxrdoll.data.pixels import robust_range
+from cxrdoll.data.pixels import robust_minmax, robust_range
 
 
 def load_image_transforms(keys: Sequence[str] = ("image",), size: int = 320) -> list:
@@ -56,21 +56,14 @@ def unit_range(array: np.ndarray) -> np.ndarray:
     """
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    if array.dtype == bool or np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-        if float(array.min()) >= 0 and float(array.max()) <= 1:
-            return array
-    lo, hi = robust_range(array)
+    lo, hi = robust_range(array)  # refuses an empty image and NaN or infinite pixels
+    unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
     array = array.astype(np.float32)
+    if unit_kind and float(array.min()) >= 0 and float(array.max()) <= 1:
+        return array
     if lo >= 0 and 255 < hi <= TWELVE_BIT_MAX:
-        scaled = array / TWELVE_BIT_MAX
-    else:
-        if hi <= lo:
-            lo, hi = float(array.min()), float(array.max())
-            if hi <= lo:
-                return np.zeros_like(array)
-        scaled = (array - lo) / (hi - lo)
-    return np.clip(scaled, 0.0, 1.0, out=scaled)
+        return np.clip(array / TWELVE_BIT_MAX, 0.0, 1.0)
+    return robust_minmax(array, lo, hi)
 
 
 # PNG colour types with more than one sample per pixel (IHDR byte 25): 2 RGB, 4 grey+alpha, 6 RGBA.

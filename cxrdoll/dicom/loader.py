@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import SegmentationStorage
 
-from cxrdoll.data.pixels import robust_range
+from cxrdoll.data.pixels import robust_minmax, robust_range
 from cxrdoll.dicom.views import view_position
 
 CXR_MODALITIES: tuple[str, ...] = ("CR", "DX")
@@ -250,9 +250,4 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     """Min-max between the 0.1st and 99.9th percentiles, clipped: as ``cxrdoll.data.transforms.unit_range``,
     a few hot pixels or a burned-in marker at full scale do not decide the scale (plain min-max when
     those percentiles coincide)."""
-    low, high = robust_range(values)
-    if high <= low:
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros_like(values)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
+    return robust_minmax(values, *robust_range(values))

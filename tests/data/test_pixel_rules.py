@@ -114,3 +114,14 @@ def test_16_bit_grey_png_written_by_hand_still_loads(tmp_path):
     grey = twelve_bit_image((16, 16))
     write_png16(tmp_path / "grey.png", grey, 0)
     np.testing.assert_allclose(load_full_size(tmp_path / "grey.png", 16), np.rint(grey / 4095 * 255) / 255, atol=1e-6)
+
+
+def test_an_empty_image_or_non_finite_pixels_are_refused_in_one_line():
+    """NaN pixels gave an all-NaN image through the percentile rule (all zeros before it), and an empty
+    array an IndexError, which the commands print as a bug's traceback."""
+    with pytest.raises(ValueError, match="^an empty image"):
+        unit_range(np.zeros((0, 4), np.uint16))
+    with pytest.raises(ValueError, match="^the image has NaN or infinite pixel values$"):
+        unit_range(np.array([[np.nan, 1.0, 3.0]], np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        unit_range(np.array([[np.inf, 0.5]]))

@@ -74,14 +74,24 @@ def test_shared_lung_layout_refuses_two_images_with_one_id(tmp_path):
 # 2. mask colour modes
 
 
-def test_palette_mask_is_read_by_index_not_colour(tmp_path):
-    """A palette whose index 0 is white: brightness would put the background inside."""
+@pytest.mark.parametrize("palette", [
+    [0, 0, 0, 255, 255, 255],  # index 0 black background, 1 white structure
+    [255, 255, 255, 0, 0, 0],  # Pillow's quantize and ADAPTIVE palettes: white structure at index 0
+    [0, 0, 0, 1, 0, 0],  # a structure in a colour whose brightness rounds to 0
+])
+def test_palette_mask_is_read_by_the_colours_it_shows(tmp_path, palette):
+    """By index, the second palette came out inverted (3,696 pixels inside against 400); by brightness,
+    the third came out empty."""
     truth = _truth()
-    im = Image.fromarray(truth.astype(np.uint8), mode="L").convert("P")
-    im.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # 0 = white background, 1 = black structure
+    index = np.where(truth, 1 if palette[:3] == [0, 0, 0] else 0, 0 if palette[:3] == [0, 0, 0] else 1)
+    im = Image.fromarray(index.astype(np.uint8), mode="P")
+    im.putpalette(palette + [0] * (768 - len(palette)))
     im.save(tmp_path / "m.png")
     assert Image.open(tmp_path / "m.png").mode == "P"
     assert np.array_equal(read_mask(tmp_path / "m.png"), truth)
+    quantized = Image.fromarray(truth.astype(np.uint8) * 255, mode="L").convert("RGB").quantize(2)
+    quantized.save(tmp_path / "q.gif")
+    assert np.array_equal(read_mask(tmp_path / "q.gif"), truth)
 
 
 @pytest.mark.parametrize("mode, inside, outside", [

@@ -67,24 +67,50 @@ def test_cache_is_reused_when_unchanged_and_rebuilt_when_an_image_changes(pngs, 
 
 
 
-def test_a_disk_too_small_for_the_cache_is_one_error_before_any_image_is_decoded(pngs, tmp_path, monkeypatch):
-    """Written through a memory map, the cache met a full disk as a SIGBUS: exit code 135, no message."""
+def test_a_disk_too_small_for_the_cache_is_one_error_and_keeps_a_stopped_build(pngs, tmp_path, monkeypatch):
+    """Written through a memory map, the cache met a full disk as a SIGBUS: exit code 135, no message.
+    A resumed build that found the disk full must keep the rows it had (they took an hour at scale)."""
     import errno
+    import json
+    import types
 
     import cxrdoll.data.cache as cache_module
 
-    decoded = []
-    monkeypatch.setattr(cache_module.LoadAnyImaged, "__call__", lambda self, data: decoded.append(data))
+    items = [{"image": str(p)} for p in pngs]  # at 256 px the unwritten rows need blocks of their own
+    monkeypatch.setattr(cache_module, "CHECKPOINT_ROWS", 1)
+    load = cache_module.LoadAnyImaged.__call__
+    calls = []
 
-    def full(fd, offset, length):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    class Killed(BaseException):  # not an Exception: the unreadable-image guard lets it through, as a kill
+        pass
 
-    monkeypatch.setattr(cache_module.os, "posix_fallocate", full)
-    with pytest.raises(OSError) as err:
-        UInt8ImageCache([{"image": str(p)} for p in pngs], 32, tmp_path / "cache")
+    def stops_at_the_third(self, data):
+        calls.append(data)
+        if len(calls) == 3:
+            raise Killed
+        return load(self, data)
+
+    monkeypatch.setattr(cache_module.LoadAnyImaged, "__call__", stops_at_the_third)
+    with pytest.raises(Killed):
+        UInt8ImageCache(items, 256, tmp_path / "cache", batch_size=1)
     (partial,) = (tmp_path / "cache").glob("*.partial")
-    assert str(err.value) == f"[Errno 28] No space left on device (the image cache needs 0.00 GiB): '{partial}'"
-    assert decoded == []
+    built = np.load(partial)[:2].copy()
+    assert built.any()
+
+    calls.clear()
+    full = types.SimpleNamespace(f_bavail=0, f_frsize=4096)
+    monkeypatch.setattr(cache_module.os, "statvfs", lambda path: full)
+    with pytest.raises(OSError) as err:
+        UInt8ImageCache(items, 256, tmp_path / "cache", batch_size=1)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(partial)
+    assert "the image cache needs" in str(err.value) and "0.00 GiB are free" in str(err.value)
+    assert calls == []  # refused before decoding
+    assert json.loads(next((tmp_path / "cache").glob("*.partial.json")).read_text())["rows"] == 2
+    np.testing.assert_array_equal(np.load(partial)[:2], built)  # the stopped build's rows are kept
+
+    monkeypatch.undo()
+    resumed = UInt8ImageCache(items, 256, tmp_path / "cache", batch_size=1)
+    np.testing.assert_array_equal(resumed.array, UInt8ImageCache(items, 256, tmp_path / "fresh").array)
 
 
 def test_a_change_of_pixel_rules_rebuilds_the_cache(pngs, tmp_path, monkeypatch):
