@@ -8,6 +8,7 @@ than NCCL's timeout (other ranks waiting out rank 0's image-cache build) also be
 
 from __future__ import annotations
 
+import atexit
 from datetime import timedelta
 from typing import Any
 
@@ -29,8 +30,17 @@ def host_group() -> Any:
     global _HOST_GROUP
     world = torch.distributed.group.WORLD
     if _HOST_GROUP is None or _HOST_GROUP[0] is not world:
+        if _HOST_GROUP is None:
+            atexit.register(_forget)
         _HOST_GROUP = (world, torch.distributed.new_group(backend="gloo", timeout=HOST_WAIT))
     return _HOST_GROUP[1]
+
+
+def _forget() -> None:
+    """Drop this module's references at exit, before the interpreter tears modules down: a gloo group
+    freed during that teardown aborted a rank ("terminate called without an active exception")."""
+    global _HOST_GROUP
+    _HOST_GROUP = None
 
 
 def broadcast_float(value: float, src: int = 0) -> float:
