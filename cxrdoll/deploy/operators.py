@@ -5,9 +5,9 @@ Chain: DICOMDataLoaderOperator -> DICOMSeriesSelectorOperator (CR|DX) -> :class:
 
 Every input file gets a row of ``report.csv`` (:mod:`cxrdoll.deploy.report`); a bad file or case is
 logged, reported and skipped, and never stops the batch. An output that cannot be written (a full
-disk, a read-only folder) does: ``OutputWriteError`` names it and the cause, and the app exits 2. A series whose chosen image cannot be
-decoded or segmented falls back on its next frontal image; one whose SEG cannot be written does
-not (the writer has no network to run again).
+disk, a read-only folder) does: ``OutputWriteError`` names it and the cause, and the app exits 2.
+A series whose chosen image cannot be decoded or segmented falls back on its next frontal image;
+one whose SEG cannot be written does not (the writer has no network to run again).
 
 :class:`CXRImageOperator` replaces the SDK's DICOMSeriesToVolumeOperator: that one turns a
 single-frame CR/DX into a depth-1 volume with rescale only, whereas the project's loader gives the

@@ -44,7 +44,6 @@ from cxrdoll.dicom.views import is_usable_frontal, view_position
 from cxrdoll.errors import OutputWriteError, writing
 from cxrdoll.io import (is_temporary, lock_folder, read_csv_rows, save_png_atomic, unlock_folder, write_bytes_atomic,
                         write_csv_atomic, write_text_atomic)
-from cxrdoll.labels.writer import trim_torn_source
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -206,11 +205,12 @@ def _trim_journal(path: Path) -> None:
     """Cut off what ``_read_journal`` does not read, before a resumed run appends: a last line without
     its line end (a kill or a full disk mid-write) and anything from the first unparsable line on.
     Appended to, the first new entry would be glued to the torn line and lost with it."""
-    trim_torn_source(path)
     data = path.read_bytes()
     kept = 0
     for line in data.splitlines(keepends=True):
         try:
+            if not line.endswith(b"\n"):
+                break
             json.loads(line)
         except ValueError:
             break
