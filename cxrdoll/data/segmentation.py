@@ -139,9 +139,9 @@ def _decode_mask(im: Any) -> np.ndarray:
 
     RGB(A) and palette images by any colour channel non-zero (alpha ignored; a palette image by the
     colours it shows, not its indices: Pillow's own quantising puts white at index 0), LA by its
-    first channel, other single-value modes as they are; any non-zero value is inside. Lossy JPEG data is thresholded at the midpoint of
-    its range instead (> 127 for 8 bits): its compression artefacts are small non-zero values
-    around every edge and would grow the mask.
+    first channel, other single-value modes as they are; any non-zero value is inside. Lossy JPEG
+    data is thresholded at the midpoint of its range instead (> 127 for 8 bits): its compression
+    artefacts are small non-zero values around every edge and would grow the mask.
     """
     lossy = im.format == "JPEG" or (im.format == "TIFF" and str(im.info.get("compression", "")).endswith("jpeg"))
     if im.mode in _SINGLE_VALUE_MODES:

@@ -56,11 +56,11 @@ def unit_range(array: np.ndarray) -> np.ndarray:
     """
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
-    lo, hi = robust_range(array)  # refuses an empty image and NaN or infinite pixels
     unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)
+    if unit_kind and array.size and float(array.min()) >= 0 and float(array.max()) <= 1:  # NaN fails this
+        return array.astype(np.float32)
+    lo, hi = robust_range(array)  # refuses an empty image and NaN or infinite pixels
     array = array.astype(np.float32)
-    if unit_kind and float(array.min()) >= 0 and float(array.max()) <= 1:
-        return array
     if lo >= 0 and 255 < hi <= TWELVE_BIT_MAX:
         return np.clip(array / TWELVE_BIT_MAX, 0.0, 1.0)
     return robust_minmax(array, lo, hi)
