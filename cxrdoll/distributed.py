@@ -1,4 +1,5 @@
-"""A CPU (gloo) process group beside the default one, for collectives that must not involve the GPU.
+"""Process groups of a multi-process run: joining the launcher's, freeing it safely at exit, and a CPU
+(gloo) group beside it for collectives that must not involve the GPU.
 
 Under torchrun on GPUs the default group is NCCL: a collective there runs on the device, and reading
 its result back (``.item()``) waits for every kernel queued before it. A handler that agrees on a
@@ -9,6 +10,7 @@ than NCCL's timeout (other ranks waiting out rank 0's image-cache build) also be
 from __future__ import annotations
 
 import atexit
+import gc
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +22,15 @@ import torch
 HOST_WAIT = timedelta(hours=24)
 
 _HOST_GROUP: tuple[Any, Any] | None = None  # (the default group it was made under, the gloo group)
+_RELEASE_REGISTERED = False
+
+
+def init_process_group(backend: str) -> None:
+    """Join the launcher's process group (unless already joined) and have it freed at exit while the
+    interpreter still runs (:func:`_release_at_exit`)."""
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend)
+    _register_release()
 
 
 def host_group() -> Any:
@@ -30,17 +41,27 @@ def host_group() -> Any:
     global _HOST_GROUP
     world = torch.distributed.group.WORLD
     if _HOST_GROUP is None or _HOST_GROUP[0] is not world:
-        if _HOST_GROUP is None:
-            atexit.register(_forget)
+        _register_release()
         _HOST_GROUP = (world, torch.distributed.new_group(backend="gloo", timeout=HOST_WAIT))
     return _HOST_GROUP[1]
 
 
-def _forget() -> None:
-    """Drop this module's references at exit, before the interpreter tears modules down: a gloo group
-    freed during that teardown aborted a rank ("terminate called without an active exception")."""
+def _register_release() -> None:
+    global _RELEASE_REGISTERED
+    if not _RELEASE_REGISTERED:
+        atexit.register(_release_at_exit)
+        _RELEASE_REGISTERED = True
+
+
+def _release_at_exit() -> None:
+    """Free process groups before interpreter finalization. ``destroy_process_group()`` only unregisters
+    them: the DDP wrapper (inside the workflow's reference cycles) and this module still hold them, and
+    freed in finalization's last collection, where other threads may no longer take the GIL, a gloo
+    group's teardown aborted a finished rank now and then ("terminate called without an active
+    exception", exit -6). An ``atexit`` handler runs before finalization starts."""
     global _HOST_GROUP
     _HOST_GROUP = None
+    gc.collect()
 
 
 def broadcast_float(value: float, src: int = 0) -> float:

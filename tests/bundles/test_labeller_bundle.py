@@ -40,7 +40,7 @@ def test_multi_gpu_config_shards_by_rank():
     parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "multi_gpu_inference.json")])
     assert parser["labeller#rank"] == "@rank" and parser["rank"] == "$dist.get_rank()"
     assert parser["world_size"] == "$dist.get_world_size()"
-    assert "$dist.is_initialized() or dist.init_process_group(backend=@dist_backend)" in parser["initialize"]
+    assert "$cxrdoll.distributed.init_process_group(@dist_backend)" in parser["initialize"]
     assert parser["run"] == ["$@labeller.run()"]
 
 
