@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, pixel_array
 from pydicom.uid import SegmentationStorage
 
 from cxrdoll.data.pixels import robust_minmax, robust_range
@@ -118,7 +118,7 @@ def dataset_to_image(
         raise ValueError(f"voi must be one of {VOI_MODES}, got {voi!r}")
     check_cxr(ds, source)
     try:
-        raw = ds.pixel_array
+        raw = pixel_array(ds)  # not ds.pixel_array, which keeps the decoded array on a dataset the caller may hold
     except Exception as err:  # decoders raise many types; the file is what is wrong
         raise DicomInputError(source, f"pixel data could not be decoded ({type(err).__name__}: {err})") from None
     # Header values of any shape reach these steps (short LUT Data, unparsable Rescale Slope): the
