@@ -177,6 +177,36 @@ def test_inputs_whose_sanitised_names_collide_get_distinct_outputs(tmp_path):
     assert levels["Möller/1.dcm"] < levels["Müller/1.dcm"]  # each output holds its own input
 
 
+def test_an_input_path_longer_than_a_file_name_is_ingested_under_a_shortened_name(tmp_path):
+    """A PACS layout of UID folders (Study/Series/SOP.dcm) joins into one name of over 255 bytes: the
+    file system refused it, and the whole batch stopped as if the disk were full."""
+    uid = "1.2.840.113619.2.55.3." + "7" * 42
+    relative = f"{uid}1/{uid}2/{uid}3/{uid}4.dcm"
+    (tmp_path / "in" / relative).parent.mkdir(parents=True)
+    save(make_cr(), tmp_path / "in" / relative)
+    save(make_cr(), tmp_path / "in" / "short.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(tmp_path / "in"), "--out", str(out), "--workers", "0"]) == 0
+    report = _report(out)
+    assert report[relative]["status"] == "ok" and report["short.dcm"]["output"] == "images/short.png"
+    output = out / report[relative]["output"]
+    assert output.is_file() and len(output.name.encode()) <= 255 and output.name.startswith(uid)
+
+
+def test_an_input_named_like_a_temporary_keeps_its_output(tmp_path):
+    """'.scan.abcdefgh.tmp.dcm' became '.scan.abcdefgh.tmp.png', which the end-of-run sweep of killed
+    writers' temporaries deleted, while the datalist and report still listed it."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(), root / ".scan.abcdefgh.tmp.dcm")
+    save(make_cr(), root / ".dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 0
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    assert len(items) == 2 and all(Path(item["image"]).is_file() for item in items)
+    assert not any(Path(item["image"]).name.startswith(".") for item in items)  # no hidden outputs either
+
+
 def test_an_earlier_run_s_outputs_are_refused_or_replaced_never_mixed(tmp_path, capsys):
     """A re-run at another size rewrote images under the old datalist (killed: sizes mixed), and a
     --deidentify re-run left the earlier run's identifiable file names beside its pseudonyms."""
