@@ -229,12 +229,22 @@ def _plan(files: list[Path], in_dir: Path, options: IngestOptions) -> list[_Job]
     jobs, owners = [], {}  # output name (lower case) -> the input it was given to
     for path in files:
         relative = path.relative_to(in_dir).as_posix()
-        name = _output_name(relative, options.deidentify, options.pseudonym_key)
-        if name.lower() in owners:  # 'Müller/1.dcm' and 'Möller/1.dcm' both sanitise to 'M_ller__1'
-            name = f"{name}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:8]}"
+        name = _unused_name(_output_name(relative, options.deidentify, options.pseudonym_key), relative, owners)
         owners[name.lower()] = relative
         jobs.append(_Job(path, name, name if options.deidentify else _printable(relative)))
     return sorted(jobs, key=lambda job: job.name) if options.deidentify else jobs
+
+
+def _unused_name(name: str, relative: str, owners: dict[str, str]) -> str:
+    """``name``, or when another input has it (in any case: 'Müller/1.dcm' and 'Möller/1.dcm' both
+    sanitise to 'M_ller__1') ``name`` with a hash of ``relative``, then a number: the hashed name may
+    be one an input was given already ('a__b <hash>'), and two jobs of one name overwrite each other."""
+    candidate = f"{name}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:8]}" if name.lower() in owners else name
+    number = 1
+    while candidate.lower() in owners:
+        number += 1
+        candidate = f"{name}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:8]}_{number}"
+    return candidate
 
 
 def _printable(relative: str) -> str:

@@ -207,6 +207,24 @@ def test_an_input_named_like_a_temporary_keeps_its_output(tmp_path):
     assert not any(Path(item["image"]).name.startswith(".") for item in items)  # no hidden outputs either
 
 
+def test_a_clash_s_hash_suffix_never_takes_another_input_s_name(tmp_path):
+    """'a/b.dcm' and 'a__b.dcm' both sanitise to 'a__b'; the second got 'a__b_<hash>', which a file
+    'a__b <hash>' had already been given: one image overwrote the other and that input had no report row."""
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    suffix = ingest.hashlib.sha256(b"a__b.dcm").hexdigest()[:8]
+    for i, relative in enumerate(("a/b.dcm", f"a__b {suffix}", "a__b.dcm")):
+        save(make_cr(np.full((16, 16), 100 * (i + 1), np.uint16), WindowCenter=200, WindowWidth=600), root / relative)
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 0
+    report = _report(out)
+    assert sorted(report) == sorted(["a/b.dcm", "a__b.dcm", f"a__b {suffix}"])
+    assert len({row["output"] for row in report.values()}) == 3
+    levels = [np.asarray(__import__("PIL.Image").Image.open(out / report[r]["output"])).mean()
+              for r in ("a/b.dcm", f"a__b {suffix}", "a__b.dcm")]
+    assert levels == sorted(levels) and len(set(levels)) == 3  # each output holds its own input
+
+
 def test_an_earlier_run_s_outputs_are_refused_or_replaced_never_mixed(tmp_path, capsys):
     """A re-run at another size rewrote images under the old datalist (killed: sizes mixed), and a
     --deidentify re-run left the earlier run's identifiable file names beside its pseudonyms."""
