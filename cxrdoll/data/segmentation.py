@@ -31,7 +31,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
-from cxrdoll.io import is_temporary, read_json
+from cxrdoll.io import is_temporary, read_json, relative_output
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
 from cxrdoll.networks.encoders import checked_image_size
@@ -70,6 +70,14 @@ def _unique_stems(paths: Iterable[Path], what: str) -> None:
             raise ValueError(f"{what}: {seen[key]} and {path} have the same file stem {_stem(path)!r} "
                              "(ids are file stems); rename one")
         seen[key] = path
+
+
+def _check_stem_names_folder(path: Path) -> None:
+    """Refuse a file whose stem, its id, names no folder inside the output: '...png' has the stem '..'."""
+    try:
+        relative_output(_stem(path), "file stem")
+    except ValueError as err:
+        raise ValueError(f"{path}: {err} (ids are file stems, and name the output folders); rename it") from None
 
 
 def _checked_file(path: Path, suffixes: Sequence[str], what: str) -> str:
@@ -431,6 +439,8 @@ def folder_items(folder: str | Path) -> list[dict[str, Any]]:
     if not images:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     _unique_stems(images, str(folder))  # ids name the output folders: OUT/<id>/
+    for image in images:
+        _check_stem_names_folder(image)
     return [{"image": str(p.resolve()), "id": _stem(p)} for p in images]
 
 

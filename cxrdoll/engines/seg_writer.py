@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from cxrdoll.data.unreadable import readable
-from cxrdoll.io import save_png_atomic, write_bytes_atomic
+from cxrdoll.io import relative_output, save_png_atomic, write_bytes_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 
@@ -69,8 +69,12 @@ class SegmentationWriter:
 
     def write(self, image_id: str, prob: np.ndarray) -> None:
         """Write one image's files; an id already written by this writer (in any case) is refused,
-        since its files would silently replace the earlier image's."""
-        folder = self.output_dir / image_id
+        since its files would silently replace the earlier image's, and so is one naming a folder
+        outside ``output_dir`` (``..``, an absolute path: ids come from input data)."""
+        try:
+            folder = self.output_dir / relative_output(image_id, "id")
+        except ValueError as err:
+            raise ValueError(f"{self.output_dir}: {err}") from None
         earlier = self._ids.get(image_id.casefold())
         if earlier is not None:
             raise ValueError(f"{folder}: id {image_id!r} was already written (as {earlier!r}) in this run; "

@@ -38,6 +38,16 @@ def _png(path, array, **kwargs):
 # 1. duplicate stems
 
 
+@pytest.mark.parametrize("name", ["...png", "..png"])
+def test_inference_folder_refuses_an_image_whose_stem_names_no_folder(tmp_path, name):
+    """'...png' has the stem '..': its id named OUT/.. and its masks were written outside OUT."""
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name, format="PNG")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok.png")
+    with pytest.raises(ValueError, match="is not a relative path inside") as refused:
+        folder_items(tmp_path)
+    assert str(tmp_path / name) in str(refused.value)
+
+
 @pytest.mark.parametrize("names", [("scan.jpg", "scan.png"), ("a.PNG", "a.png"), ("A.png", "a.png")])
 def test_inference_folder_refuses_images_sharing_a_stem(tmp_path, names):
     """Ids are stems and name OUT/<id>/: the second image's outputs would replace the first's."""

@@ -17,3 +17,13 @@ def test_a_second_image_with_an_id_already_written_is_refused(tmp_path):
         with pytest.raises(ValueError, match=f"id '{again}' was already written \\(as 'scan'\\)"):
             writer.write(again, prob)
     assert writer.written == [tmp_path / "scan", tmp_path / "other"]
+
+
+@pytest.mark.parametrize("image_id", ["..", ".", "", "../escaped", "{tmp}/abs", "a\\..\\..\\b", "a\0b", "x" * 256])
+def test_an_id_that_names_no_folder_inside_the_output_is_refused(tmp_path, image_id):
+    """Ids come from input data: '..' (an image named '...png') wrote its masks beside OUT, '.' into OUT itself."""
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="id .* (is not a relative path inside|longer than)") as refused:
+        SegmentationWriter(out, ["lung"]).write(image_id.replace("{tmp}", str(tmp_path)), np.ones((1, 4, 4), np.float32))
+    assert "\n" not in str(refused.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
