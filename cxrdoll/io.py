@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import time
+import unicodedata
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,13 @@ def relative_output(name: str, what: str, suffix: str | None = None) -> PurePosi
         raise ValueError(f"{what} {name!r} has a part longer than a file name can be ({_NAME_MAX} bytes): "
                          f"{long[0][:40]!r}...")
     return rel
+
+
+def same_file_key(name: str) -> str:
+    """``name`` as a disk that ignores case and Unicode normalisation sees it (macOS, Windows, SMB
+    shares: 'A' and 'a', 'ü' composed or not, are one file): names from input data with equal keys
+    would overwrite each other's outputs there."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 @contextmanager

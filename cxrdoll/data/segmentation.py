@@ -31,7 +31,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
-from cxrdoll.io import is_temporary, read_json, relative_output
+from cxrdoll.io import is_temporary, read_json, relative_output, same_file_key
 from cxrdoll.labels.quality import read_truth
 from cxrdoll.labels.writer import check_label, read_label
 from cxrdoll.networks.encoders import checked_image_size
@@ -57,7 +57,7 @@ def _stem(path: Path) -> str:
 
 
 def _unique_stems(paths: Iterable[Path], what: str) -> None:
-    """Refuse two files whose stems differ only in case or not at all (``scan.png``, ``scan.JPG``).
+    """Refuse two files whose stems differ only in case, Unicode form, or not at all (``scan.png``, ``scan.JPG``).
 
     Ids are stems, and an id names the inference output folder and the mask a folder datalist
     matches: two such files would silently share one (and on case-insensitive disks ``A`` and
@@ -65,7 +65,7 @@ def _unique_stems(paths: Iterable[Path], what: str) -> None:
     """
     seen: dict[str, Path] = {}
     for path in paths:
-        key = _stem(path).casefold()
+        key = same_file_key(_stem(path))
         if key in seen:
             raise ValueError(f"{what}: {seen[key]} and {path} have the same file stem {_stem(path)!r} "
                              "(ids are file stems); rename one")

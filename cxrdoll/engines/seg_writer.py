@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from cxrdoll.data.unreadable import readable
-from cxrdoll.io import relative_output, save_png_atomic, write_bytes_atomic
+from cxrdoll.io import relative_output, same_file_key, save_png_atomic, write_bytes_atomic
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 
@@ -49,7 +49,7 @@ class SegmentationWriter:
         self.output_format = output_format
         self.threshold = threshold
         self.written: list[Path] = []
-        self._ids: dict[str, str] = {}  # casefolded id -> the id written
+        self._ids: dict[str, str] = {}  # same_file_key of an id -> the id written
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -68,18 +68,18 @@ class SegmentationWriter:
             self.write(str(image_id), prob)
 
     def write(self, image_id: str, prob: np.ndarray) -> None:
-        """Write one image's files; an id already written by this writer (in any case) is refused,
+        """Write one image's files; an id already written by this writer (in any case or Unicode form) is refused,
         since its files would silently replace the earlier image's, and so is one naming a folder
         outside ``output_dir`` (``..``, an absolute path: ids come from input data)."""
         try:
             folder = self.output_dir / relative_output(image_id, "id")
         except ValueError as err:
             raise ValueError(f"{self.output_dir}: {err}") from None
-        earlier = self._ids.get(image_id.casefold())
+        earlier = self._ids.get(same_file_key(image_id))
         if earlier is not None:
             raise ValueError(f"{folder}: id {image_id!r} was already written (as {earlier!r}) in this run; "
                              "two inputs with one id would overwrite each other's outputs")
-        self._ids[image_id.casefold()] = image_id
+        self._ids[same_file_key(image_id)] = image_id
         for name, p in zip(self.class_names, prob):
             mask = p > self.threshold
             if self.output_format == "png":

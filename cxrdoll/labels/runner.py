@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.any_image import DICOM_SUFFIXES, LoadAnyImaged, pil_error
 from cxrdoll.data.datalist import DATALIST_KINDS, PackedItems, absolute_images, item_kind
-from cxrdoll.io import as_json, file_sha256, read_json, without_nan, write_json_atomic
+from cxrdoll.io import as_json, file_sha256, read_json, same_file_key, without_nan, write_json_atomic
 from cxrdoll.labels.binarise import METHODS, binarise
 from cxrdoll.labels.boost import boost
 from cxrdoll.labels.distil import WEIGHT_SCHEMES, skill_weights
@@ -136,6 +136,25 @@ def _changed_sources_message(output_dir: Path, changed: list[tuple[Path, dict, d
         f"({' / '.join(differ)} differ)" + (f"; also {', '.join(others)}" if others else "")
         + "; delete those label files to label their images again, or use a new output_dir"
     )
+
+
+def _check_label_names(path: Path, sections: dict[str, list[dict]]) -> None:
+    """Refuse, before anything is labelled, an id that names no label file (it would end the run at its
+    write) and two ids naming one: a repeat, another extension, or, on a disk blind to case and
+    Unicode normalisation (macOS, Windows), another case or form: one label would replace the other."""
+    owners: dict[str, str] = {}  # label file, as such a disk sees it -> the id that names it
+    for section, items in sections.items():
+        for i, item in enumerate(items):
+            try:
+                target = label_path(".", item["id"]).as_posix()
+            except ValueError as err:
+                raise ValueError(f"{path}: {section}[{i}]: {err}") from None
+            key = same_file_key(target)
+            if key in owners:
+                raise ValueError(f"{path}: ids {owners[key]!r} and {item['id']!r} name the same label file {target!r} "
+                                 "(ids name label files without their extension, and macOS and Windows disks "
+                                 "ignore case)")
+            owners[key] = item["id"]
 
 
 def _as_list(batch: list) -> list:
@@ -324,13 +343,7 @@ class LabelRunner:
             name, _, source = DATALIST_KINDS["classification"]
             raise ValueError(f"{path}: no item has 'raw_label'{like}; the labeller takes {name} with the raw labels "
                              f"(1/0/-1/blank) in 'raw_label': {source}")
-        owners: dict[Path, str] = {}  # label file -> the id that names it
-        for item in (item for items in out.values() for item in items):
-            target = label_path(".", item["id"])
-            if target in owners:
-                raise ValueError(f"{path}: ids {owners[target]!r} and {item['id']!r} name the same label file "
-                                 f"{target.as_posix()!r} (ids name label files without their extension)")
-            owners[target] = item["id"]
+        _check_label_names(path, out)
         return out
 
     # ----------------------------------------------------------------------------------- setup

@@ -16,14 +16,15 @@ import os
 import subprocess
 import time
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import npz_bytes, read_csv_rows, read_json, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from cxrdoll.io import (npz_bytes, read_csv_rows, read_json, relative_output, write_bytes_atomic, write_csv_atomic,
+                        write_json_atomic)
 
 SHARD_DIR = ".shards"
 CODE_DIR = "code"  # under SHARD_DIR: one record per code version that wrote labels here
@@ -31,11 +32,9 @@ REPORT_COLUMNS = ("id", "image", "reason")
 
 
 def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
-    """``out_dir/<id without extension>.npz``; ids that would escape ``out_dir`` are refused."""
-    rel = PurePosixPath(str(item_id).replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ValueError(f"item id {item_id!r} is not a relative path inside the label folder")
-    return Path(out_dir) / rel.with_suffix(".npz")
+    """``out_dir/<id without extension>.npz``; ids that would escape ``out_dir``, or that no file
+    can be named after, are refused (``cxrdoll.io.relative_output``)."""
+    return Path(out_dir) / relative_output(item_id, "item id", ".npz")
 
 
 # zlib level of label files. The labeller writes them inline, so the GPU waits: on demo labels

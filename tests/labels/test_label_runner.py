@@ -465,6 +465,32 @@ def test_ids_naming_the_same_label_file_are_refused(setup, tmp_path):
             LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
 
 
+def test_ids_one_label_file_on_a_case_blind_disk_are_refused(setup, tmp_path):
+    """On macOS and Windows disks (and SMB shares of them) 'A' and 'a', and 'ü' composed or not, are
+    one file: the second image's label replaced the first's, and a resumed run took both as done."""
+    classifiers, datalist, _, _ = setup
+    doc = json.loads(Path(datalist).read_text())
+    item = doc["training"][0]
+    copy = tmp_path / "twins.json"
+    for first, twin in ((item["id"], item["id"].upper()), ("tiny/M\u00fcller.png", "tiny/Mu\u0308ller.png")):
+        copy.write_text(json.dumps({**doc, "training": [{**item, "id": first}, {**item, "id": twin}]}))
+        with pytest.raises(ValueError, match=rf"twins.json: ids '{first}' and '{twin}' name the same label file"):
+            LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
+
+
+@pytest.mark.parametrize("bad", ["a\0b.png", "tiny/" + "x" * 300 + ".png", "../up.png"])
+def test_an_id_that_can_name_no_label_file_is_refused_before_labelling(setup, tmp_path, bad):
+    """A NUL or a 300-byte part passed the datalist check and ended the run at its write, hours in."""
+    classifiers, datalist, _, _ = setup
+    doc = json.loads(Path(datalist).read_text())
+    copy = tmp_path / "bad.json"
+    copy.write_text(json.dumps({**doc, "validation": [*doc["validation"], {**doc["training"][0], "id": bad}]}))
+    n = len(doc["validation"])
+    with pytest.raises(ValueError, match=rf"bad.json: validation\[{n}\]: item id .* (is not a relative path|longer)"):
+        LabelRunner(classifiers, copy, tmp_path / "out", **OPTIONS)
+    assert not (tmp_path / "out").exists()
+
+
 def test_max_items_per_section_labels_the_first_items_identically(setup, tmp_path):
     classifiers, datalist, reference, _ = setup
     summary = LabelRunner(classifiers, datalist, tmp_path, max_items_per_section=2, **OPTIONS).run()

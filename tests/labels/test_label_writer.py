@@ -45,7 +45,7 @@ def test_label_file_checks(tmp_path):
 def test_label_path_keeps_ids_inside_the_folder(tmp_path):
     assert label_path(tmp_path, "CheXpert/train/p1/s1/view1.jpg") == tmp_path / "CheXpert/train/p1/s1/view1.npz"
     for bad in ("../x.jpg", "/abs/x.jpg", ""):
-        with pytest.raises(ValueError, match="is not a relative path inside the label folder"):
+        with pytest.raises(ValueError, match="is not a relative path inside the output folder"):
             label_path(tmp_path, bad)
 
 
