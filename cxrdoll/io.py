@@ -177,13 +177,23 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: the bytes of a file name that is not UTF-8 (a Latin-1 folder,
+    which Python carries as surrogates, and UTF-8 cannot encode) written as ``\\xfc``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name gave (a JSON string's '\\ud800')
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A CSV table (header, then rows; ``\\n`` line ends) written atomically: no reader sees half a table."""
+    """A CSV table (header, then rows; ``\\n`` line ends) written atomically: no reader sees half a table.
+    File names that are not UTF-8 are written ``printable``: one would fail the whole table."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, printable(buffer.getvalue()))
 
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -6,8 +6,8 @@ import pytest
 
 import hashlib
 
-from cxrdoll.io import (atomic_path, file_sha256, files_fingerprint, read_json, save_npz_atomic, write_bytes_atomic,
-                        write_csv_atomic, write_json_atomic)
+from cxrdoll.io import (atomic_path, file_sha256, files_fingerprint, read_csv_rows, read_json, save_npz_atomic,
+                        write_bytes_atomic, write_csv_atomic, write_json_atomic)
 
 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
@@ -80,6 +80,15 @@ def test_csv_tables_round_trip_with_commas_quotes_and_newlines(tmp_path):
     write_csv_atomic(tmp_path / "t.csv", ("id", "reason"), rows)
     with open(tmp_path / "t.csv", newline="") as fh:
         assert list(csv.reader(fh)) == [["id", "reason"], *rows]
+
+
+def test_csv_tables_take_file_names_that_are_not_utf8(tmp_path):
+    """A Latin-1 file name ('M\\xfcller.dcm' on disk) reaches Python as a surrogate: the whole table
+    (a run's predictions.csv, the deploy app's report) failed to write with UnicodeEncodeError."""
+    name = os.fsdecode(b"M\xfcller.dcm")
+    write_csv_atomic(tmp_path / "t.csv", ("file", "reason"), [[name, "ok"], ["caf\u00e9.dcm", "ok"]])
+    assert read_csv_rows(tmp_path / "t.csv") == [{"file": "M\\xfcller.dcm", "reason": "ok"},
+                                                {"file": "caf\u00e9.dcm", "reason": "ok"}]
 
 
 def test_file_sha256_is_the_hash_of_the_bytes(tmp_path):

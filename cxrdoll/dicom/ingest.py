@@ -42,8 +42,8 @@ from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, check_cxr, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal, view_position
 from cxrdoll.errors import OutputWriteError, writing
-from cxrdoll.io import (is_temporary, lock_folder, read_csv_rows, save_png_atomic, unlock_folder, write_bytes_atomic,
-                        write_csv_atomic, write_text_atomic)
+from cxrdoll.io import (is_temporary, lock_folder, printable, read_csv_rows, save_png_atomic, unlock_folder,
+                        write_bytes_atomic, write_csv_atomic, write_text_atomic)
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -231,7 +231,7 @@ def _plan(files: list[Path], in_dir: Path, options: IngestOptions) -> list[_Job]
         relative = path.relative_to(in_dir).as_posix()
         name = _unused_name(_output_name(relative, options.deidentify, options.pseudonym_key), relative, owners)
         owners[name.lower()] = relative
-        jobs.append(_Job(path, name, name if options.deidentify else _printable(relative)))
+        jobs.append(_Job(path, name, name if options.deidentify else printable(relative)))
     return sorted(jobs, key=lambda job: job.name) if options.deidentify else jobs
 
 
@@ -245,11 +245,6 @@ def _unused_name(name: str, relative: str, owners: dict[str, str]) -> str:
         number += 1
         candidate = f"{name}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:8]}_{number}"
     return candidate
-
-
-def _printable(relative: str) -> str:
-    """A path as the report can write it: bytes that are not UTF-8 (a Latin-1 folder name) escaped."""
-    return os.fsencode(relative).decode("utf-8", "backslashreplace")
 
 
 def _fingerprint(path: Path, options: IngestOptions) -> list[int] | str | None:

@@ -57,3 +57,15 @@ def test_a_report_that_cannot_be_written_is_an_error_naming_it(tmp_path, monkeyp
     monkeypatch.setattr(report_module, "write_csv_atomic", no_space)
     with pytest.raises(OutputWriteError, match=f"^{re.escape(str(tmp_path / 'report.csv'))}: No space left on device$"):
         RunReport(folder).write(tmp_path / "report.csv")
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_row_and_its_reason(tmp_path):
+    """The report of a folder holding 'M\\xfcller.dcm' (Latin-1 bytes) was not written at all (UnicodeEncodeError)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(make_cr(Modality="CT"), folder / os.fsdecode(b"M\xfcller.dcm"))
+    rows = RunReport(folder).write(tmp_path / "report.csv")
+    with open(tmp_path / "report.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(rows) == 1 and table[0]["file"] == "M\\xfcller.dcm"
+    assert table[0]["reason"] == "modality 'CT' is not CR or DX"  # read from the file itself
