@@ -47,6 +47,22 @@ def relative_output(name: str, what: str, suffix: str | None = None) -> PurePosi
     return rel
 
 
+FILE_NAME_LIMIT = 200  # characters of a name made by safe_file_name: a suffix ('.nii.gz', a clash's hash) still fits
+
+
+def safe_file_name(text: str, source: str | None = None) -> str:
+    """``text`` (from input data: a path, an id) as one file name any disk takes: runs of characters
+    other than ASCII letters, digits, ``.``, ``_`` and ``-`` become ``_``, a leading dot ``_`` (a hidden
+    ``.x.abcdefgh.tmp.png`` reads as a killed write's temporary, which is deleted), an empty name ``_``;
+    one over ``FILE_NAME_LIMIT`` characters is cut and ends in a hash of ``source`` (default ``text``)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    name = "_" + name[1:] if name.startswith(".") else name or "_"
+    if len(name) > FILE_NAME_LIMIT:
+        digest = hashlib.sha256(os.fsencode(text if source is None else source)).hexdigest()[:16]
+        name = f"{name[:FILE_NAME_LIMIT - 17]}_{digest}"
+    return name
+
+
 def same_file_key(name: str) -> str:
     """``name`` as a disk that ignores case and Unicode normalisation sees it (macOS, Windows, SMB
     shares: 'A' and 'a', 'ü' composed or not, are one file): names from input data with equal keys

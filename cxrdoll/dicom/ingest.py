@@ -22,7 +22,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import warnings
@@ -42,14 +41,13 @@ from cxrdoll.data.datalist import write_datalist
 from cxrdoll.dicom.loader import CXRImage, DicomInputError, check_cxr, dataset_to_image, read_dataset
 from cxrdoll.dicom.views import is_usable_frontal, view_position
 from cxrdoll.errors import OutputWriteError, writing
-from cxrdoll.io import (is_temporary, lock_folder, printable, read_csv_rows, save_png_atomic, unlock_folder,
-                        write_bytes_atomic, write_csv_atomic, write_text_atomic)
+from cxrdoll.io import (is_temporary, lock_folder, printable, read_csv_rows, safe_file_name, save_png_atomic,
+                        unlock_folder, write_bytes_atomic, write_csv_atomic, write_text_atomic)
 
 FORMATS: tuple[str, ...] = ("png", "nifti")
 REPORT_COLUMNS: tuple[str, ...] = (
     "file", "status", "reason", "output", "modality", "view", "photometric", "voi", "rows", "cols",
 )
-NAME_LIMIT = 200  # characters (ASCII) of an output name: '.nii.gz' and a clash's hash suffix still fit in 255 bytes
 JOURNAL = "ingest_journal.jsonl"  # a run's finished files, until its datalist and report are written
 # zlib level of the written PNGs: on a 1955x1841 CR, 6 (Pillow's default) took 500 ms and 1.28 MB,
 # 3 took 128 ms and 1.43 MB (2026-11-30, this repo's 2-core CPU)
@@ -579,9 +577,4 @@ def _output_name(relative: str, deidentify: bool, key: bytes | None = None) -> s
         digest = hmac.new(key, os.fsencode(relative), hashlib.sha256) if key else hashlib.sha256(os.fsencode(relative))
         return "cxr_" + digest.hexdigest()[:16]
     stem = relative.rsplit(".", 1)[0] if relative.lower().endswith((".dcm", ".dicom")) else relative
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__"))
-    # never hidden or empty: '.x.abcdefgh.tmp.png' reads as a killed write's temporary, which the run deletes
-    name = "_" + name[1:] if name.startswith(".") else name or "_"
-    if len(name) > NAME_LIMIT:  # UID folders joined: the file system takes 255 bytes, suffix and temporary included
-        name = f"{name[:NAME_LIMIT - 17]}_{hashlib.sha256(os.fsencode(relative)).hexdigest()[:16]}"
-    return name
+    return safe_file_name(stem.replace("/", "__"), relative)  # UID folders joined can pass 255 bytes

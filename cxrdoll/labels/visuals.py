@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import write_bytes_atomic
+from cxrdoll.io import safe_file_name, write_bytes_atomic
 
 
 def overlay_rgb(image: np.ndarray, soft: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -32,7 +31,8 @@ def overlay_rgb(image: np.ndarray, soft: np.ndarray, alpha: float = 0.5) -> np.n
 
 
 def _safe_name(item_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(item_id).rsplit(".", 1)[0])
+    """The id, its extension and folders dropped into one name: 'p1/s1/view1.jpg' -> 'p1_s1_view1'."""
+    return safe_file_name(str(item_id).rsplit(".", 1)[0], str(item_id))
 
 
 class OverlayWriter:

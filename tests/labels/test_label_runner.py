@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.labels.runner import LabelRunner
+from cxrdoll.labels.runner import LabelResult, LabelRunner
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
 from cxrdoll.labels.writer import label_path, read_label, read_report, read_sources, shard_path
 from cxrdoll.networks import build_classifier
@@ -419,6 +419,21 @@ def test_overlay_and_tensorboard_handlers(setup, tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert sorted(events.Tags()["images"]) == [f"labels/{OBSERVATIONS[CARDIO]}", f"labels/{OBSERVATIONS[EDEMA]}"]
+
+
+def test_an_overlay_of_a_long_or_hidden_id_gets_a_name_the_disk_takes(tmp_path):
+    """Each part of 'p.../s.../v....jpg' fits a file name, the joined overlay name did not: the
+    labeller ended with 'File name too long'. A hidden '.x.abcdefgh.tmp' read as a stale temporary."""
+    state = np.zeros(len(OBSERVATIONS), np.int8)
+    state[CARDIO] = 1
+    writer = OverlayWriter(tmp_path, max_images=4)
+    ids = ["/".join(["p" * 100, "s" * 100, "v" * 60 + ".jpg"]), "/".join(["p" * 100, "s" * 100, "w" * 60 + ".jpg"]),
+           ".x.abcdefgh.tmp.jpg"]
+    for item_id in ids:
+        writer(LabelResult(item_id, torch.zeros(1, 8, 8), np.zeros((14, 8, 8), np.float32),
+                           np.zeros((14, 8, 8), np.uint8), state))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and all(len(n.encode()) <= 255 and not n.startswith(".") for n in names)
 
 
 def test_checkpoints_are_checked(setup, tmp_path):
