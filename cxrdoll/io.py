@@ -28,18 +28,16 @@ from cxrdoll.errors import output_error
 _NAME_MAX = 255  # bytes in one path component on Linux and macOS file systems
 
 
-def relative_output(name: str, what: str, suffix: str | None = None) -> PurePosixPath:
+def relative_output(name: str, what: str) -> PurePosixPath:
     """``name``, taken from input data (a datalist id, a file stem), as a path inside an output folder.
 
     Refused, naming ``what``: a name that would leave the folder (absolute, ``..``, also between
     Windows' backslashes), name the folder itself (``.``, empty), hold a NUL, or have a part longer
-    than a file name can be (255 bytes), which would fail only when its file is written. ``suffix``
-    replaces the last part's, checked after (``..`` never becomes ``...npz``).
+    than a file name can be (255 bytes), which would fail only when its file is written.
     """
     rel = PurePosixPath(str(name).replace("\\", "/"))
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\0" in str(name):
         raise ValueError(f"{what} {name!r} is not a relative path inside the output folder")
-    rel = rel if suffix is None else rel.with_suffix(suffix)
     long = [part for part in rel.parts if len(os.fsencode(part)) > _NAME_MAX]
     if long:
         raise ValueError(f"{what} {name!r} has a part longer than a file name can be ({_NAME_MAX} bytes): "

@@ -33,7 +33,7 @@ from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalis
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
 from cxrdoll.io import is_temporary, read_json, relative_output, same_file_key
 from cxrdoll.labels.quality import read_truth
-from cxrdoll.labels.writer import check_label, read_label
+from cxrdoll.labels.writer import check_label, label_path, read_label
 from cxrdoll.networks.encoders import checked_image_size
 
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
@@ -242,7 +242,7 @@ class LoadDollSample:
     """DoLL datalist item -> image and the 14-channel target of ``docs/FORMATS.md`` "DoLL labels".
 
     ``state`` 1: the mask is the target; 0: an empty target; -1: NaN (ignored). With ``truth_dir``
-    (synthetic data), the true finding masks ``truth_dir/<id without extension>.npz`` replace the
+    (synthetic data), the true finding masks ``truth_dir/<id without its image extension>.npz`` replace the
     DoLL label and every channel counts.
     """
 
@@ -255,8 +255,7 @@ class LoadDollSample:
         if self.truth_dir is None:
             label = read_doll_label(item["label"])
         else:
-            truth_path = self.truth_dir / (str(Path(out["id"]).with_suffix("")) + ".npz")
-            label = read_truth(truth_path).astype(np.float32)
+            label = read_truth(label_path(self.truth_dir, out["id"])).astype(np.float32)
         out["label"] = _resize(label, self.size, "nearest-exact")
         return out
 

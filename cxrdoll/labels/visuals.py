@@ -14,6 +14,7 @@ import numpy as np
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.io import safe_file_name, write_bytes_atomic
+from cxrdoll.labels.writer import without_image_suffix
 
 
 def overlay_rgb(image: np.ndarray, soft: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -32,7 +33,7 @@ def overlay_rgb(image: np.ndarray, soft: np.ndarray, alpha: float = 0.5) -> np.n
 
 def _safe_name(item_id: str) -> str:
     """The id, its extension and folders dropped into one name: 'p1/s1/view1.jpg' -> 'p1_s1_view1'."""
-    return safe_file_name(str(item_id).rsplit(".", 1)[0], str(item_id))
+    return safe_file_name(without_image_suffix(str(item_id)), str(item_id))
 
 
 class OverlayWriter:

@@ -31,10 +31,27 @@ CODE_DIR = "code"  # under SHARD_DIR: one record per code version that wrote lab
 REPORT_COLUMNS = ("id", "image", "reason")
 
 
+# extensions of image and mask files (any case): the only last suffixes an id loses to name its label
+IMAGE_FILE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii.gz",
+                                        ".nii", ".dcm", ".dicom")
+
+
+def without_image_suffix(name: str) -> str:
+    """``name`` without an image file extension: 'p1/view1.jpg' -> 'p1/view1', 'scan.nii.gz' -> 'scan'. Any
+    other last suffix stays: ingest-dicom's ids of files named by UID ('1.2.840.113619.320', no extension)
+    differ only there, and all of a series' images would have named one label file."""
+    lower = name.lower()
+    for suffix in IMAGE_FILE_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix) and not name[: -len(suffix)].endswith("/"):
+            return name[: -len(suffix)]
+    return name
+
+
 def label_path(out_dir: str | os.PathLike, item_id: str) -> Path:
-    """``out_dir/<id without extension>.npz``; ids that would escape ``out_dir``, or that no file
-    can be named after, are refused (``cxrdoll.io.relative_output``)."""
-    return Path(out_dir) / relative_output(item_id, "item id", ".npz")
+    """``out_dir/<id without its image extension>.npz``; ids that would escape ``out_dir``, or that no
+    file can be named after, are refused (``cxrdoll.io.relative_output``)."""
+    rel = relative_output(item_id, "item id")  # checked before the suffix: '..' must not pass as '...npz'
+    return Path(out_dir) / relative_output(f"{without_image_suffix(rel.as_posix())}.npz", "item id's label file")
 
 
 # zlib level of label files. The labeller writes them inline, so the GPU waits: on demo labels

@@ -44,9 +44,20 @@ def test_label_file_checks(tmp_path):
 
 def test_label_path_keeps_ids_inside_the_folder(tmp_path):
     assert label_path(tmp_path, "CheXpert/train/p1/s1/view1.jpg") == tmp_path / "CheXpert/train/p1/s1/view1.npz"
+    assert label_path(tmp_path, "scan.NII.GZ") == tmp_path / "scan.npz"
+    assert label_path(tmp_path, "p1/.png") == tmp_path / "p1/.png.npz"  # never a name of its own extension only
     for bad in ("../x.jpg", "/abs/x.jpg", ""):
         with pytest.raises(ValueError, match="is not a relative path inside the output folder"):
             label_path(tmp_path, bad)
+
+
+def test_only_an_image_extension_leaves_an_id_for_its_label_name(tmp_path):
+    """ingest-dicom's ids of files named by UID, without extension, differ in their last number: as an
+    extension it was dropped, and the labeller refused the datalist (one label file for the series)."""
+    series = ["1.2.840.113619.2.55.3.1268071029.320", "1.2.840.113619.2.55.3.1268071029.321"]
+    assert [label_path(tmp_path, i).name for i in series] == [f"{i}.npz" for i in series]
+    assert label_path(tmp_path, "scan.v2").name == "scan.v2.npz"
+    assert label_path(tmp_path, "scan.v2.dcm").name == "scan.v2.npz"
 
 
 def test_finalise_waits_for_every_shard_and_merges_reports(tmp_path):
