@@ -18,8 +18,11 @@ STEPS = ["train_throughput", "train_throughput_autotune", "train_throughput_befo
 
 @pytest.mark.slow
 def test_smoke_session_runs_every_step_and_packs_the_results(tmp_path, shared_data):
+    # One OpenMP thread per step, as the conftest keeps for this process: two threads spin-wait for each other
+    # on a 2-core machine with anything else runnable (the session took 302 s of its 400 s budget beside two
+    # busy processes, 162 s with one thread; a step past its own limit fails the test).
     env = os.environ | {"PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "GPU_SESSION_WORK": str(tmp_path / "work"),
-                        "DICOM_DIR": str(shared_data / "dicom")}
+                        "DICOM_DIR": str(shared_data / "dicom"), "OMP_NUM_THREADS": "1"}
     subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), "--smoke", "400"], env=env, check=True,
                    capture_output=True, timeout=600)
     log = (tmp_path / "out" / "gpu_session.log").read_text()
