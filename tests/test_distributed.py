@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +31,14 @@ del workflow
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_ddp_network_in_a_reference_cycle_is_freed_before_interpreter_finalization(tmp_path):
     """Freed in finalization's last collection, where other threads may no longer take the GIL, a gloo
     group's teardown aborted a finished torchrun rank ("terminate called without an active exception")."""
     script, report = tmp_path / "cycle.py", tmp_path / "report.txt"
     script.write_text(CYCLE)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
+    # Port 0: the one rank's store takes a free port as it binds. A port found free here and bound by the
+    # child seconds later (after importing torch) can be taken in between by another process's connection.
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0", "RANK": "0", "WORLD_SIZE": "1",
            "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(script), str(report)], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
