@@ -77,8 +77,9 @@ def test_multi_gpu_config_overrides_parse():
     assert parser["train#dataloader#shuffle"] is False
     # Rank > 0 drops exactly the three logging handlers (stats, TensorBoard, progress bar).
     targets = [h["_target_"] if isinstance(h, dict) else h for h in parser["train#handlers"]]
-    assert targets[-3:] == ["cxrdoll.engines.progress.StatsHandler", "TensorBoardStatsHandler",
-                            "cxrdoll.engines.progress.LossProgressBar"]
+    assert targets[-3:] == [
+        "cxrdoll.engines.progress.StatsHandler", "cxrdoll.engines.progress.TensorBoardStatsHandler",
+        "cxrdoll.engines.progress.LossProgressBar"]
     assert parser["dist_backend"] == "$'nccl' if torch.cuda.is_available() else 'gloo'"
 
 

@@ -41,5 +41,6 @@ def test_ranks_above_zero_drop_exactly_the_three_logging_handlers():
     parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "multi_gpu_train.json")])
     assert parser["train#trainer#train_handlers"] == "$@train#handlers[: -3 if torch.distributed.get_rank() > 0 else None]"
     targets = [h["_target_"] if isinstance(h, dict) else h for h in parser["train#handlers"]]
-    assert targets[-3:] == ["cxrdoll.engines.progress.StatsHandler", "TensorBoardStatsHandler",
-                            "cxrdoll.engines.progress.LossProgressBar"]
+    assert targets[-3:] == [
+        "cxrdoll.engines.progress.StatsHandler", "cxrdoll.engines.progress.TensorBoardStatsHandler",
+        "cxrdoll.engines.progress.LossProgressBar"]
