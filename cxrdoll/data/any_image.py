@@ -11,6 +11,10 @@ from cxrdoll.data.transforms import load_image_transforms, refuse_16_bit_colour_
 from cxrdoll.errors import about_file, user_error
 
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
+# raster and NIfTI files (``cxrdoll.data.segmentation.read_array``): segmentation masks may be any of these
+MASK_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
+# every image file cxrdoll reads, any case; ``.nii`` never matches a ``.nii.gz`` name, so order does not matter
+IMAGE_FILE_SUFFIXES: tuple[str, ...] = (*MASK_SUFFIXES, *DICOM_SUFFIXES)
 
 
 class LoadAnyImaged(Transform):

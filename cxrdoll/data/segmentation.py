@@ -28,7 +28,7 @@ from monai.transforms import Resize
 from torch.utils.data import RandomSampler
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.data.any_image import DICOM_SUFFIXES
+from cxrdoll.data.any_image import DICOM_SUFFIXES, IMAGE_FILE_SUFFIXES, MASK_SUFFIXES
 from cxrdoll.data.datalist import absolute_files, check_item_kinds, load_datalist
 from cxrdoll.data.transforms import TWELVE_BIT_MAX, refuse_16_bit_colour_png, unit_range
 from cxrdoll.io import is_temporary, read_json, relative_output, same_file_key
@@ -39,10 +39,6 @@ from cxrdoll.networks.encoders import checked_image_size
 SCR_STRUCTURES: tuple[str, ...] = ("left lung", "right lung", "heart", "left clavicle", "right clavicle")
 JSRT_SHAPE: tuple[int, int] = (2048, 2048)
 JSRT_MAX = TWELVE_BIT_MAX  # 12-bit values
-# files read by ``read_array``: masks may be any of these
-MASK_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii", ".nii.gz")
-# images may also be DICOM (read as the classifier reads it, ``cxrdoll.dicom.loader``)
-IMAGE_SUFFIXES: tuple[str, ...] = (*MASK_SUFFIXES, *DICOM_SUFFIXES)
 # PIL modes whose pixels are single values, read as they are
 _SINGLE_VALUE_MODES = ("I;16", "I;16B", "I;16L", "I", "F", "1", "L")
 
@@ -171,7 +167,7 @@ def read_image(path: str | Path) -> np.ndarray:
     (``cxrdoll.dicom.loader.load_cxr_dicom``, default VOI and intensity sign), JSRT raw inverted
     (its 0 is white), else ``unit_range``."""
     path = Path(path)
-    suffix = _checked_file(path, IMAGE_SUFFIXES, "image")
+    suffix = _checked_file(path, IMAGE_FILE_SUFFIXES, "image")
     if suffix in DICOM_SUFFIXES:
         from cxrdoll.dicom.loader import load_cxr_dicom
 
@@ -364,9 +360,9 @@ def folder_datalist(
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: image folder not found")
-    images = sorted(p for p in images_dir.iterdir() if _listed(p, IMAGE_SUFFIXES))
+    images = sorted(p for p in images_dir.iterdir() if _listed(p, IMAGE_FILE_SUFFIXES))
     if not images:
-        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{images_dir}: no images ({', '.join(IMAGE_FILE_SUFFIXES)})")
     _unique_stems(images, str(images_dir))
     by_class: dict[str, dict[str, Path]] = {}
     for cls, folder in mask_dirs.items():
@@ -434,9 +430,9 @@ def folder_items(folder: str | Path) -> list[dict[str, Any]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")
-    images = sorted(p for p in folder.iterdir() if _listed(p, IMAGE_SUFFIXES))
+    images = sorted(p for p in folder.iterdir() if _listed(p, IMAGE_FILE_SUFFIXES))
     if not images:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_FILE_SUFFIXES)})")
     _unique_stems(images, str(folder))  # ids name the output folders: OUT/<id>/
     for image in images:
         _check_stem_names_folder(image)

@@ -23,6 +23,7 @@ import numpy as np
 
 import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.any_image import IMAGE_FILE_SUFFIXES
 from cxrdoll.io import (npz_bytes, read_csv_rows, read_json, relative_output, write_bytes_atomic, write_csv_atomic,
                         write_json_atomic)
 
@@ -31,13 +32,8 @@ CODE_DIR = "code"  # under SHARD_DIR: one record per code version that wrote lab
 REPORT_COLUMNS = ("id", "image", "reason")
 
 
-# extensions of image and mask files (any case): the only last suffixes an id loses to name its label
-IMAGE_FILE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".img", ".nii.gz",
-                                        ".nii", ".dcm", ".dicom")
-
-
 def without_image_suffix(name: str) -> str:
-    """``name`` without an image file extension: 'p1/view1.jpg' -> 'p1/view1', 'scan.nii.gz' -> 'scan'. Any
+    """``name`` without an image file extension (``IMAGE_FILE_SUFFIXES``, any case): 'p1/view1.jpg' -> 'p1/view1', 'scan.nii.gz' -> 'scan'. Any
     other last suffix stays: ingest-dicom's ids of files named by UID ('1.2.840.113619.320', no extension)
     differ only there, and all of a series' images would have named one label file."""
     lower = name.lower()
