@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
-from cxrdoll.labels.writer import check_label, read_label
+from cxrdoll.io import is_temporary
+from cxrdoll.labels.writer import SHARD_DIR, check_label, read_label
 
 METRICS = ("iou", "hit", "auroc")
 _LOC = [OBSERVATIONS.index(o) for o in LOCALISABLE_OBSERVATIONS]
@@ -104,12 +105,18 @@ def read_truth(path: str | os.PathLike) -> np.ndarray:
 
 
 def index_npz(folder: str | os.PathLike) -> dict[str, Path]:
-    """Relative path without ``.npz`` -> file, for every ``.npz`` under ``folder``."""
+    """Relative path without ``.npz`` -> file, for every ``.npz`` under ``folder`` but the labeller's
+    bookkeeping (``SHARD_DIR``), atomic writes' temporaries and macOS's ``._*`` resource forks (which copies
+    to SMB or FAT disks leave beside each file). Other names starting with a dot are ids like any other."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: folder not found")
-    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.npz"))
-            if not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    index = {}
+    for path in sorted(folder.rglob("*.npz")):
+        rel = path.relative_to(folder)
+        if rel.parts[0] != SHARD_DIR and not is_temporary(rel.name) and not rel.name.startswith("._"):
+            index[rel.with_suffix("").as_posix()] = path
+    return index
 
 
 @dataclass
@@ -315,6 +322,11 @@ def _cell(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _md(name: str) -> str:
+    """A labelling's name for a markdown table: ``|`` (allowed in ``--labels NAME=DIR``) would split its cell."""
+    return name.replace("|", "\\|")
+
+
 def markdown_report(result: dict[str, Any]) -> str:
     """``label_quality.md``: a summary table across labellings, then one table per metric."""
     names = list(result["labellings"])
@@ -333,19 +345,19 @@ def markdown_report(result: dict[str, Any]) -> str:
     ]
     for name in names:
         e = result["labellings"][name]
-        lines.append(f"| {name} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS) + " |")
+        lines.append(f"| {_md(name)} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS) + " |")
     paired = result.get("paired_iou", {})
     if paired.get("others"):
         ref = paired["reference"]
         lines += ["", f"Paired against `{ref}` (each bootstrap resample draws the same images for both): mean IoU "
                   f"of `{ref}` minus the other's, with its 95 % CI and the share of resamples where `{ref}` is ahead.",
-                  "", f"| labelling | mean IoU difference ({ref} − it) | {ref} ahead |", "|---|---|---|"]
+                  "", f"| labelling | mean IoU difference ({_md(ref)} − it) | {_md(ref)} ahead |", "|---|---|---|"]
         for name, d in paired["others"].items():
             ahead = "—" if np.isnan(d["ahead"]) else f"{d['ahead']:.0%}"
-            lines.append(f"| {name} | {_cell(d['diff'], d['ci'])} | {ahead} |")
+            lines.append(f"| {_md(name)} | {_cell(d['diff'], d['ci'])} | {ahead} |")
     titles = {"iou": "IoU", "hit": "Hit rate (pointing game)", "auroc": "Soft-map AUROC"}
     for metric in METRICS:
-        lines += ["", f"## {titles[metric]}", "", "| observation | n | " + " | ".join(names) + " |",
+        lines += ["", f"## {titles[metric]}", "", "| observation | n | " + " | ".join(map(_md, names)) + " |",
                   "|---|---|" + "---|" * len(names)]
         for obs in result["observations"]:
             n = max(result["labellings"][name][metric]["per_observation"][obs]["n"] for name in names)

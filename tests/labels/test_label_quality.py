@@ -255,3 +255,25 @@ def test_label_with_wrong_channel_count_names_the_file(tmp_path, capsys):
                  "--out", str(tmp_path / "q")]) == 2
     assert capsys.readouterr().err == f"error: {label}: mask must be (14, S, S), got (3, 4, 4)\n"
     assert not (tmp_path / "q").exists()
+
+
+def test_ids_starting_with_a_dot_are_scored_and_bookkeeping_is_not(tmp_path, capsys):
+    truth_dir, labels = tmp_path / "truth", tmp_path / "labels"
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    for item_id in (".p1/a", "p2/.b"):
+        (truth_dir / item_id).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(truth_dir / f"{item_id}.npz", mask=truth)
+        _label(labels, item_id, truth[CARDIO], truth[CARDIO] * 0.9)
+    # not labels: the labeller's shards, a killed atomic write's temporary, a macOS resource fork
+    (labels / ".shards").mkdir()
+    for junk in (".shards/rank0.npz", "p2/.a.npz.k3j9x2ab.tmp.npz", "p2/._a.npz"):
+        (labels / junk).write_bytes(b"not an npz")
+    code = main(["label-quality", "--labels", f"doll|v2={labels}", "--truth", str(truth_dir),
+                 "--out", str(tmp_path / "q"), "--bootstrap", "0"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "q" / "label_quality.json").read_text())
+    assert result["images"] == 2 and result["label_files"] == {"doll|v2": 2}
+    report = (tmp_path / "q" / "label_quality.md").read_text()
+    assert "| doll\\|v2 | 1.000 | 1.000 | 1.000 |" in report  # one cell, not two
+    assert "| observation | n | doll\\|v2 |" in report
