@@ -7,7 +7,7 @@ logging handler did that on every iteration; here they share one interval, ``log
 
 from __future__ import annotations
 
-import atexit
+import weakref
 from typing import Any, Callable
 
 from ignite.engine import Engine, Events
@@ -62,14 +62,18 @@ class StatsHandler(MonaiStatsHandler):
 
 
 class TensorBoardStatsHandler(MonaiTensorBoardStatsHandler):
-    """MONAI's handler, with what it logged written out when its engine completes and at exit.
+    """MONAI's handler, with what it logged written out when its engine completes, and its writer
+    closed when the handler is freed or at exit, whichever comes first.
 
     Its SummaryWriter writes queued scalars every 120 s and at close, and nothing closed it: a run
     shorter than that left no training loss in TensorBoard, a longer one (or a crash) lost its last
-    two minutes. Validation scalars survived only because MONAI flushes after each epoch's.
+    two minutes. Validation scalars survived only because MONAI flushes after each epoch's. Closing
+    when freed also ends the writer's thread and file after an in-process run (each run of a sweep).
     """
 
     def attach(self, engine: Engine) -> None:
         super().attach(engine)
         engine.add_event_handler(Events.COMPLETED, lambda _: self._writer.flush())
-        atexit.register(self.close)  # an exception or Ctrl-C ends the process before COMPLETED
+        if self.internal_writer:  # a writer passed in is its owner's to close, as in MONAI's ``close``
+            # holds the writer, not the handler; also runs at exit: a crash or Ctrl-C ends before COMPLETED
+            weakref.finalize(self, self._writer.close)

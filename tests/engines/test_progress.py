@@ -105,3 +105,24 @@ def test_tensorboard_has_the_training_loss_when_the_engine_completes(tmp_path):
             assert _logged_losses(tmp_path / "logs") == [1.0, 2.0, 3.0, 4.0, 5.0]
         finally:
             run.communicate("\n", timeout=60)
+
+
+def test_tensorboard_writer_is_closed_once_its_run_is_freed(tmp_path):
+    """An in-process run (each of a sweep's) left its writer open, with its thread and event file,
+    until the process ended."""
+    import gc
+
+    from ignite.engine import Engine
+
+    from cxrdoll.engines.progress import TensorBoardStatsHandler
+
+    trainer = Engine(lambda engine, batch: {"loss": float(engine.state.iteration)})
+    handler = TensorBoardStatsHandler(log_dir=str(tmp_path), tag_name="train_loss", output_transform=lambda o: o["loss"])
+    handler.attach(trainer)
+    trainer.run(range(3), max_epochs=1)
+    writer = handler._writer
+    assert writer.all_writers is not None  # open while the run is alive
+    del trainer, handler
+    gc.collect()
+    assert writer.all_writers is None  # SummaryWriter.close's mark
+    assert _logged_losses(tmp_path) == [1.0, 2.0, 3.0]
