@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
+from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from cxrdoll.explain import FastIntegratedGradients, build_explainer, make_baseline, quadrature
@@ -42,7 +44,9 @@ def captum_maps(net, x, baseline, method, steps):
     return maps, deltas
 
 
-@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+# riemann_right: its nodes are not symmetric about 1/2, so a path walked from x to the baseline
+# (alpha -> 1 - alpha) is caught; the other two rules are symmetric and cannot see it
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid", "riemann_right"])
 @pytest.mark.parametrize("backward", ["batched", "loop"])
 def test_parity_with_captum(method, backward):
     net, x = small_net(), images()
@@ -113,6 +117,26 @@ def test_baselines():
     mean = make_baseline(x, "mean")
     torch.testing.assert_close(mean[1], torch.full_like(x[1], x[1].mean().item()))
     torch.testing.assert_close(make_baseline(x, "mean", value=0.25), torch.full_like(x, 0.25))
+
+
+def test_blurred_baseline_is_scipys_gaussian_filter():
+    """Same kernel as scipy's (sampled, truncated at 4 sigma, replicate = scipy's 'nearest')."""
+    x = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    for sigma in (1.5, 3.0):
+        ref = np.array([[gaussian_filter(c, sigma, mode="nearest", truncate=4.0) for c in im]
+                        for im in x.numpy()])
+        torch.testing.assert_close(make_baseline(x, "blurred", sigma), torch.from_numpy(ref), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="blur_sigma must be > 0, got 0"):
+        make_baseline(x, "blurred", 0.0)
+
+
+def test_mean_baseline_is_one_value_per_image_over_all_channels():
+    x = torch.zeros(2, 2, 4, 4)
+    x[0, 0] = 1.0  # image 0: channel 0 all ones, channel 1 all zeros -> image mean 0.5
+    x[1] = 0.2
+    mean = make_baseline(x, "mean")
+    torch.testing.assert_close(mean[0], torch.full((2, 4, 4), 0.5))
+    torch.testing.assert_close(mean[1], torch.full((2, 4, 4), 0.2))
 
 
 @pytest.mark.parametrize(
