@@ -11,6 +11,8 @@ def test_skill_weights_by_scheme():
     assert skill_weights([0.9, 0.7], "uniform").tolist() == pytest.approx([0.5, 0.5])
     assert skill_weights([0.9, float("nan")]).tolist() == pytest.approx([1.0, 0.0])  # unknown = chance
     assert skill_weights([0.4, 0.5]).tolist() == pytest.approx([0.5, 0.5])  # all at/below chance
+    # unknown = chance under every scheme: 0.5 counts, next to 0.9, in plain AUROC weights
+    assert skill_weights([0.9, float("nan")], "auroc").tolist() == pytest.approx([0.9 / 1.4, 0.5 / 1.4])
     with pytest.raises(ValueError, match="unknown weight scheme 'best'"):
         skill_weights([0.9], "best")
 
@@ -29,6 +31,10 @@ def test_confidence_weighting():
     assert confidence_weights(skill, torch.tensor([0.9, 0.3]), power=2).tolist() == pytest.approx([0.9, 0.1])
     assert confidence_weights(skill, torch.tensor([0.9, 0.3]), power=0).tolist() == pytest.approx([0.5, 0.5])
     assert confidence_weights(skill, torch.tensor([0.0, 0.0])).tolist() == pytest.approx([0.5, 0.5])
+    # both fallbacks renormalise skill that does not sum to 1
+    raw = torch.tensor([3.0, 1.0])
+    assert confidence_weights(raw, torch.tensor([0.0, 0.0])).tolist() == pytest.approx([0.75, 0.25])
+    assert confidence_weights(raw, torch.tensor([0.9, 0.3]), power=0).tolist() == pytest.approx([0.75, 0.25])
 
 
 def test_agreement_of_at_least_m_models():
@@ -48,3 +54,10 @@ def test_boost_combines_confidence_and_agreement():
     torch.testing.assert_close(out, torch.tensor([[0.75, 0.6]]))
     out = boost(maps, skill, probs, confidence_power=1.0, min_agree=2, agree_threshold=0.5)
     torch.testing.assert_close(out, torch.tensor([[0.0, 0.6]]))  # only the second pixel has two votes
+
+
+def test_boost_passes_its_agreement_threshold_on():
+    maps = torch.tensor([[[0.9, 0.4]], [[0.8, 0.35]]])  # pixel 1: two votes at 0.3, none at 0.5
+    skill = torch.tensor([0.5, 0.5])
+    torch.testing.assert_close(boost(maps, skill, min_agree=2, agree_threshold=0.3), torch.tensor([[0.85, 0.375]]))
+    torch.testing.assert_close(boost(maps, skill, min_agree=2), torch.tensor([[0.85, 0.0]]))  # default 0.5
