@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,45 @@ def test_top_q_percent():
     assert mask.sum().item() == 10 and mask[9].all() and not mask[8].any()
     assert top_q_mask(torch.full((4, 5), 0.5), 10).all()  # ties at the cut are kept
     assert not top_q_mask(torch.zeros(4, 5), 10).any()  # zero is never foreground
+
+
+def test_top_q_count_is_rounded_and_at_least_one_pixel():
+    soft = torch.arange(1, 8, dtype=torch.float32) / 7  # 7 distinct positive pixels
+    assert top_q_mask(soft, 50).tolist() == [False] * 3 + [True] * 4  # 3.5 -> 4 pixels (rounded, not floored)
+    assert top_q_mask(soft, 20).sum().item() == 1  # 1.4 -> 1
+    assert top_q_mask(soft, 1).tolist() == [False] * 6 + [True]  # 0.07 -> at least the top pixel
+    for q in (0, -5, 100.5):
+        with pytest.raises(ValueError, match=r"top-q percentage must be in \(0, 100\]"):
+            top_q_mask(soft, q)
+
+
+def histogram_otsu_threshold(values: np.ndarray, nbins: int = 256) -> float:
+    """Otsu by hand: over a histogram of ``nbins`` bins on [min, max], the class split with the largest
+    between-class variance w0 * w1 * (m0 - m1)^2; the threshold is the last lower-class bin's centre."""
+    hist, edges = np.histogram(values, bins=nbins, range=(values.min(), values.max()))
+    centres = (edges[:-1] + edges[1:]) / 2
+    best, threshold = -1.0, None
+    for k in range(1, nbins):
+        w0, w1 = hist[:k].sum(), hist[k:].sum()
+        if w0 == 0 or w1 == 0:
+            continue
+        m0 = (hist[:k] * centres[:k]).sum() / w0
+        m1 = (hist[k:] * centres[k:]).sum() / w1
+        between = w0 * w1 * (m0 - m1) ** 2
+        if between > best:
+            best, threshold = between, centres[k - 1]
+    return float(threshold)
+
+
+def test_otsu_is_the_256_bin_histogram_split_and_the_default():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0.3, 0.12, 300), rng.normal(0.7, 0.08, 100)]).clip(0, 1)
+    values = values.astype(np.float32).astype(np.float64)
+    soft = torch.tensor(values, dtype=torch.float32).reshape(20, 20)
+    want = torch.from_numpy(values > histogram_otsu_threshold(values)).reshape(20, 20)
+    assert 80 < want.sum() < 140
+    assert torch.equal(otsu_mask(soft), want)
+    assert torch.equal(binarise(soft), want)  # otsu is the default method
 
 
 def test_fixed_threshold_and_dispatch():
