@@ -27,6 +27,13 @@ def test_gaussian_smoothing_of_a_delta_is_the_outer_product_of_the_kernel():
     assert out.sum().item() == pytest.approx(1.0, rel=1e-6)  # mass kept away from the border
 
 
+def test_gaussian_kernel_radius_rounds_up():
+    assert gaussian_kernel1d(0.7).numel() == 7  # radius ceil(3 * 0.7) = ceil(2.1) = 3
+    assert gaussian_kernel1d(0.1).numel() == 3  # radius at least 1
+    with pytest.raises(ValueError, match="sigma must be > 0, got 0"):
+        gaussian_kernel1d(0.0)
+
+
 def test_gaussian_smoothing_keeps_a_constant_map_constant_at_the_border():
     flat = torch.full((2, 6, 7), 0.25)
     torch.testing.assert_close(gaussian_smooth(flat, sigma=1.5), flat)
@@ -40,14 +47,29 @@ def test_percentile_normalisation_divides_by_the_percentile_and_clips():
     assert out[0, 9, 9].item() == 1.0 and out[0, 0, 0].item() == 0.0
 
 
+def test_percentile_normalisation_is_per_map():
+    ramp = torch.arange(100, dtype=torch.float32).reshape(1, 10, 10)
+    maps = torch.cat([ramp, 10 * ramp])  # same shape, ten times the scale: the same soft map
+    out = percentile_normalise(maps, percentile=50)
+    torch.testing.assert_close(out[1], out[0])
+    assert out[0, 3, 3].item() == pytest.approx(33 / 49.5)
+
+
+def test_postprocess_defaults_to_the_99th_percentile():
+    maps = torch.arange(100, dtype=torch.float32).reshape(1, 10, 10)
+    # linear quantile of 0..99 at 0.99 = 98.01; smoothing off so only the scale is tested
+    assert postprocess(maps, sigma=0)[0, 4, 9].item() == pytest.approx(49 / 98.01)
+
+
 def test_percentile_normalisation_falls_back_to_the_max_and_keeps_zero_maps_zero():
     sparse = torch.zeros(1, 10, 10)
     sparse[0, 2, 3] = 4.0
     sparse[0, 5, 5] = 2.0
-    both = torch.cat([sparse, torch.zeros(1, 10, 10)])
+    both = torch.cat([sparse, torch.zeros(1, 10, 10), sparse / 4])
     out = percentile_normalise(both, percentile=90)  # the 90th percentile is 0 -> divide by the max, 4
     assert out[0, 2, 3].item() == 1.0 and out[0, 5, 5].item() == 0.5
     assert out[1].abs().sum().item() == 0.0
+    torch.testing.assert_close(out[2], out[0])  # each map by its own max (1 here), not the batch's
 
 
 def test_postprocess_order_positive_part_before_smoothing():
