@@ -1,7 +1,9 @@
+import math
+
 import pytest
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.labels.targets import label_state, raw_labels, target_indices
+from cxrdoll.labels.targets import is_unlabelled, label_state, raw_labels, target_indices
 
 NF, CARDIO, EDEMA, EFF = (OBSERVATIONS.index(o) for o in ("No Finding", "Cardiomegaly", "Edema", "Pleural Effusion"))
 
@@ -25,6 +27,28 @@ def test_positives_policy():
 def test_positives_and_uncertain_policy():
     raw = _raw(**{f"c{CARDIO}": 1.0, f"c{EFF}": -1.0})
     assert target_indices(label_state(raw, "positives_uncertain")) == [CARDIO, EFF]
+
+
+def test_uncertain_targets_keep_negatives_empty_targets():
+    raw = _raw(**{f"c{CARDIO}": -1.0, f"c{EDEMA}": 0.0})
+    state = label_state(raw, "positives_uncertain")
+    assert state[CARDIO] == 1 and state[EDEMA] == 0 and state[EFF] == -1
+
+
+def test_ensemble_threshold_is_inclusive_and_defaults_to_one_half():
+    probs = [0.0] * len(OBSERVATIONS)
+    probs[CARDIO], probs[EDEMA], probs[EFF] = 0.5, 0.49, 0.3
+    unlabelled = [None] * len(OBSERVATIONS)
+    assert target_indices(label_state(unlabelled, "ensemble_predicted", probs)) == [CARDIO]
+    assert target_indices(label_state(unlabelled, "ensemble_predicted", probs, 0.3)) == [CARDIO, EDEMA, EFF]
+
+
+def test_nan_labels_are_blank():
+    """A datalist written from a CSV with blanks holds NaN: the image is unlabelled, not labelled."""
+    raw = raw_labels({"id": "a", "raw_label": [math.nan] * len(OBSERVATIONS)})
+    assert raw == [None] * len(OBSERVATIONS) and is_unlabelled(raw)
+    raw = raw_labels({"id": "b", "raw_label": [1] + [math.nan] * (len(OBSERVATIONS) - 1)})
+    assert raw[0] == 1.0 and raw[1] is None and not is_unlabelled(raw)
 
 
 def test_ensemble_predicted_only_for_unlabelled_images():
