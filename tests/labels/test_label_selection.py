@@ -44,6 +44,30 @@ def test_tau_selection_with_best_single_fallback(tmp_path):
     assert math.isnan(registry.classifiers[1].mean_auroc)  # null in the registry
 
 
+def test_tau_is_inclusive_and_ties_go_to_the_first_model(tmp_path):
+    path = _registry(
+        tmp_path,
+        [
+            {"Cardiomegaly": 0.8, "Edema": 0.7, "Atelectasis": 0.6},
+            {"Cardiomegaly": 0.7, "Edema": 0.7},  # no AUROC for Atelectasis: not a fallback reason
+            {"Cardiomegaly": 0.8, "Edema": 0.6},
+        ],
+        [0.6, 0.9, 0.9],
+    )
+    registry = load_registry(path)
+    sel = select_models(registry, tau=0.8)
+    assert sel["Cardiomegaly"] == [0, 2]  # AUROC == tau is selected
+    assert sel["Edema"] == [0]  # best single model: 0 and 1 tie at 0.7, the first wins
+    assert sel["Atelectasis"] == [0]  # the only model with an AUROC, though its mean is the lowest
+    assert best_overall(registry) == 1  # 1 and 2 tie on mean AUROC, the first wins
+
+
+def test_a_nan_mean_auroc_never_wins(tmp_path):
+    for means in ([None, 0.6], [0.6, None]):
+        registry = load_registry(_registry(tmp_path, [{}, {}], means))
+        assert best_overall(registry) == means.index(0.6)
+
+
 def test_registry_errors_name_the_file(tmp_path):
     path = tmp_path / "classifiers.json"
     path.write_text(json.dumps({"classifiers": [{"name": "a", "arch": "x"}]}))
@@ -51,6 +75,10 @@ def test_registry_errors_name_the_file(tmp_path):
         load_registry(path)
     path.write_text(json.dumps({"classifiers": [{"name": "a", "arch": "x", "checkpoint": "c", "auroc": {"Cardio": 1}}]}))
     with pytest.raises(ValueError, match=r"AUROC for unknown observations \['Cardio'\]"):
+        load_registry(path)
+    entry = {"name": "a", "arch": "x", "checkpoint": "c"}
+    path.write_text(json.dumps({"classifiers": [entry, dict(entry, checkpoint="d")]}))
+    with pytest.raises(ValueError, match=r"classifiers.json: classifier names are not unique: \['a', 'a'\]"):
         load_registry(path)
     path.write_text(json.dumps({"observations": ["A"], "classifiers": []}))
     with pytest.raises(ValueError, match="differ from cxrdoll.constants.OBSERVATIONS"):
