@@ -58,6 +58,9 @@ def test_pos_weight_by_name_and_bad_weights_are_refused_naming_pos_weight():
     assert loss.pos_weight.tolist() == [5.0 if name == "Cardiomegaly" else 1.0 for name in OBSERVATIONS]
     with pytest.raises(ValueError, match=r"pos_weight names \['Cardiomegally'\], not CheXpert observations"):
         MaskedBCEWithLogitsLoss(pos_weight={"Cardiomegally": 5.0})
+    # a zero weight is allowed (>= 0): that observation's positives then carry no loss
+    zero = MaskedBCEWithLogitsLoss(pos_weight=[0.0, 1.0])(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 1.0]]))
+    assert zero.item() == pytest.approx(_bce(-1.0, 1) / 2, rel=1e-6)
     for bad in ([-1.0, 2.0], [float("nan"), 1.0], [float("inf"), 1.0]):
         with pytest.raises(ValueError, match="every weight must be a finite number >= 0"):
             MaskedBCEWithLogitsLoss(pos_weight=bad)
