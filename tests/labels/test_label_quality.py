@@ -27,6 +27,10 @@ def test_iou_hit_and_auroc_against_hand_computed_values():
     soft[3, 3] = 1.0
     assert hit(soft, truth) == 0.0
     assert hit(np.zeros((4, 4)), truth) == 0.0
+    corner = np.zeros((4, 4), bool)
+    corner[0, 3] = True
+    soft[0, 3] = 2.0
+    assert hit(soft, corner) == 1.0 and hit(soft, corner.T) == 0.0  # the peak is (row 0, column 3)
     assert pixel_auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert pixel_auroc(np.full(4, 0.3), np.array([0, 1, 0, 1])) == pytest.approx(0.5)  # ties count half
     assert np.isnan(pixel_auroc(np.ones(3), np.ones(3)))
@@ -70,6 +74,15 @@ def test_labels_are_enlarged_to_the_truth_resolution():
     assert to_truth_size(mask, None, (4, 4))[1] is None
 
 
+def test_a_label_is_enlarged_by_a_non_integer_factor_around_pixel_centres():
+    """4 -> 6 columns: truth column x takes label column floor((x + 0.5) * 4 / 6), i.e. 0 1 1 2 3 3
+    (plain 'nearest', floor(x * 4 / 6) = 0 0 1 2 2 3, shifts the label half a pixel left)."""
+    mask = np.zeros((1, 4, 4), np.uint8)
+    mask[0, :, 1] = 1
+    big_mask, _ = to_truth_size(mask, None, (4, 6))
+    np.testing.assert_array_equal(big_mask[0], np.tile([False, True, True, False, False, False], (4, 1)))
+
+
 def test_a_label_is_scored_at_a_non_square_truth_like_the_image_it_was_squashed_from(tmp_path):
     """Images are resized to a square without keeping their aspect ratio; labels go back the same way."""
     truth = np.zeros((14, 8, 12), np.uint8)
@@ -84,6 +97,27 @@ def test_a_label_is_scored_at_a_non_square_truth_like_the_image_it_was_squashed_
     np.savez_compressed(tmp_path / "bad.npz", mask=np.zeros((13, 8, 12), np.uint8))
     with pytest.raises(ValueError, match=r"bad.npz: truth mask must be \(14, H, W\), got \(13, 8, 12\)"):
         read_truth(tmp_path / "bad.npz")
+
+
+def test_only_targeted_true_positives_are_scored_and_targets_on_empty_truth_are_false_positives(tmp_path):
+    """cheXlocalize's protocol: ignored (-1) and negative (0) channels are never scored, even where the
+    truth has the finding; a target whose truth is empty is a false positive, not a score of 0."""
+    atel = OBSERVATIONS.index("Atelectasis")
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    truth[EDEMA, 2:, 2:] = 1
+    np.savez_compressed(tmp_path / "t.npz", mask=truth)
+    mask = np.zeros((14, 4, 4), np.uint8)
+    mask[atel, 1:3, 1:3] = 1
+    state = np.full(14, -1, np.int8)
+    state[EDEMA], state[atel] = 0, 1  # Cardiomegaly stays -1 (uncertain: ignored)
+    write_label(tmp_path / "l.npz", mask, state, mask.astype(np.float32))
+    scores = score_labelling({"x": tmp_path / "l.npz"}, {"x": tmp_path / "t.npz"}, ["x"])
+    c, e, a = (LOCALISABLE_OBSERVATIONS.index(o) for o in ("Cardiomegaly", "Edema", "Atelectasis"))
+    assert scores.truth_positive[[c, e, a]].tolist() == [1, 1, 0]
+    assert scores.false_positive[[c, e, a]].tolist() == [0, 0, 1] and scores.false_positive.sum() == 1
+    for metric in ("iou", "hit", "auroc"):
+        assert np.isnan(scores.values[metric]).all(), metric
 
 
 def test_a_finding_thinner_than_a_label_pixel_is_scored_not_called_a_false_positive(tmp_path):
@@ -130,6 +164,18 @@ def _label(folder, item_id, cardio_mask, cardio_soft, edema_state=0, size=4):
     state[CARDIO], state[EDEMA] = 1, edema_state
     mask[CARDIO], soft[CARDIO] = cardio_mask, cardio_soft
     write_label(folder / f"{item_id}.npz", mask, state, soft)
+
+
+def test_bootstrap_cis_are_the_2_5_and_97_5_percentiles():
+    """Bootstrap means of the scores [0, 0, 1] are k / 3 with k ~ Binomial(3, 1/3): P(1) = 1/27 = 3.7 %
+    (above 2.5 %, below 5 %) and P(0) = 8/27 = 30 %, so the 95 % CI is [0, 1], and a 90 % one [0, 2/3]."""
+    values = np.full((3, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[:, 0] = [0.0, 0.0, 1.0]
+    result = summarise(values, 1000, seed=0)
+    assert result["per_observation"][LOCALISABLE_OBSERVATIONS[0]]["ci"] == [0.0, 1.0]
+    assert result["mean_ci"] == [0.0, 1.0]  # one observation: the mean is its mean
+    paired = paired_difference(values, np.where(np.isnan(values), np.nan, 0.0), 1000, seed=0)
+    assert paired["diff"] == pytest.approx(1 / 3) and paired["ci"] == [0.0, 1.0]
 
 
 def test_paired_bootstrap_cancels_what_the_images_share():
