@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxrdoll.data.pixels import robust_minmax, robust_range
 from cxrdoll.data.transforms import load_image_pipeline, unit_range
 
 
@@ -75,6 +76,23 @@ def test_without_extreme_pixels_the_rules_are_as_before():
     sparse = np.zeros((100, 100), np.int32)
     sparse[5, 5] = 70000
     np.testing.assert_array_equal(unit_range(sparse), (sparse == 70000).astype(np.float32))
+
+
+def test_robust_range_takes_the_ranks_of_the_0_1st_and_99_9th_percentiles():
+    """10000 distinct values 0..9999: ranks floor(0.001 * 9999) = 9 and ceil(0.999 * 9999) = 9990, numpy's
+    'lower' and 'higher' percentiles (floor(0.001 * n) = 10, or a 0.2 % tail, would move them)."""
+    values = np.random.default_rng(3).permutation(10000).astype(np.uint16).reshape(100, 100)
+    assert robust_range(values) == (9.0, 9990.0)
+    assert robust_range(values) == (np.percentile(values, 0.1, method="lower"), np.percentile(values, 99.9, method="higher"))
+    assert robust_range(np.random.default_rng(4).permutation(100)) == (0.0, 99.0)  # 100 pixels: plain min-max
+
+
+def test_robust_minmax_keeps_float64_and_gives_float32_otherwise():
+    wide = np.array([0.0, 0.25, 1.0, 2.0])
+    out = robust_minmax(wide, 0.0, 1.0)
+    assert out.dtype == np.float64 and out.tolist() == [0.0, 0.25, 1.0, 1.0]
+    assert robust_minmax(np.array([0, 50, 200], np.uint16), 0.0, 100.0).dtype == np.float32
+    assert wide.tolist() == [0.0, 0.25, 1.0, 2.0]  # the input is not scaled in place
 
 
 def write_png16(path: Path, samples: np.ndarray, colour_type: int) -> None:
