@@ -42,6 +42,34 @@ def test_zero_initialised_adapters_leave_outputs_identical(decoder):
         add_adapters(segmenter)
 
 
+def test_adapter_is_x_plus_up_of_relu_of_down():
+    from cxrdoll.networks.adapters import Adapter
+
+    adapter = Adapter(1, reduction=1, kernel_size=1)
+    with torch.no_grad():
+        adapter.down.weight.fill_(1.0)
+        adapter.up.weight.fill_(2.0)
+    x = torch.tensor([-2.0, 3.0]).view(1, 1, 1, 2)
+    assert adapter(x).flatten().tolist() == [-2.0, 3.0 + 2 * 3.0]  # the negative input is cut by the ReLU
+
+
+def test_add_adapters_uses_the_given_reduction_and_kernel():
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    add_adapters(segmenter, reduction=2, kernel_size=5)
+    for stage in segmenter.decoder.stages:
+        assert stage.adapter.down.kernel_size == (5, 5)
+        assert stage.adapter.down.out_channels == stage.out_channels // 2
+
+
+def test_configuring_a_model_already_in_training_puts_its_frozen_parts_in_eval():
+    """Without a later train() call: frozen batch norms must not update their statistics."""
+    segmenter = build_segmenter("densenet_tiny", **SMALL).train()
+    configure_trainable(segmenter, "head")
+    assert segmenter.training and segmenter.head.training and not segmenter.encoder.training
+    configure_trainable(segmenter, "full")
+    assert segmenter.encoder.training
+
+
 def test_modes_make_exactly_the_right_parameters_trainable():
     segmenter = build_segmenter("densenet_tiny", **SMALL)
     with pytest.raises(ValueError, match=r"mode 'adapters' needs adapters: call add_adapters\(\) first"):
