@@ -83,9 +83,8 @@ class TensorBoardLabelImages:
     """
 
     def __init__(self, log_dir: str | os.PathLike, max_images: int = 16, alpha: float = 0.5) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_dir = str(log_dir)
+        self.writer = None  # made with the first image: a run refused before labelling leaves no folder
         self.max_images = int(max_images)
         self.alpha = float(alpha)
         self.count = 0
@@ -93,6 +92,10 @@ class TensorBoardLabelImages:
     def __call__(self, result) -> None:
         if self.count >= self.max_images:
             return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=self.log_dir)
         image = result.image.detach().cpu().numpy()[0]
         for c in np.flatnonzero(result.state == 1):
             rgb = overlay_rgb(image, result.soft[c], self.alpha)
@@ -100,5 +103,5 @@ class TensorBoardLabelImages:
         self.count += 1
 
     def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()  # flushes first

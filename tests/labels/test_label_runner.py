@@ -403,6 +403,7 @@ def test_overlay_and_tensorboard_handlers(setup, tmp_path):
     classifiers, datalist, _, _ = setup
     overlays = OverlayWriter(tmp_path / "overlays", max_images=2)
     board = TensorBoardLabelImages(tmp_path / "tb", max_images=1)
+    assert not (tmp_path / "tb").exists()  # made with the first image: a refused run leaves no empty folder
     LabelRunner(classifiers, datalist, tmp_path / "labels", handlers=[overlays, board], **OPTIONS).run()
     pngs = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
     assert pngs == ["tiny_patient00000_study1_view1_frontal.png", "tiny_patient00001_study1_view1_frontal.png"]
