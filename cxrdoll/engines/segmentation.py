@@ -161,6 +161,10 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(values.mean()) if values.numel() else math.nan
 
 
+class UndefinedKeyMetric(ValueError):
+    """A validation gave no defined key metric (every truth mask empty): the data, not the model, is at fault."""
+
+
 class SegmentationRecorder:
     """Evaluator handler: validation history (per-epoch Dice etc.) to JSON, best model to ``model_file``.
 
@@ -208,8 +212,14 @@ class SegmentationRecorder:
                 record[key] = None if math.isnan(float(value)) else float(value)  # strict JSON has no NaN
         if self.key_metric not in record:
             raise KeyError(f"key metric {self.key_metric!r} not among the evaluator's metrics {sorted(record)}")
-        self.history = with_record(self.history, record)
         value = record[self.key_metric]
+        if value is None:
+            raise UndefinedKeyMetric(
+                f"validation at epoch {record['epoch']}: {self.key_metric} is undefined, so it cannot select "
+                f"{self.model_file or 'a best model'}: no validation mask has a positive pixel in any class "
+                "(the Dice of an empty truth mask is undefined). Give the datalist a validation split in which the "
+                "structures appear (cxr_seg_adapter's --ignore_empty false scores empty masks instead)")
+        self.history = with_record(self.history, record)
         improved = value is not None and (self.best is None or self.best[self.key_metric] is None or value > self.best[self.key_metric])
         if improved or self.best is None:
             self.best = record

@@ -10,7 +10,13 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from cxrdoll.engines.segmentation import MaskedBCEDiceLoss, SegmentationMetrics, SegmentationRecorder, per_image_scores
+from cxrdoll.engines.segmentation import (
+    MaskedBCEDiceLoss,
+    SegmentationMetrics,
+    SegmentationRecorder,
+    UndefinedKeyMetric,
+    per_image_scores,
+)
 
 NAN = float("nan")
 
@@ -181,3 +187,26 @@ def test_a_resumed_recorder_records_a_re_run_epoch_once_and_keeps_the_better_mod
     assert [(h["epoch"], h["val_mean_dice"]) for h in written["history"]] == [(2, 0.5), (4, 0.6)]
     assert (written["best"]["epoch"], written["best"]["val_mean_dice"]) == (2, 0.7)
     assert torch.load(tmp_path / "m.pt", weights_only=True)["weight"].flatten().tolist() == [pytest.approx(0.7)]
+
+
+def test_a_validation_whose_every_truth_mask_is_empty_stops_instead_of_selecting_the_first_model(tmp_path):
+    """All-empty validation masks gave val_mean_dice NaN every epoch; the recorder kept epoch 1's model.pt as
+    'best' and the run exited 0. Scored with ignore_empty false, the same masks are defined."""
+    empty = torch.zeros(1, 2, 16, 16)
+    prediction = torch.zeros(1, 2, 16, 16)
+    prediction[0, 0, 2:6, 2:6] = 1.0
+    net = torch.nn.Conv2d(1, 1, 1)
+    for ignore_empty in (True, False):
+        evaluator = Engine(lambda e, b: b)
+        SegmentationMetrics(["a", "b"], ignore_empty=ignore_empty).attach(evaluator, "val_mean_dice")
+        SegmentationRecorder(tmp_path / f"h{ignore_empty}.json", "val_mean_dice", net,
+                             tmp_path / f"m{ignore_empty}.pt").attach(evaluator)
+        if ignore_empty:
+            with pytest.raises(UndefinedKeyMetric, match=r"^validation at epoch 1: val_mean_dice is undefined, so it "
+                                                         r"cannot select .*mTrue\.pt: no validation mask has a positive"):
+                evaluator.run([(prediction, empty)], max_epochs=1)
+            assert not (tmp_path / "mTrue.pt").exists() and not (tmp_path / "hTrue.json").exists()
+        else:
+            evaluator.run([(prediction, empty)], max_epochs=1)
+            assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(0.5)  # a: 0 (false positive), b: 1
+            assert (tmp_path / "mFalse.pt").is_file()
