@@ -54,6 +54,16 @@ LABELLER_EXPLAINERS: dict[str, tuple[str, bool]] = {
 _BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"
 
 
+def warn_no_targets(written: int, targeted: np.ndarray, policy: str) -> None:
+    """Warn when none of the images this run labelled had a target observation: every label it
+    wrote is empty (a datalist without positive raw labels, or a policy that targets nothing)."""
+    if written and not targeted.any():
+        logger.warning("none of the %d images labelled has a target observation under policy %r, so every label "
+                       "written is empty and pre-training on them stops at its first epoch: check the datalist's "
+                       "raw_label (1 = positive), or --policy positives_uncertain / ensemble_predicted",
+                       written, policy)
+
+
 def warn_empty_positives(targeted: np.ndarray, empty: np.ndarray) -> None:
     """Warn of observations whose every positive mask this run wrote came out empty: a
     pre-training would learn "positive = nothing there" from them (binarisation or agreement
@@ -549,6 +559,7 @@ class LabelRunner:
                 handler.close()
         if not settings_recorded and len(todo) < len(items):  # labels from before settings were recorded
             self._record_settings()
+        warn_no_targets(written, targeted, self.policy)
         warn_empty_positives(targeted, empty)
         write_shard_record(self.output_dir, self.rank, self.world_size, skipped)
         finalised = finalise(self.output_dir, self.sections, self.world_size, self.manifest())

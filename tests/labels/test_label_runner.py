@@ -544,3 +544,24 @@ def test_a_run_whose_positive_masks_all_come_out_empty_says_so(setup, tmp_path, 
     assert summary["empty_positive_masks"] == sum(positives.values()) > 0
     warned = [r.getMessage() for r in caplog.records if "every positive mask written for" in r.getMessage()]
     assert len(warned) == 1 and all(f"{name} ({n})" in warned[0] for name, n in positives.items() if n)
+
+
+def test_a_run_in_which_no_image_has_a_target_says_so(setup, tmp_path, caplog):
+    """A datalist without a positive raw label was labelled (every mask empty, exit 0) without a word."""
+    classifiers, datalist, _, _ = setup
+    doc = json.loads(Path(datalist).read_text())
+    for item in doc["training"] + doc["validation"]:
+        item["raw_label"] = [0] * len(OBSERVATIONS)
+    negatives = tmp_path / "negatives.json"
+    negatives.write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING, logger="cxrdoll.labels.runner"):
+        summary = LabelRunner(classifiers, negatives, tmp_path / "out", **OPTIONS).run()
+    warned = [r.getMessage() for r in caplog.records if "has a target observation" in r.getMessage()]
+    assert summary["written"] == 8 and warned == [
+        "none of the 8 images labelled has a target observation under policy 'positives', so every label written "
+        "is empty and pre-training on them stops at its first epoch: check the datalist's raw_label (1 = positive), "
+        "or --policy positives_uncertain / ensemble_predicted"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cxrdoll.labels.runner"):
+        LabelRunner(classifiers, datalist, tmp_path / "positives", **OPTIONS).run()
+    assert not [r for r in caplog.records if "has a target observation" in r.getMessage()]
