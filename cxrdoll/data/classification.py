@@ -6,6 +6,7 @@ batch preparation carries label and mask together to the masked loss and the AUR
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -26,6 +27,8 @@ from cxrdoll.networks.encoders import checked_image_size
 
 # Where ``dataset_dir`` may hold the classification datalist, in the order tried.
 DATALIST_CANDIDATES: tuple[str, ...] = ("datalists/chexpert.json", "chexpert.json", "datalist.json")
+
+logger = logging.getLogger(__name__)
 
 
 def find_datalist(dataset_dir: str | os.PathLike) -> str:
@@ -100,6 +103,32 @@ def scorable_validation(items: Sequence[Mapping[str, Any]], mean_over: Sequence[
         raise ValueError(f"{datalist}: no observation of auroc_mean_over ({', '.join(mean_over)}) has both positive "
                          f"and negative labels in the validation split, so no AUROC selects a model and none would "
                          f"be saved; {scorable}. Set --auroc_mean_over to some of them, or add such images")
+    return items
+
+
+def labelled_training(items: Sequence[Mapping[str, Any]], datalist: str | os.PathLike) -> Sequence[Mapping[str, Any]]:
+    """The training items, refused when not one of their labels counts (``label_mask`` 0 throughout);
+    a warning names the observations that have no counted label.
+
+    The loss averages over counted labels only, so such a split (every study uncertain under
+    ``--uncertain ignore``, say) trained nothing: the loss was 0, the run exited 0 and its random
+    weights were registered with whatever validation AUROC chance gave them.
+    """
+    from cxrdoll.constants import OBSERVATIONS
+
+    if isinstance(items, CompactItems):
+        counted = items._mask.astype(bool)
+    else:
+        counted = np.array([item["label_mask"] for item in items], dtype=bool).reshape(len(items), -1)
+    per_observation = counted.sum(axis=0)
+    if not per_observation.any():
+        raise ValueError(f"{datalist}: no label of the training split's {len(items)} images counts (label_mask 0 "
+                         "throughout, e.g. every study uncertain under --uncertain ignore), so the loss is 0 and "
+                         "nothing would train")
+    unlabelled = [name for name, n in zip(OBSERVATIONS, per_observation) if n == 0]
+    if unlabelled:
+        logger.warning("%s: the training split has no counted label for %s: that output is never trained, and its "
+                       "validation AUROC is an untrained network's", datalist, ", ".join(unlabelled))
     return items
 
 
