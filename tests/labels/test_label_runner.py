@@ -358,7 +358,7 @@ def test_an_image_rewritten_in_place_is_refused_until_its_label_is_deleted(one_t
     for rank in (0, 1):
         LabelRunner(classifiers, datalist, out, rank=rank, world_size=2, **OPTIONS).run()
     image, item_id = next(iter(_good_images(datalist).items()))[::-1]
-    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(image)  # smaller, and later
+    Image.fromarray(np.tile(np.arange(160, 200, dtype=np.uint8), (40, 1))).save(image)  # smaller, and later
     label = label_path(out, item_id)
     with pytest.raises(ValueError, match=(
             rf": 1 label file\(s\) .*: {re.escape(str(label))} was made from {re.escape(image)} \(.*\), the datalist "
@@ -565,3 +565,22 @@ def test_a_run_in_which_no_image_has_a_target_says_so(setup, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="cxrdoll.labels.runner"):
         LabelRunner(classifiers, datalist, tmp_path / "positives", **OPTIONS).run()
     assert not [r for r in caplog.records if "has a target observation" in r.getMessage()]
+
+
+def test_constant_images_are_skipped_with_their_reason_not_labelled(setup, tmp_path):
+    """An all-white image was explained into positive masks of ~30 % of its pixels (noise, no anatomy); an
+    all-black one into empty positive masks."""
+    classifiers, _, _, _ = setup
+    items = make_images(tmp_path, 1, size=40)
+    for name, value in (("white", 255), ("black", 0)):
+        path = tmp_path / "images" / f"{name}.png"
+        Image.fromarray(np.full((40, 40), value, np.uint8)).save(path)
+        items.append({**items[0], "image": str(path), "id": f"blank/{name}.png"})
+    out = tmp_path / "out"
+    summary = LabelRunner(classifiers, write_datalist(tmp_path, items, n_validation=0), out, **OPTIONS).run()
+    assert (summary["written"], summary["skipped"], summary["finalised"]) == (1, 2, True)
+    reasons = {row["id"]: row["reason"] for row in read_report(out / "report.csv")}
+    assert reasons == {
+        "blank/white.png": "ValueError: a constant image (every pixel 1 of 1 at 32 px): nothing in it to localise",
+        "blank/black.png": "ValueError: a constant image (every pixel 0 of 1 at 32 px): nothing in it to localise"}
+    assert sorted(_label_files(out)) == ["tiny/patient00000/study1/view1_frontal.npz"]
