@@ -8,6 +8,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRBigEndian
 
 from cxrdoll.dicom.loader import DicomInputError, dataset_to_image, load_cxr_dicom, read_dataset
 from tests.dicom.conftest import find
@@ -213,3 +214,68 @@ def test_minmax_without_a_window_is_not_set_by_a_few_extreme_pixels():
     image = dataset_to_image(make_cr(pixels))
     assert image.meta["voi"] == "minmax"
     np.testing.assert_allclose(image.array[0], np.clip((pixels - 1000.0) / 2000.0, 0, 1), atol=1e-6)
+
+
+def test_sigmoid_and_width_one_windows_follow_ps3_3():
+    """C.11.2.1.3.1: y = 1 / (1 + exp(-4 (x - c) / w)); C.11.2.1.2.1 with w = 1: x <= c - 0.5 is
+    the minimum, above it the maximum (a width of 1 is usable; "auto" still prefers min-max to its
+    all-clipped binary image)."""
+    pixels = np.array([[0, 10, 20, 40]], dtype=np.uint16)
+    sigmoid = dataset_to_image(make_cr(pixels, WindowCenter="20", WindowWidth="40", VOILUTFunction="SIGMOID"))
+    expected = [1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(1.0)), 0.5, 1 / (1 + np.exp(-2.0))]
+    np.testing.assert_allclose(sigmoid.array[0, 0], expected, atol=1e-6)
+    step = dataset_to_image(make_cr(pixels, WindowCenter="10.5", WindowWidth="1"), voi="window")
+    assert step.meta["voi"] == "window 10.5/1"
+    np.testing.assert_array_equal(step.array[0, 0], [0, 0, 1, 1])  # 10 == c - 0.5 stays at the minimum
+
+
+def test_voi_lut_first_mapped_value_and_a_descriptor_of_zero_entries():
+    """PS3.3 C.11.2.1.1: the descriptor's second value is the first input mapped (below it the first
+    entry, past the end the last), and 0 entries means 65536."""
+    item = Dataset()
+    item.LUTDescriptor = [4, 100, 8]
+    item.LUTData = [0, 51, 102, 255]
+    pixels = np.array([[0, 99, 100, 101, 102, 103, 104, 500]], dtype=np.uint16)
+    out = dataset_to_image(make_cr(pixels, VOILUTSequence=[item])).array[0, 0]
+    np.testing.assert_allclose(out, [0, 0, 0, 0.2, 0.4, 1, 1, 1], atol=1e-6)
+    full = Dataset()
+    full.LUTDescriptor = [0, 0, 16]
+    full.LUTData = (65535 - np.arange(65536)).tolist()  # reversed: value v -> (65535 - v) / 65535
+    pixels = np.array([[0, 255, 256, 40000, 65535]], dtype=np.uint16)
+    out = dataset_to_image(make_cr(pixels, VOILUTSequence=[full])).array[0, 0]
+    np.testing.assert_allclose(out, (65535.0 - pixels[0]) / 65535, atol=1e-6)
+
+
+def test_ow_lut_data_in_a_big_endian_dataset_is_read_big_endian():
+    pixels = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    ds = make_cr(pixels)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    ds.PixelData = pixels.astype(">u2").tobytes()
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]
+    item.add_new(0x00283006, "OW", np.array([0, 65535, 256, 1], dtype=">u2").tobytes())
+    ds.VOILUTSequence = [item]
+    np.testing.assert_allclose(dataset_to_image(ds).array[0, 0], [0, 1, 256 / 65535, 1 / 65535], atol=1e-7)
+
+
+def test_monochrome1_intensity_sign_minus_one_flips_and_plus_one_does_not():
+    """Sign -1: higher values mean less beam (bone high), which MONOCHROME1 shows dark: flipped.
+    Sign +1 on MONOCHROME1 shows bone bright already: left as plain MONOCHROME1 inversion."""
+    pixels = np.array([[0, 10]], dtype=np.uint16)
+    minus = dataset_to_image(make_cr(pixels, PhotometricInterpretation="MONOCHROME1", PixelIntensityRelationshipSign=-1))
+    np.testing.assert_allclose(minus.array[0, 0], [0.0, 1.0])
+    assert minus.meta["inverted_for_intensity_sign"] is True
+    plus = dataset_to_image(make_cr(pixels, PhotometricInterpretation="MONOCHROME1", PixelIntensityRelationshipSign=1))
+    np.testing.assert_allclose(plus.array[0, 0], [1.0, 0.0])
+    assert plus.meta["inverted_for_intensity_sign"] is False
+    minus2 = dataset_to_image(make_cr(pixels, PixelIntensityRelationshipSign=-1))  # MONOCHROME2, sign -1: as is
+    np.testing.assert_allclose(minus2.array[0, 0], [0.0, 1.0])
+
+
+def test_pixel_spacing_is_preferred_to_imager_pixel_spacing():
+    """PixelSpacing (calibrated at the patient) wins over the detector's ImagerPixelSpacing; the
+    imager's is used only when PixelSpacing is absent or unusable, in (row, column) order."""
+    both = dataset_to_image(make_cr(ImagerPixelSpacing=[0.3, 0.35]))
+    assert both.meta["pixel_spacing"] == [0.2, 0.25] and both.meta["pixel_spacing_source"] == "PixelSpacing"
+    imager = dataset_to_image(make_cr(PixelSpacing=[0, 0], ImagerPixelSpacing=[0.3, 0.35]))
+    assert imager.meta["pixel_spacing"] == [0.3, 0.35] and imager.meta["pixel_spacing_source"] == "ImagerPixelSpacing"
