@@ -108,3 +108,53 @@ def test_shape_errors():
         build_seg(source, np.zeros((1, 64, 48), bool), ["heart", "lung"])
     with pytest.raises(ValueError, match=r"mask size \(32, 48\) differs from the source image \(64, 48\)"):
         build_seg(source, np.zeros((1, 32, 48), bool), ["heart"])
+
+
+# SNOMED CT concept ids (category, type, laterality) as PS3.16 codes them; "P:" marks the private scheme.
+EXPECTED_CODES = {
+    "lung": ("91723000", "39607008", None), "left lung": ("91723000", "39607008", "7771000"),
+    "right lung": ("91723000", "39607008", "24028007"), "heart": ("91723000", "80891009", None),
+    "clavicle": ("91723000", "51299004", None), "left clavicle": ("91723000", "51299004", "7771000"),
+    "right clavicle": ("91723000", "51299004", "24028007"), "infection": ("49755003", "840539006", None),
+    "Enlarged Cardiomediastinum": ("404684003", "P:ECM", None),
+    "Cardiomegaly": ("404684003", "287272002", None),  # PS3.16 CID 12248's code for Cardiomegaly
+    "Lung Opacity": ("404684003", "P:LOPAC", None), "Lung Lesion": ("404684003", "P:LLES", None),
+    "Edema": ("404684003", "19242006", None), "Consolidation": ("404684003", "P:CONS", None),
+    "Pneumonia": ("404684003", "233604007", None), "Atelectasis": ("404684003", "P:ATEL", None),
+    "Pneumothorax": ("404684003", "36118008", None), "Pleural Effusion": ("404684003", "60046008", None),
+    "Pleural Other": ("404684003", "P:PLOTH", None), "Fracture": ("404684003", "P:FRACT", None),
+    "Support Devices": ("260787004", "P:DEVICE", None),
+}
+
+
+def test_each_segment_name_has_its_own_concept_and_side():
+    """A swapped code (Edema coded as effusion, a right clavicle marked left) would write a SEG that
+    every DICOM viewer labels wrongly; the table is written out from the SNOMED CT ids."""
+    for name, (category, kind, side) in EXPECTED_CODES.items():
+        meaning = segment_meaning(name)
+        code = meaning.type.value if meaning.type.scheme_designator == "SCT" else f"P:{meaning.type.value}"
+        assert meaning.type.scheme_designator in ("SCT", PRIVATE_SCHEME), name
+        assert meaning.category.scheme_designator == "SCT", name
+        got = (meaning.category.value, code, meaning.laterality.value if meaning.laterality else None)
+        assert got == (category, kind, side), name
+
+
+def test_written_seg_keeps_row_column_spacing_and_each_segments_side(tmp_path):
+    """make_cr's PixelSpacing is 0.2 mm between rows, 0.25 mm between columns: the SEG's Pixel
+    Measures say the same, in that order; every lateral segment carries its own modifier."""
+    source = make_cr()
+    names = ["right lung", "left clavicle", "heart"]
+    masks = np.zeros((3, 64, 48), dtype=bool)
+    masks[0, :10, :5] = masks[1, 20:, 30:] = masks[2, 5, 7] = True
+    write_seg(tmp_path / "seg.dcm", source, masks, names)
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [0.2, 0.25]
+    sides = []
+    for item in ds.SegmentSequence:
+        kind = item.SegmentedPropertyTypeCodeSequence[0]
+        modifier = kind.get("SegmentedPropertyTypeModifierCodeSequence")
+        sides.append((item.SegmentLabel, kind.CodeValue, modifier[0].CodeValue if modifier else None))
+    assert sides == [("right lung", "39607008", "24028007"), ("left clavicle", "51299004", "7771000"),
+                     ("heart", "80891009", None)]
+    np.testing.assert_array_equal(ds.pixel_array.astype(bool), masks)
