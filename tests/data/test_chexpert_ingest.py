@@ -58,6 +58,32 @@ def test_uncertain_policies_global_and_per_observation():
     assert label.dtype == np.float32 and mask.dtype == np.int8
 
 
+def test_default_policy_is_u_ignore_blank_negative_and_derived_no_finding():
+    """The paper's U-Ignore is the default (the CLI's --uncertain default is 'ignore' too): an
+    uncertain Edema is masked, a blank one negative, and a blank No Finding beside the uncertain
+    Edema is uncertain, hence masked."""
+    raw = np.full((2, 14), np.nan, dtype=np.float32)
+    raw[0, EDEMA] = -1
+    for policy in (LabelPolicy(), LabelPolicy.build()):
+        assert set(policy.uncertain.values()) == {"ignore"} and set(policy.blank.values()) == {"zeros"}
+        label, mask = policy.apply(raw)
+        assert (label[0, EDEMA], mask[0, EDEMA]) == (0, 0)
+        assert (label[0, NF], mask[0, NF]) == (0, 0)
+        assert (label[1] == 0).all() and (mask[1] == 1).all()
+
+
+def test_an_explicit_no_finding_is_not_rederived():
+    """Only a blank No Finding is derived: a written 1 or 0 stays, even beside a positive pathology."""
+    raw = np.full((2, 14), np.nan, dtype=np.float32)
+    raw[:, EDEMA] = 1
+    raw[0, NF], raw[1, NF] = 1, np.nan
+    label, mask = LabelPolicy.build().apply(raw)
+    assert label[:, NF].tolist() == [1, 0] and mask[:, NF].tolist() == [1, 1]
+    raw[:, EDEMA], raw[0, NF] = -1, 0  # only uncertain pathologies: a written 0 is not made uncertain
+    label, mask = LabelPolicy.build(uncertain="ones").apply(raw)
+    assert label[:, NF].tolist() == [0, 1] and mask[:, NF].tolist() == [1, 1]
+
+
 def test_blank_policies_and_plain_values():
     raw = np.array([[np.nan] * 14, [1.0] * 7 + [0.0] * 7], dtype=np.float32)
     label, mask = LabelPolicy.build(blank="ignore", blank_per={"Edema": "zeros"}, no_finding="raw").apply(raw)
