@@ -19,6 +19,7 @@ from cxrdoll.data.classification import (
     MaskLabelsd,
     fill_one_batch,
     classification_items,
+    scorable_validation,
     classification_transforms,
     find_datalist,
     image_items,
@@ -282,6 +283,26 @@ def test_mask_labels_gives_nan_where_ignored():
     out = MaskLabelsd()({"label": [1.0, 0.0, 1.0], "label_mask": [1, 0, 1], "id": "x"})
     assert "label_mask" not in out
     assert out["label"][0].item() == 1.0 and math.isnan(out["label"][1].item()) and out["label"][2].item() == 1.0
+
+
+def test_a_masked_label_does_not_make_an_observation_scorable():
+    """U-Ignore writes an uncertain label as 0 with mask 0: the AUROC skips it, so Cardiomegaly
+    with only positives among its known labels has no AUROC, however many masked zeros it has."""
+    cardio = OBSERVATIONS.index("Cardiomegaly")
+
+    def item(label, mask):
+        labels, masks = [0.0] * 14, [0] * 14
+        labels[cardio], masks[cardio] = label, mask
+        return {"label": labels, "label_mask": masks}
+
+    items = [item(1.0, 1), item(1.0, 1), item(0.0, 0)]
+    with pytest.raises(ValueError, match=r"^v.json: no observation of auroc_mean_over \(Cardiomegaly\) has both "
+                                         r".*; no observation does\."):
+        scorable_validation(items, ["Cardiomegaly"], "v.json")
+    items.append(item(0.0, 1))
+    assert scorable_validation(items, ["Edema", "Cardiomegaly"], "v.json") is items
+    with pytest.raises(ValueError, match=r"\(Edema\) has both .*; those that do: Cardiomegaly\. Set"):
+        scorable_validation(items, ["Edema"], "v.json")
 
 
 def _datalist(tmp_path, pngs, validation=True):
