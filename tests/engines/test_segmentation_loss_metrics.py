@@ -98,6 +98,42 @@ def test_per_image_scores_hand_values_and_masking():
     assert math.isnan(per_image_scores(pred, target, ignore_empty=True)["dice"][0, 1].item())
 
 
+def test_predictions_on_ignored_pixels_are_not_false_positives():
+    """Devices marked ignore in a lung mask: a prediction covering them as well as the lung is a
+    perfect Dice and IoU (8 counted pixels each), not 2 * 8 / (8 + 16)."""
+    t = _square(16, 2, 6, 2, 4)  # 8 px
+    target = t.clone()
+    target[10:14, 10:12] = NAN  # 8 ignored pixels away from the lung
+    pred = t.clone()
+    pred[10:14, 10:12] = 1
+    s = per_image_scores(pred[None, None], target[None, None], hd95=False)
+    assert s["dice"][0, 0].item() == 1.0 and s["iou"][0, 0].item() == 1.0
+
+
+def test_hd95_ignores_one_stray_pixel_that_the_maximum_would_report():
+    """A 20 x 20 square has 76 edge pixels; a prediction equal to it plus one stray pixel has 77,
+    76 at distance 0 and one at 5 sqrt(2) from the target's corner (23, 23). Its 95th percentile is 0;
+    the plain Hausdorff distance would be 7.07."""
+    target = _square(32, 4, 24, 4, 24)
+    pred = target.clone()
+    pred[28, 28] = 1
+    s = per_image_scores(pred[None, None], target[None, None])
+    assert s["hd95"][0, 0].item() == 0.0
+    assert s["dice"][0, 0].item() == pytest.approx(2 * 400 / 801)
+
+
+def test_an_equal_score_later_keeps_the_first_best_model(tmp_path):
+    """The model is saved when the key metric improves: a tie is not an improvement."""
+    net = torch.nn.Conv2d(1, 1, 1)
+    recorder = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt")
+    for epoch, weight in ((1, 0.3), (2, 0.9)):
+        with torch.no_grad():
+            net.weight.fill_(weight)
+        recorder(SimpleNamespace(state=SimpleNamespace(epoch=epoch, metrics={"val_mean_dice": 0.5})))
+    assert json.loads((tmp_path / "h.json").read_text())["best"]["epoch"] == 1
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["weight"].flatten().tolist() == [pytest.approx(0.3)]
+
+
 def test_metric_and_recorder_publish_per_class_and_history(tmp_path):
     t = _square(16, 2, 6, 2, 6)
     p = _square(16, 2, 6, 4, 8)
