@@ -67,6 +67,48 @@ def test_checkpoint_resumes_weights_and_iteration(tmp_path):
     torch.testing.assert_close(seen[0][1], saved["weight"])
 
 
+def test_a_resumed_run_with_momentum_ends_where_an_uninterrupted_one_does(tmp_path):
+    """The optimizer's state (SGD momentum buffers) comes back with the weights: epoch 2 after a
+    resume takes the same steps as epoch 2 of one 2-epoch run, which a fresh momentum would not."""
+    data = [torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, 3.0]])]
+
+    def run(path, max_epochs, seed_weights=True):
+        net = torch.nn.Linear(2, 1)
+        if seed_weights:
+            with torch.no_grad():
+                net.weight.copy_(torch.tensor([[0.3, -0.2]]))
+                net.bias.fill_(0.1)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+
+        def step(engine, batch):
+            opt.zero_grad()
+            net(batch).pow(2).mean().backward()
+            opt.step()
+
+        trainer = Engine(step)
+        ResumableCheckpoint(path, {"network": net, "optimizer": opt}).attach(trainer)
+        trainer.run(data, max_epochs=max_epochs)
+        return net
+
+    straight = run(tmp_path / "a" / "c.pt", 2)
+    run(tmp_path / "b" / "c.pt", 1)
+    resumed = run(tmp_path / "b" / "c.pt", 2, seed_weights=False)
+    torch.testing.assert_close(resumed.weight, straight.weight)
+    torch.testing.assert_close(resumed.bias, straight.bias)
+
+
+def test_the_checkpoint_is_written_every_interval_epochs(tmp_path):
+    """One iteration an epoch: the trainer's saved iteration is the epoch the file was written at."""
+    net = torch.nn.Linear(2, 1)
+    trainer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net}, interval=2).attach(trainer)
+    saved_at = []  # read after the checkpoint's own handler
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved_at.append(
+        torch.load(tmp_path / "c.pt", weights_only=True)["trainer"]["iteration"] if (tmp_path / "c.pt").exists() else None))
+    trainer.run([torch.ones(1, 2)], max_epochs=5)
+    assert saved_at == [None, 2, 2, 4, 4]
+
+
 def test_a_second_training_run_into_an_output_folder_in_use_is_refused_before_it_writes(tmp_path, hold_folder):
     """A job submitted twice: each run replaced the other's model.pt and metrics.json, leaving a model
     beside the record of another run."""
