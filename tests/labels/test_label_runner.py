@@ -24,7 +24,7 @@ from cxrdoll.labels.runner import LabelResult, LabelRunner
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
 from cxrdoll.labels.writer import label_path, read_label, read_report, read_sources, shard_path
 from cxrdoll.networks import build_classifier
-from tests.labels.tiny_setup import CARDIO, EDEMA, make_images, tiny_setup, write_classifiers, write_datalist
+from tests.labels.tiny_setup import CARDIO, EDEMA, EFFUSION, make_images, tiny_setup, write_classifiers, write_datalist
 
 PROJECT = Path(__file__).resolve().parents[2]
 OPTIONS = {"explainer": "doll_ig", "explainer_options": {"steps": 4}, "image_size": 32, "min_agree": 2,
@@ -92,6 +92,21 @@ def test_reference_run_outputs(setup):
     assert manifest["selection"]["Cardiomegaly"] == ["densenet_tiny_0", "densenet_tiny_1"]
     assert manifest["selection"]["Edema"] == ["densenet_tiny_0"]
     assert manifest["tau"] == 0.7 and manifest["binarise"] == {"method": "otsu", "value": None}
+
+
+def test_an_unlabelled_image_is_targeted_by_the_mean_of_every_used_classifier(setup, tmp_path):
+    """ensemble_predicted: Cardiomegaly at 0.3 and 0.9 (mean 0.6) and Pleural Effusion at 0.95 and 0.2
+    (mean 0.575) are targets; Edema at 0.9 and 0.05 (mean 0.475) is not: neither classifier alone agrees."""
+    classifiers, datalist, _, _ = setup
+    runner = LabelRunner(classifiers, datalist, tmp_path / "out", policy="ensemble_predicted", **OPTIONS)
+    assert sorted(runner.used) == [0, 1]
+    probs = {k: torch.full((1, len(OBSERVATIONS)), 0.1) for k in (0, 1)}
+    probs[0][0, CARDIO], probs[1][0, CARDIO] = 0.3, 0.9
+    probs[0][0, EDEMA], probs[1][0, EDEMA] = 0.9, 0.05
+    probs[0][0, EFFUSION], probs[1][0, EFFUSION] = 0.95, 0.2
+    runner.probabilities = lambda images: probs
+    (_, _, state), = runner.label_batch(torch.rand(1, 1, 32, 32), [[None] * len(OBSERVATIONS)])
+    assert np.flatnonzero(state == 1).tolist() == sorted([CARDIO, EFFUSION]) and state[EDEMA] == -1
 
 
 def test_rerun_skips_finished_images_and_changes_nothing(setup):
