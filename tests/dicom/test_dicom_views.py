@@ -28,6 +28,11 @@ def _code(meaning: str) -> Dataset:
         ({"ViewPosition": "ap "}, ("AP", "ViewPosition")),
         ({"ViewPosition": "LL"}, ("LATERAL", "ViewPosition")),
         ({"ViewPosition": "LLD"}, ("OTHER", "ViewPosition")),
+        ({"ViewPosition": "RL"}, ("LATERAL", "ViewPosition")),
+        ({"SeriesDescription": "CHEST RL"}, ("LATERAL", "SeriesDescription")),  # not an unknown (usable) view
+        # the series describes this image, the study only the examination: the series' text wins
+        ({"StudyDescription": "CHEST PA", "SeriesDescription": "LAT"}, ("LATERAL", "SeriesDescription")),
+        ({"ProtocolName": "CHEST AP", "SeriesDescription": "PA"}, ("PA", "SeriesDescription")),
         ({"ViewCodeSequence": [_code("postero-anterior")]}, ("PA", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("antero-posterior")]}, ("AP", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("lateral")]}, ("LATERAL", "ViewCodeSequence")),
