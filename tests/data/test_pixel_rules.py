@@ -70,6 +70,8 @@ def test_without_extreme_pixels_the_rules_are_as_before():
     small = rng.integers(0, 201, size=(40, 30)).astype(np.uint16)
     small[0, 0], small[0, 1] = 0, 200
     np.testing.assert_allclose(unit_range(small), small / 200, atol=1e-6)
+    full = np.tile(np.arange(256, dtype=np.uint16), 40)  # ranks 10 and 10229 of 10240: 0 and 255, 8-bit data
+    np.testing.assert_allclose(unit_range(full), full / 255, atol=1e-6)  # hi = 255 is not 12-bit
     # a tiny image (< 1000 pixels) keeps plain min-max, as does a sparse one whose percentiles coincide
     tiny = np.array([[0, 100, 200, 60000]], np.uint16)
     np.testing.assert_allclose(unit_range(tiny), tiny / 60000, atol=1e-6)

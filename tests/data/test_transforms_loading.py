@@ -52,6 +52,16 @@ def test_real_non_square_cxr_is_resized_by_area_without_transposing(shared_data)
     assert np.abs(image - reference.T).mean() > 5 * np.abs(image - reference).mean()
 
 
+def test_downsizing_averages_each_block_in_row_column_order(tmp_path):
+    """6 x 6 to 2 x 2 is the mean of each 3 x 3 block: a bright corner pixel gives 1/9 of its value
+    (bilinear sampling at the block centres would give 0), and a pixel in the top-right block stays there."""
+    pixels = np.zeros((6, 6), np.uint8)
+    pixels[0, 0], pixels[0, 5] = 255, 90
+    Image.fromarray(pixels).save(tmp_path / "dots.png")
+    image = load_image_pipeline(size=2)({"image": str(tmp_path / "dots.png")})["image"][0].numpy()
+    np.testing.assert_allclose(image, [[1 / 9, 90 / 255 / 9], [0, 0]], atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [16, 48])
 def test_output_size_follows_the_argument(tmp_path, size):
     Image.fromarray(np.full((40, 30), 128, np.uint8)).save(tmp_path / "grey.png")
