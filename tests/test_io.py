@@ -80,6 +80,8 @@ def test_csv_tables_round_trip_with_commas_quotes_and_newlines(tmp_path):
     write_csv_atomic(tmp_path / "t.csv", ("id", "reason"), rows)
     with open(tmp_path / "t.csv", newline="") as fh:
         assert list(csv.reader(fh)) == [["id", "reason"], *rows]
+    # the documented bytes: "\n" line ends (not csv's default "\r\n"), quoting only where needed
+    assert (tmp_path / "t.csv").read_bytes() == b'id,reason\na.png,"cannot read, ""truncated"""\nb/c.png,"two\nlines"\n'
 
 
 def test_csv_tables_take_file_names_that_are_not_utf8(tmp_path):
