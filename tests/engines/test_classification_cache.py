@@ -114,6 +114,18 @@ def test_a_disk_too_small_for_the_cache_is_one_error_and_keeps_a_stopped_build(p
     np.testing.assert_array_equal(resumed.array, UInt8ImageCache(items, 256, tmp_path / "fresh").array)
 
 
+def test_a_reordered_image_list_gets_its_own_cache_with_each_path_on_its_pixels(pngs, tmp_path):
+    """Rows follow the list's order: a cache named by the sorted paths would serve a reordered list
+    the other order's rows, every image but the middle one under another image's path."""
+    items = [{"image": str(p)} for p in pngs]
+    first = UInt8ImageCache(items, 32, tmp_path / "cache")
+    reordered = UInt8ImageCache(items[::-1], 32, tmp_path / "cache")
+    assert reordered.path != first.path
+    for p in pngs:
+        expected = load_image_pipeline(32)({"image": str(p)})["image"]
+        assert torch.max(torch.abs(reordered.image(str(p)) - expected)).item() <= 0.5 / 255 + 1e-6, p.name
+
+
 def test_a_change_of_pixel_rules_rebuilds_the_cache(pngs, tmp_path, monkeypatch):
     import cxrdoll.data.cache as cache_module
 
