@@ -495,6 +495,44 @@ def test_views_and_burned_in_images_are_skipped_before_their_pixels_are_decoded(
     ]
 
 
+def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
+    """CS values are upper case by the standard, but archives hold 'yes' and ' YES': either still means
+    identifying text in the pixels, never written under --deidentify."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, flag in (("lower.dcm", "yes"), ("padded.dcm", " YES"), ("no.dcm", "NO")):
+        save(make_cr(np.zeros((40, 30), np.uint16), BurnedInAnnotation=flag), root / name)
+    out = tmp_path / "out"
+    ingest.ingest_folder(root, out, ingest.IngestOptions(deidentify=True))
+    statuses = {row["file"]: row["status"] for row in _report(out).values()}
+    assert statuses == {ingest._output_name("lower.dcm", True): "skipped",
+                        ingest._output_name("padded.dcm", True): "skipped",
+                        ingest._output_name("no.dcm", True): "ok"}
+
+
+def test_a_killed_keyed_runs_journal_holds_no_plain_hash_of_a_uid_or_of_a_files_size_and_time(tmp_path, monkeypatch):
+    """With a pseudonym key the journal's tokens are keyed too: a plain SHA-256 of a SOP Instance UID
+    or of a file's size and mtime can be recomputed from the archive, naming the file behind each entry."""
+    import hashlib
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        save(make_cr(), root / name)
+    out = tmp_path / "out"
+    key = b"correct horse"
+    _killed_at(monkeypatch, max(("a.dcm", "b.dcm", "c.dcm"), key=lambda n: ingest._output_name(n, True, key)))
+    with pytest.raises(KeyboardInterrupt):  # at the last file in pseudonym order
+        ingest.ingest_folder(root, out, ingest.IngestOptions(deidentify=True, pseudonym_key=key))
+    entries = [json.loads(line) for line in (out / ingest.JOURNAL).read_text().splitlines()[1:]]
+    assert len(entries) == 2 and all(entry["uid"] and entry["stat"] for entry in entries)
+    for path in root.iterdir():
+        st = path.stat()
+        plain = [hashlib.sha256(str(pydicom.dcmread(path).SOPInstanceUID).encode()).hexdigest()[:32],
+                 hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:32]]
+        assert not [entry for entry in entries if entry["uid"] in plain or entry["stat"] in plain], path.name
+
+
 def _seven_files(root):
     root.mkdir()
     for i, name in enumerate(("a.dcm", "b.dcm", "c.dcm", "d_full.dcm", "e.dcm", "f.dcm", "g.dcm")):
