@@ -81,6 +81,20 @@ def test_finalise_waits_for_every_shard_and_merges_reports(tmp_path):
     assert read_report(tmp_path / "report.csv") == [{"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}]
 
 
+def test_finalise_reports_only_skips_of_images_the_datalist_still_lists(tmp_path):
+    """A shard record can hold a skip of an image since left out of the datalist (a re-run on a
+    smaller list): counted, the manifest would say more images were handled than it lists."""
+    mask, state, soft = _arrays()
+    items = [{"image": "/img/0.png", "id": "p0/v.png"}, {"image": "/img/1.png", "id": "p1/v.png"}]
+    write_label(label_path(tmp_path, items[0]["id"]), mask, state, soft)
+    write_shard_record(tmp_path, 0, 1, [{"id": "gone/v.png", "image": "/img/gone.png", "reason": "OSError: gone"},
+                                        {"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}])
+    assert finalise(tmp_path, {"training": items}, 1, {"explainer": "x"})
+    counts = json.loads((tmp_path / "manifest.json").read_text())["counts"]
+    assert (counts["images"], counts["labelled"], counts["skipped"]) == (2, 1, 1)
+    assert [row["id"] for row in read_report(tmp_path / "report.csv")] == ["p1/v.png"]
+
+
 def test_finalise_names_a_damaged_label_file_and_the_way_out(tmp_path):
     mask, state, soft = _arrays()
     items = [{"image": "/img/0.png", "id": "p0/v.png"}]
