@@ -24,6 +24,7 @@ from cxrdoll.data.segmentation import (
     read_jsrt_img,
     scr_datalist,
     shared_lungs_datalist,
+    split_by_hash,
 )
 from cxrdoll.data.transforms import load_image_pipeline
 
@@ -90,6 +91,35 @@ def test_scr_layout_datalist_and_aligned_masks(tmp_path, monkeypatch):
         expected = torch.zeros(32, 32)
         expected[2 * k : 2 * k + 4, 0:8] = 1
         assert torch.equal(sample["label"][k], expected)
+
+
+def test_validation_split_is_the_rounded_fraction_of_smallest_sha1_digests():
+    import hashlib
+
+    ids = [f"JPCLN{i:03d}" for i in range(8)]
+    by_digest = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+    assert split_by_hash(ids, 0.2) == set(by_digest[:2])  # 8 x 0.2 = 1.6 rounds to 2, not down to 1
+    assert split_by_hash(ids[::-1] + ids[:3], 0.2) == set(by_digest[:2])  # order and repeats do not matter
+    assert split_by_hash(ids, 0.0) == set()
+
+
+def test_an_ignore_mask_blanks_every_class_of_a_multi_class_item(tmp_path):
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "i.png")
+    for k in range(3):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[:, 8 * k : 8 * k + 16] = 255  # overlapping the ignored rows in every class
+        Image.fromarray(mask).save(tmp_path / f"m{k}.png")
+    ignore = np.zeros((32, 32), np.uint8)
+    ignore[4:10, :] = 255
+    Image.fromarray(ignore).save(tmp_path / "ignore.png")
+    item = {"image": str(tmp_path / "i.png"), "label": [str(tmp_path / f"m{k}.png") for k in range(3)],
+            "ignore": str(tmp_path / "ignore.png")}
+    label = LoadSegmentationSample(32, num_classes=3)(item)["label"]
+    for k in range(3):
+        assert torch.equal(torch.isnan(label[k]), torch.from_numpy(ignore > 0)), k
+        expected = torch.zeros(32, 32)
+        expected[:, 8 * k : 8 * k + 16] = 1
+        assert torch.equal(label[k][~torch.isnan(label[k])], expected[torch.from_numpy(ignore == 0)]), k
 
 
 def test_folder_datalist_missing_mask_is_named(tmp_path):
