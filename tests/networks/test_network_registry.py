@@ -101,6 +101,23 @@ def test_classifier_computes_the_same_logits_as_the_monai_network(name, referenc
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["densenet_tiny", "resnet10"])
+def test_measuring_the_stages_leaves_a_fresh_network_in_training_mode_with_untouched_statistics(name):
+    """The build probes each stage on a blank image: in training mode it would move every batch norm's
+    running statistics off their initial 0 and 1 before training, and left in eval mode a loop that
+    does not call train() itself would train with frozen statistics."""
+    from cxrdoll.networks import build_segmenter
+
+    for model in (build_classifier(name), build_segmenter(name, decoder_channels=(32, 16, 16, 8, 8))):
+        assert all(m.training for m in model.modules())
+        norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms
+        for m in norms:
+            assert int(m.num_batches_tracked) == 0
+            assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+            assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+
+
 def test_efficientnet_batch_norm_statistics_follow_the_data_within_a_short_schedule():
     """MONAI's TF-style momentum 0.01 left running statistics near their init after a short from-scratch
     training, so eval-mode outputs were at chance; ours use 0.1 like every other encoder."""
