@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from cxrdoll.deploy.overlay import save_overlay
+from cxrdoll.deploy.overlay import overlay_rgb, save_overlay
 from cxrdoll.deploy.report import RunReport
 from cxrdoll.dicom.loader import load_cxr_dicom
 from cxrdoll.errors import OutputWriteError
@@ -246,3 +246,18 @@ def test_writer_stops_the_batch_naming_an_output_a_full_disk_refused(tmp_path, b
     assert str(caught.value) == f"{output}: No space left on device"
     assert list(out_dir.iterdir()) == []  # no SEG left without its overlay, and the next case not tried
     assert report.written == 0
+
+
+def test_overlay_blends_each_mask_in_its_colour_in_mask_order():
+    """40 % of the colour over 60 % of the grey, the second mask over the first (tab10 blue, then orange)."""
+    image = np.array([[0.0, 1.0], [0.5, 0.25]], dtype=np.float32)
+    masks = np.array([[[1, 0], [0, 0]], [[1, 0], [0, 1]]], dtype=np.uint8)
+    first = 0.4 * np.array([31, 119, 180])  # over black
+    expected = [
+        [0.6 * first + 0.4 * np.array([255, 127, 14]), [255, 255, 255]],
+        [[127.5] * 3, 0.6 * 63.75 + 0.4 * np.array([255, 127, 14])],
+    ]
+    got = overlay_rgb(image, masks)
+    assert got.dtype == np.uint8 and got.shape == (2, 2, 3)
+    np.testing.assert_array_equal(got, np.rint(np.array(expected, dtype=np.float64)).astype(np.uint8))
+    assert got[0, 0].tolist() == [109, 79, 49] and got[1, 1].tolist() == [140, 89, 44]

@@ -50,6 +50,19 @@ def test_predict_matches_the_network_at_its_own_size(tmp_path):
     assert 0 < masks.mean() < 1  # a test where every pixel is equal could not fail
 
 
+def test_channel_names_follow_the_channel_def_keys_not_their_order_in_the_file(tmp_path):
+    """A hand-edited metadata.json may list channel_def as {"2": ..., "1": ..., "0": ...}: read in file
+    order, the app would write each class's mask under another class's name in the DICOM SEG."""
+    root = make_tiny_bundle(tmp_path / "b")
+    meta_path = root / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {k: channel_def[k] for k in ("2", "0", "1")}
+    write_json_atomic(meta_path, meta)
+    assert list(json.loads(meta_path.read_text())["network_data_format"]["outputs"]["pred"]["channel_def"]) == ["2", "0", "1"]
+    assert SegBundle.load(root).channel_names == NAMES
+
+
 def test_warm_up_runs_the_network_at_its_input_size_and_changes_nothing(tmp_path):
     bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
     image = _image(SIZE, SIZE)
