@@ -10,7 +10,7 @@ from monai.metrics import compute_roc_auc
 
 from cxrdoll.constants import COMPETITION_OBSERVATIONS, OBSERVATIONS
 from cxrdoll.engines.auroc import MaskedAUROC, binary_auroc, masked_auroc
-from cxrdoll.engines.recorder import ValidationRecorder
+from cxrdoll.engines.recorder import ValidationRecorder, with_record
 
 
 def _random_case(seed: int, n: int = 60):
@@ -78,6 +78,34 @@ def test_metric_is_nan_when_no_competition_observation_is_defined(tmp_path):
 def test_unknown_mean_over_name_is_rejected():
     with pytest.raises(ValueError, match=r"mean_over names \['Cardio'\] are not among the observations"):
         MaskedAUROC(mean_over=["Cardio"])
+
+
+def test_only_a_strictly_better_mean_auroc_replaces_the_best_model(tmp_path):
+    """Small validation sets tie (AUROC 1.0 from some epoch on): the model kept is the first to reach
+    the best score, and a tie writes no model file."""
+    scores = iter([0.7, 0.8, 0.8, None, 0.75])
+    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
+                             num_samples=4, mean=None)
+    net = torch.nn.Linear(2, 1)
+    recorder = ValidationRecorder(metric, tmp_path / "metrics.json", net, tmp_path / "model.pt")
+    saved = []
+    for epoch in range(1, 6):
+        metric.mean = next(scores)
+        with torch.no_grad():
+            net.bias.fill_(epoch)
+        recorder(SimpleNamespace(state=SimpleNamespace(epoch=epoch)))
+        saved.append(float(torch.load(tmp_path / "model.pt", weights_only=True)["bias"]))
+    assert saved == [1.0, 2.0, 2.0, 2.0, 2.0]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert (written["best"]["epoch"], written["last"]["epoch"]) == (2, 5)
+
+
+def test_a_new_record_replaces_those_of_its_epoch_and_every_later_one():
+    """A resumed run re-runs the epochs after its checkpoint: records a killed attempt left for them
+    describe weights since discarded."""
+    history = [{"epoch": 1, "v": "a"}, {"epoch": 2, "v": "a"}, {"epoch": 3, "v": "a"}, {"epoch": 4, "v": "a"}]
+    assert with_record(history, {"epoch": 2, "v": "b"}) == [{"epoch": 1, "v": "a"}, {"epoch": 2, "v": "b"}]
+    assert with_record(history, {"epoch": 5, "v": "b"}) == history + [{"epoch": 5, "v": "b"}]
 
 
 def test_recorder_refuses_to_resume_a_run_trained_with_other_settings(tmp_path):
