@@ -78,6 +78,22 @@ def test_occlusion_matches_captum_when_windows_tile_the_image():
             torch.testing.assert_close(maps[k][j], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_occlusion_of_a_colour_image_is_captums_map_summed_over_channels():
+    """The window occludes every channel at once: captum gives each channel the whole drop, so the
+    channel sum is C times one channel's map, not the map itself."""
+    torch.manual_seed(0)
+    mix = torch.nn.Conv2d(3, 1, 1)
+    with torch.no_grad():
+        mix.weight.copy_(torch.tensor([0.5, 0.3, 0.2]).view(1, 3, 1, 1))
+        mix.bias.zero_()
+    model = torch.nn.Sequential(mix, SquareDetector())
+    images = planted_images(1).repeat(1, 3, 1, 1) + 0.05 * torch.rand(1, 3, SIZE, SIZE)
+    got = build_explainer("occlusion", model, window=8, stride=4, max_batch=10).attribute(images, [[0]])[0][0]
+    expected = Occlusion(model).attribute(images, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.0,
+                                          target=0)[0].sum(0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_window_starts_cover_the_edge():
     assert window_starts(10, 4, 3) == [0, 3, 6]
     assert window_starts(11, 4, 3) == [0, 3, 6, 7]
