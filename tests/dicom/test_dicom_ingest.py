@@ -95,6 +95,23 @@ def test_nifti_output_with_resize_keeps_spacing_and_all_views(input_dir, tmp_pat
     assert 0.0 <= nifti.get_fdata().min() and nifti.get_fdata().max() <= 1.0
 
 
+def test_resizing_averages_each_block_of_pixels_as_the_bundles_area_resize_does(tmp_path):
+    """A 64 x 64 image written at 16 px holds the means of its 4 x 4 blocks: a bilinear resize would
+    sample a few pixels of each block, aliasing fine texture, and differ from what the classifier reads."""
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    save(make_cr(rng.integers(0, 4096, size=(64, 64)).astype(np.uint16), WindowCenter=2048, WindowWidth=4096),
+         root / "a.dcm")
+    full, small = tmp_path / "full", tmp_path / "small"
+    ingest.ingest_folder(root, full, ingest.IngestOptions(fmt="nifti"))
+    ingest.ingest_folder(root, small, ingest.IngestOptions(fmt="nifti", size=16))
+    pixels = nib.load(full / "images" / "a.nii.gz").get_fdata()
+    assert pixels.shape == (64, 64) and pixels.std() > 0.2  # fine texture, where the two resizes differ
+    blocks = pixels.reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(nib.load(small / "images" / "a.nii.gz").get_fdata(), blocks, atol=1e-5)
+
+
 def test_deidentify_leaves_no_names_ids_paths_or_uids(input_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--deidentify"]) == 0
