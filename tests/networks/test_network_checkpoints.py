@@ -45,6 +45,21 @@ def test_classifier_checkpoint_changes_exactly_the_encoder(tmp_path):
     assert report.ignored == ["head.fc.bias", "head.fc.weight"]
 
 
+def test_a_resume_checkpoint_initialises_the_encoder_from_its_network_entry(tmp_path):
+    """The training bundles' resume file nests the weights under "network", beside the optimizer's and
+    the trainer's state; given as the classifier checkpoint it is read as the plain state_dict."""
+    torch.manual_seed(3)
+    classifier = build_classifier("densenet_tiny")
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"network": classifier.state_dict(), "trainer": {"epoch": 3, "iteration": 30},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}}, ckpt)
+    segmenter = build_segmenter("densenet_tiny", **SMALL)
+    report = init_encoder_from_classifier(segmenter, ckpt)
+    assert sorted(report.loaded) == sorted(k for k in classifier.state_dict() if k.startswith("encoder."))
+    for key, value in segmenter.encoder.state_dict().items():
+        assert torch.equal(value, classifier.state_dict()[f"encoder.{key}"]), key
+
+
 def test_classifier_of_another_architecture_is_refused_with_the_keys(tmp_path):
     ckpt = tmp_path / "resnet10.pt"
     torch.save(build_classifier("resnet10").state_dict(), ckpt)
@@ -110,6 +125,23 @@ def test_pretrained_checkpoint_loads_under_new_head_and_fresh_adapters():
     assert all(torch.equal(v, head_before[k]) for k, v in target.head.state_dict().items())
     assert all(torch.equal(state[k], v) for k, v in adapters_before.items())
     assert report.ignored == ["head.bias", "head.weight"]
+
+
+def test_an_adapter_checkpoint_loads_its_trained_adapters_into_a_model_with_adapters():
+    """A fine-tuned adapter segmenter given as the pretrained checkpoint: its adapters are weights to
+    keep, not the zero initialisation a DoLL checkpoint leaves in place."""
+    torch.manual_seed(4)
+    source = build_segmenter("densenet_tiny", out_channels=2, **SMALL)
+    add_adapters(source)
+    with torch.no_grad():
+        for key, value in source.state_dict().items():
+            if ".adapter." in key:
+                value.normal_()
+    target = build_segmenter("densenet_tiny", out_channels=2, **SMALL)
+    add_adapters(target)
+    report = load_segmenter_checkpoint(target, source.state_dict())
+    assert report.loaded == sorted(source.state_dict())
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
 
 
 def test_adapter_checkpoint_needs_adapters_in_the_model():
