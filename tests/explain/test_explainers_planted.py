@@ -125,6 +125,26 @@ def test_cam_of_a_batch_equals_cam_of_each_image(name):
         torch.testing.assert_close(batched[k], explainer.attribute(images[k : k + 1], [[0]])[0])
 
 
+def test_gradcam_is_selvarajus_map_of_the_class_logit():
+    """Selvaraju et al. (2017), eq. 1-2: channel weights are the spatial mean of the logit's gradient,
+    the map the ReLU of the weighted channel sum, here upsampled bilinearly and not normalised.
+    Grad-CAM++ weights (alpha-weighted positive gradients) give another map on a real network."""
+    torch.manual_seed(0)
+    model = build_classifier("resnet10").eval()
+    image = torch.rand(1, 1, 128, 128)
+    got = build_explainer("gradcam", model).attribute(image, [[2]])[0][0]
+    acts = {}
+    handle = dict(model.named_modules())["encoder.stages.4"].register_forward_hook(lambda m, i, o: acts.update(a=o))
+    score = model(image)[:, 2]
+    handle.remove()
+    (g,) = torch.autograd.grad(score.sum(), acts["a"])
+    weights = g.mean((2, 3), keepdim=True)
+    cam = torch.relu((weights * acts["a"]).sum(1, keepdim=True))
+    want = torch.nn.functional.interpolate(cam, size=(128, 128), mode="bilinear", align_corners=False)[0, 0].detach()
+    assert want.max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.max()))
+
+
 def _closed_form_gradcampp(model, layer: str, image: torch.Tensor, cls: int) -> torch.Tensor:
     """Chattopadhyay et al. (2018), eq. 19 with Y = exp(S), written out with autograd."""
     acts = {}
