@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -338,6 +339,25 @@ def test_a_killed_run_resumes_only_under_its_settings_and_overwrite_starts_over(
     assert main(["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--size", "12", "--overwrite"]) == 0
     ingest.ingest_folder(input_dir, tmp_path / "whole", ingest.IngestOptions(size=12))
     assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_a_killed_run_is_not_resumed_from_another_input_folder(tmp_path, monkeypatch):
+    """A copy of the archive elsewhere (same names, sizes and times: cp -p) is another source: its run
+    starts over instead of taking the killed run's images, and the datalist's source, as its own."""
+    first = tmp_path / "first"
+    first.mkdir()
+    for name in ("a.dcm", "b.dcm"):
+        save(make_cr(), first / name)
+    second = tmp_path / "second"
+    shutil.copytree(first, second)  # copy2: times kept
+    out = tmp_path / "out"
+    _killed_at(monkeypatch, "b.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_folder(first, out, ingest.IngestOptions())
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=re.escape(f"a killed ingest run with other settings (source='{first}', "
+                                                   f"not '{second}')")):
+        ingest.ingest_folder(second, out, ingest.IngestOptions())
 
 
 def test_a_file_changed_since_it_was_journaled_is_ingested_again(tmp_path, monkeypatch):
