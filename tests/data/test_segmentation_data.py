@@ -226,6 +226,10 @@ def test_doll_label_states(tmp_path):
     (tmp_path / "garbage.npz").write_bytes(b"not an archive")
     with pytest.raises(ValueError, match=r"garbage.npz: not a readable label file \(not an .npz archive\)"):
         read_doll_label(tmp_path / "garbage.npz")
+    state[7] = 2  # no state of the format: its mask must not pass as a positive target
+    np.savez_compressed(tmp_path / "bad3.npz", mask=np.ones((14, 4, 4), np.uint8), state=np.array(state, np.int8))
+    with pytest.raises(ValueError, match=r"bad3.npz: 'state' must be 14 values of -1/0/1, found \[0, 0, 1, 0, 0, -1, 0, 2,"):
+        read_doll_label(tmp_path / "bad3.npz")
 
 
 def test_doll_sample_with_truth_dir(tmp_path):
