@@ -70,6 +70,19 @@ def test_configuring_a_model_already_in_training_puts_its_frozen_parts_in_eval()
     assert segmenter.encoder.training
 
 
+def test_train_keeps_the_dropout_of_a_training_decoder_on_and_the_frozen_encoder_in_eval():
+    """Only parts whose every parameter is frozen go to eval: a Dropout has no parameters, and counted
+    as frozen it would stop regularising the decoder it belongs to."""
+    segmenter = build_segmenter("densenet_tiny", dropout=0.5, **SMALL)
+    add_adapters(segmenter)
+    configure_trainable(segmenter, "adapters")  # encoder frozen, decoder, adapters and head train
+    segmenter.train()
+    dropouts = [m for m in segmenter.decoder.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.training for m in dropouts)
+    assert not any(m.training for m in segmenter.encoder.modules())
+    assert all(m.training for m in segmenter.decoder.modules()) and segmenter.head.training
+
+
 def test_modes_make_exactly_the_right_parameters_trainable():
     segmenter = build_segmenter("densenet_tiny", **SMALL)
     with pytest.raises(ValueError, match=r"mode 'adapters' needs adapters: call add_adapters\(\) first"):
