@@ -77,7 +77,10 @@ def per_image_scores(
     Ignored pixels are cleared in both, so they count as neither hit nor miss; a channel with no
     counted pixel scores NaN. With ``ignore_empty`` an empty target scores NaN (MONAI's default),
     otherwise 1 when the prediction is empty too and 0 when not. HD95 is NaN unless both the
-    prediction and the target are non-empty. Returns float32 tensors ``(B, C)`` on the CPU.
+    prediction and the target are non-empty; beside it, ``missed`` is 1 where the target has the
+    structure and the prediction is empty (HD95 leaves those out, so a model missing a structure
+    would look better by HD95 alone), 0 where both have it, NaN where the target is empty.
+    Returns float32 tensors ``(B, C)`` on the CPU.
     """
     if pred.shape != target.shape or pred.ndim != 4:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B, C, H, W)")
@@ -97,6 +100,9 @@ def per_image_scores(
                 hd = compute_hausdorff_distance(p.cpu(), t.cpu(), include_background=True, percentile=95).float()
             hd = torch.where(both.cpu(), hd, torch.tensor(math.nan))
         scores["hd95"] = hd
+        has_target = t.flatten(2).any(-1).cpu()
+        missed = (~p.flatten(2).any(-1)).cpu().float()
+        scores["missed"] = torch.where(has_target, missed, torch.tensor(math.nan))
     uncounted = ~counted.flatten(2).any(-1).cpu()
     return {k: torch.where(uncounted, torch.tensor(math.nan), v.detach().float().cpu()) for k, v in scores.items()}
 
@@ -106,7 +112,9 @@ class SegmentationMetrics(Metric):
 
     The engine's value under ``name`` is a float (NaN when undefined) so MONAI's best-model logic
     can compare it. Also published: ``<name>/dice/<class>``, ``<name>/iou/<class>``,
-    ``<name>/hd95/<class>`` (where defined) and the class means ``<name>/iou`` and ``<name>/hd95``.
+    ``<name>/hd95/<class>`` and ``<name>/missed/<class>`` (where defined; with ``hd95``: the share of
+    images with the structure whose prediction is empty, which HD95 leaves out) and the class means
+    ``<name>/iou``, ``<name>/hd95`` and ``<name>/missed``.
     Each class value is the mean over the images where it is defined. Expects binarised predictions.
     Under DDP every rank's scores are gathered first.
     """
@@ -138,7 +146,7 @@ class SegmentationMetrics(Metric):
     def compute(self) -> float:
         width = len(self.class_names)
         self.results = {}
-        for key in ("dice", "iou", "hd95") if self.hd95 else ("dice", "iou"):
+        for key in ("dice", "iou", "hd95", "missed") if self.hd95 else ("dice", "iou"):
             chunks = self._scores.get(key, [])
             scores = _gather(torch.cat(chunks) if chunks else torch.zeros(0, width))
             self.results[key] = {name: _nanmean(scores[:, c]) for c, name in enumerate(self.class_names)}

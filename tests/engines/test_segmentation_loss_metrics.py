@@ -96,6 +96,9 @@ def test_per_image_scores_hand_values_and_masking():
     # HD95 between two 4x4 squares shifted by 2 columns: every boundary distance is <= 2
     assert s["hd95"][0, 0].item() == pytest.approx(2.0)
     assert math.isnan(per_image_scores(pred, target, ignore_empty=True)["dice"][0, 1].item())
+    # missed: defined where the target has the structure; 0 here (found), NaN where empty or ignored
+    assert s["missed"][0, 0].item() == 0.0 and s["missed"][0, 3].item() == 0.0
+    assert math.isnan(s["missed"][0, 1].item()) and math.isnan(s["missed"][0, 2].item())
 
 
 def test_predictions_on_ignored_pixels_are_not_false_positives():
@@ -178,6 +181,9 @@ def test_an_undefined_hd95_is_not_last_epochs_value(tmp_path):
     first, second = json.loads((tmp_path / "h.json").read_text())["history"]
     assert first["val_mean_dice/hd95/heart"] == pytest.approx(4.0)
     assert "val_mean_dice/hd95/heart" not in second and second["val_mean_dice/hd95"] is None
+    # the miss HD95 leaves out is counted beside it: HD95 alone would not tell epoch 2 from no data
+    assert first["val_mean_dice/missed/heart"] == 0.0 and first["val_mean_dice/missed"] == 0.0
+    assert second["val_mean_dice/missed/heart"] == 1.0 and second["val_mean_dice/missed"] == 1.0
 
 
 def test_a_resumed_recorder_keeps_its_clock_and_refuses_other_settings(tmp_path):
