@@ -92,7 +92,8 @@ def per_image_scores(
         "iou": compute_iou(p.float(), t.float(), include_background=True, ignore_empty=ignore_empty),
     }
     if hd95:
-        both = p.flatten(2).any(-1) & t.flatten(2).any(-1)
+        has_pred, has_target = p.flatten(2).any(-1), t.flatten(2).any(-1)
+        both = has_pred & has_target
         hd = torch.full(both.shape, math.nan)
         if both.any():
             with warnings.catch_warnings():  # MONAI warns about the empty channels we discard below
@@ -100,9 +101,7 @@ def per_image_scores(
                 hd = compute_hausdorff_distance(p.cpu(), t.cpu(), include_background=True, percentile=95).float()
             hd = torch.where(both.cpu(), hd, torch.tensor(math.nan))
         scores["hd95"] = hd
-        has_target = t.flatten(2).any(-1).cpu()
-        missed = (~p.flatten(2).any(-1)).cpu().float()
-        scores["missed"] = torch.where(has_target, missed, torch.tensor(math.nan))
+        scores["missed"] = torch.where(has_target, (~has_pred).float(), math.nan).cpu()
     uncounted = ~counted.flatten(2).any(-1).cpu()
     return {k: torch.where(uncounted, torch.tensor(math.nan), v.detach().float().cpu()) for k, v in scores.items()}
 
@@ -228,9 +227,8 @@ class SegmentationRecorder:
                 "(the Dice of an empty truth mask is undefined). Give the datalist a validation split in which the "
                 "structures appear (cxr_seg_adapter's --ignore_empty false scores empty masks instead)")
         self.history = with_record(self.history, record)
-        improved = value is not None and (self.best is None or self.best[self.key_metric] is None or value > self.best[self.key_metric])
-        if improved or self.best is None:
-            self.best = record
+        if self.best is None or self.best[self.key_metric] is None or value > self.best[self.key_metric]:
+            self.best = record  # improved, the first, or after a restored history without a defined best
         if idist.get_rank() != 0:
             return
         if self.best is record and self.model_file is not None:  # improved, or the first: always leave a model behind

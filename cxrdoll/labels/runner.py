@@ -105,8 +105,8 @@ class _Inputs(Dataset):
             if image.shape != (1, self.image_size, self.image_size) or not torch.isfinite(image).all():
                 raise ValueError(f"loaded as {tuple(image.shape)} with non-finite or wrong-sized data")
             if bool(image.amax() == image.amin()):  # a blank export: explanations of it are noise, not anatomy
-                raise ValueError(f"a constant image (every pixel {float(image[0, 0, 0]):.3g} of 1 at {self.image_size} px): "
-                                 "nothing in it to localise")
+                raise ValueError(f"a constant image (every pixel {float(image[0, 0, 0]):.3g} of 1 at "
+                                 f"{self.image_size} px): nothing in it to localise")
         except Exception as err:  # corrupt, missing or unreadable input: skip it and say why
             return {"item": item, "error": _reason(item, err)}
         return {"item": item, "image": image, "raw": raw, "source": source}

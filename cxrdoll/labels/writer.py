@@ -33,8 +33,8 @@ REPORT_COLUMNS = ("id", "image", "reason")
 
 
 def without_image_suffix(name: str) -> str:
-    """``name`` without an image file extension (``IMAGE_FILE_SUFFIXES``, any case): 'p1/view1.jpg' -> 'p1/view1', 'scan.nii.gz' -> 'scan'. Any
-    other last suffix stays: ingest-dicom's ids of files named by UID ('1.2.840.113619.320', no extension)
+    """``name`` without an image file extension (``IMAGE_FILE_SUFFIXES``, any case): 'p1/view1.jpg' ->
+    'p1/view1', 'scan.nii.gz' -> 'scan'. Any other last suffix stays: ingest-dicom's ids of files named by UID ('1.2.840.113619.320', no extension)
     differ only there, and all of a series' images would have named one label file."""
     lower = name.lower()
     for suffix in IMAGE_FILE_SUFFIXES:
