@@ -133,6 +133,7 @@ def dataset_to_image(
         raise
     except Exception as err:
         raise DicomInputError(source, f"VOI could not be applied ({type(err).__name__}: {err})") from None
+    _check_not_blank(values, scaled, voi_used, source)
     photometric = ds.PhotometricInterpretation
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
@@ -161,6 +162,15 @@ def dataset_to_image(
 def load_cxr_dicom(path: str | os.PathLike, voi: str = "auto", use_intensity_sign: bool = True) -> CXRImage:
     """Read and convert one file; every failure is a :class:`DicomInputError` naming ``path``."""
     return dataset_to_image(read_dataset(path), voi=voi, source=str(path), use_intensity_sign=use_intensity_sign)
+
+
+def _check_not_blank(values: np.ndarray, scaled: np.ndarray, voi_used: str, source: str) -> None:
+    """A blank image (a failed exposure or export, or a forced window that clips every pixel) is refused:
+    it holds no anatomy to learn from, label or segment, and written out it would pass for a radiograph."""
+    if values.size and values.min() == values.max():
+        raise DicomInputError(source, f"every pixel has the value {values.flat[0]:g} after rescale: a blank image")
+    if scaled.size and scaled.min() == scaled.max():
+        raise DicomInputError(source, f"VOI ({voi_used}) maps every pixel to {scaled.flat[0]:g}: nothing is visible")
 
 
 def _displays_bone_dark(photometric: str, sign: int) -> bool:

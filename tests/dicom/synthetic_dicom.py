@@ -53,6 +53,13 @@ def make_cr(pixels: np.ndarray | None = None, **attributes) -> Dataset:
     return ds
 
 
+def flat(level: int, shape: tuple[int, int] = (16, 16)) -> np.ndarray:
+    """Pixels at ``level`` but for one a step brighter: a constant image is refused as blank."""
+    pixels = np.full(shape, level, np.uint16)
+    pixels[0, 0] += 1
+    return pixels
+
+
 def save(ds: Dataset, path: Path) -> Path:
     ds.save_as(path, enforce_file_format=True)
     return path

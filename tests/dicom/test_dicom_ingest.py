@@ -23,7 +23,7 @@ from cxrdoll.dicom import ingest
 from cxrdoll.dicom.loader import load_cxr_dicom
 from tests.dicom.conftest import find
 from tests.dicom.crashing_reader import crash_on_named, full_disk_on_named
-from tests.dicom.synthetic_dicom import make_cr, save
+from tests.dicom.synthetic_dicom import flat, make_cr, save
 
 SHARED = (("original/", "nometa"), ("original/", "SIIM"), ("derived/", "dx_chest", "explicitLE"))
 
@@ -182,7 +182,7 @@ def test_inputs_whose_sanitised_names_collide_get_distinct_outputs(tmp_path):
     root = tmp_path / "in"
     for folder, level in (("Möller", 100), ("Müller", 200)):
         (root / folder).mkdir(parents=True)
-        save(make_cr(np.full((16, 16), level, np.uint16), WindowCenter=100, WindowWidth=400), root / folder / "1.dcm")
+        save(make_cr(flat(level), WindowCenter=100, WindowWidth=400), root / folder / "1.dcm")
     out = tmp_path / "out"
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out)]) == 0
     report = _report(out)
@@ -232,7 +232,7 @@ def test_a_clash_s_hash_suffix_never_takes_another_input_s_name(tmp_path):
     (root / "a").mkdir(parents=True)
     suffix = ingest.hashlib.sha256(b"a__b.dcm").hexdigest()[:8]
     for i, relative in enumerate(("a/b.dcm", f"a__b {suffix}", "a__b.dcm")):
-        save(make_cr(np.full((16, 16), 100 * (i + 1), np.uint16), WindowCenter=200, WindowWidth=600), root / relative)
+        save(make_cr(flat(100 * (i + 1)), WindowCenter=200, WindowWidth=600), root / relative)
     out = tmp_path / "out"
     assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 0
     report = _report(out)
@@ -364,13 +364,13 @@ def test_a_file_changed_since_it_was_journaled_is_ingested_again(tmp_path, monke
     root = tmp_path / "in"
     root.mkdir()
     for name, level in (("a.dcm", 100), ("b.dcm", 300)):
-        save(make_cr(np.full((16, 16), level, np.uint16), WindowCenter=200, WindowWidth=400), root / name)
+        save(make_cr(flat(level), WindowCenter=200, WindowWidth=400), root / name)
     out = tmp_path / "out"
     _killed_at(monkeypatch, "b.dcm")
     with pytest.raises(KeyboardInterrupt):
         ingest.ingest_folder(root, out, ingest.IngestOptions())
     monkeypatch.undo()
-    save(make_cr(np.full((16, 16), 250, np.uint16), WindowCenter=200, WindowWidth=400), root / "a.dcm")
+    save(make_cr(flat(250), WindowCenter=200, WindowWidth=400), root / "a.dcm")
     ingest.ingest_folder(root, out, ingest.IngestOptions())
     ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
     assert _outputs(out) == _outputs(tmp_path / "whole")
@@ -420,7 +420,7 @@ def test_a_file_that_kills_its_reading_process_is_skipped_and_the_batch_goes_on(
     root = tmp_path / "in"
     root.mkdir()
     for i, name in enumerate(("a.dcm", "b_crash.dcm", "c.dcm", "d_exit.dcm", "e.dcm", "f.dcm", "g.dcm")):
-        save(make_cr(np.full((16, 16), 40 * i, np.uint16), WindowCenter=100, WindowWidth=400), root / name)
+        save(make_cr(flat(40 * i), WindowCenter=100, WindowWidth=400), root / name)
     ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
     monkeypatch.setattr(ingest, "_ingest_job", crash_on_named)  # pickled by name: the workers run it too
     out = tmp_path / "out"
@@ -532,6 +532,20 @@ def test_views_and_burned_in_images_are_skipped_before_their_pixels_are_decoded(
     ]
 
 
+def test_a_blank_image_is_skipped_with_its_reason(tmp_path):
+    """A constant DICOM (a failed exposure or export) was written as an all-black PNG with status ok."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(np.zeros((40, 30), np.uint16)), root / "blank.dcm")
+    save(make_cr(), root / "good.dcm")
+    out = tmp_path / "out"
+    ingest.ingest_folder(root, out, ingest.IngestOptions())
+    report = _report(out)
+    assert (report["blank.dcm"]["status"], report["blank.dcm"]["reason"]) == (
+        "skipped", "every pixel has the value 0 after rescale: a blank image")
+    assert report["good.dcm"]["status"] == "ok" and sorted(p.name for p in (out / "images").iterdir()) == ["good.png"]
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # 'yes': the non-conformant value under test
 def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
     """CS values are upper case by the standard, but archives hold 'yes' and ' YES': either still means
@@ -539,7 +553,7 @@ def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
     for name, flag in (("lower.dcm", "yes"), ("padded.dcm", " YES"), ("no.dcm", "NO")):
-        save(make_cr(np.zeros((40, 30), np.uint16), BurnedInAnnotation=flag), root / name)
+        save(make_cr(flat(0, (40, 30)), BurnedInAnnotation=flag), root / name)
     out = tmp_path / "out"
     ingest.ingest_folder(root, out, ingest.IngestOptions(deidentify=True))
     statuses = {row["file"]: row["status"] for row in _report(out).values()}
@@ -574,7 +588,7 @@ def test_a_killed_keyed_runs_journal_holds_no_plain_hash_of_a_uid_or_of_a_files_
 def _seven_files(root):
     root.mkdir()
     for i, name in enumerate(("a.dcm", "b.dcm", "c.dcm", "d_full.dcm", "e.dcm", "f.dcm", "g.dcm")):
-        save(make_cr(np.full((16, 16), 40 * i, np.uint16), WindowCenter=100, WindowWidth=400), root / name)
+        save(make_cr(flat(40 * i), WindowCenter=100, WindowWidth=400), root / name)
     return root
 
 

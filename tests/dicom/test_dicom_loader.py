@@ -72,9 +72,24 @@ def test_dx_window_outside_the_pixel_range_falls_back_to_minmax(decoded, dicom_d
     assert meta["inverted_for_intensity_sign"] is True
     assert meta["pixel_spacing"] == [0.4, 0.4] and meta["pixel_spacing_source"] == "ImagerPixelSpacing"
     assert meta["view"] == "UNKNOWN"
-    # Forcing the file's window saturates every pixel: the reason for the fallback.
-    forced = load_cxr_dicom(dicom_dir / find(decoded, "dx_chest", "explicitLE"), voi="window").array
-    assert np.unique(forced).tolist() == [0.0]
+    # Forcing the file's window saturates every pixel (the reason for the fallback): nothing is left to see.
+    path = dicom_dir / find(decoded, "dx_chest", "explicitLE")
+    with pytest.raises(DicomInputError, match=rf"^{path}: VOI \(window 2725/5310\) maps every pixel to 1: nothing is visible$"):
+        load_cxr_dicom(path, voi="window")
+
+
+@pytest.mark.parametrize("pixels, slope, expected", [
+    (np.full((8, 6), 700, np.uint16), "1", "every pixel has the value 700 after rescale: a blank image"),
+    (np.arange(48, dtype=np.uint16).reshape(8, 6), "0", "every pixel has the value -5 after rescale: a blank image"),
+])
+def test_a_blank_image_is_refused_naming_the_file(pixels, slope, expected):
+    """A failed exposure or export decoded to an all-black image that passed as a radiograph."""
+    ds = make_cr(pixels, RescaleSlope=slope, RescaleIntercept="-5" if slope == "0" else "0")
+    with pytest.raises(DicomInputError, match=rf"^x.dcm: {expected}$"):
+        dataset_to_image(ds, source="x.dcm")
+    one_brighter = pixels.copy()
+    one_brighter[3, 2] += 1
+    assert dataset_to_image(make_cr(one_brighter)).array.max() == 1.0  # one pixel's difference is an image
 
 
 def test_pixel_spacing_metadata(decoded):
