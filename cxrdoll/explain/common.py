@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,15 +16,38 @@ def check_inputs(images: torch.Tensor, targets: Sequence[Sequence[int]]) -> list
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor (B, C, H, W), got {shape}")
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
+        raise ValueError(f"targets must be one list of class indices per image, e.g. [[2, 5], [3]] for two "
+                         f"images, got {targets!r}")
+    targets = list(targets)
+    if any(_is_index(t) for t in targets):
+        raise ValueError(f"targets must be one list of class indices per image, e.g. [[2, 5], [3]] for two "
+                         f"images and [[2]] for one, got the flat list {targets!r}")
     if len(targets) != images.shape[0]:
         raise ValueError(f"got {len(targets)} target lists for {images.shape[0]} images")
     out = []
     for i, tgt in enumerate(targets):
-        tgt = [int(t) for t in tgt]
+        values = tgt.tolist() if isinstance(tgt, torch.Tensor) else tgt
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ValueError(f"image {i}: targets must be a list of class indices, got {tgt!r}")
+        values = list(values)
+        bad = [t for t in values if not _is_index(t)]
+        if bad:
+            # int() would truncate 2.7 to class 2 and read True as class 1: a silently wrong map.
+            raise ValueError(f"image {i}: target {bad[0]!r} is not a class index (an integer, "
+                             f"cxrdoll.constants.OBSERVATIONS order)")
+        tgt = [int(t) for t in values]
         if any(t < 0 for t in tgt):
             raise ValueError(f"image {i}: negative target index in {tgt}")
         out.append(tgt)
     return out
+
+
+def _is_index(value: object) -> bool:
+    """An integer class index: Python or numpy ints, a 0-d integer tensor; not bool, float or str."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def check_logits(logits: object, targets: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion
@@ -112,6 +113,24 @@ def test_out_of_range_target_is_rejected():
     for name in OPTIONS:
         with pytest.raises(ValueError, match=r"target index \[5\] out of range for a model with 2 outputs"):
             build_explainer(name, SquareDetector()).attribute(planted_images(1), [[5]])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_targets_that_are_not_lists_of_class_indices_are_refused(name):
+    """captum's ``target=1`` habit (a flat list) and non-integer indices are named; ``int()`` used to
+    read 1.7 as class 1 and True as class 1, explaining a class nobody asked for."""
+    explainer = build_explainer(name, SquareDetector(), **OPTIONS[name])
+    images = planted_images(2)
+    with pytest.raises(ValueError, match=r"one list of class indices per image.*got the flat list \[1, 0\]"):
+        explainer.attribute(images, [1, 0])
+    with pytest.raises(ValueError, match=r"one list of class indices per image.*got 1"):
+        explainer.attribute(images[:1], 1)
+    for bad in (1.7, True, "Cardiomegaly"):
+        with pytest.raises(ValueError, match=rf"image 1: target {bad!r} is not a class index"):
+            explainer.attribute(images, [[0], [bad]])
+    # Integer-valued numpy and tensor indices stay accepted.
+    maps = explainer.attribute(images, [np.array([1]), torch.tensor([0, 1])])
+    assert [tuple(m.shape) for m in maps] == [(1, SIZE, SIZE), (2, SIZE, SIZE)]
 
 
 @pytest.mark.parametrize("name", ["gradcam", "gradcampp"])
