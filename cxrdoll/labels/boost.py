@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from cxrdoll.labels.distil import distil
+from cxrdoll.labels.postprocess import check_maps
 
 
 def confidence_weights(skill: torch.Tensor, probs: torch.Tensor, power: float = 1.0) -> torch.Tensor:
@@ -30,6 +31,7 @@ def agreement_mask(maps: torch.Tensor, min_agree: int, threshold: float = 0.5) -
     """Boolean ``(H, W)``: at least ``min(min_agree, K)`` of the ``(K, H, W)`` maps are ``>= threshold``."""
     if min_agree < 1:
         raise ValueError(f"min_agree must be >= 1, got {min_agree}")
+    check_maps(maps)  # (H, W) would vote over rows and return one value per column
     votes = (maps >= threshold).sum(dim=0)
     return votes >= min(min_agree, maps.shape[0])
 

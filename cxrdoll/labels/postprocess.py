@@ -12,6 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
+def check_maps(maps: object) -> None:
+    """ValueError unless ``maps`` is a ``(T, H, W)`` tensor. One ``(H, W)`` map would otherwise be read
+    as H maps of one row each: percentile normalisation then scaled every row on its own."""
+    if not isinstance(maps, torch.Tensor):
+        raise ValueError(f"expected maps as a torch tensor of shape (T, H, W), got {type(maps).__name__}")
+    if maps.ndim != 3:
+        hint = "; a single (H, W) map is maps[None]" if maps.ndim == 2 else ""
+        raise ValueError(f"expected maps of shape (T, H, W), got {tuple(maps.shape)}{hint}")
+
+
 def positive_part(maps: torch.Tensor) -> torch.Tensor:
     """Evidence *for* the observation only; negative attribution is not a location of the finding."""
     return maps.clamp_min(0.0)
@@ -34,8 +44,7 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 3.0) -> 
     """
     if sigma <= 0:
         return maps
-    if maps.ndim != 3:
-        raise ValueError(f"expected maps of shape (T, H, W), got {tuple(maps.shape)}")
+    check_maps(maps)
     kernel = gaussian_kernel1d(sigma, truncate).to(maps.device)
     radius = kernel.numel() // 2
     x = maps.to(torch.float32).unsqueeze(1)  # (T, 1, H, W)
@@ -53,6 +62,7 @@ def percentile_normalise(maps: torch.Tensor, percentile: float = 99.0) -> torch.
     """
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    check_maps(maps)
     flat = maps.reshape(maps.shape[0], -1).to(torch.float32)
     scale = torch.quantile(flat, percentile / 100.0, dim=1)
     peak = flat.amax(dim=1)
@@ -63,4 +73,5 @@ def percentile_normalise(maps: torch.Tensor, percentile: float = 99.0) -> torch.
 
 def postprocess(maps: torch.Tensor, sigma: float = 2.0, percentile: float = 99.0) -> torch.Tensor:
     """Raw ``(T, H, W)`` attributions -> soft maps in [0, 1], in the order the design fixes."""
+    check_maps(maps)
     return percentile_normalise(gaussian_smooth(positive_part(maps), sigma), percentile)

@@ -44,6 +44,9 @@ def test_agreement_of_at_least_m_models():
     assert agreement_mask(maps[:1], 2).tolist() == [[True, False, True]]  # m capped at K = 1
     with pytest.raises(ValueError, match="min_agree must be >= 1"):
         agreement_mask(maps, 0)
+    # One (H, W) map used to vote over its rows and return a mask of one value per column.
+    with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\), got \(1, 3\)"):
+        agreement_mask(maps[0], 1)
 
 
 def test_boost_combines_confidence_and_agreement():

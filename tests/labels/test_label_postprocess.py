@@ -86,3 +86,18 @@ def test_bad_arguments_are_refused():
         percentile_normalise(torch.ones(1, 2, 2), percentile=0)
     with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\)"):
         gaussian_smooth(torch.ones(2, 2), sigma=1.0)
+
+
+def test_a_single_map_without_its_target_axis_is_refused():
+    """An (H, W) map was read as H one-row maps: with smoothing off, ``postprocess`` returned (H, H, W)
+    and ``percentile_normalise`` scaled each row by its own percentile."""
+    single = torch.rand(8, 6)
+    for call in (lambda: postprocess(single, sigma=0.0), lambda: postprocess(single),
+                 lambda: percentile_normalise(single)):
+        with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\), got \(8, 6\); a single \(H, W\) map is maps\[None\]"):
+            call()
+    with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\), got \(1, 2, 8, 6\)"):
+        percentile_normalise(single[None, None].expand(1, 2, 8, 6))
+    with pytest.raises(ValueError, match="expected maps as a torch tensor of shape \\(T, H, W\\), got ndarray"):
+        postprocess(single.numpy()[None])
+    assert postprocess(single[None], sigma=0.0).shape == (1, 8, 6)
