@@ -71,8 +71,24 @@ def build_seg(
     algorithm_name: str = "cxrdoll",
     manufacturer: str = "cxrdoll",
 ) -> hd.seg.Segmentation:
-    """BINARY SEG of ``masks`` (N, H, W), one segment per name, referencing ``source``."""
+    """BINARY SEG of ``masks`` (N, H, W), one segment per name, referencing ``source``.
+
+    ``source`` is the source image's pydicom Dataset (``cxrdoll.dicom.read_dataset(path)``).
+    ``masks``: bool, integers (non-zero = inside) or floats holding only 0 and 1; probabilities are
+    refused (threshold them first), since every pixel that is not exactly 0 would be written as inside.
+    """
+    if not isinstance(source, Dataset):
+        raise TypeError(f"source must be the source image's pydicom Dataset (cxrdoll.dicom.read_dataset(path)), "
+                        f"got {type(source).__name__}")
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of segment names, got the string {names!r} (one segment: [{names!r}])")
     masks = np.asarray(masks)
+    if masks.dtype.kind in "fc" and not ((masks == 0) | (masks == 1)).all():
+        finite = masks[np.isfinite(masks)]
+        span = f"[{finite.min():.3g}, {finite.max():.3g}]" if finite.size else "no finite values"
+        raise ValueError(f"masks are {masks.dtype} with values other than 0 and 1 ({span}); a SEG is binary and "
+                         "every non-zero pixel would be written as inside: threshold probabilities first "
+                         "(e.g. probs > 0.5)")
     if masks.ndim != 3 or masks.shape[0] != len(names):
         raise ValueError(f"masks must be (N, H, W) with N = {len(names)} segment names, got shape {masks.shape}")
     if masks.shape[1:] != (source.Rows, source.Columns):

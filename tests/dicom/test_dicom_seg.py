@@ -110,6 +110,23 @@ def test_shape_errors():
         build_seg(source, np.zeros((1, 32, 48), bool), ["heart"])
 
 
+def test_probabilities_and_a_source_that_is_no_dataset_are_refused(tmp_path):
+    """A float probability map was written as inside wherever it was not exactly 0 (all of a sigmoid
+    output); a path or CXRImage as source failed with "'str' object has no attribute 'Rows'"."""
+    source = make_cr()
+    probs = np.full((1, 64, 48), 0.2, np.float32)
+    with pytest.raises(ValueError, match=r"masks are float32 with values other than 0 and 1 \(\[0.2, 0.2\]\).*probs > 0.5"):
+        write_seg(tmp_path / "p.dcm", source, probs, ["heart"])
+    assert not (tmp_path / "p.dcm").exists()
+    with pytest.raises(TypeError, match=r"source must be the source image's pydicom Dataset .*got str"):
+        build_seg("image.dcm", np.zeros((1, 64, 48), bool), ["heart"])
+    with pytest.raises(TypeError, match=r"names must be a list of segment names, got the string 'heart'"):
+        build_seg(source, np.zeros((1, 64, 48), bool), "heart")
+    # Masks of 0 and 1 in any dtype, and 0/255 integers, stay accepted.
+    for masks in (np.ones((1, 64, 48), np.float32), np.full((1, 64, 48), 255, np.uint8)):
+        assert build_seg(source, masks, ["heart"]).pixel_array.all()
+
+
 # SNOMED CT concept ids (category, type, laterality) as PS3.16 codes them; "P:" marks the private scheme.
 EXPECTED_CODES = {
     "lung": ("91723000", "39607008", None), "left lung": ("91723000", "39607008", "7771000"),
