@@ -107,7 +107,10 @@ class LabelPolicy:
         return {"uncertain": dict(self.uncertain), "blank": dict(self.blank), "no_finding": self.no_finding}
 
     def apply(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``raw`` float (N, 14) with NaN blanks -> (``label`` float32 0/1, ``label_mask`` int8 0/1)."""
+        """``raw`` float (N, 14) with NaN blanks -> (``label`` float32 0/1, ``label_mask`` int8 0/1).
+
+        A list of rows works too, blanks as None; one image's 14 values are ``[row]``.
+        """
         raw = self.effective_raw(raw)
         unc_ones = np.array([self.uncertain[o] == "ones" for o in OBSERVATIONS])
         unc_ignore = np.array([self.uncertain[o] == "ignore" for o in OBSERVATIONS])
@@ -120,6 +123,7 @@ class LabelPolicy:
 
     def effective_raw(self, raw: np.ndarray) -> np.ndarray:
         """Raw values with a blank "No Finding" derived from the pathologies (see module docstring)."""
+        raw = _raw_rows(raw)
         if self.no_finding == "raw":
             return raw
         raw = raw.copy()
@@ -130,6 +134,24 @@ class LabelPolicy:
         raw[blank & any_positive, _NO_FINDING] = 0
         raw[blank & ~any_positive & any_uncertain, _NO_FINDING] = -1
         return raw
+
+
+def _raw_rows(raw: object) -> np.ndarray:
+    """``raw`` as a float (N, 14) array (None = blank); a ValueError naming the shape otherwise.
+
+    One image's (14,) row failed with numpy's "too many indices", a row of 13 with a broadcast error.
+    """
+    array = np.asarray(raw)
+    if not np.issubdtype(array.dtype, np.floating):
+        try:
+            array = np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"raw labels must be numbers 1, 0, -1 or NaN/None for blank ({err})") from None
+    if array.ndim != 2 or array.shape[1] != len(OBSERVATIONS):
+        hint = "; one image's row is [row] (or row[None])" if array.shape == (len(OBSERVATIONS),) else ""
+        raise ValueError(f"raw labels must be (N, {len(OBSERVATIONS)}): one row per image, one column per "
+                         f"observation in OBSERVATIONS order, got shape {array.shape}{hint}")
+    return array
 
 
 def _per_observation(spec: Mapping[str, str] | str | None, what: str) -> dict[str, str]:

@@ -120,6 +120,21 @@ def test_policy_errors_name_the_problem():
         LabelPolicy.build(blank_per="Edema=ones")
 
 
+def test_policy_apply_names_a_wrong_shape_and_takes_rows_with_none_blanks():
+    """One image's (14,) row failed with numpy's "too many indices", 13 columns with a broadcast error."""
+    policy = LabelPolicy.build(uncertain="ones")
+    row = [None] * 14
+    row[EDEMA] = -1
+    with pytest.raises(ValueError, match=r"raw labels must be \(N, 14\).*got shape \(14,\); one image's row is \[row\]"):
+        policy.apply(np.array(row, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"raw labels must be \(N, 14\).*got shape \(1, 13\)$"):
+        policy.apply(np.zeros((1, 13), np.float32))
+    with pytest.raises(ValueError, match=r"raw labels must be numbers 1, 0, -1 or NaN/None for blank"):
+        policy.apply([["yes"] * 14])
+    label, mask = policy.apply([row])
+    assert label[0, EDEMA] == 1 and mask[0].tolist() == [1] * 14 and label[0, NF] == 1  # No Finding derived: uncertain -> ones
+
+
 # ---- patient split ---------------------------------------------------------------------------
 
 
