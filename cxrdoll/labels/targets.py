@@ -48,6 +48,12 @@ def label_state(
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown target policy {policy!r}; expected one of {POLICIES}")
+    # 13 values (No Finding left out) would shift every observation onto its neighbour's channel.
+    if len(raw) != len(OBSERVATIONS):
+        raise ValueError(f"raw labels must hold {len(OBSERVATIONS)} values in OBSERVATIONS order, got {len(raw)}")
+    if ensemble_probs is not None and len(ensemble_probs) != len(OBSERVATIONS):
+        raise ValueError(f"ensemble_probs must hold {len(OBSERVATIONS)} probabilities in OBSERVATIONS order, "
+                         f"got {len(ensemble_probs)}")
     state = np.full(len(OBSERVATIONS), -1, dtype=np.int8)
     if policy == "ensemble_predicted" and is_unlabelled(raw):
         if ensemble_probs is None:

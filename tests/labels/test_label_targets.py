@@ -69,3 +69,14 @@ def test_bad_items_are_named():
         raw_labels({"id": "a", "raw_label": [1, 0]})
     with pytest.raises(ValueError, match="unknown target policy 'all'"):
         label_state([None] * len(OBSERVATIONS), "all")
+
+
+def test_label_vectors_of_another_length_are_refused():
+    """13 values (No Finding left out) used to shift every observation onto its neighbour's channel:
+    a Cardiomegaly-positive row made Enlarged Cardiomediastinum the target."""
+    row = [0.0] * (len(OBSERVATIONS) - 1)
+    row[CARDIO - 1] = 1.0
+    with pytest.raises(ValueError, match="raw labels must hold 14 values in OBSERVATIONS order, got 13"):
+        label_state(row)
+    with pytest.raises(ValueError, match="ensemble_probs must hold 14 probabilities in OBSERVATIONS order, got 13"):
+        label_state([None] * len(OBSERVATIONS), "ensemble_predicted", [0.9] * 13)
