@@ -126,6 +126,16 @@ def test_unknown_finding_is_a_clear_error():
         _phantom(["Pneumonitis"])
 
 
+def test_a_string_of_findings_or_a_seed_for_the_generator_is_named():
+    """A string was read letter by letter ("no generator for ['C', 'a', ...]") and an int seed failed
+    with "'int' object has no attribute 'spawn'"."""
+    with pytest.raises(TypeError, match=r"findings must be a list of observation names, got the string 'Cardiomegaly' "
+                                        r"\(one finding: \['Cardiomegaly'\]\)"):
+        _phantom("Cardiomegaly")
+    with pytest.raises(TypeError, match=r"rng must be a numpy Generator \(np.random.default_rng\(seed\)\), got int"):
+        make_phantom(0, SIZE, ["Cardiomegaly"])
+
+
 @pytest.mark.parametrize("size", [64, 65, 97])
 def test_half_resolution_lung_layers_sit_on_the_lungs_at_odd_sizes(size):
     """An odd side is padded to halve it; stretching the half grid back over `size` moved the layers up

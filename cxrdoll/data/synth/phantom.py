@@ -54,6 +54,11 @@ def make_phantom(rng: np.random.Generator, size: int, findings: Sequence[str],
 
     ``params`` (edited in place by findings) lets a patient's studies share one anatomy.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+    if isinstance(findings, str):  # would be read letter by letter
+        raise TypeError(f"findings must be a list of observation names, got the string {findings!r} "
+                        f"(one finding: [{findings!r}])")
     unknown = [f for f in findings if f not in FINDINGS]
     if unknown:
         raise KeyError(f"no generator for {unknown}; known: {list(FINDINGS)}")
