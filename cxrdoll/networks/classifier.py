@@ -33,6 +33,14 @@ class Classifier(nn.Module):
         self.head = ClassifierHead(encoder.out_channels[-1], num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # As the segmenter's: a loader's unbatched (1, H, W) image otherwise failed deep in a batch
+        # norm ("expected 4D input (got 3D input)"), a uint8 one with "expected scalar type Byte".
+        if x.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) input, got shape {list(x.shape)} (one image: x[None])")
+        if x.shape[1] != self.encoder.in_channels:
+            raise ValueError(f"expected {self.encoder.in_channels} input channel(s), got {x.shape[1]} (shape {list(x.shape)})")
+        if not x.is_floating_point():
+            raise ValueError("expected a floating-point image in [0, 1], got an integer tensor (8-bit: x.float() / 255)")
         return self.head(self.encoder(x)[-1])
 
 

@@ -52,6 +52,21 @@ def test_every_registered_classifier_gives_14_logits_per_image_down_to_the_small
             assert model.encoder.out_channels == REFERENCE_CHANNELS[name], name
 
 
+def test_classifier_names_an_unbatched_integer_or_wrong_channel_input():
+    """As the segmenter does: a loader's (1, H, W) image failed in a batch norm with "expected 4D input
+    (got 3D input)", a uint8 one with "expected scalar type Byte but found Float"."""
+    model = build_classifier("resnet10").eval()
+    image = torch.rand(1, 64, 64)
+    with pytest.raises(ValueError, match=r"expected a \(B, C, H, W\) input, got shape \[1, 64, 64\] \(one image: x\[None\]\)"):
+        model(image)
+    with pytest.raises(ValueError, match=r"expected 1 input channel\(s\), got 3 \(shape \[1, 3, 64, 64\]\)"):
+        model(image.expand(3, -1, -1)[None])
+    with pytest.raises(ValueError, match=r"expected a floating-point image in \[0, 1\], got an integer tensor"):
+        model((image[None] * 255).to(torch.uint8))
+    with torch.no_grad():
+        assert model(image[None]).shape == (1, 14)
+
+
 def test_encoder_features_have_declared_channels_and_strides_on_non_square_input():
     encoder = build_encoder("resnet10").eval()
     with torch.no_grad():
