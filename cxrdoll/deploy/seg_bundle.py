@@ -67,11 +67,21 @@ class SegBundle:
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """Boolean masks ``(N, H, W)`` at the input's resolution for a ``(1, H, W)`` image in [0, 1]."""
+        """Boolean masks ``(N, H, W)`` at the input's resolution for a ``(1, H, W)`` float image in [0, 1]
+        (numpy or torch); integer pixels and values outside [0, 1] are refused."""
         if image.ndim != 3 or image.shape[0] != 1:
             raise ValueError(f"expected a (1, H, W) image, got shape {image.shape}")
         height, width = image.shape[1:]
-        x = torch.as_tensor(image, dtype=torch.float32, device=self.device)[None]
+        x = torch.as_tensor(image)
+        # The network was trained on [0, 1]: 8-bit pixels (0..255) gave masks without an error.
+        if not x.is_floating_point():
+            raise ValueError(f"expected a float image in [0, 1], got {str(x.dtype).replace('torch.', '')} pixels; load it with "
+                             "cxrdoll.dicom.load_cxr_dicom, or scale it with cxrdoll.data.transforms.unit_range")
+        lo, hi = (float(v) for v in x.aminmax())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"expected a float image in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; load it with "
+                             "cxrdoll.dicom.load_cxr_dicom, or scale it with cxrdoll.data.transforms.unit_range")
+        x = x.to(device=self.device, dtype=torch.float32)[None]
         x = torch.nn.functional.interpolate(x, size=self.spatial_shape, mode="area")
         logits = self.network(x.contiguous(memory_format=torch.channels_last))
         if logits.shape[:2] != (1, len(self.channel_names)):

@@ -88,6 +88,19 @@ def test_predict_resizes_in_and_out(tmp_path):
     assert bundle.predict(image, threshold=1.0).sum() == 0
 
 
+def test_predict_refuses_pixels_outside_the_unit_range(tmp_path):
+    """8-bit pixels (a PNG read with PIL) were run as 0..255 and gave masks without an error."""
+    bundle = SegBundle.load(make_tiny_bundle(tmp_path / "b"))
+    image = _image(40, 30)
+    with pytest.raises(ValueError, match=r"expected a float image in \[0, 1\], got uint8 pixels; .*unit_range"):
+        bundle.predict(np.rint(image * 255).astype(np.uint8))
+    scaled = image * 255
+    scaled[0, 0, :2] = 0.0, 255.0
+    with pytest.raises(ValueError, match=r"expected a float image in \[0, 1\], got values in \[0, 255\]"):
+        bundle.predict(scaled)
+    assert (bundle.predict(torch.from_numpy(image)) == bundle.predict(image)).all()
+
+
 def test_inference_json_network_def_with_checkpoint(tmp_path):
     """Without model.ts: network_def of inference.json + models/model.pt, names from class_names."""
     root = tmp_path / "cfg"
