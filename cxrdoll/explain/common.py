@@ -16,6 +16,11 @@ def check_inputs(images: torch.Tensor, targets: Sequence[Sequence[int]]) -> list
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor (B, C, H, W), got {shape}")
+    if not images.is_floating_point():
+        # Every explainer casts to float32: 8-bit pixels would reach the network as 0..255.
+        dtype = str(images.dtype).replace("torch.", "")
+        raise ValueError(f"images must be floating point, as the network takes them ([0, 1] for cxrdoll's), "
+                         f"got {dtype} (8-bit: images.float() / 255)")
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
         raise ValueError(f"targets must be one list of class indices per image, e.g. [[2, 5], [3]] for two "
                          f"images, got {targets!r}")

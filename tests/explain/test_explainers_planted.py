@@ -116,9 +116,9 @@ def test_out_of_range_target_is_rejected():
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_targets_that_are_not_lists_of_class_indices_are_refused(name):
+def test_inputs_an_explainer_would_misread_are_refused(name):
     """captum's ``target=1`` habit (a flat list) and non-integer indices are named; ``int()`` used to
-    read 1.7 as class 1 and True as class 1, explaining a class nobody asked for."""
+    read 1.7 as class 1 and True as class 1, explaining a class nobody asked for. Integer images too."""
     explainer = build_explainer(name, SquareDetector(), **OPTIONS[name])
     images = planted_images(2)
     with pytest.raises(ValueError, match=r"one list of class indices per image.*got the flat list \[1, 0\]"):
@@ -128,6 +128,9 @@ def test_targets_that_are_not_lists_of_class_indices_are_refused(name):
     for bad in (1.7, True, "Cardiomegaly"):
         with pytest.raises(ValueError, match=rf"image 1: target {bad!r} is not a class index"):
             explainer.attribute(images, [[0], [bad]])
+    # 8-bit pixels were cast to float and explained as 0..255 without an error.
+    with pytest.raises(ValueError, match=r"images must be floating point.*got uint8 \(8-bit: images.float\(\) / 255\)"):
+        explainer.attribute((images * 255).to(torch.uint8), [[0], [1]])
     # Integer-valued numpy and tensor indices stay accepted.
     maps = explainer.attribute(images, [np.array([1]), torch.tensor([0, 1])])
     assert [tuple(m.shape) for m in maps] == [(1, SIZE, SIZE), (2, SIZE, SIZE)]
