@@ -147,8 +147,21 @@ def best_overall(registry: Registry) -> int:
     return max(range(len(registry.classifiers)), key=lambda k: (_nan_to_neg(registry.classifiers[k].mean_auroc), -k))
 
 
+def _check_observations(observations: object) -> None:
+    """A misspelt name has no AUROC anywhere and silently fell back to the best overall model; a
+    string was read letter by letter."""
+    if isinstance(observations, str):
+        raise TypeError(f"observations must be a sequence of names, got the string {observations!r} "
+                        f"(one observation: ({observations!r},))")
+    unknown = [o for o in observations if o not in OBSERVATIONS]
+    if unknown:
+        raise ValueError(f"unknown observation(s) {unknown}; expected names of cxrdoll.constants.OBSERVATIONS "
+                         f"{list(OBSERVATIONS)}")
+
+
 def best_for(registry: Registry, observation: str) -> int:
     """Index of the best classifier for one observation; the best overall when none has an AUROC for it."""
+    _check_observations([observation])
     skills = [_nan_to_neg(e.skill(observation)) for e in registry.classifiers]
     if all(s == -math.inf for s in skills):
         return best_overall(registry)
@@ -159,6 +172,7 @@ def select_models(
     registry: Registry, tau: float, observations: tuple[str, ...] = LOCALISABLE_OBSERVATIONS
 ) -> dict[str, list[int]]:
     """``{observation: [classifier indices]}`` with ``AUROC >= tau``, else ``[best single model]``."""
+    _check_observations(observations)
     selection = {}
     for obs in observations:
         chosen = [k for k, e in enumerate(registry.classifiers) if e.skill(obs) >= tau]
@@ -170,4 +184,5 @@ def single_model_selection(
     registry: Registry, index: int, observations: tuple[str, ...] = LOCALISABLE_OBSERVATIONS
 ) -> dict[str, list[int]]:
     """Every observation explained by one classifier (the single-model baselines)."""
+    _check_observations(observations)
     return {obs: [index] for obs in observations}

@@ -62,6 +62,19 @@ def test_tau_is_inclusive_and_ties_go_to_the_first_model(tmp_path):
     assert best_overall(registry) == 1  # 1 and 2 tie on mean AUROC, the first wins
 
 
+def test_unknown_or_misspelt_observations_are_named(tmp_path):
+    """A misspelt name has no AUROC anywhere, so it silently fell back to the best overall model; a
+    string was read letter by letter into {'C': [...], 'a': [...], ...}."""
+    registry = load_registry(_registry(tmp_path, [{"Pleural Effusion": 0.9}, {"Pleural Effusion": 0.6}], [0.5, 0.8]))
+    with pytest.raises(ValueError, match=r"unknown observation\(s\) \['Pleural effusion'\]; expected names of"):
+        select_models(registry, 0.8, ("Pleural effusion",))
+    with pytest.raises(ValueError, match=r"unknown observation\(s\) \['Cardio'\]"):
+        best_for(registry, "Cardio")
+    with pytest.raises(TypeError, match=r"observations must be a sequence of names, got the string 'Pleural Effusion'"):
+        select_models(registry, 0.8, "Pleural Effusion")
+    assert select_models(registry, 0.8, ("Pleural Effusion",)) == {"Pleural Effusion": [0]}
+
+
 def test_a_nan_mean_auroc_never_wins(tmp_path):
     for means in ([None, 0.6], [0.6, None]):
         registry = load_registry(_registry(tmp_path, [{}, {}], means))
