@@ -17,7 +17,9 @@ from cxrdoll.labels.postprocess import check_maps
 
 
 def confidence_weights(skill: torch.Tensor, probs: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """``skill * probs**power``, renormalised; falls back to ``skill`` when every model has p = 0."""
+    """``skill * probs**power``, renormalised; falls back to ``skill`` when every model has p = 0.
+    Both are ``(K,)`` tensors or sequences of K numbers."""
+    skill, probs = torch.as_tensor(skill, dtype=torch.float32), torch.as_tensor(probs, dtype=torch.float32)
     if skill.shape != probs.shape:
         raise ValueError(f"skill {tuple(skill.shape)} and probs {tuple(probs.shape)} must have the same shape")
     if power == 0:

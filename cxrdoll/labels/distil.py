@@ -15,12 +15,12 @@ WEIGHT_SCHEMES = ("auroc_excess", "auroc", "uniform")
 
 
 def skill_weights(aurocs: Sequence[float], scheme: str = "auroc_excess") -> torch.Tensor:
-    """Normalised weights (sum 1) from validation AUROCs; unknown (NaN) AUROCs count as chance."""
+    """Normalised weights (sum 1) from validation AUROCs; unknown (NaN or None) AUROCs count as chance."""
     if scheme not in WEIGHT_SCHEMES:
         raise ValueError(f"unknown weight scheme {scheme!r}; expected one of {WEIGHT_SCHEMES}")
     if len(aurocs) == 0:
         raise ValueError("skill_weights needs at least one AUROC")
-    values = [0.5 if math.isnan(a) else float(a) for a in aurocs]
+    values = [0.5 if a is None or math.isnan(a) else float(a) for a in aurocs]  # None: classifiers.json's null
     if scheme == "uniform":
         raw = [1.0] * len(values)
     elif scheme == "auroc":
@@ -35,7 +35,11 @@ def skill_weights(aurocs: Sequence[float], scheme: str = "auroc_excess") -> torc
 
 
 def distil(maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted mean of ``(K, H, W)`` soft maps -> ``(H, W)``; weights need not be normalised."""
+    """Weighted mean of ``(K, H, W)`` soft maps -> ``(H, W)``; weights (a tensor or a sequence of K
+    numbers) need not be normalised."""
+    if not isinstance(maps, torch.Tensor):
+        raise ValueError(f"maps must be a torch tensor (K, H, W), got {type(maps).__name__}")
+    weights = torch.as_tensor(weights, dtype=torch.float32)
     if maps.ndim != 3 or weights.shape != (maps.shape[0],):
         raise ValueError(f"maps (K, H, W) and weights (K,) must agree, got {tuple(maps.shape)} and {tuple(weights.shape)}")
     weights = weights.to(device=maps.device, dtype=torch.float32)

@@ -25,6 +25,18 @@ def test_distil_is_the_weighted_mean():
         distil(maps, torch.tensor([1.0]))
 
 
+def test_plain_sequences_and_registry_nulls_are_taken_as_documented():
+    """classifiers.json's null AUROC is unknown (chance), not a TypeError ('must be real number, not
+    NoneType'); weights, skill and probs given as lists failed with "'list' object has no attribute 'shape'"."""
+    assert skill_weights([0.9, None]).tolist() == pytest.approx([1.0, 0.0])
+    maps = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    torch.testing.assert_close(distil(maps, [3.0, 1.0]), torch.tensor([[0.75, 0.25]]))
+    assert confidence_weights([0.5, 0.5], [0.9, 0.3]).tolist() == pytest.approx([0.75, 0.25])
+    torch.testing.assert_close(boost(maps, [0.5, 0.5], [0.9, 0.3], confidence_power=1.0), torch.tensor([[0.75, 0.25]]))
+    with pytest.raises(ValueError, match=r"maps must be a torch tensor \(K, H, W\), got ndarray"):
+        distil(maps.numpy(), [3.0, 1.0])
+
+
 def test_confidence_weighting():
     skill = torch.tensor([0.5, 0.5])
     assert confidence_weights(skill, torch.tensor([0.9, 0.3])).tolist() == pytest.approx([0.75, 0.25])
