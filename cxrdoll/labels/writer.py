@@ -57,13 +57,33 @@ LABEL_ZLIB_LEVEL = 1
 
 
 def write_label(path: str | os.PathLike, mask: np.ndarray, state: np.ndarray, soft: np.ndarray | None = None) -> None:
-    """One image's label file (docs/FORMATS.md "DoLL labels"), checked and written atomically."""
+    """One image's label file (docs/FORMATS.md "DoLL labels"), checked and written atomically.
+
+    Arrays may be numpy or torch. ``mask``: bool, integers (non-zero = inside) or floats holding only
+    0 and 1 (soft maps are refused: binarise them first); ``state``: -1, 0 or 1 per channel.
+    """
+    mask, state = _as_array(mask), _as_array(state)
+    soft = None if soft is None else _as_array(soft)
     check_label(path, mask, state, soft)
-    arrays: dict[str, np.ndarray] = {"mask": mask.astype(np.uint8), "state": state.astype(np.int8)}
+    if mask.dtype.kind in "fc" and not ((mask == 0) | (mask == 1)).all():
+        # astype(uint8) truncated 0.7 to 0: a positive channel written as an empty target.
+        raise ValueError(f"{path}: mask holds values other than 0 and 1 ({mask.dtype}); binarise soft maps first "
+                         "(cxrdoll.labels.binarise.binarise)")
+    if not np.isin(state, (-1, 0, 1)).all():
+        raise ValueError(f"{path}: 'state' must be {len(OBSERVATIONS)} values of -1/0/1, got {state.tolist()}")
+    # mask != 0, not astype(uint8), which wraps 256 to 0.
+    arrays: dict[str, np.ndarray] = {"mask": (mask != 0).astype(np.uint8), "state": state.astype(np.int8)}
     if soft is not None:
         arrays["soft"] = np.clip(soft, 0.0, 1.0).astype(np.float16)
     write_bytes_atomic(path, npz_bytes(arrays, compresslevel=LABEL_ZLIB_LEVEL))
 
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """numpy view of an array or a (CPU or GPU) torch tensor."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def check_label(

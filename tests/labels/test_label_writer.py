@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from cxrdoll.labels.writer import (append_source, finalise, image_source, label_path, read_label, read_report,
                                    read_sources, sources_path, trim_torn_source, write_label, write_shard_record)
@@ -40,6 +41,24 @@ def test_label_file_checks(tmp_path):
     with pytest.raises(ValueError, match=r"bad.npz: not a readable label file \(not an .npz archive\)") as err:
         read_label(tmp_path / "bad.npz")
     assert "unsafely" not in str(err.value)  # numpy's advice for a file it takes for a pickle
+
+
+def test_label_writing_takes_tensors_and_refuses_what_it_would_write_wrong(tmp_path):
+    """binarise gives torch tensors, which failed with "'Tensor' object has no attribute 'astype'"; a soft
+    mask was truncated to an empty target (0.7 -> 0), an int mask of 256 wrapped to 0, and a state of 2
+    was written, to be refused only when pre-training read it."""
+    mask, state, soft = _arrays()
+    write_label(tmp_path / "t.npz", torch.from_numpy(mask).bool(), torch.from_numpy(state), torch.from_numpy(soft))
+    np.testing.assert_array_equal(read_label(tmp_path / "t.npz")["mask"], mask)
+    with pytest.raises(ValueError, match=r"x.npz: mask holds values other than 0 and 1 \(float32\); binarise soft maps first"):
+        write_label(tmp_path / "x.npz", mask * np.float32(0.7), state)
+    write_label(tmp_path / "w.npz", mask.astype(np.int32) * 256, state)
+    np.testing.assert_array_equal(read_label(tmp_path / "w.npz")["mask"], mask)
+    bad = state.copy()
+    bad[3] = 2
+    with pytest.raises(ValueError, match=r"x.npz: 'state' must be 14 values of -1/0/1"):
+        write_label(tmp_path / "x.npz", mask, bad)
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_label_path_keeps_ids_inside_the_folder(tmp_path):
