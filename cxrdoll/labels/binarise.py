@@ -38,7 +38,15 @@ def fixed_mask(soft: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def binarise(soft: torch.Tensor, method: str = "otsu", value: float | None = None) -> torch.Tensor:
-    """Dispatch on ``method``; ``value`` is q (percent) for ``top_q`` and the threshold for ``fixed``."""
+    """Dispatch on ``method``; ``value`` is q (percent) for ``top_q`` and the threshold for ``fixed``.
+
+    ``soft``: a torch tensor or numpy array of any shape, thresholded as one map; returns a bool tensor.
+    """
+    soft = torch.as_tensor(soft)
+    if soft.numel() == 0 or not torch.isfinite(soft).all():
+        # NaN broke Otsu inside scikit-image and silently dropped pixels from top_q and fixed.
+        raise ValueError(f"soft map must be non-empty and finite, got shape {tuple(soft.shape)}"
+                         + ("" if soft.numel() == 0 else " with NaN or infinite values"))
     if method == "otsu":
         return otsu_mask(soft)
     if method in ("top_q", "fixed") and value is None:

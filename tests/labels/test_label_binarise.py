@@ -70,3 +70,14 @@ def test_fixed_threshold_and_dispatch():
         binarise(soft, "mean", 0.5)
     with pytest.raises(ValueError, match=r"fixed threshold must be in \(0, 1\]"):
         fixed_mask(soft, 0)
+
+
+def test_binarise_takes_numpy_and_refuses_non_finite_maps():
+    """A numpy map failed with "'numpy.ndarray' object has no attribute 'detach'"; a NaN pixel failed
+    inside scikit-image under Otsu and took one of top_q's places as the largest value, marking a pixel fewer."""
+    soft = np.array([[0.0, 0.2], [0.8, 1.0]], np.float32)
+    assert binarise(soft, "fixed", 0.5).tolist() == [[False, False], [True, True]]
+    soft[0, 0] = np.nan
+    for method, value in (("otsu", None), ("top_q", 50), ("fixed", 0.5)):
+        with pytest.raises(ValueError, match=r"soft map must be non-empty and finite, got shape \(2, 2\) with NaN"):
+            binarise(torch.from_numpy(soft), method, value)
