@@ -15,8 +15,19 @@ from cxrdoll.constants import COMPETITION_OBSERVATIONS, OBSERVATIONS
 
 
 def binary_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mann-Whitney AUROC with ties counted as one half; ``None`` when only one class is present."""
-    labels = np.asarray(labels).astype(bool)
+    """Mann-Whitney AUROC with ties counted as one half; ``None`` when only one class is present.
+
+    ``labels`` are 0/1 (or bool), one per score.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if labels.shape != scores.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must have the same shape")
+    if labels.dtype != bool and not np.isin(labels, (0, 1)).all():
+        # astype(bool) counted CheXpert's uncertain -1 as positive (and NaN too).
+        found = np.unique(labels[~np.isin(labels, (0, 1))])[:5].tolist()
+        raise ValueError(f"labels must be 0 or 1, found {found}; give uncertain or unknown entries as NaN to "
+                         "masked_auroc, which leaves them out")
+    labels = labels.astype(bool)
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:

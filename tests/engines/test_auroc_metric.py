@@ -42,6 +42,20 @@ def test_binary_auroc_hand_values():
     assert binary_auroc(np.array([0.2, 0.3]), np.array([1, 1])) is None
 
 
+def test_labels_other_than_zero_and_one_are_refused():
+    """astype(bool) counted CheXpert's uncertain -1 as a positive: here AUROC 0.5 where the 0/1 entries
+    alone give 1.0."""
+    scores, labels = np.array([0.1, 0.9, 0.05, 0.4]), np.array([0, 1, -1, 0])
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1, found \[-1\]; give uncertain or unknown entries as NaN"):
+        binary_auroc(scores, labels)
+    with pytest.raises(ValueError, match=r"labels must be 0 or 1, found \[-1.0\]"):
+        masked_auroc(scores[:, None].repeat(14, 1), labels[:, None].repeat(14, 1).astype(float))
+    with pytest.raises(ValueError, match=r"scores \(3,\) and labels \(4,\) must have the same shape"):
+        binary_auroc(scores[:3], labels)
+    nan_masked = np.where(labels == -1, np.nan, labels).astype(float)
+    assert masked_auroc(scores[:, None].repeat(14, 1), nan_masked[:, None].repeat(14, 1))["Edema"] == 1.0
+
+
 def _engine_with_metric(batches, tmp_path):
     metric = MaskedAUROC()
     engine = Engine(lambda e, batch: batch)
