@@ -53,7 +53,11 @@ def unit_range(array: np.ndarray) -> np.ndarray:
 
     then clipped to [0, 1]. Up to 0.1 % of the pixels at each end (hot or dead pixels, a burned-in
     marker at 65535) are clipped rather than deciding the scale of the rest.
+
+    ``array``: numpy, or anything ``np.asarray`` reads (a CPU torch tensor, whose dtype numpy could
+    not interpret); the result is numpy.
     """
+    array = np.asarray(array)
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     unit_kind = array.dtype == bool or np.issubdtype(array.dtype, np.floating)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cxrdoll.data.pixels import robust_minmax, robust_range
@@ -145,3 +146,10 @@ def test_an_empty_image_or_non_finite_pixels_are_refused_in_one_line():
         unit_range(np.array([[np.nan, 1.0, 3.0]], np.float32))
     with pytest.raises(ValueError, match="NaN or infinite"):
         unit_range(np.array([[np.inf, 0.5]]))
+
+
+def test_unit_range_reads_a_torch_tensor_as_its_numpy_array():
+    """A tensor failed with "Cannot interpret 'torch.uint8' as a data type" (numpy dtype checks on a torch dtype)."""
+    pixels = twelve_bit_image()
+    for tensor in (torch.from_numpy(pixels.astype(np.int32)), torch.from_numpy((pixels // 16).astype(np.uint8))):
+        np.testing.assert_array_equal(unit_range(tensor), unit_range(tensor.numpy()))
