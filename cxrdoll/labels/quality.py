@@ -32,8 +32,17 @@ METRICS = ("iou", "hit", "auroc")
 _LOC = [OBSERVATIONS.index(o) for o in LOCALISABLE_OBSERVATIONS]
 
 
+def _same_shape(label: np.ndarray, truth: np.ndarray, what: str) -> None:
+    """A label at ``image_size`` scored against a truth at the image's resolution was read against the
+    wrong pixels (pixel_auroc used a prefix of the truth, hit a pixel of another place, iou broadcast)."""
+    if np.shape(label) != np.shape(truth):
+        raise ValueError(f"{what} {np.shape(label)} and truth {np.shape(truth)} differ in shape; bring the label to "
+                         "the truth's size first (to_truth_size)")
+
+
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     """Intersection over union of two boolean masks; two empty masks agree perfectly (1.0)."""
+    _same_shape(pred, truth, "mask")
     pred, truth = pred.astype(bool), truth.astype(bool)
     union = np.logical_or(pred, truth).sum()
     return 1.0 if union == 0 else float(np.logical_and(pred, truth).sum() / union)
@@ -49,6 +58,7 @@ def peak_pixel(soft: np.ndarray) -> tuple[int, int]:
 
 def hit(soft: np.ndarray, truth: np.ndarray) -> float:
     """Pointing game: 1.0 if the peak is inside the truth; an all-zero map points nowhere (0.0)."""
+    _same_shape(soft, truth, "soft map")
     if not np.any(soft > 0):
         return 0.0
     y, x = peak_pixel(soft)
@@ -62,6 +72,7 @@ def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
     Counted per distinct score after one sort (exact, without scipy's tie-averaged ranks): truth is
     scored at a CXR's full resolution, 5 M pixels per channel.
     """
+    _same_shape(soft, truth, "soft map")
     truth = truth.astype(bool).ravel()
     n_pos = int(truth.sum())
     n_neg = truth.size - n_pos

@@ -60,6 +60,21 @@ def test_flat_peak_resolves_to_the_tie_nearest_the_centroid():
     assert peak_pixel(soft) == (2, 2)
 
 
+def test_a_label_at_another_size_than_its_truth_is_refused_by_every_score():
+    """A 64 px label against a 256 px truth scored silently: pixel_auroc ranked a prefix of the truth,
+    hit looked up the peak's coordinates in another place, iou broadcast a (1, W) mask."""
+    rng = np.random.default_rng(0)
+    soft, truth = rng.random((64, 64)), np.zeros((256, 256), bool)
+    truth[100:150, 100:150] = True
+    for score, label, what in ((pixel_auroc, soft, "soft map"), (hit, soft, "soft map"), (iou, soft > 0.5, "mask")):
+        with pytest.raises(ValueError, match=rf"{what} \(64, 64\) and truth \(256, 256\) differ in shape; .*to_truth_size"):
+            score(label, truth)
+    with pytest.raises(ValueError, match=r"mask \(1, 64\) and truth \(64, 64\) differ in shape"):
+        iou(soft[:1] > 0.5, truth[:64, :64])
+    big_mask, big_soft = to_truth_size((soft > 0.5)[None], soft[None], truth.shape)
+    assert 0 <= pixel_auroc(big_soft[0], truth) <= 1 and hit(big_soft[0], truth) in (0.0, 1.0)
+
+
 def test_labels_are_enlarged_to_the_truth_resolution():
     mask = np.zeros((1, 4, 4), np.uint8)
     mask[0, :2, :2] = 1
