@@ -37,6 +37,8 @@ class Segmenter(nn.Module):
             raise ValueError(f"expected a (B, C, H, W) input, got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channel(s), got {x.shape[1]} (shape {list(x.shape)})")
+        if not x.is_floating_point():  # else "expected scalar type Byte but found Float" from the first conv
+            raise ValueError("expected a floating-point image in [0, 1], got an integer tensor (8-bit: x.float() / 255)")
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % self.size_divisor != 0 or w % self.size_divisor != 0:
             raise ValueError(

@@ -52,6 +52,9 @@ def test_wrong_channel_count_and_rank_are_reported():
         segmenter(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"expected a \(B, C, H, W\) input, got shape \[1, 64, 64\]"):
         segmenter(torch.zeros(1, 64, 64))
+    # An 8-bit image failed in the first conv with "expected scalar type Byte but found Float".
+    with pytest.raises(ValueError, match=r"expected a floating-point image in \[0, 1\], got an integer tensor"):
+        segmenter(torch.zeros(1, 1, 64, 64, dtype=torch.uint8))
 
 
 def test_unknown_decoder_and_bad_decoder_channels_are_rejected():
