@@ -35,6 +35,8 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # As the segmenter's: a loader's unbatched (1, H, W) image otherwise failed deep in a batch
         # norm ("expected 4D input (got 3D input)"), a uint8 one with "expected scalar type Byte".
+        if not isinstance(x, torch.Tensor):  # else "'numpy.ndarray' object has no attribute 'dim'"
+            raise TypeError("expected a torch tensor (B, C, H, W); a numpy image is torch.from_numpy(x)")
         if x.dim() != 4:
             raise ValueError(f"expected a (B, C, H, W) input, got shape {list(x.shape)} (one image: x[None])")
         if x.shape[1] != self.encoder.in_channels:

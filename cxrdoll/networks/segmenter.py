@@ -33,6 +33,8 @@ class Segmenter(nn.Module):
         self._frozen: tuple[tuple, list[nn.Module]] = ((), [])  # (which parameters train, the frozen parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):  # else "'numpy.ndarray' object has no attribute 'dim'"
+            raise TypeError("expected a torch tensor (B, C, H, W); a numpy image is torch.from_numpy(x)")
         if x.dim() != 4:
             raise ValueError(f"expected a (B, C, H, W) input, got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:

@@ -63,6 +63,8 @@ def test_classifier_names_an_unbatched_integer_or_wrong_channel_input():
         model(image.expand(3, -1, -1)[None])
     with pytest.raises(ValueError, match=r"expected a floating-point image in \[0, 1\], got an integer tensor"):
         model((image[None] * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match=r"expected a torch tensor \(B, C, H, W\); a numpy image is torch.from_numpy\(x\)"):
+        model(image[None].numpy())
     with torch.no_grad():
         assert model(image[None]).shape == (1, 14)
 

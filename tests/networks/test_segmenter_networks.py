@@ -55,6 +55,8 @@ def test_wrong_channel_count_and_rank_are_reported():
     # An 8-bit image failed in the first conv with "expected scalar type Byte but found Float".
     with pytest.raises(ValueError, match=r"expected a floating-point image in \[0, 1\], got an integer tensor"):
         segmenter(torch.zeros(1, 1, 64, 64, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"expected a torch tensor \(B, C, H, W\); a numpy image is torch.from_numpy\(x\)"):
+        segmenter(torch.zeros(1, 1, 64, 64).numpy())
 
 
 def test_unknown_decoder_and_bad_decoder_channels_are_rejected():
