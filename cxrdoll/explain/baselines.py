@@ -19,6 +19,10 @@ def make_baseline(images: torch.Tensor, kind: str = "zeros", blur_sigma: float =
     - ``mean``: constant image at ``value`` if given (e.g. the dataset mean), else at each
       image's own mean intensity.
     """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        # A (1, H, W) image was blurred along its rows only (H read as channels) under "blurred".
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (B, C, H, W), got {shape}")
     if kind == "zeros":
         return torch.zeros_like(images)
     if kind == "blurred":

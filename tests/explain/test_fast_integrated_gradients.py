@@ -155,6 +155,14 @@ def test_bad_options_are_named(options, message):
         FastIntegratedGradients(small_net(), **options)
 
 
+def test_a_baseline_of_an_image_without_its_batch_axis_is_refused():
+    """A (1, H, W) image was blurred along its rows only (H read as channels); "mean" failed with
+    "Dimension out of range"."""
+    for kind in ("zeros", "blurred", "mean"):
+        with pytest.raises(ValueError, match=r"images must be a tensor \(B, C, H, W\), got \(2, 16, 16\)"):
+            make_baseline(images()[0], kind)
+
+
 def test_bad_inputs_are_named():
     ig = FastIntegratedGradients(small_net(), steps=2)
     with pytest.raises(ValueError, match=r"got 2 target lists for 3 images"):
