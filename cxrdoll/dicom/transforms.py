@@ -32,6 +32,9 @@ class LoadCXRDicomd(MapTransform):
         self.use_intensity_sign = use_intensity_sign
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        if not isinstance(data, Mapping):  # dict(path) failed with "dictionary update sequence element #0 ..."
+            raise TypeError(f"LoadCXRDicomd takes a dict such as {{{self.keys[0]!r}: path}}, got {type(data).__name__}; "
+                            "for one path use cxrdoll.dicom.load_cxr_dicom(path)")
         d = dict(data)
         for key in self.key_iterator(d):
             image = load_cxr_dicom(str(d[key]), voi=self.voi, use_intensity_sign=self.use_intensity_sign)

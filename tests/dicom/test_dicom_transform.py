@@ -28,6 +28,13 @@ def test_transform_gives_metatensor_with_spacing(tmp_path):
     assert out["id"] == "a"
 
 
+def test_a_path_instead_of_a_dict_is_named(tmp_path):
+    """A path failed with "dictionary update sequence element #0 has length 1; 2 is required"."""
+    path = save(make_cr(), tmp_path / "a.dcm")
+    with pytest.raises(TypeError, match=r"LoadCXRDicomd takes a dict such as \{'image': path\}, got str; .*load_cxr_dicom"):
+        LoadCXRDicomd(keys="image")(str(path))
+
+
 def test_pipeline_resizes_like_the_png_pipeline(tmp_path):
     path = save(make_cr(), tmp_path / "a.dcm")
     out = Compose(dicom_image_transforms(("image",), size=32))({"image": str(path)})
