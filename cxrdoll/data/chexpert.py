@@ -97,6 +97,10 @@ class LabelPolicy:
         no_finding: str = "derive",
     ) -> "LabelPolicy":
         """A global policy with per-observation overrides (a mapping or ``"Atelectasis=ones,..."``)."""
+        # Checked here, else a bad global value is reported as the policy of 'No Finding', the first observation.
+        for what, value, allowed in (("uncertain", uncertain, UNCERTAIN_POLICIES), ("blank", blank, BLANK_POLICIES)):
+            if value not in allowed:
+                raise ValueError(f"{what} policy {value!r}; expected one of {', '.join(allowed)}")
         unc = dict.fromkeys(OBSERVATIONS, uncertain)
         unc.update(_per_observation(uncertain_per, "uncertain"))
         blk = dict.fromkeys(OBSERVATIONS, blank)

@@ -118,6 +118,11 @@ def test_policy_errors_name_the_problem():
         LabelPolicy.build(uncertain_per="Edema")
     with pytest.raises(ValueError, match="blank policy for 'Edema' is 'ones'; expected one of zeros, ignore"):
         LabelPolicy.build(blank_per="Edema=ones")
+    # A bad global value was reported as the policy of 'No Finding', the first observation.
+    with pytest.raises(ValueError, match="^uncertain policy 'U-Ones'; expected one of ignore, ones, zeros$"):
+        LabelPolicy.build(uncertain="U-Ones")
+    with pytest.raises(ValueError, match="^blank policy 'nan'; expected one of zeros, ignore$"):
+        LabelPolicy.build(blank="nan")
 
 
 def test_policy_apply_names_a_wrong_shape_and_takes_rows_with_none_blanks():
