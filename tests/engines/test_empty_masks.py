@@ -30,3 +30,12 @@ def test_a_first_epoch_without_a_positive_target_pixel_stops_before_validation()
     engine, saved = _masks_engine(one)
     engine.run(one, max_epochs=2)
     assert saved == [1, 2]
+
+
+def test_positive_pixels_of_every_iteration_count_not_only_the_last():
+    """A positive pixel in the first batch alone keeps the run going though the last batch is empty."""
+    first = [torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), torch.full((1, 2, 3, 3), math.nan)]
+    first[0][0, 1, 2, 2] = 1.0
+    engine, saved = _masks_engine(first)
+    engine.run(first, max_epochs=1)
+    assert saved == [1]
