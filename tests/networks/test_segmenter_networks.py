@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,77 @@ def test_unknown_decoder_and_bad_decoder_channels_are_rejected():
         build_segmenter("densenet_tiny", "fpn")
     with pytest.raises(ValueError, match=r"decoder_channels needs 5 entries"):
         build_segmenter("densenet_tiny", decoder_channels=(16, 8))
+
+
+def _features(channels=(4, 8, 12, 16, 32), size=64, batch=1):
+    """Encoder-like maps at strides 2, 4, 8, 16 and 32."""
+    torch.manual_seed(0)
+    return [torch.randn(batch, c, size // 2 ** (i + 1), size // 2 ** (i + 1)) for i, c in enumerate(channels)]
+
+
+def test_unet_decoder_stages_halve_before_each_skip_and_keep_the_last_width():
+    """FlexibleUNet's layout: every stage's 1x1 pre-conv halves its input except the last (no skip there)."""
+    from cxrdoll.networks.decoders import UNetDecoder
+
+    decoder = UNetDecoder((4, 8, 12, 16, 32), (16, 8, 8, 4, 4)).eval()
+    # (in, reduced, skip + reduced, out) per stage, worked out by hand
+    expected = [(32, 16, 16 + 16, 16), (16, 8, 12 + 8, 8), (8, 4, 8 + 4, 8), (8, 4, 4 + 4, 4), (4, 4, 0 + 4, 4)]
+    got = [(s.reduce.in_channels, s.reduce.out_channels, s.convs[0].conv.in_channels, s.convs[1].conv.out_channels)
+           for s in decoder.stages]
+    assert got == expected
+    with torch.no_grad():
+        assert decoder(_features()).shape == (1, 4, 64, 64)
+
+
+def test_unet_stage_upsamples_nearest_and_puts_the_skip_map_first():
+    """Reference: 1x1 conv, each pixel copied to a 2x2 block, [skip, upsampled] along channels, the two convs."""
+    from cxrdoll.networks.decoders import DecoderStage
+
+    torch.manual_seed(1)
+    stage = DecoderStage(in_channels=6, skip_channels=2, out_channels=4, halves=True, dropout=0.0).eval()
+    x, skip = torch.randn(1, 6, 3, 5), torch.randn(1, 2, 6, 10)
+    with torch.no_grad():
+        reduced = torch.nn.functional.conv2d(x, stage.reduce.weight, stage.reduce.bias)
+        up = reduced.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        expected = stage.convs(torch.cat([skip, up], dim=1))
+        assert torch.allclose(stage(x, skip), expected, atol=1e-6)
+
+
+def test_pyramid_pooling_pools_to_1_2_3_and_6_and_upsamples_with_half_pixel_centres():
+    from cxrdoll.networks.decoders import PyramidPooling
+
+    ppm = PyramidPooling(8)
+    assert ppm.bins == [1, 2, 3, 6] and ppm.out_channels == 8 + 4 * 2  # 8 // 4 = 2 channels per bin
+    # one bin of 2x2 whose 1x1 conv passes its channel through: the block means, upsampled to 4x4
+    ppm = PyramidPooling(1, bins=(2,))
+    branch = ppm.branches[0].conv
+    with torch.no_grad():
+        branch.weight.fill_(1.0)
+        branch.bias.zero_()
+        x = torch.arange(16.0).reshape(1, 1, 4, 4)
+        y = ppm(x)
+    means = np.array([[2.5, 4.5], [10.5, 12.5]])  # 2x2 block means of 0..15
+    # align_corners=False: output pixel i reads source (i + 0.5) / 2 - 0.5, clamped to the edge
+    up = np.array([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
+    assert torch.equal(y[0, 0], x[0, 0])
+    np.testing.assert_allclose(y[0, 1].numpy(), up @ means @ up.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["unet", "psp"])
+def test_every_decoder_stage_output_passes_through_its_adapter_slot(decoder):
+    """add_adapters fills each stage's slot: a stage that skipped it would leave its adapter untrained."""
+    segmenter = build_segmenter("densenet_tiny", decoder, psp_channels=16, **SMALL_UNET).eval()
+    called = []
+    for i, stage in enumerate(segmenter.decoder.stages):
+        stage.adapter.register_forward_hook(lambda module, args, out, i=i: called.append(i))
+    with torch.no_grad():
+        segmenter(torch.zeros(1, 1, 64, 64))
+    assert called == list(range(len(segmenter.decoder.stages)))
+
+
+@pytest.mark.parametrize("decoder", ["unet", "psp"])
+def test_the_decoder_dropout_reaches_the_decoder_convolutions(decoder):
+    segmenter = build_segmenter("densenet_tiny", decoder, psp_channels=16, dropout=0.3, **SMALL_UNET)
+    first = segmenter.decoder.stages[0]
+    assert [m.p for m in first.modules() if isinstance(m, torch.nn.Dropout)] != []
+    assert {m.p for m in first.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
