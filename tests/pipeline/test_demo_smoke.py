@@ -118,3 +118,125 @@ def test_smoke_pipeline_writes_a_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["demo", "--profile", "smoke", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("done already, skipping") == 7
+
+
+def test_the_report_tables_sections_and_figures(tmp_path):
+    """The registry's AUROCs to three places for every CheXpert observation, a stage's own headings nested
+    under the report's, timings in this run's stage order, and figures copied only from stages that ran."""
+    from cxrdoll.pipeline.report import write_report
+
+    (tmp_path / "classifiers").mkdir()
+    (tmp_path / "classifiers" / "classifiers.json").write_text(json.dumps({"classifiers": [
+        {"name": "netA", "auroc": {"Edema": 0.81234, "No Finding": 0.5}, "mean_auroc": 0.70049},
+        {"name": "netB", "auroc": {"Edema": 0.9}, "mean_auroc": 0.6}]}))
+    (tmp_path / "sample_efficiency").mkdir()
+    (tmp_path / "sample_efficiency" / "results.md").write_text("# Sample efficiency\n## Dice per size\n| a |\n")
+    (tmp_path / "sample_efficiency" / "results.png").write_bytes(b"png")
+    overlays = tmp_path / "labels" / "doll_ig" / "overlays"
+    overlays.mkdir(parents=True)
+    for i in range(5):
+        (overlays / f"p{i}.png").write_bytes(b"png")
+    (tmp_path / "timings.json").write_text(json.dumps({
+        "finetune": {"seconds": 100.4, "peak_child_rss_gb": 1.234}, "classifiers": {"seconds": 20.6, "peak_child_rss_gb": 2.5},
+        "labels": {"seconds": 3, "peak_child_rss_gb": 0.5}}))
+    stages = ["classifiers", "labels", "finetune"]
+    report = write_report(tmp_path, "t", tmp_path / "pipeline.log", stages, ["classifiers", "finetune"]).read_text()
+    lines = report.splitlines()
+    assert "| observation | netA | netB |" in lines
+    start = lines.index("| observation | netA | netB |") + 2
+    rows = lines[start:lines.index("| **mean of the competition five** | **0.700** | **0.600** |")]
+    assert len(rows) == 14 and rows[0] == "| No Finding | 0.500 |  |" and "| Edema | 0.812 | 0.900 |" in rows
+    assert "## Sample efficiency (downstream fine-tuning)" in lines and "### Dice per size" in lines
+    assert not {"# Sample efficiency", "## Sample efficiency"} & set(lines)  # its title gives way to the report's
+    assert "![sample efficiency](figures/sample_efficiency.png)" in lines
+    assert (tmp_path / "figures" / "sample_efficiency.png").read_bytes() == b"png"
+    assert "DoLL overlays" not in report and not list((tmp_path / "figures").glob("doll_*"))  # labels not done
+    timing = lines[lines.index("| stage | wall time (s) | peak memory of its processes (GB) |") + 2:][:3]
+    assert timing == ["| classifiers | 21 | 2.50 |", "| finetune | 100 | 1.23 |", "| **total** | **121** | |"]
+
+    report = write_report(tmp_path, "t", tmp_path / "pipeline.log", stages, stages).read_text()
+    assert [f.name for f in sorted((tmp_path / "figures").glob("doll_*"))] == [f"doll_p{i}.png" for i in range(4)]
+    assert "![p0](figures/doll_p0.png)" in report
+
+
+def test_stage_wiring_of_the_synthetic_run(tmp_path):
+    """The settings each stage's command carries and the files whose change re-runs it."""
+    p = profile_with("cpu")
+    stages = {s.name: s for s in build_stages(tmp_path, p, Inputs())}
+
+    def option(command, name):
+        return command[command.index(f"--{name}") + 1]
+
+    items = {option(c, "explainer"): option(c, "max_items_per_section") for c in stages["labels"].commands}
+    assert items == {"doll_ig": "400", "ig": "60", "gradcam": "60", "gradcampp": "60"}  # DoLL labels the pre-training set
+    (pretrain,) = stages["pretrain"].commands
+    assert option(pretrain, "init_ckpt") == str(tmp_path / "classifiers" / "resnet10" / "model.pt")
+    assert option(pretrain, "encoder_name") == "resnet10"
+    (finetune,) = stages["finetune"].commands
+    assert option(finetune, "seeds") == "0,1,2" and option(finetune, "sizes") == "8,32"
+    downstream = tmp_path / "data" / "organs" / "datalist.json"
+    assert option(finetune, "datalist") == str(downstream) and downstream in stages["finetune"].reads
+    assert stages["datalist"].reads == [tmp_path / "data" / "CheXpert-v1.0-small"]
+    assert stages["classifiers"].reads == [tmp_path / "datalists" / "chexpert.json"]
+
+
+class _RecordingRunner:
+    """Stands in for StageRunner: records the stages run, runs nothing."""
+
+    ran: list[str] = []
+    stages: list = []
+
+    def __init__(self, work, fresh=False):
+        self.log_path = work / "pipeline.log"
+        type(self).ran, type(self).stages = [], []
+
+    def run(self, stage):
+        type(self).ran.append(stage.name)
+        type(self).stages.append(stage)
+
+    def is_done(self, stage):
+        return stage.name in type(self).ran
+
+
+def test_until_stops_after_the_named_stage_and_the_report_names_the_data(tmp_path, monkeypatch, capsys):
+    import cxrdoll.pipeline.command as command
+
+    monkeypatch.setattr(command, "StageRunner", _RecordingRunner)
+    assert main(["demo", "--out", str(tmp_path), "--until", "datalist"]) == 0
+    assert _RecordingRunner.ran == ["data", "datalist"]
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# cxrdoll pipeline report: synthetic phantoms\n")
+    assert "_The classifiers stage has not run in this folder with this run's settings and inputs._" in report
+
+
+def test_a_failed_stage_exits_1_with_its_message(tmp_path, monkeypatch, capsys):
+    import cxrdoll.pipeline.command as command
+    from cxrdoll.pipeline.stages import StageFailed
+
+    class Failing(_RecordingRunner):
+        def run(self, stage):
+            raise StageFailed(f"stage {stage.name!r} failed (exit 3)")
+
+    monkeypatch.setattr(command, "StageRunner", Failing)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip().endswith("error: stage 'data' failed (exit 3)")
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_shared_data_defaults_the_downstream_datalist_to_the_work_folders_and_a_missing_folder_is_refused(
+        tmp_path, monkeypatch, capsys):
+    import cxrdoll.pipeline.command as command
+
+    monkeypatch.setattr(command, "StageRunner", _RecordingRunner)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "w", "--shared-data", "shared", "--until", "downstream"]) == 0
+    assert _RecordingRunner.ran == ["data", "datalist", "classifiers", "labels", "pretrain", "downstream"]
+    data, downstream = _RecordingRunner.stages[0], _RecordingRunner.stages[-1]
+    assert str(tmp_path / "shared") in data.commands[0]  # absolute: the commands run from any folder
+    assert downstream.outputs == [tmp_path / "w" / "datalists" / "lungs.json"]
+    assert (tmp_path / "w" / "report.md").read_text().startswith("# cxrdoll pipeline report: shared real data\n")
+    (tmp_path / "file").write_text("")
+    assert main(["demo", "--out", "w", "--shared-data", "file"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: --shared-data folder not found\n"

@@ -74,7 +74,8 @@ PEAKS = """
 import io, json, pathlib, sys
 from cxrdoll.pipeline.stages import Stage, StageRunner
 runner = StageRunner(pathlib.Path(sys.argv[1]), echo=io.StringIO())
-runner.run(Stage("big", "", [[sys.executable, "-c", "b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096])"]]))
+runner.run(Stage("big", "", [[sys.executable, "-c", "b = bytearray(400 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+                            [sys.executable, "-c", "pass"]]))  # the stage's peak is its largest command's
 runner.run(Stage("small", "", [[sys.executable, "-c", "pass"]]))
 print(json.dumps({name: runner.timings[name]["peak_child_rss_gb"] for name in ("big", "small")}))
 """
@@ -160,3 +161,47 @@ def test_fresh_holds_for_the_stages_a_run_stopped_before(tmp_path):
     echo = io.StringIO()
     StageRunner(tmp_path, echo=echo).run(later)
     assert (work / "log.txt").read_text() == "old," and "emptying" in echo.getvalue()
+
+
+def test_a_stage_missing_one_of_its_outputs_is_not_done(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    stage = Stage("two", "", [_writer(a), _writer(b)], [a, b])
+    StageRunner(tmp_path, echo=io.StringIO()).run(stage)
+    b.unlink()
+    runner = StageRunner(tmp_path, echo=io.StringIO())
+    assert not runner.is_done(stage)
+    runner.run(stage)
+    assert b.read_text() == "x"
+
+
+def test_a_change_deep_inside_a_folder_it_reads_reruns_the_stage(tmp_path):
+    """Label folders hold a subfolder per observation: a rewritten mask two levels down is a changed input."""
+    masks, out = tmp_path / "labels", tmp_path / "out.txt"
+    (masks / "Edema").mkdir(parents=True)
+    (masks / "Edema" / "p1.png").write_text("v1")
+    stage = Stage("seg", "", [_writer(out)], [out], reads=[masks])
+    StageRunner(tmp_path, echo=io.StringIO()).run(stage)
+    (masks / "Edema" / "p1.png").write_text("v2 longer")
+    assert not StageRunner(tmp_path, echo=io.StringIO()).is_done(stage)
+
+
+def test_a_command_killed_by_a_signal_fails_its_stage(tmp_path):
+    """The kernel's OOM killer ends a command with SIGKILL: exit status -9, not a success."""
+    out = tmp_path / "a.txt"
+    killed = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    with pytest.raises(StageFailed, match=r"stage 'oom' failed \(exit -9\)"):
+        StageRunner(tmp_path, echo=io.StringIO()).run(Stage("oom", "", [_writer(out), killed], [out]))
+    assert not StageRunner(tmp_path, echo=io.StringIO()).is_done(Stage("oom", "", [_writer(out), killed], [out]))
+
+
+def test_a_rerun_that_fails_after_rewriting_its_outputs_is_not_vouched_for_by_the_earlier_success(tmp_path):
+    """Same commands and inputs, re-run for a deleted output: a crash half-way leaves it not done."""
+    a, b, crash = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "crash"
+    second = [sys.executable, "-c", f"import pathlib, sys; sys.exit(pathlib.Path({str(crash)!r}).exists())"]
+    stage = Stage("s", "", [_writer(a), second, _writer(b)], [a])
+    StageRunner(tmp_path, echo=io.StringIO()).run(stage)
+    a.unlink()
+    crash.touch()
+    with pytest.raises(StageFailed):
+        StageRunner(tmp_path, echo=io.StringIO()).run(stage)
+    assert a.exists() and not StageRunner(tmp_path, echo=io.StringIO()).is_done(stage)
