@@ -11,8 +11,8 @@ import torch
 
 from cxrdoll.cli import main
 from cxrdoll.engines.seg_network import pretraining_segmenter
-from cxrdoll.experiments.sample_efficiency import (KEY, Run, markdown, paired_comparison, parse_sizes, retrain_reason,
-                                                  run_settings, summarise)
+from cxrdoll.experiments.sample_efficiency import (KEY, Run, check_sizes, markdown, paired_comparison, parse_sizes,
+                                                  retrain_reason, run_settings, shuffled_datalists, summarise)
 from cxrdoll.io import save_png_atomic, write_json_atomic
 from cxrdoll.networks import build_classifier
 from tests.bundles.seg_data import write_tiny_downstream
@@ -47,6 +47,7 @@ def test_tiny_run_writes_table_plot_and_per_epoch_dice(tmp_path):
     table = (out / "results.md").read_text()
     assert "| labelled images | from scratch | classifier backbone only | DoLL + adapters | DoLL + full fine-tune |" in table
     assert "| all (4) |" in table and f"| trainable parameters | {params['scratch']:,} |" in table
+    assert "Validation mean Dice per epoch with 2 labelled images (mean over seeds):" in table  # no 8: the first size
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second call reuses the finished runs instead of training again
     first_model = (out / "runs" / "scratch" / "n2" / "seed0" / "model.pt").stat().st_mtime_ns
@@ -84,6 +85,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     ("--batch-size", "x", "argument --batch-size: 'x' is not a positive whole number"),
     ("--learning-rate", "0", "argument --learning-rate: '0' is not a positive number"),
     ("--learning-rate", "nan", "argument --learning-rate: 'nan' is not a positive number"),
+    ("--learning-rate", "inf", "argument --learning-rate: 'inf' is not a positive number"),
+    ("--seeds", "4294967296", "argument --seeds: '4294967296' in '4294967296' is not a seed (a whole number from 0 to "
+                              "4294967295)"),
 ])
 def test_bad_option_values_are_refused_naming_the_option(tmp_path, capsys, option, value, message):
     """Refused while parsing, before any file is written; duplicates would count one run twice."""
@@ -231,3 +235,50 @@ def test_every_setting_that_decides_a_run_invalidates_it(tmp_path, change):
     # scratch loads no checkpoint and has no decoder to freeze: neither is part of its settings
     scratch = run_settings(Run("scratch", 4, 0), "b" * 64, "f" * 64, settings, ckpt)
     assert "checkpoint" not in scratch and "freeze_decoder" not in scratch
+
+
+def _history(*dice: float | None) -> dict:
+    return {"num_train": 8, "trainable_parameters": 1234, "total_parameters": 5000,
+            "history": [{"epoch": e, KEY: d} for e, d in enumerate(dice, 1)]}
+
+
+def test_summary_curves_best_epochs_and_the_per_epoch_table():
+    """Two seeds of three epochs: the curve is the mean over seeds per epoch, best the best epoch per seed."""
+    results = [(Run("doll_adapters", 8, 0), _history(0.2, 0.6, 0.4)), (Run("doll_adapters", 8, 1), _history(0.4, 0.5, 0.5))]
+    cell = summarise(results, [8])["doll_adapters"]["sizes"]["8"]
+    assert cell["dice_per_epoch"] == pytest.approx([0.3, 0.55, 0.45])
+    assert cell["final_mean"] == pytest.approx(0.45) and cell["best_mean"] == pytest.approx(0.55)
+    assert cell["final_std"] == pytest.approx(0.0707107, abs=1e-6)  # sd of 0.4 and 0.5 with n - 1
+    settings = {"datalist": "d.json", "encoder_name": "resnet10", "decoder": "unet", "image_size": 64, "max_epochs": 3,
+                "samples_per_epoch": 4, "seeds": [0, 1], "device": "cpu", "freeze_decoder": False}
+    table = markdown(summarise(results, [8]), settings, "8")
+    assert "| 8 | 0.450 ± 0.071 (0.550) |" in table and "| trainable parameters | 1,234 |" in table
+    assert table.endswith("| 1 | 0.300 |\n| 2 | 0.550 |\n| 3 | 0.450 |\n")
+    assert "adapters, head and the decoder (encoder frozen)." in table
+    assert "adapters, head and nothing else (decoder frozen)." in markdown(
+        summarise(results, [8]), {**settings, "freeze_decoder": True}, None)
+
+
+def test_a_tie_is_not_a_win_and_seeds_pair_with_their_own_seed():
+    results = [(Run("doll_adapters", 4, 0), _history(0.5)), (Run("doll_adapters", 4, 1), _history(0.7)),
+               (Run("scratch", 4, 0), _history(0.5)), (Run("scratch", 4, 1), _history(0.4))]
+    assert paired_comparison(results)["4"]["scratch"] == {
+        "mean_diff": pytest.approx(0.15), "std_diff": pytest.approx(np.std([0.0, 0.3], ddof=1)), "wins": 1, "seeds": 2}
+
+
+def test_each_seed_shuffles_the_training_list_its_own_way_and_sizes_beyond_the_split_are_refused(tmp_path):
+    import random
+
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=5, n_val=1)
+    original = [item["id"] for item in json.loads(datalist.read_text())["training"]]
+    paths = shuffled_datalists(datalist, [0, 7], tmp_path / "lists")
+    for seed, path in paths.items():
+        expected = list(original)
+        random.Random(seed).shuffle(expected)
+        written = json.loads(path.read_text())
+        assert [item["id"] for item in written["training"]] == expected
+        assert [item["id"] for item in written["validation"]] == ["validation_0"]
+    assert paths[0].name == "datalist_seed0.json"
+    check_sizes(datalist, [5, None])  # the whole split is a size it has
+    with pytest.raises(ValueError, match=r"--sizes \[6\]: the training split of .* has 5 images"):
+        check_sizes(datalist, [2, 6])
