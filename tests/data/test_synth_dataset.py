@@ -13,7 +13,7 @@ from PIL import Image
 from cxrdoll.cli import main
 from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS
 from cxrdoll.data.synth.preview import write_preview
-from cxrdoll.data.synth.writer import DATASET, ORGAN_STRUCTURES, SynthConfig, write_synthetic
+from cxrdoll.data.synth.writer import DATASET, ORGAN_STRUCTURES, Study, SynthConfig, write_synthetic
 from cxrdoll.io import read_json
 
 CHEXPERT_VALUES = {"1.0", "0.0", "-1.0", ""}
@@ -156,3 +156,82 @@ def test_cli_writes_and_refuses_to_overwrite(capsys, tmp_path):
     assert main(args) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: already holds {DATASET}, truth, organs;")
     assert main(args + ["--overwrite"]) == 0
+    (tmp_path / "organs" / "stray.txt").write_text("from an earlier run")
+    assert main(args[:-5] + ["--n-organs", "0", "--n-lesions", "0", "--overwrite"]) == 0
+    assert not (tmp_path / "organs").exists()  # replaced, not merged: no earlier output survives
+    assert main(["synth", "--out", str(tmp_path / "none"), "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+
+
+def test_lateral_rows_repeat_their_frontal_labels_and_synth_json_counts_what_was_written(synth_small):
+    summary = read_json(synth_small / "synth.json")
+    positives = dict.fromkeys(OBSERVATIONS, 0)
+    for split in ("train", "valid"):
+        rows = _rows(synth_small, split)
+        assert summary["rows"][split] == len(rows)
+        frontal = {r["Path"].rsplit("/", 1)[0]: r for r in rows if r["Frontal/Lateral"] == "Frontal"}
+        laterals = [r for r in rows if r["Frontal/Lateral"] == "Lateral"]
+        for r in laterals:
+            twin = frontal[r["Path"].rsplit("/", 1)[0]]
+            assert [r[o] for o in OBSERVATIONS] == [twin[o] for o in OBSERVATIONS], r["Path"]
+        for r in frontal.values():  # the true labels, from the masks as docs/FORMATS.md defines them
+            found = np.load(synth_small / "truth" / (r["Path"][: -len(".jpg")] + ".npz"))["mask"].reshape(14, -1).any(axis=1)
+            found[0] = not np.delete(found, [0, OBSERVATIONS.index("Support Devices")]).any()
+            for obs, value in zip(OBSERVATIONS, found):
+                positives[obs] += int(value)
+    assert summary["studies"] == 48 and summary["true_positives"] == positives
+    assert sum(1 for split in ("train", "valid") for r in _rows(synth_small, split) if r["Frontal/Lateral"] == "Lateral") > 0
+
+
+def test_uncertain_and_blank_cells_come_at_their_rates_and_never_in_validation():
+    from cxrdoll.data.synth.writer import reported_labels
+
+    cfg = SynthConfig(n=1, size=32, seed=0, uncertain_frac=0.3, blank_frac=0.2)
+    positive = np.ones(len(OBSERVATIONS), int)
+    cells = np.array([reported_labels(cfg, positive, Study(i, 1, 1, "train", False)) for i in range(2000)])
+    assert "-1.0" not in cells[:, 0] and abs(np.mean(cells[:, 0] == "") - 0.2) < 0.03
+    assert abs(np.mean(cells[:, 1:] == "-1.0") - 0.3) < 0.01 and abs(np.mean(cells[:, 1:] == "") - 0.2) < 0.01
+    valid = np.array([reported_labels(cfg, positive, Study(i, 1, 1, "valid", False)) for i in range(200)])
+    assert (valid == "1.0").all()
+
+
+def test_patient_split_and_ages():
+    from cxrdoll.data.synth.writer import patient_meta, plan_studies
+
+    cfg = SynthConfig(n=300, size=32, seed=1, valid_frac=0.23)
+    studies = plan_studies(cfg)
+    patients = {s.patient for s in studies}
+    valid = {s.patient for s in studies if s.split == "valid"}
+    assert len(valid) == round(0.23 * len(patients))  # a --valid-frac of patients
+    ages = {patient_meta(cfg, p)[1] for p in range(1, 3000)}
+    assert ages == set(range(18, 91))
+
+
+def test_studies_of_one_patient_share_one_anatomy(tmp_path, monkeypatch):
+    import cxrdoll.data.synth.writer as writer
+
+    shared: list = []
+    real = writer.make_phantom
+    monkeypatch.setattr(writer, "make_phantom", lambda rng, size, findings, params=None: shared.append(
+        (params.lung_w, params.heart_top)) or real(rng, size, findings, params=params))
+    cfg = SynthConfig(n=20, size=32, seed=0, n_organs=0, n_lesions=0)
+    write_synthetic(cfg, tmp_path)
+    by_patient: dict[int, set] = {}
+    for study, anatomy in zip(writer.plan_studies(cfg), shared):
+        by_patient.setdefault(study.patient, set()).add(anatomy)
+    assert max(len(s) for s in by_patient.values()) == 1 and len(set.union(*by_patient.values())) == len(by_patient)
+    assert len(shared) == 20 > len(by_patient)  # some patients hold several studies
+
+
+@pytest.mark.parametrize("finding, infected", [("Pneumonia", True), ("Consolidation", True), ("Pleural Effusion", False)])
+def test_lesion_masks_are_the_infection_findings(tmp_path, monkeypatch, finding, infected):
+    import cxrdoll.data.synth.writer as writer
+
+    made = []
+    real = writer.make_phantom
+    monkeypatch.setattr(writer, "make_phantom", lambda rng, size, findings, params=None: made.append(
+        real(rng, size, [finding])) or made[-1])
+    item = writer._write_lesion((SynthConfig(n=1, size=64, seed=0), tmp_path, 0))
+    mask = np.asarray(Image.open(tmp_path / item["label"][0]))
+    expected = made[0].truth[OBSERVATIONS.index(finding)].astype(bool) if infected else np.zeros((64, 64), bool)
+    assert np.array_equal(mask == 255, expected) and expected.any() == infected

@@ -149,3 +149,139 @@ def test_half_resolution_lung_layers_sit_on_the_lungs_at_odd_sizes(size):
     ys, xs = np.arange(size)[:, None], np.arange(size)[None, :]
     centre = lambda a: ((a * ys).sum() / a.sum(), (a * xs).sum() / a.sum())  # noqa: E731
     np.testing.assert_allclose(centre(layer), centre(lungs), atol=0.1)
+
+
+def test_render_filters_match_scipy():
+    """The fast filters against ndimage: bilinear upsampling with pixel centres aligned and edges held,
+    Gaussian blur with edges repeated, the [1, 2, 1] / 4 smoothing (wrapped or held), and 2x2 means."""
+    from cxrdoll.data.synth.render import _smooth3, _unit_std, blur, gaussian, halve, upsample
+
+    rng = np.random.default_rng(0)
+    a = rng.random((8, 8)).astype(np.float32)
+    for size in (16, 13, 30):  # 16: the exact doubling path; the others interpolate
+        ref = ndimage.zoom(a.astype(np.float64), size / 8, order=1, grid_mode=True, mode="nearest")
+        np.testing.assert_allclose(upsample(a, size), ref, atol=1e-6)
+    b = rng.random((20, 17)).astype(np.float32)
+    for sigma, truncate in ((1.3, 2.5), (0.7, 2.0), (3.0, 2.5)):
+        ref = ndimage.gaussian_filter(b.astype(np.float64), sigma, mode="nearest", truncate=truncate)
+        np.testing.assert_allclose(gaussian(b, sigma, truncate), ref, atol=1e-6)
+    k = np.array([0.25, 0.5, 0.25])
+    ref = ndimage.correlate1d(ndimage.correlate1d(b, k, axis=0, mode="wrap"), k, axis=1, mode="nearest")
+    np.testing.assert_allclose(_smooth3(b, (True, False)), ref, atol=1e-6)
+    np.testing.assert_allclose(halve(b[:, :16]), b[:, :16].reshape(10, 2, 8, 2).mean(axis=(1, 3)), atol=1e-6)
+    assert np.std(_unit_std(rng.normal(3.0, 5.0, (12, 12)).astype(np.float32))) == pytest.approx(1.0, abs=1e-4)
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 10:30] = True
+    for sigma_px, tolerance in ((1.0, 1e-5), (2.0, 0.05), (6.0, 0.06)):  # wider blurs run on a halved copy
+        ref = ndimage.gaussian_filter(mask.astype(np.float64), sigma_px, mode="nearest", truncate=2.5)
+        assert np.abs(blur(mask, sigma_px / 64) - ref).max() < tolerance, sigma_px
+
+
+def test_anatomy_grid_power_and_windows():
+    from cxrdoll.data.synth.anatomy import grid, pixel_window, pow_11_32
+
+    Y, X = grid(4)
+    assert Y.ravel().tolist() == X.ravel().tolist() == [0.125, 0.375, 0.625, 0.875]  # pixel centres
+    x = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    np.testing.assert_allclose(pow_11_32(x.copy()), x.astype(np.float64) ** (11 / 32), atol=1e-6)
+    rng = np.random.default_rng(1)
+    n = 50
+    Y, X = grid(n)
+    for _ in range(300):  # every pixel centre inside an ellipse lies in its window
+        x0, y0, rx, ry = rng.uniform(-0.1, 1.1), rng.uniform(-0.1, 1.1), rng.uniform(0.005, 0.2), rng.uniform(0.005, 0.2)
+        inside = ((X - x0) / rx) ** 2 + ((Y - y0) / ry) ** 2 <= 1
+        rows, cols = pixel_window(n, x0, y0, rx, ry)
+        assert inside.sum() == inside[rows, cols].sum()
+
+
+def test_the_heart_reaches_its_own_extent_to_each_side():
+    """``heart_left`` is how far it reaches towards the image left of its centre, ``heart_right`` to the right."""
+    size = 128
+    for seed in range(3):
+        p = sample_params(np.random.default_rng(seed))
+        heart = build_anatomy(p, size).heart
+        cols = np.flatnonzero(heart.any(axis=0))
+        hx = (p.cx + p.heart_cx) * size
+        assert abs((hx - cols[0]) - p.heart_left * size) < 2.5, seed
+        assert abs((cols[-1] + 1 - hx) - p.heart_right * size) < 2.5, seed
+
+
+def test_a_broken_rib_has_a_gap_and_its_far_part_is_stepped():
+    from cxrdoll.data.synth.anatomy import RibBreak
+    from cxrdoll.data.synth.render import _ribs
+
+    size = 128
+    p = sample_params(np.random.default_rng(2))
+    whole = build_anatomy(p, size)
+    i = next(k for k, r in enumerate(whole.ribs) if (r.side, r.index, r.kind) == ("L", 4, "posterior"))
+    cols, centre, _, weight = _ribs(whole, np.random.default_rng(0))
+    p.rib_breaks.append(RibBreak("L", 4, u=0.6 * p.lung_w, gap=0.015, step=0.02))
+    broken = build_anatomy(p, size)
+    _, centre_b, _, weight_b = _ribs(broken, np.random.default_rng(0))
+    u = ((np.arange(size) + 0.5) / size - p.cx)  # lateral distance towards the patient's left (image right)
+    beyond, gap = u > 0.6 * p.lung_w, np.abs(u - 0.6 * p.lung_w) < 0.015
+    np.testing.assert_allclose(centre_b[i][beyond] - centre[i][beyond], 0.02, atol=1e-6)
+    np.testing.assert_allclose(centre_b[i][~beyond], centre[i][~beyond])
+    assert gap.sum() >= 3 and (weight_b[i][gap] == 0).all() and (weight[i][gap] > 0).all()
+
+
+# Below these shares of the marked change inside the mask: a fracture displaces the rib beyond its callus,
+# and a widened mediastinum shifts the lung border beside it, by design.
+MARKED_CHANGE_IN_MASK = {"Fracture": 0.45, "Enlarged Cardiomediastinum": 0.6}
+
+
+@pytest.mark.parametrize("name", list(FINDINGS))
+def test_findings_add_density_a_pneumothorax_adds_air_and_the_mask_holds_the_marked_change(name):
+    """Bright is dense: fluid, tissue, bone and devices brighten their mask, pneumothorax air darkens it.
+    The pixels that change by more than a quarter of the largest change lie (mostly) inside the mask, or
+    a mask drawn too small passes for a finding that is larger on the image."""
+    index = OBSERVATIONS.index(name)
+    shares = []
+    for seed in range(4):
+        normal, ill = _phantom([], seed), _phantom([name], seed)
+        inside = ill.truth[index].astype(bool)
+        change = ill.image.astype(float) - normal.image.astype(float)
+        assert (change[inside].mean() < -10) if name == "Pneumothorax" else (change[inside].mean() > 10), seed
+        marked = np.abs(change) > 0.25 * np.abs(change).max()
+        shares.append((marked & inside).sum() / marked.sum())
+    assert np.mean(shares) >= MARKED_CHANGE_IN_MASK.get(name, 0.87), shares
+
+
+def test_a_forced_finding_is_an_abnormal_image_that_may_carry_others():
+    rng = np.random.default_rng(0)
+    draws = [sample_findings(rng, normal_frac=1.0, force=("Pneumonia",)) for _ in range(200)]
+    assert all("Pneumonia" in d for d in draws)
+    assert 0.5 < np.mean([len(d) > 1 for d in draws]) < 0.99  # others at their prevalence (0.22 each)
+
+
+def test_the_lateral_view_follows_the_heart_size_and_diaphragm_height_of_its_patient():
+    """The patient faces image left, so a bigger heart changes the front (left) half; a higher diaphragm
+    brightens the band it now covers and leaves the upper chest as it was; a lower apex brightens the top."""
+    import copy
+
+    from cxrdoll.data.synth.lateral import make_lateral
+
+    size = 96
+    for seed in range(3):
+        p = sample_params(np.random.default_rng(seed))
+        base = make_lateral(np.random.default_rng(5), size, p).astype(float)
+        big = copy.deepcopy(p)
+        big.heart_scale = 1.5
+        change = np.abs(make_lateral(np.random.default_rng(5), size, big).astype(float) - base)
+        assert change.mean() > 2 and _centre(change > 10)[1] < 0.48, seed
+        high = copy.deepcopy(p)
+        high.cp_y = {side: y - 0.1 for side, y in p.cp_y.items()}
+        change = make_lateral(np.random.default_rng(5), size, high).astype(float) - base
+        assert np.abs(change[: size // 3]).max() == 0, seed
+        band = slice(int((p.cp_y["R"] - 0.15) * size), int((p.cp_y["R"] - 0.05) * size))
+        assert change[band].mean() > 10, seed
+        # the diaphragm is highest in front: just above the posterior sulcus the front is abdomen, the back lung
+        depth = 0.3 + 0.5 * (p.lung_w - 0.36)  # half the chest's front-to-back diameter
+        rows = base[int((p.cp_y["R"] - 0.06) * size):int(p.cp_y["R"] * size)]
+        front = rows[:, int((0.5 - depth + 0.08) * size):int((0.5 - depth + 0.2) * size)].mean()
+        back = rows[:, int((0.5 + depth - 0.2) * size):int((0.5 + depth - 0.1) * size)].mean()
+        assert front > back + 20, seed
+        low = copy.deepcopy(p)
+        low.apex_y = p.apex_y + 0.06  # the lung starts lower: the rows it left brighten
+        change = make_lateral(np.random.default_rng(5), size, low).astype(float) - base
+        assert change[int((p.apex_y + 0.03) * size):int((p.apex_y + 0.07) * size)].mean() > 10, seed
