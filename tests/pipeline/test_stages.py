@@ -205,3 +205,32 @@ def test_a_rerun_that_fails_after_rewriting_its_outputs_is_not_vouched_for_by_th
     with pytest.raises(StageFailed):
         StageRunner(tmp_path, echo=io.StringIO()).run(stage)
     assert a.exists() and not StageRunner(tmp_path, echo=io.StringIO()).is_done(stage)
+
+
+def test_the_log_holds_each_command_and_its_output(tmp_path):
+    out = tmp_path / "a.txt"
+    StageRunner(tmp_path, echo=io.StringIO()).run(Stage("make-a", "write a", [_writer(out)], [out]))
+    log = (tmp_path / "pipeline.log").read_text()
+    assert f"### [make-a] $ {sys.executable} -c" in log and "\nwrote\n" in log and "[make-a] write a" in log
+
+
+class _GoWhenSeen(io.StringIO):
+    """An echo that answers the child: it creates ``go`` once the child's first line reaches it."""
+
+    def __init__(self, go):
+        super().__init__()
+        self.go = go
+
+    def write(self, text):
+        if text.strip() == "first":  # the child's line, not the echoed command that prints it
+            self.go.touch()
+        return super().write(text)
+
+
+def test_a_python_commands_output_is_shown_as_it_comes_not_when_it_ends(tmp_path, monkeypatch):
+    """A training run's progress must show while it runs: Python buffers a pipe unless told not to."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    go = tmp_path / "go"
+    child = [sys.executable, "-c", "import pathlib, sys, time\nprint('first')\nfor _ in range(500):\n"
+             f"    if pathlib.Path({str(go)!r}).exists(): sys.exit(0)\n    time.sleep(0.01)\nsys.exit(1)"]
+    StageRunner(tmp_path, echo=_GoWhenSeen(go)).run(Stage("live", "", [child]))
