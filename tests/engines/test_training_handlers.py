@@ -298,6 +298,22 @@ def test_only_float16_keeps_the_gradient_scaler_monai_builds(tmp_path, dtype, ke
     assert "scaler" in torch.load(tmp_path / "c.pt", weights_only=True)
 
 
+def test_the_bfloat16_swap_gives_a_disabled_scaler_and_leaves_float16_alone():
+    """Disabled by the swap itself, not by a machine without CUDA (which disables it with a warning)."""
+    import warnings
+    from types import SimpleNamespace
+
+    built = object()
+    engine = SimpleNamespace(amp_kwargs={"dtype": torch.bfloat16}, scaler=built)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GradScalerOnlyForFloat16.swap(engine)
+    assert engine.scaler is not built and not engine.scaler.is_enabled()
+    engine = SimpleNamespace(amp_kwargs={"dtype": torch.float16}, scaler=built)
+    GradScalerOnlyForFloat16.swap(engine)
+    assert engine.scaler is built
+
+
 def test_a_run_saved_without_gradient_scaling_resumes_in_float16_with_a_fresh_scaler(tmp_path, caplog):
     """A bf16 run (or one without CUDA) saves its disabled scaler's empty state; on a GPU the fp16
     scaler of the resumed run is enabled and refused to load it ("The source state dict is empty")."""
