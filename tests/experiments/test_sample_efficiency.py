@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from cxrdoll.cli import main
 from cxrdoll.engines.seg_network import pretraining_segmenter
-from cxrdoll.experiments.sample_efficiency import (KEY, Run, check_sizes, markdown, paired_comparison, parse_sizes,
+from cxrdoll.experiments.sample_efficiency import (KEY, Run, check_checkpoints, check_sizes, markdown, paired_comparison, parse_sizes,
                                                   retrain_reason, run_settings, shuffled_datalists, summarise)
 from cxrdoll.io import save_png_atomic, write_json_atomic
 from cxrdoll.networks import build_classifier
@@ -40,7 +41,7 @@ def test_tiny_run_writes_table_plot_and_per_epoch_dice(tmp_path):
     assert summary["doll_full"]["total_parameters"] == params["doll_full"]
     for start in summary.values():
         assert set(start["sizes"]) == {"2", "all"} and start["sizes"]["all"]["n_images"] == 4
-        assert len(start["sizes"]["2"]["dice_per_epoch"]) == 2
+        assert len(start["sizes"]["2"]["dice_per_epoch"]) == 2 and start["sizes"]["2"]["n_images"] == 2
     assert len(report["runs"]) == 8 and all(len(r["history"]) == 2 for r in report["runs"])
     assert not list((out / "runs").rglob("checkpoint.pt"))  # an unfinished run is retrained, not resumed
     assert report["seconds_in_runs"] == pytest.approx(sum(r["history"][-1]["elapsed_s"] for r in report["runs"]))
@@ -282,3 +283,48 @@ def test_each_seed_shuffles_the_training_list_its_own_way_and_sizes_beyond_the_s
     check_sizes(datalist, [5, None])  # the whole split is a size it has
     with pytest.raises(ValueError, match=r"--sizes \[6\]: the training split of .* has 5 images"):
         check_sizes(datalist, [2, 6])
+
+
+def test_each_start_hands_the_bundle_its_checkpoint_labelled_images_and_seed(tmp_path, monkeypatch):
+    """The overrides of one bundle run, as the module docstring lists the starting points."""
+    import monai.bundle
+
+    import cxrdoll.experiments.sample_efficiency as se
+
+    seen = []
+
+    class Recording:
+        def __init__(self, **kwargs):
+            seen.append(kwargs)
+
+        def initialize(self):
+            pass
+
+        def run(self):
+            write_json_atomic(Path(seen[-1]["output_dir"]) / "validation_history.json", {"history": [{}]})
+
+        def finalize(self):
+            pass
+
+    monkeypatch.setattr(monai.bundle, "ConfigWorkflow", Recording)
+    settings = {"num_workers": 0, "freeze_decoder": False, "encoder_name": "densenet_tiny", "decoder": "unet",
+                "decoder_channels": [32, 16, 16, 8, 8], "image_size": 32, "batch_size": 2, "max_epochs": 3,
+                "samples_per_epoch": 2, "learning_rate": 0.01, "device": "cpu"}
+    for start, checkpoint in (("scratch", None), ("backbone", "/c/cls.pt"), ("doll_adapters", "/c/doll.pt"),
+                              ("doll_full", "/c/doll.pt")):
+        wanted = {"mode": se.STARTS[start]["mode"], **({"checkpoint": checkpoint} if checkpoint else {})}
+        se.train_run(Run(start, 4, 7), tmp_path / "d.json", tmp_path / start, wanted, settings)
+    by_start = dict(zip(("scratch", "backbone", "doll_adapters", "doll_full"), seen))
+    assert [(k["mode"], k["init_ckpt"], k["pretrained_ckpt"]) for k in by_start.values()] == [
+        ("scratch", None, None), ("full", "/c/cls.pt", None), ("adapters", None, "/c/doll.pt"), ("full", None, "/c/doll.pt")]
+    for start, k in by_start.items():
+        assert (k["num_train"], k["seed"], k["datalist"], k["output_dir"]) == (4, 7, str(tmp_path / "d.json"),
+                                                                               str(tmp_path / start))
+        assert k["learning_rate"] == 0.01 and k["max_epochs"] == 3 and k["train#checkpoint#interval"] == 3
+
+
+def test_a_checkpoint_that_is_a_folder_is_refused_up_front(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--pretrained-ckpt: .*: file not found"):
+        check_checkpoints(["doll_full"], {"pretrained_ckpt": str(tmp_path)})
+    with pytest.raises(ValueError, match="starting point 'backbone' needs --classifier-ckpt"):
+        check_checkpoints(["scratch", "backbone"], {})
