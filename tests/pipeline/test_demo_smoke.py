@@ -178,6 +178,9 @@ def test_stage_wiring_of_the_synthetic_run(tmp_path):
     assert option(finetune, "datalist") == str(downstream) and downstream in stages["finetune"].reads
     assert stages["datalist"].reads == [tmp_path / "data" / "CheXpert-v1.0-small"]
     assert stages["classifiers"].reads == [tmp_path / "datalists" / "chexpert.json"]
+    assert stages["labels"].reads == [tmp_path / "classifiers" / "classifiers.json", tmp_path / "datalists" / "chexpert.json"]
+    assert tmp_path / "data" / "truth" in stages["label-quality"].reads  # regenerated phantoms re-score the labels
+    assert option(finetune, "encoder-name") == "resnet10" and option(finetune, "profile") == "demo"
 
 
 class _RecordingRunner:
