@@ -203,6 +203,8 @@ def test_patient_split_and_ages():
     patients = {s.patient for s in studies}
     valid = {s.patient for s in studies if s.split == "valid"}
     assert len(valid) == round(0.23 * len(patients))  # a --valid-frac of patients
+    laterals = plan_studies(SynthConfig(n=2000, size=32, seed=2, lateral_frac=0.3))
+    assert abs(np.mean([s.lateral for s in laterals]) - 0.3) < 0.03  # a --lateral-frac of studies
     ages = {patient_meta(cfg, p)[1] for p in range(1, 3000)}
     assert ages == set(range(18, 91))
 

@@ -285,3 +285,17 @@ def test_the_lateral_view_follows_the_heart_size_and_diaphragm_height_of_its_pat
         low.apex_y = p.apex_y + 0.06  # the lung starts lower: the rows it left brighten
         change = make_lateral(np.random.default_rng(5), size, low).astype(float) - base
         assert change[int((p.apex_y + 0.03) * size):int((p.apex_y + 0.07) * size)].mean() > 10, seed
+
+
+def test_lung_points_fall_inside_their_height_band_and_lung():
+    from cxrdoll.data.synth.findings import _lung_point
+
+    anatomy = build_anatomy(sample_params(np.random.default_rng(3)), 128)
+    rng = np.random.default_rng(0)
+    for side in ("R", "L"):
+        top, base = anatomy.lung_bounds(side)
+        for zone in ((0.1, 0.3), (0.45, 0.95)):
+            for _ in range(40):
+                x, y = _lung_point(anatomy, side, rng, zone)
+                assert top + zone[0] * (base - top) - 1 / 128 <= y <= top + zone[1] * (base - top) + 1.5 / 128
+                assert anatomy.lung[side][int(y * 128), int(x * 128)]
