@@ -139,3 +139,18 @@ def test_the_decoder_dropout_reaches_the_decoder_convolutions(decoder):
     first = segmenter.decoder.stages[0]
     assert [m.p for m in first.modules() if isinstance(m, torch.nn.Dropout)] != []
     assert {m.p for m in first.modules() if isinstance(m, torch.nn.Dropout)} == {0.3}
+
+
+def test_psp_fuse_stage_upsamples_the_context_bilinearly_and_puts_it_before_the_stride_8_map():
+    """Reference: bilinear upsampling with half-pixel centres (scipy's grid-mode zoom), [context, skip], the conv."""
+    from scipy import ndimage
+
+    from cxrdoll.networks.decoders import FuseStage
+
+    torch.manual_seed(2)
+    stage = FuseStage(in_channels=3, skip_channels=2, out_channels=4, dropout=0.0).eval()
+    x, skip = torch.randn(1, 3, 2, 3), torch.randn(1, 2, 8, 12)
+    up = np.stack([ndimage.zoom(c.numpy().astype(np.float64), 4, order=1, grid_mode=True, mode="nearest") for c in x[0]])
+    with torch.no_grad():
+        expected = stage.fuse(torch.cat([torch.from_numpy(up).float()[None], skip], dim=1))
+        assert torch.allclose(stage(x, skip), expected, atol=1e-5)
