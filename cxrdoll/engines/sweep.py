@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from cxrdoll.argtypes import image_size, non_negative_int, positive_int
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, parse_overrides, train_classifier
 from cxrdoll.io import file_sha256, read_json, write_json_atomic
@@ -27,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
     parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"],
                         help="architectures (cxrdoll.networks.CLASSIFIER_NAMES; default: densenet121 resnet18)")
-    parser.add_argument("--image-size", type=int, default=320, help="training size in pixels (default: 320)")
-    parser.add_argument("--max-epochs", type=int, default=10, help="epochs per architecture (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
-    parser.add_argument("--num-workers", type=int, default=4, help="data loader processes (default: 4)")
+    parser.add_argument("--image-size", type=image_size, default=320, help="training size in pixels (default: 320)")
+    parser.add_argument("--max-epochs", type=positive_int, default=10, help="epochs per architecture (default: 10)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: 32)")
+    parser.add_argument("--num-workers", type=non_negative_int, default=4,
+                        help="data loader processes; 0 loads in the main process (default: 4)")
     parser.add_argument("--bundle-root", default=str(DEFAULT_BUNDLE_ROOT),
                         help="cxr_classifier bundle folder (default: this repository's)")
     parser.add_argument(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import time
@@ -37,6 +36,8 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
+from cxrdoll.argtypes import positive_float, positive_int
+from cxrdoll.argtypes import segmenter_image_size as image_size
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.io import atomic_path, file_sha256, files_fingerprint, read_json, write_json_atomic, write_text_atomic
 
@@ -129,17 +130,6 @@ def parse_starts(text: str) -> list[str]:
     return comma_list(text, _start, f"a starting point ({', '.join(STARTS)})")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: epochs, batch and epoch sizes of 0 would fail deep inside the training."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
-
-
 def device_option(text: str) -> str:
     """argparse type: a device this machine has (torch would fail deep in the first run's config)."""
     from cxrdoll.deploy.settings import parse_device
@@ -148,28 +138,6 @@ def device_option(text: str) -> str:
         return parse_device(text, "--device")
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a learning rate of 0, below 0 or nan trains nothing useful (and nan never equals
-    its stored copy, so its runs would retrain on every call)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
-
-
-def image_size(text: str) -> int:
-    """argparse type: a side the segmenter takes, which would otherwise fail at the first training step."""
-    from cxrdoll.networks import checked_image_size
-
-    try:
-        return checked_image_size(text, whole_strides=True)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def shuffled_datalists(datalist: Path, seeds: Sequence[int], out_dir: Path) -> dict[int, Path]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import types
 
+import pytest
+
 from cxrdoll.cli import main
 from tests.bundles.classifier_data import write_tiny_datalist
 
@@ -164,3 +166,20 @@ def test_a_set_of_what_the_sweep_sets_itself_is_refused_before_anything_is_writt
     assert capsys.readouterr().err == (
         "error: --set: datalist (use --datalist), output_dir (use --out): the sweep sets these from its own options\n")
     assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--image-size", "0", "argument --image-size: image size 0 px is below 32 px"),
+    ("--image-size", "big", "argument --image-size: image size 'big' is not a whole number of pixels"),
+    ("--max-epochs", "0", "argument --max-epochs: '0' is not a positive whole number"),
+    ("--batch-size", "0", "argument --batch-size: '0' is not a positive whole number"),
+    ("--num-workers", "-1", "argument --num-workers: '-1' is not a whole number >= 0"),
+])
+def test_bad_training_values_are_usage_errors_naming_the_option(tmp_path, capsys, option, value, message):
+    """Refused while parsing: they used to reach the bundle, which failed only after starting (and caching
+    the images), naming its own id (max_epochs, batch_size, num_workers) rather than the option."""
+    out = tmp_path / "zoo"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep-classifiers", "--datalist", str(tmp_path / "d.json"), "--out", str(out), option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,71 @@
+"""argparse ``type=`` functions shared by the commands: a bad value is a usage error naming its option
+(exit code 2) while parsing, not a failure deep inside a bundle run under the bundle's own id."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def positive_int(text: str) -> int:
+    """argparse type: epochs, batch and epoch sizes of 0 would fail deep inside the training."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a count where 0 means none (data loader processes: 0 loads in the main process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a learning rate of 0, below 0 or nan trains nothing useful (and nan never equals
+    its stored copy, so its runs would retrain on every call)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: ``"256,128,64"`` -> ``[256, 128, 64]`` (channel counts; repeats allowed)."""
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not a positive whole number")
+        values.append(value)
+    return values
+
+
+def image_size(text: str, *, whole_strides: bool = False) -> int:
+    """argparse type: a side the networks take (``whole_strides``: a multiple of the deepest stride, for
+    the segmenter), which would otherwise fail only once the bundle has started."""
+    from cxrdoll.networks import checked_image_size
+
+    try:
+        return checked_image_size(text, whole_strides=whole_strides)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def segmenter_image_size(text: str) -> int:
+    """argparse type: ``image_size`` for the segmentation network (a multiple of its deepest stride)."""
+    return image_size(text, whole_strides=True)
