@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from cxrdoll.argtypes import positive_float, positive_int
+from cxrdoll.argtypes import non_negative_int, positive_float, positive_int, positive_int_list
 from cxrdoll.argtypes import segmenter_image_size as image_size
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.io import atomic_path, file_sha256, files_fingerprint, read_json, write_json_atomic, write_text_atomic
@@ -488,7 +488,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=parse_seeds, help="comma list of seeds (at least 3 for the report)")
     parser.add_argument("--encoder-name", default="densenet_tiny", help="must match the checkpoints")
     parser.add_argument("--decoder", default="unet", choices=["unet", "psp"])
-    parser.add_argument("--decoder-channels", type=lambda s: [int(v) for v in s.split(",")], default=[256, 128, 64, 32, 16])
+    parser.add_argument("--decoder-channels", type=positive_int_list, default=[256, 128, 64, 32, 16],
+                        help="comma list of decoder channels, one per encoder stage (default: 256,128,64,32,16)")
     parser.add_argument("--image-size", type=image_size, help="a multiple of the network's size divisor (cxrdoll.networks.SIZE_DIVISOR)")
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--max-epochs", type=positive_int)
@@ -496,7 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=positive_float)
     parser.add_argument("--freeze-decoder", action="store_true", default=None,
                         help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0,
+                        help="data loader processes; 0 loads in the main process (default: 0)")
     parser.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     parser.add_argument("--num-threads", type=positive_int, help="torch CPU threads (1 is fastest for small models on a busy machine)")
 

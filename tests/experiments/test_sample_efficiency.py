@@ -89,6 +89,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     ("--learning-rate", "inf", "argument --learning-rate: 'inf' is not a positive number"),
     ("--seeds", "4294967296", "argument --seeds: '4294967296' in '4294967296' is not a seed (a whole number from 0 to "
                               "4294967295)"),
+    ("--decoder-channels", "64,x", "argument --decoder-channels: 'x' in '64,x' is not a positive whole number"),
+    ("--decoder-channels", "64,0", "argument --decoder-channels: '0' in '64,0' is not a positive whole number"),
+    ("--num-workers", "-1", "argument --num-workers: '-1' is not a whole number >= 0"),
 ])
 def test_bad_option_values_are_refused_naming_the_option(tmp_path, capsys, option, value, message):
     """Refused while parsing, before any file is written; duplicates would count one run twice."""
