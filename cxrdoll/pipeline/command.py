@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             if stage.name == args.until:
                 break
     except StageFailed as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 1
     title = "cxrdoll pipeline report: " + ("shared real data" if args.shared_data else
                                             "your CheXpert data" if args.chexpert_root else "synthetic phantoms")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
 from cxrdoll.cli import main
 from cxrdoll.pipeline.demo import LABELLERS, Inputs, build_stages, profile_with
+from cxrdoll.pipeline.stages import Stage
 
 
 def test_stage_commands_are_bundle_runs_or_cxrdoll_commands(tmp_path):
@@ -37,6 +39,17 @@ def test_shared_real_sets_keep_unlabelled_observations_unknown(tmp_path):
     work = tmp_path / "shared" / "run"
     stages = build_stages(work, profile_with("cpu"), Inputs(shared_data=tmp_path / "shared"))
     assert not [(s.name, r) for s in stages for r in s.reads if work.is_relative_to(r)]
+
+
+def test_a_failed_stage_is_reported_on_stderr_with_exit_1(tmp_path, capsys, monkeypatch):
+    """The stage's own output is echoed on stdout; the line saying which stage failed belongs on stderr,
+    with the other errors, so that a script keeping only stderr still sees it."""
+    boom = Stage("boom", "fail", [[sys.executable, "-c", "import sys; sys.exit(3)"]])
+    monkeypatch.setattr("cxrdoll.pipeline.command.build_stages", lambda *args: [boom])
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--until", "boom"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: stage 'boom' failed (exit 3) running: ")
+    assert "error:" not in captured.out
 
 
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
