@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", required=True, choices=LAYOUTS, help=(
         "scr: --src holds the JSRT *.IMG files, --masks the SCR folders (<structure>/<name>.gif); "
         "shared-lungs: --src is seg_lungs_covid_ieee8023_v7labs (its patient split and ignore masks)"))
-    parser.add_argument("--src", required=True, type=Path)
+    parser.add_argument("--src", required=True, type=Path, help="source folder (what it holds depends on --layout)")
     parser.add_argument("--masks", type=Path, help="SCR mask folder (layout scr)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="validation share for layouts without a split")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images for validation, for layouts without a split of their own (scr) (default: %(default)s)")
     parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
 
 

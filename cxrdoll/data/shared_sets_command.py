@@ -16,7 +16,7 @@ HELP = ("Map ../shared/data's real classification sets (NIH, ieee8023, Kermany) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared", type=Path, required=True, help="the shared data folder (../shared/data)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; the CSV is OUT/CheXpert-shared/train.csv")
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="which sets to include")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="which sets to include (default: all three)")
 
 
 def run(args: argparse.Namespace) -> int:

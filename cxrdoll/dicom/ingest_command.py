@@ -15,12 +15,14 @@ HELP = "ingest a folder of chest CR/DX DICOM files into PNG/NIfTI images, a MONA
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in", dest="in_dir", required=True, help="folder of DICOM files (searched recursively)")
-    parser.add_argument("--out", dest="out_dir", required=True, help="output folder: images/, datalist.json, report.csv")
-    parser.add_argument("--format", choices=FORMATS, default="png", help="image format (PNG is 8-bit; NIfTI float32)")
-    parser.add_argument("--size", type=int, default=0, help="resize to SIZE x SIZE (area); 0 keeps the original size")
-    parser.add_argument("--voi", choices=VOI_MODES, default="auto", help="VOI: auto = VOI LUT, else window, else min-max")
+    parser.add_argument("--out", dest="out_dir", required=True, help="output folder: images/, datalist.json, report.csv; one holding an earlier "
+                             "run's outputs is refused unless --overwrite")
+    parser.add_argument("--format", choices=FORMATS, default="png", help="image format: PNG is 8-bit, NIfTI float32 (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=0, help="resize to SIZE x SIZE pixels (area interpolation); 0 keeps the original size (default: %(default)s)")
+    parser.add_argument("--voi", choices=VOI_MODES, default="auto", help="intensity mapping (VOI): auto = the file's VOI LUT, else its window, else min-max; lut and window "
+                             "force that mapping (a file without it is skipped); none = min-max (default: %(default)s)")
     parser.add_argument("--views", choices=("frontal", "all"), default="frontal",
-                        help="frontal keeps PA, AP and unknown views; all keeps laterals too")
+                        help="frontal keeps PA, AP and unknown views; all keeps laterals too (default: %(default)s)")
     parser.add_argument("--deidentify", action="store_true",
                         help="pseudonymous output names, listed in pseudonym order; no input paths or UIDs in the "
                              "outputs or printed; images flagged BurnedInAnnotation YES skipped")

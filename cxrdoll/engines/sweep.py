@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset-dir", help="folder holding the datalist (datalists/chexpert.json, chexpert.json or datalist.json)")
     parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
     parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"],
-                        help="architectures (cxrdoll.networks.CLASSIFIER_NAMES; default: densenet121 resnet18)")
+                        help="architectures, e.g. densenet121 resnet50 efficientnet-b0 densenet_tiny; an unknown name is refused "
+                             "with the full list (cxrdoll.networks.CLASSIFIER_NAMES) (default: densenet121 resnet18)")
     parser.add_argument("--image-size", type=image_size, default=320, help="training size in pixels (default: 320)")
     parser.add_argument("--max-epochs", type=positive_int, default=10, help="epochs per architecture (default: 10)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: 32)")

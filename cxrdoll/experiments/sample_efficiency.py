@@ -477,30 +477,42 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
 HELP = "downstream Dice against labelled images for four starting points (runs the cxr_seg_adapter bundle)"
 
 
+def _by_profile(key: str) -> str:
+    """``(default: demo 4, full 8)``: a --profile-dependent default, for the help text."""
+    def text(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join("all" if v is None else str(v) for v in value)
+        return str(value)
+
+    return "(default: " + ", ".join(f"{name} {text(p[key])}" for name, p in sorted(PROFILES.items())) + ")"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datalist", required=True, help="downstream datalist (see `python -m cxrdoll seg-datalist`)")
     parser.add_argument("--out", required=True, help="output folder: results.{json,md,png} and one folder per run")
-    parser.add_argument("--pretrained-ckpt", help="DoLL pre-trained segmenter (cxr_seg_pretrain models/model.pt)")
-    parser.add_argument("--classifier-ckpt", help="classifier checkpoint of the same encoder (cxr_classifier)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="demo", help="defaults for the options below")
-    parser.add_argument("--starts", type=parse_starts, default=",".join(STARTS), help=f"comma list of {list(STARTS)}")
-    parser.add_argument("--sizes", type=parse_sizes, help="comma list of labelled-image counts, 'all' for the whole split")
-    parser.add_argument("--seeds", type=parse_seeds, help="comma list of seeds (at least 3 for the report)")
-    parser.add_argument("--encoder-name", default="densenet_tiny", help="must match the checkpoints")
-    parser.add_argument("--decoder", default="unet", choices=["unet", "psp"])
+    parser.add_argument("--pretrained-ckpt", help="DoLL pre-trained segmenter (cxr_seg_pretrain models/model.pt); needed by doll_adapters and doll_full")
+    parser.add_argument("--classifier-ckpt", help="classifier checkpoint of the same encoder (cxr_classifier); needed by backbone")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="demo", help="defaults for the options marked 'demo ..., full ...' below: demo runs in minutes on a few CPU "
+                             "cores, full is GPU-sized (default: %(default)s)")
+    parser.add_argument("--starts", type=parse_starts, default=",".join(STARTS), help=f"comma list of starting points: {', '.join(STARTS)} (default: all four)")
+    parser.add_argument("--sizes", type=parse_sizes, help="comma list of labelled-image counts, 'all' for the whole split " + _by_profile("sizes"))
+    parser.add_argument("--seeds", type=parse_seeds, help="comma list of seeds (at least 3 for the report) " + _by_profile("seeds"))
+    parser.add_argument("--encoder-name", default="densenet_tiny", help="segmentation encoder; must match the checkpoints (default: %(default)s)")
+    parser.add_argument("--decoder", default="unet", choices=["unet", "psp"], help="decoder type (default: %(default)s)")
     parser.add_argument("--decoder-channels", type=positive_int_list, default=[256, 128, 64, 32, 16],
                         help="comma list of decoder channels, one per encoder stage (default: 256,128,64,32,16)")
-    parser.add_argument("--image-size", type=image_size, help="a multiple of the network's size divisor (cxrdoll.networks.SIZE_DIVISOR)")
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--max-epochs", type=positive_int)
-    parser.add_argument("--samples-per-epoch", type=positive_int)
-    parser.add_argument("--learning-rate", type=positive_float)
+    parser.add_argument("--image-size", type=image_size, help="training side in pixels, a multiple of 32 " + _by_profile("image_size"))
+    parser.add_argument("--batch-size", type=positive_int, help="images per training step " + _by_profile("batch_size"))
+    parser.add_argument("--max-epochs", type=positive_int, help="epochs per run " + _by_profile("max_epochs"))
+    parser.add_argument("--samples-per-epoch", type=positive_int,
+                        help="training samples drawn per epoch " + _by_profile("samples_per_epoch"))
+    parser.add_argument("--learning-rate", type=positive_float, help="learning rate " + _by_profile("learning_rate"))
     parser.add_argument("--freeze-decoder", action="store_true", default=None,
                         help="DoLL + adapters: freeze the pre-trained decoder too (default: only the encoder)")
     parser.add_argument("--num-workers", type=non_negative_int, default=0,
                         help="data loader processes; 0 loads in the main process (default: 0)")
     parser.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    parser.add_argument("--num-threads", type=positive_int, help="torch CPU threads (1 is fastest for small models on a busy machine)")
+    parser.add_argument("--num-threads", type=positive_int, help="torch CPU threads; 1 is fastest for small models on a busy machine (default: torch's)")
 
 
 def run(args: argparse.Namespace) -> int:

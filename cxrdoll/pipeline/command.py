@@ -29,10 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
                              "are the downstream task")
     parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
-    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist)")
-    parser.add_argument("--archs", nargs="+", help="classifier architectures (default: the profile's)")
+    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist) (default: the synthetic organ set, "
+                             "or with --shared-data its lung masks)")
+    parser.add_argument("--archs", nargs="+", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
     parser.add_argument("--seg-encoder", help="segmentation encoder; must be one of --archs (default: the profile's)")
-    parser.add_argument("--until", help="stop after this stage")
+    parser.add_argument("--until", metavar="STAGE",
+                        help="stop after this stage, in order: data, datalist, classifiers, labels, label-quality "
+                             "(synthetic data only), pretrain, downstream (--shared-data only), finetune "
+                             "(default: run them all)")
 
 
 def run(args: argparse.Namespace) -> int:
