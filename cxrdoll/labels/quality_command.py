@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxrdoll.argtypes import non_negative_int
 from cxrdoll.io import without_nan, write_json_atomic, write_text_atomic
 from cxrdoll.labels.quality import evaluate, markdown_report
 
@@ -16,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label folder(s); NAME=DIR names a column, else the folder's name is used")
     parser.add_argument("--truth", required=True, help="folder of true masks (<id>.npz with key 'mask')")
     parser.add_argument("--out", required=True, help="folder for label_quality.md and label_quality.json")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% confidence intervals, 0 for none (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for the 95%% confidence intervals, 0 for none (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
 
 
 def parse_labellings(specs: list[str]) -> dict[str, str]:

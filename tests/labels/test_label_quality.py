@@ -306,6 +306,17 @@ def test_label_quality_command_errors(tmp_path, capsys):
     assert "the name 'a' is used twice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value", [("--bootstrap", "-1"), ("--seed", "-1"), ("--bootstrap", "1e3")])
+def test_negative_bootstrap_or_seed_is_a_usage_error(tmp_path, capsys, option, value):
+    """--bootstrap -1 was taken as 0 and reported as '95 % CIs from -1 bootstrap resamples'; --seed -1 failed in
+    numpy after every label file was scored, without naming the option."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["label-quality", "--labels", str(tmp_path / "labels"), "--truth", str(tmp_path / "truth"),
+              "--out", str(tmp_path / "q"), option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {value!r} is not a whole number >= 0" in capsys.readouterr().err
+
+
 def test_label_with_wrong_channel_count_names_the_file(tmp_path, capsys):
     (tmp_path / "truth").mkdir()
     np.savez_compressed(tmp_path / "truth" / "a.npz", mask=np.ones((14, 8, 8), np.uint8))
