@@ -41,6 +41,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a share in [0, 1), such as a validation fraction (1 would leave nothing to train on)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in [0, 1)")
+    return value
+
+
 def positive_int_list(text: str) -> list[int]:
     """argparse type: ``"256,128,64"`` -> ``[256, 128, 64]`` (channel counts; repeats allowed)."""
     values = []

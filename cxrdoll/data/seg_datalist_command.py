@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cxrdoll.argtypes import fraction
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.data.segmentation import scr_datalist, shared_lungs_datalist
 
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "shared-lungs: --src is seg_lungs_covid_ieee8023_v7labs (its patient split and ignore masks)"))
     parser.add_argument("--src", required=True, type=Path, help="source folder (what it holds depends on --layout)")
     parser.add_argument("--masks", type=Path, help="SCR mask folder (layout scr)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images for validation, for layouts without a split of their own (scr) (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of images for validation, in [0, 1), for layouts without a split of their own (scr) "
+                        "(default: %(default)s)")
     parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
 
 

@@ -58,3 +58,15 @@ def test_items_with_missing_images_are_skipped_and_counted(tmp_path, capsys):
     assert f"warning: training item 'p0': {src / 'images' / 'p0.png'} not found; skipped\n" in printed
     assert printed.endswith("1 training, 1 validation, classes ['lung']; skipped 1 items with missing files\n")
     assert [item["id"] for item in load_segmentation_datalist(out, "training")] == ["p1"]
+
+
+@pytest.mark.parametrize("value", ["-0.5", "1", "3", "nan", "x"])
+def test_a_validation_fraction_outside_0_1_is_a_usage_error(tmp_path, capsys, value):
+    """A negative fraction silently took a negative slice (-0.1: all but a tenth of the images in validation), 1
+    or more put all of them there and failed with 'no training item has all its files'; nan failed in round()."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["seg-datalist", "--layout", "scr", "--src", str(tmp_path), "--masks", str(tmp_path),
+              "--val-fraction", value, "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    assert f"argument --val-fraction: {value!r} is not a fraction in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
