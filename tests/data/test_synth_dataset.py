@@ -237,3 +237,12 @@ def test_lesion_masks_are_the_infection_findings(tmp_path, monkeypatch, finding,
     mask = np.asarray(Image.open(tmp_path / item["label"][0]))
     expected = made[0].truth[OBSERVATIONS.index(finding)].astype(bool) if infected else np.zeros((64, 64), bool)
     assert np.array_equal(mask == 255, expected) and expected.any() == infected
+
+
+def test_negative_workers_is_a_usage_error(tmp_path, capsys):
+    """--workers -2 was accepted and quietly ran in one process; ingest-dicom refuses it too."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--out", str(tmp_path / "s"), "--workers", "-2"])
+    assert exit_info.value.code == 2
+    assert "argument --workers: '-2' is not a whole number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

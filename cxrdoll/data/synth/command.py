@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from cxrdoll.argtypes import non_negative_int
+
 from .writer import SynthConfig, write_synthetic
 
 HELP = "Generate synthetic chest X-ray phantoms with true finding masks, organ masks and lesion masks"
@@ -24,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-lesions", type=int, default=200, help="images in the infection-mask set, 0 for none (default: %(default)s)")
     parser.add_argument("--normal-frac", type=float, default=0.25, help="fraction of images drawn without findings (default: %(default)s)")
     parser.add_argument("--prevalence", type=float, default=0.22, help="chance of each finding in an abnormal image (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it (default: %(default)s)")
+    parser.add_argument("--workers", type=non_negative_int, default=1,
+                        help="worker processes, 0 or 1 for none; the output does not depend on it "
+                             "(default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier synthetic output in --out")
     parser.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a contact sheet with mask outlines")
 
