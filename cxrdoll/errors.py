@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 # Bad input or environment: reported in one line. Anything else is a bug and keeps its traceback.
@@ -80,10 +81,29 @@ _HINTS = {
 def one_line(err: BaseException) -> str:
     """A user error's text on one line, as the command-line tools print it; KeyError's repr-quoting
     removed, and a hint added to a library message that does not say what to change."""
+    blocking = _file_in_place_of_folder(err)
+    if blocking is not None:
+        return f"{blocking}: is a file, not a folder"
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     text = " ".join(text.split()) or type(err).__name__
     hints = [hint for start, hint in _HINTS.items() if text.startswith(start)]
     return f"{text}: {hints[0]}" if hints else text
+
+
+def _file_in_place_of_folder(err: BaseException) -> str | None:
+    """The file standing where ``err`` needed a folder: an output folder (or a folder above it) given as a
+    file's path makes mkdir say only "[Errno 17] File exists" or "[Errno 20] Not a directory"."""
+    if not isinstance(err, (FileExistsError, NotADirectoryError)) or isinstance(err, OutputWriteError):
+        return None
+    if err.filename is None:
+        return None
+    path = Path(os.fsdecode(err.filename))
+    for candidate in (path, *path.parents) if isinstance(err, FileExistsError) else path.parents:
+        if candidate.is_dir():
+            return None
+        if os.path.lexists(candidate):
+            return str(candidate)
+    return None
 
 
 def about_file(path: str, reason: object) -> str:

@@ -146,6 +146,29 @@ def test_real_command_user_error_is_one_line(fake_cli, capsys, tmp_path):
     assert capsys.readouterr().err == f"error: missing.csv: CSV file not found (also looked for {tmp_path}/missing.csv)\n"
 
 
+def test_an_output_folder_that_is_a_file_is_named_as_such(tmp_path, capsys):
+    """--out naming a file (or a path under one) said only '[Errno 17] File exists: ...' or '[Errno 20] Not a
+    directory: ...', from mkdir."""
+    from pathlib import Path
+
+    from cxrdoll.errors import one_line
+
+    a_file = tmp_path / "results"
+    a_file.write_text("")
+    for folder in (a_file, a_file / "sub"):
+        with pytest.raises((FileExistsError, NotADirectoryError)) as caught:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        assert one_line(caught.value) == f"{a_file}: is a file, not a folder"
+    with pytest.raises(FileExistsError) as caught:
+        tmp_path.mkdir()  # a folder that exists: the usual text
+    assert one_line(caught.value) == f"[Errno 17] File exists: '{tmp_path}'"
+    with pytest.raises(NotADirectoryError) as caught:
+        open(a_file / "x.json", "w")
+    assert one_line(caught.value) == f"{a_file}: is a file, not a folder"
+    assert cli.main(["demo", "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err == f"error: {a_file}: is a file, not a folder\n"
+
+
 class _Raise:
     """A transform raising ``error`` (picklable, for a DataLoader worker process)."""
 
