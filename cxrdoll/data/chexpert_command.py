@@ -30,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
     add("--out", required=True, metavar="JSON", help="datalist JSON to write")
     add("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
-    add("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default 0.1)")
-    add("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default 0)")
-    add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default frontal)")
+    add("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default: 0.1)")
+    add("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default: 0)")
+    add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default: frontal)")
     add("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
-        help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros); default ignore")
+        help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros) (default: ignore)")
     add("--uncertain-per", metavar="OBS=POLICY,...",
         help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
     add("--blank", choices=BLANK_POLICIES, default="zeros", help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")

@@ -17,7 +17,7 @@ HELP = "run the whole DoLL pipeline (data → classifiers → labels → pre-tra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default runs/demo)")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default: runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="'cpu' (default) takes about 6 minutes on a 2-core machine; 'cuda' uses full-size settings")
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--shared-data", type=Path,
                         help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
                              "are the downstream task")
-    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default train.csv)")
+    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default: train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist) (default: the synthetic organ set, "
                              "or with --shared-data its lung masks)")
     parser.add_argument("--archs", nargs="+", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
