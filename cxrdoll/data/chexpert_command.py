@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from cxrdoll.argtypes import fraction, non_negative_int
 from cxrdoll.data.chexpert import BLANK_POLICIES, NO_FINDING_RULES, UNCERTAIN_POLICIES, LabelPolicy, build_datalist
 
 HELP = "Turn CheXpert train.csv (and valid.csv) into a classification datalist with label policies and a patient split."
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
     add("--out", required=True, metavar="JSON", help="datalist JSON to write")
     add("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
-    add("--val-fraction", type=float, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default: 0.1)")
-    add("--seed", type=int, metavar="N", default=0, help="seed of the patient split (default: 0)")
+    add("--val-fraction", type=fraction, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default: 0.1)")
+    add("--seed", type=non_negative_int, metavar="N", default=0, help="seed of the patient split (default: 0)")
     add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default: frontal)")
     add("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
         help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros) (default: ignore)")

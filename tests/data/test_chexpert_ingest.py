@@ -369,6 +369,21 @@ def test_command_prints_summary_and_exit_codes(tmp_path, capsys):
     assert "warning: skipped 1 missing images" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--val-fraction", "1", "argument --val-fraction: '1' is not a fraction in [0, 1)"),
+    ("--val-fraction", "-0.1", "argument --val-fraction: '-0.1' is not a fraction in [0, 1)"),
+    ("--seed", "-1", "argument --seed: '-1' is not a whole number >= 0"),
+])
+def test_bad_split_options_are_usage_errors_naming_the_option(tmp_path, capsys, option, value, message):
+    """Both failed only after the CSV was read (every image looked for): 'validation fraction must be in
+    [0, 1), got 1.0' without the option, and numpy's 'expected non-negative integer' for the seed."""
+    out = tmp_path / "datalist.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare-chexpert", "--root", str(tmp_path), "--csv", "train.csv", "--out", str(out), option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_unusual_but_safe_paths_are_accepted(tmp_path):
     rows = [{**row(1), "Path": "CheXpert-v1.0-small/train/patient1/study1/view1..frontal:1.jpg"}, row(2)]
     table = read_chexpert_csv(write_csv(tmp_path / "train.csv", rows))
