@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from cxrdoll.cli import _tidy
+
 # experiment name -> module defining HELP, add_arguments(parser) and run(args) -> int
 EXPERIMENTS: dict[str, str] = {
     "sample-efficiency": "cxrdoll.experiments.sample_efficiency",
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(name, help=_tidy(module.HELP), description=_tidy(module.HELP) + ".")
         module.add_arguments(cmd)
         cmd.set_defaults(_experiment_run=module.run)
 
