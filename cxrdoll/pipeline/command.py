@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default: runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="'cpu' (default) takes about 6 minutes on a 2-core machine; 'cuda' uses full-size settings")
+                        help="the machine the sizes are for: 'cpu' takes about 6 minutes on a 2-core machine, 'cuda' "
+                             "uses full-size settings and needs a visible GPU; either way the stages train on a GPU "
+                             "whenever one is visible (default: %(default)s)")
     parser.add_argument("--profile", choices=sorted(PROFILES),
                         help="sizes to use (default: the --device's); 'smoke' checks the wiring in 1-2 minutes")
     source = parser.add_mutually_exclusive_group()
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
                                  "seg_encoder": args.seg_encoder}.items() if v is not None}
+    check_device(args.device)
     profile = profile_with(args.profile or args.device, **changes)
     check_archs(profile.archs)
     if profile.seg_encoder not in profile.archs:
@@ -75,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(work, title, runner.log_path, names, [s.name for s in stages if runner.is_done(s)])
     print(f"pipeline finished in {time.perf_counter() - start:.0f} s; report: {report}")
     return 0
+
+
+def check_device(device: str) -> None:
+    """--device cuda on a machine without a GPU would run the full-size settings on the CPU, for hours."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (the default), or "
+                         "--profile cuda to run the full-size settings on the CPU anyway")
 
 
 def check_until(until: str | None, stages: list[Stage]) -> None:

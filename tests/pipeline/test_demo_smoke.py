@@ -52,6 +52,21 @@ def test_a_failed_stage_is_reported_on_stderr_with_exit_1(tmp_path, capsys, monk
     assert "error:" not in captured.out
 
 
+def test_device_cuda_without_a_gpu_is_refused(tmp_path, capsys, monkeypatch):
+    """It picked the full-size profile and ran it on the CPU (the bundles take a GPU only when one is
+    visible): hours of training for a flag that reads like a device choice."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ran = []
+    monkeypatch.setattr("cxrdoll.pipeline.command.StageRunner.run", lambda self, stage: ran.append(stage.name))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --device cuda: no CUDA GPU is visible to torch; use --device cpu (the default), or --profile cuda "
+        "to run the full-size settings on the CPU anyway\n")
+    assert ran == [] and not (tmp_path / "demo").exists()
+
+
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--archs", "resnet10", "--seg-encoder", "densenet_tiny"]) == 2
     assert "--seg-encoder 'densenet_tiny' must be one of the classifier archs ['resnet10']" in capsys.readouterr().err
