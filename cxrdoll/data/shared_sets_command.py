@@ -16,10 +16,12 @@ HELP = ("Map ../shared/data's real classification sets (NIH, ieee8023, Kermany) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shared", type=Path, required=True, help="the shared data folder (../shared/data)")
     parser.add_argument("--out", type=Path, required=True, help="output folder; the CSV is OUT/CheXpert-shared/train.csv")
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="which sets to include (default: all three)")
+    parser.add_argument("--sources", nargs="+", action="extend", choices=list(SOURCES), help="which sets to include (default: all three)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # not argparse's default, which "extend" would add to; a set named twice is read once
+    args.sources = list(dict.fromkeys(args.sources or SOURCES))
     held_out = lung_validation_patients(args.shared)
     every = read_shared_sets(args.shared, args.sources)
     items = [item for item in every if item.patient not in held_out]

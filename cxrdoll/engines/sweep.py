@@ -18,6 +18,7 @@ from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.engines.bundle_run import DEFAULT_BUNDLE_ROOT, parse_overrides, train_classifier
 from cxrdoll.io import file_sha256, read_json, write_json_atomic
 
+DEFAULT_ARCHS = ("densenet121", "resnet18")
 HELP = "train several classifier architectures through the cxr_classifier bundle and write classifiers.json"
 
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--datalist", help="classification datalist JSON (docs/FORMATS.md)")
     data.add_argument("--dataset-dir", help="folder holding the datalist (datalists/chexpert.json, chexpert.json or datalist.json)")
     parser.add_argument("--out", required=True, help="output folder: one sub-folder per architecture + classifiers.json")
-    parser.add_argument("--archs", nargs="+", default=["densenet121", "resnet18"],
+    parser.add_argument("--archs", nargs="+", action="extend", metavar="ARCH",
                         help="architectures, e.g. densenet121 resnet50 efficientnet-b0 densenet_tiny; an unknown name is refused "
                              "with the full list (cxrdoll.networks.CLASSIFIER_NAMES) (default: densenet121 resnet18)")
     parser.add_argument("--image-size", type=image_size, default=320, help="training size in pixels (default: 320)")
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from cxrdoll.data.classification import find_datalist
     from cxrdoll.data.datalist import load_classification_datalist
 
+    args.archs = args.archs or list(DEFAULT_ARCHS)  # not argparse's default: "extend" would add to it
     check_archs(args.archs)
     extra = parse_overrides(args.set)
     check_extra_overrides(extra)

@@ -13,7 +13,7 @@ HELP = "Score DoLL/baseline labels against true masks (IoU, pointing game, soft-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", nargs="+", required=True, metavar="[NAME=]DIR",
+    parser.add_argument("--labels", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
                         help="label folder(s); NAME=DIR names a column, else the folder's name is used")
     parser.add_argument("--truth", required=True, help="folder of true masks (<id>.npz with key 'mask')")
     parser.add_argument("--out", required=True, help="folder for label_quality.md and label_quality.json")

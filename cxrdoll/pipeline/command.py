@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default: train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist) (default: the synthetic organ set, "
                              "or with --shared-data its lung masks)")
-    parser.add_argument("--archs", nargs="+", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
+    parser.add_argument("--archs", nargs="+", action="extend", metavar="ARCH", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
     parser.add_argument("--seg-encoder", help="segmentation encoder; must be one of --archs (default: the profile's)")
     parser.add_argument("--until", metavar="STAGE",
                         help="stop after this stage, in order: data, datalist, classifiers, labels, label-quality "

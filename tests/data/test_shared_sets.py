@@ -97,3 +97,19 @@ def test_rewriting_the_layout_replaces_an_image_whose_path_now_names_another(tmp
     (row,) = list(csv.DictReader(csv_path.open()))
     assert row["Path"].startswith("CheXpert-shared/train/patient00001/study1/")
     assert (out / row["Path"]).read_bytes() == b"image 2" and row["Lung Lesion"] == "1"
+
+
+def test_repeated_sources_options_add_up_once_each(tmp_path, monkeypatch, capsys):
+    """'--sources A --sources B' read only B; a set named twice would be read twice."""
+    asked = []
+
+    def read(shared, sources):
+        asked.append(list(sources))
+        raise ValueError("stop")
+
+    monkeypatch.setattr("cxrdoll.data.shared_sets_command.read_shared_sets", read)
+    argv = ["prepare-shared-cls", "--shared", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--sources", "cls_nih_cxr14_64px", "--sources", "cls_covid_ieee8023", "cls_nih_cxr14_64px"]) == 2
+    assert main(argv) == 2
+    assert asked == [["cls_nih_cxr14_64px", "cls_covid_ieee8023"],
+                     ["cls_nih_cxr14_64px", "cls_covid_ieee8023", "cls_pneumonia_kermany"]]

@@ -183,3 +183,16 @@ def test_bad_training_values_are_usage_errors_naming_the_option(tmp_path, capsys
         main(["sweep-classifiers", "--datalist", str(tmp_path / "d.json"), "--out", str(out), option, value])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_repeated_archs_options_add_up_and_the_default_applies_without_any(tmp_path, capsys, monkeypatch):
+    """'--archs resnet10 --archs densenet_tiny' kept only the last list, silently training one architecture."""
+    import cxrdoll.engines.sweep as sweep_module
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    trained = []
+    monkeypatch.setattr(sweep_module, "sweep", lambda archs, *args, **kwargs: trained.append(list(archs)))
+    argv = ["sweep-classifiers", "--datalist", str(datalist), "--out", str(tmp_path / "zoo")]
+    assert main([*argv, "--archs", "resnet10", "--archs", "densenet_tiny"]) == 0
+    assert main(argv) == 0
+    assert trained == [["resnet10", "densenet_tiny"], ["densenet121", "resnet18"]]

@@ -317,6 +317,15 @@ def test_negative_bootstrap_or_seed_is_a_usage_error(tmp_path, capsys, option, v
     assert f"argument {option}: {value!r} is not a whole number >= 0" in capsys.readouterr().err
 
 
+def test_repeated_labels_options_add_up(tmp_path):
+    """'--labels doll=A --labels gradcam=B' kept only gradcam, and the report silently lacked doll's column."""
+    from cxrdoll.cli import build_parser
+
+    args = build_parser("label-quality").parse_args(
+        ["label-quality", "--labels", "doll=A", "--labels", "gradcam=B", "ig=C", "--truth", "T", "--out", "O"])
+    assert args.labels == ["doll=A", "gradcam=B", "ig=C"]
+
+
 def test_label_with_wrong_channel_count_names_the_file(tmp_path, capsys):
     (tmp_path / "truth").mkdir()
     np.savez_compressed(tmp_path / "truth" / "a.npz", mask=np.ones((14, 8, 8), np.uint8))

@@ -10,7 +10,7 @@ import pytest
 
 from cxrdoll.cli import main
 from cxrdoll.pipeline.demo import LABELLERS, Inputs, build_stages, profile_with
-from cxrdoll.pipeline.stages import Stage
+from cxrdoll.pipeline.stages import Stage, StageFailed
 
 
 def test_stage_commands_are_bundle_runs_or_cxrdoll_commands(tmp_path):
@@ -65,6 +65,17 @@ def test_device_cuda_without_a_gpu_is_refused(tmp_path, capsys, monkeypatch):
         "error: --device cuda: no CUDA GPU is visible to torch; use --device cpu (the default), or --profile cuda "
         "to run the full-size settings on the CPU anyway\n")
     assert ran == [] and not (tmp_path / "demo").exists()
+
+
+def test_repeated_archs_options_add_up(tmp_path, capsys, monkeypatch):
+    """'--archs resnet10 --archs resnet10' kept only the last list (one resnet10) and ran the pipeline."""
+    def run(self, stage):
+        raise StageFailed("ran")
+
+    monkeypatch.setattr("cxrdoll.pipeline.command.StageRunner.run", run)
+    argv = ["demo", "--out", str(tmp_path / "demo"), "--seg-encoder", "resnet10"]
+    assert main([*argv, "--archs", "resnet10", "--archs", "resnet10"]) == 2
+    assert "--archs: ['resnet10'] listed more than once" in capsys.readouterr().err
 
 
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
