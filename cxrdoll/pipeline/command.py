@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--shared-data", type=Path,
                         help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
                              "are the downstream task")
-    parser.add_argument("--chexpert-csv", default="train.csv", help="CSV under --chexpert-root (default: train.csv)")
+    parser.add_argument("--chexpert-csv", help="CSV under --chexpert-root (default: train.csv)")
     parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist) (default: the synthetic organ set, "
                              "or with --shared-data its lung masks)")
     parser.add_argument("--archs", nargs="+", action="extend", metavar="ARCH", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
                                  "seg_encoder": args.seg_encoder}.items() if v is not None}
     check_device(args.device)
+    if args.chexpert_csv is not None and args.chexpert_root is None:
+        raise ValueError("--chexpert-csv is read under --chexpert-root: give --chexpert-root too (without it the "
+                         "demo runs on the synthetic phantoms or --shared-data, and the CSV would go unused)")
     profile = profile_with(args.profile or args.device, **changes)
     check_archs(profile.archs)
     if profile.seg_encoder not in profile.archs:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     downstream = args.downstream
     if args.shared_data is not None and downstream is None:
         downstream = shared_lungs_datalist(args.out.resolve())
-    inputs = Inputs(chexpert_root=args.chexpert_root, chexpert_csv=args.chexpert_csv, downstream=downstream,
+    inputs = Inputs(chexpert_root=args.chexpert_root, chexpert_csv=args.chexpert_csv or "train.csv", downstream=downstream,
                     shared_data=args.shared_data)
     work = args.out.resolve()
     stages = build_stages(work, profile, inputs)

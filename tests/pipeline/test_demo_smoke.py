@@ -78,6 +78,18 @@ def test_repeated_archs_options_add_up(tmp_path, capsys, monkeypatch):
     assert "--archs: ['resnet10'] listed more than once" in capsys.readouterr().err
 
 
+def test_chexpert_csv_without_chexpert_root_is_refused(tmp_path, capsys, monkeypatch):
+    """It was ignored: the pipeline ran on the synthetic phantoms while the user meant their CheXpert CSV."""
+    def run(self, stage):
+        raise StageFailed("ran")
+
+    monkeypatch.setattr("cxrdoll.pipeline.command.StageRunner.run", run)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--chexpert-csv", "train.csv"]) == 2
+    assert capsys.readouterr().err.startswith("error: --chexpert-csv is read under --chexpert-root: give "
+                                              "--chexpert-root too")
+    assert not (tmp_path / "demo").exists()
+
+
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--archs", "resnet10", "--seg-encoder", "densenet_tiny"]) == 2
     assert "--seg-encoder 'densenet_tiny' must be one of the classifier archs ['resnet10']" in capsys.readouterr().err
