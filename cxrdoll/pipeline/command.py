@@ -17,7 +17,8 @@ HELP = "run the whole DoLL pipeline (data → classifiers → labels → pre-tra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder (default: runs/demo)")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="work folder: report.md, pipeline.log (every command and its output), timings.json and one "
+                             "folder per stage; a re-run there resumes (default: runs/demo)")
     parser.add_argument("--fresh", action="store_true", help="re-run every stage, even finished ones")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="the machine the sizes are for: 'cpu' takes about 6 minutes on a 2-core machine, 'cuda' "

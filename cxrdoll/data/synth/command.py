@@ -14,7 +14,8 @@ HELP = "Generate synthetic chest X-ray phantoms with true finding masks, organ m
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output folder (layout: docs/FORMATS.md)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: CheXpert-v1.0-small/ (images and CSVs), truth/ (true masks), organs/ and lesions/ "
+                        "(each with its datalist.json), synth.json; layout in docs/FORMATS.md")
     parser.add_argument("--n", type=int, default=2000, help="number of studies (frontal images) in the CheXpert-layout set (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels, 32 to 4096 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: %(default)s)")
