@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,16 @@ def test_every_option_with_a_default_states_it(name):
                 if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
                 and "default" not in (action.help or "")]
     assert not unstated, unstated
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_help_does_not_import_torch(name):
+    """label-quality and seg-datalist --help took 6-8 s importing torch and MONAI for the modules their run uses."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cxrdoll.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'monai'} & set(sys.modules)))" % name)
+    root = Path(__file__).resolve().parents[1]  # this checkout's cxrdoll, also without PYTHONPATH
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -11,7 +11,6 @@ from typing import Any
 
 from cxrdoll.argtypes import fraction
 from cxrdoll.data.datalist import write_datalist
-from cxrdoll.data.segmentation import scr_datalist, shared_lungs_datalist
 
 HELP = "write a downstream segmentation datalist from the SCR/JSRT layout or the shared lung set"
 LAYOUTS = ("scr", "shared-lungs")
@@ -29,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cxrdoll.data.segmentation import scr_datalist, shared_lungs_datalist  # torch and MONAI: not for --help
+
     # Paths given relative to the working directory must not be read relative to the datalist's folder.
     args.src = args.src.resolve()
     args.masks = args.masks.resolve() if args.masks is not None else None

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from cxrdoll.argtypes import non_negative_int
 from cxrdoll.io import without_nan, write_json_atomic, write_text_atomic
-from cxrdoll.labels.quality import evaluate, markdown_report
 
 HELP = "Score DoLL/baseline labels against true masks (IoU, pointing game, soft-map AUROC, bootstrap CIs)."
 
@@ -37,6 +36,8 @@ def parse_labellings(specs: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cxrdoll.labels.quality import evaluate, markdown_report  # torch: not for --help
+
     result = evaluate(parse_labellings(args.labels), args.truth, n_boot=args.bootstrap, seed=args.seed)
     out = Path(args.out)
     write_json_atomic(out / "label_quality.json", without_nan(result))  # null where undefined (no true positives)
