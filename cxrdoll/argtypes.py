@@ -7,26 +7,25 @@ import argparse
 import math
 
 
-def positive_int(text: str) -> int:
-    """argparse type: epochs, batch and epoch sizes of 0 would fail deep inside the training."""
+def _whole_number(text: str, minimum: int, wording: str, within: str = "") -> int:
+    """``text`` as an int of at least ``minimum``; otherwise "'<text>'[ in '<within>'] is not <wording>"."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r}{f' in {within!r}' if within else ''} is not {wording}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: epochs, batch and epoch sizes of 0 would fail deep inside the training."""
+    return _whole_number(text, 1, "a positive whole number")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: a count where 0 means none (data loader processes: 0 loads in the main process)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return value
+    return _whole_number(text, 0, "a whole number >= 0")
 
 
 def positive_float(text: str) -> float:
@@ -54,16 +53,7 @@ def fraction(text: str) -> float:
 
 def positive_int_list(text: str) -> list[int]:
     """argparse type: ``"256,128,64"`` -> ``[256, 128, 64]`` (channel counts; repeats allowed)."""
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            value = int(part)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not a positive whole number")
-        values.append(value)
-    return values
+    return [_whole_number(part.strip(), 1, "a positive whole number", within=text) for part in text.split(",")]
 
 
 def image_size(text: str, *, whole_strides: bool = False) -> int:

@@ -123,6 +123,13 @@ def test_usage_errors_exit_2_with_argparse_message(fake_cli, capsys):
     assert "the following arguments are required: --csv, --out" in capsys.readouterr().err
 
 
+def test_ingest_dicom_refuses_negative_counts_while_parsing(capsys):
+    """As every command's counts are (cxrdoll.argtypes), not after the command has started."""
+    for option in ("--workers", "--size"):
+        assert exit_code(cli.main, ["ingest-dicom", "--in", "x", "--out", "y", option, "-1"]) == 2
+        assert f"argument {option}: '-1' is not a whole number >= 0" in capsys.readouterr().err
+
+
 def test_help_lists_commands_without_importing_them(fake_cli, capsys):
     assert exit_code(fake_cli, ["--help"]) == 0
     out = capsys.readouterr().out

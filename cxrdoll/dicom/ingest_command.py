@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from cxrdoll.argtypes import non_negative_int
 from cxrdoll.dicom.ingest import FORMATS, IngestOptions, ingest_folder
 from cxrdoll.dicom.loader import VOI_MODES
 
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", dest="out_dir", required=True, help="output folder: images/, datalist.json, report.csv; one holding an earlier "
                              "run's outputs is refused unless --overwrite")
     parser.add_argument("--format", choices=FORMATS, default="png", help="image format: PNG is 8-bit, NIfTI float32 (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=0, help="resize to SIZE x SIZE pixels (area interpolation); 0 keeps the original size (default: %(default)s)")
+    parser.add_argument("--size", type=non_negative_int, default=0, help="resize to SIZE x SIZE pixels (area interpolation); 0 keeps the original size (default: %(default)s)")
     parser.add_argument("--voi", choices=VOI_MODES, default="auto", help="intensity mapping (VOI): auto = the file's VOI LUT, else its window, else min-max; lut and window "
                              "force that mapping (a file without it is skipped); none = min-max (default: %(default)s)")
     parser.add_argument("--views", choices=("frontal", "all"), default="frontal",
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="remove an earlier (or killed) run's images/, datalist.json, report.csv and journal in "
                              "--out first; without it a killed run with the same settings is resumed")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=non_negative_int, default=min(8, os.cpu_count() or 1),
                         help="processes reading files (default: the CPU count, at most 8). A file whose reading kills "
                              "its process is skipped and reported; 0 reads in this process, without that guard")
 
@@ -52,10 +53,6 @@ def read_key(path: Path, deidentify: bool) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size < 0:
-        raise ValueError(f"--size must be >= 0, got {args.size}")
-    if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
     options = IngestOptions(
         fmt=args.format, size=args.size, voi=args.voi, views=args.views,
         deidentify=args.deidentify, keep_duplicates=args.keep_duplicates,
