@@ -273,7 +273,7 @@ def test_a_failed_stage_exits_1_with_its_message(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(command, "StageRunner", Failing)
     assert main(["demo", "--out", str(tmp_path)]) == 1
-    assert capsys.readouterr().out.strip().endswith("error: stage 'data' failed (exit 3)")
+    assert capsys.readouterr().err.strip().endswith("error: stage 'data' failed (exit 3)")
     assert not (tmp_path / "report.md").exists()
 
 
