@@ -66,4 +66,8 @@ def run(args: argparse.Namespace) -> int:
                          progress=None)
     ok = sum(row.status == "ok" for row in rows)
     print(f"ingested {ok} of {len(rows)} files ({len(rows) - ok} skipped); report: {args.out_dir}/report.csv")
+    if ok == 0:  # a script's next step (a datalist to train on) would start on nothing; reasons are in the report
+        print(f"error: no file under {args.in_dir} was ingested; why each was skipped: {args.out_dir}/report.csv",
+              file=sys.stderr)
+        return 1
     return 0

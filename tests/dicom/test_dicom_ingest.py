@@ -546,6 +546,21 @@ def test_a_blank_image_is_skipped_with_its_reason(tmp_path):
     assert report["good.dcm"]["status"] == "ok" and sorted(p.name for p in (out / "images").iterdir()) == ["good.png"]
 
 
+def test_a_run_that_ingests_nothing_exits_1_pointing_to_its_report(tmp_path, capsys):
+    """It exited 0, so a script went on to train on an empty datalist."""
+    root = tmp_path / "in"
+    root.mkdir()
+    save(make_cr(np.zeros((40, 30), np.uint16)), root / "blank.dcm")
+    save(make_cr(ViewPosition="LL"), root / "lateral.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ingested 0 of 2 files (2 skipped)")
+    assert captured.err == f"error: no file under {root} was ingested; why each was skipped: {out}/report.csv\n"
+    assert sorted(_report(out)) == ["blank.dcm", "lateral.dcm"]
+    assert json.loads((out / "datalist.json").read_text())["training"] == []
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # 'yes': the non-conformant value under test
 def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
     """CS values are upper case by the standard, but archives hold 'yes' and ' YES': either still means
