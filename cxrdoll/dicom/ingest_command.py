@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     ok = sum(row.status == "ok" for row in rows)
     print(f"ingested {ok} of {len(rows)} files ({len(rows) - ok} skipped); report: {args.out_dir}/report.csv")
     if ok == 0:  # a script's next step (a datalist to train on) would start on nothing; reasons are in the report
-        print(f"error: no file under {args.in_dir} was ingested; why each was skipped: {args.out_dir}/report.csv",
-              file=sys.stderr)
+        under = "" if args.deidentify else f" under {args.in_dir}"  # --deidentify prints no input path (an MRN folder)
+        print(f"error: no file{under} was ingested; why each was skipped: {args.out_dir}/report.csv", file=sys.stderr)
         return 1
     return 0

@@ -561,6 +561,18 @@ def test_a_run_that_ingests_nothing_exits_1_pointing_to_its_report(tmp_path, cap
     assert json.loads((out / "datalist.json").read_text())["training"] == []
 
 
+def test_a_deidentified_run_that_ingests_nothing_does_not_print_its_input_folder(tmp_path, capsys):
+    """--deidentify prints no input path: the folder may be named by an MRN, as a one-patient export is."""
+    root = tmp_path / "in" / "00731942"
+    root.mkdir(parents=True)
+    save(make_cr(np.zeros((40, 30), np.uint16)), root / "blank.dcm")
+    out = tmp_path / "out"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0", "--deidentify"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"error: no file was ingested; why each was skipped: {out}/report.csv\n")
+    assert "00731942" not in err
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")  # 'yes': the non-conformant value under test
 def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
     """CS values are upper case by the standard, but archives hold 'yes' and ' YES': either still means
