@@ -30,14 +30,27 @@ def test_every_option_has_help(name):
     assert not bare, bare
 
 
+def _has_default(action: argparse.Action) -> bool:
+    """A default worth stating: by identity, since ``0 in (None, False)`` is true and would pass over every
+    option whose default is 0 (seeds, --size 0, --num-workers 0)."""
+    default = action.default
+    return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_option_with_a_default_states_it(name):
     unstated = [(cmd, action.option_strings[0])
                 for cmd, parser in _command_parsers(name)
                 for action in parser._actions
-                if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS)
-                and "default" not in (action.help or "")]
+                if action.option_strings and _has_default(action) and "default" not in (action.help or "")]
     assert not unstated, unstated
+
+
+def test_a_default_of_zero_is_one_to_state():
+    parser = argparse.ArgumentParser()
+    seed, flag = parser.add_argument("--seed", type=int, default=0), parser.add_argument("--x", action="store_true")
+    assert _has_default(seed) and _has_default(parser.add_argument("--f", default=0.0))
+    assert not _has_default(flag) and not _has_default(parser.add_argument("--n")) and not _has_default(parser._actions[0])
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
