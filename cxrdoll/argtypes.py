@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
-def _whole_number(text: str, minimum: int, wording: str, within: str = "") -> int:
-    """``text`` as an int of at least ``minimum``; otherwise "'<text>'[ in '<within>'] is not <wording>"."""
+def _whole_number(text: str, minimum: int, wording: str) -> int:
+    """``text`` as an int of at least ``minimum``; otherwise "'<text>' is not <wording>"."""
     try:
         value = int(text)
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"{text!r}{f' in {within!r}' if within else ''} is not {wording}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wording}")
     return value
 
 
@@ -51,9 +54,26 @@ def fraction(text: str) -> float:
     return value
 
 
+def comma_list(text: str, item: Callable[[str], T], what: str, *, distinct: bool = True) -> list[T]:
+    """The items of a comma list, each read by ``item`` (a ValueError or ArgumentTypeError is
+    "'<part>' in '<text>' is not <what>"), as an argparse type: argparse puts the option before the
+    message. ``distinct``: a repeated item is refused (a seed or size given twice would count one run
+    twice in the mean and sd over it)."""
+    values: list[T] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            value = item(part)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {what}") from None
+        if distinct and value in values:
+            raise argparse.ArgumentTypeError(f"{part!r} is given twice in {text!r}")
+        values.append(value)
+    return values
+
+
 def positive_int_list(text: str) -> list[int]:
     """argparse type: ``"256,128,64"`` -> ``[256, 128, 64]`` (channel counts; repeats allowed)."""
-    return [_whole_number(part.strip(), 1, "a positive whole number", within=text) for part in text.split(",")]
+    return comma_list(text, positive_int, "a positive whole number", distinct=False)
 
 
 def image_size(text: str, *, whole_strides: bool = False) -> int:

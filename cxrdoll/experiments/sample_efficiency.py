@@ -32,11 +32,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
 import numpy as np
 
-from cxrdoll.argtypes import non_negative_int, positive_float, positive_int, positive_int_list
+from cxrdoll.argtypes import comma_list, non_negative_int, positive_float, positive_int, positive_int_list
 from cxrdoll.argtypes import segmenter_image_size as image_size
 from cxrdoll.data.datalist import write_datalist
 from cxrdoll.io import atomic_path, file_sha256, files_fingerprint, read_json, write_json_atomic, write_text_atomic
@@ -68,7 +68,6 @@ RUN_KEYS = ("encoder_name", "decoder", "decoder_channels", "image_size", "batch_
 RUN_SETTINGS = "run_settings.json"
 # recorded for the report; their files' sha256 (also recorded) are what decide a run
 PATH_KEYS = ("datalist", "checkpoint")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,21 +79,6 @@ class Run:
     @property
     def name(self) -> str:
         return f"{self.start}/n{'all' if self.n is None else self.n}/seed{self.seed}"
-
-
-def comma_list(text: str, item: Callable[[str], T], what: str) -> list[T]:
-    """Distinct items of a comma list, as an argparse type: argparse puts the option before the message,
-    and a repeated item would count one run twice in the mean and sd over it."""
-    values: list[T] = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            value = item(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not {what}") from None
-        if value in values:
-            raise argparse.ArgumentTypeError(f"{part!r} is given twice in {text!r}")
-        values.append(value)
-    return values
 
 
 def _size(part: str) -> int | None:
