@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the real test data (../shared/data): its classification sets feed DoLL, its lung masks "
                              "are the downstream task")
     parser.add_argument("--chexpert-csv", help="CSV under --chexpert-root (default: train.csv)")
-    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist) (default: the synthetic organ set, "
-                             "or with --shared-data its lung masks)")
+    parser.add_argument("--downstream", type=Path, help="downstream segmentation datalist (python -m cxrdoll seg-datalist), needed with --chexpert-root "
+                             "(default: the synthetic organ set, or with --shared-data its lung masks)")
     parser.add_argument("--archs", nargs="+", action="extend", metavar="ARCH", help="classifier architectures, as for sweep-classifiers --archs (default: the profile's)")
     parser.add_argument("--seg-encoder", help="segmentation encoder; must be one of --archs (default: the profile's)")
     parser.add_argument("--until", metavar="STAGE",
@@ -106,6 +106,9 @@ def check_inputs(args: argparse.Namespace) -> None:
         if folder is not None and not folder.is_dir():
             raise FileNotFoundError(f"{folder}: {option} folder not found")
     downstream = args.downstream
+    if args.chexpert_root is not None and downstream is None:  # else finetune fails on it after every other stage
+        raise ValueError("--chexpert-root needs --downstream, a segmentation datalist to fine-tune on (python -m cxrdoll "
+                         "seg-datalist): the synthetic organ set is made only with the phantoms")
     if downstream is None or (args.shared_data is not None and not downstream.exists()):
         return  # none given, or the shared lung masks will be written there
     if not downstream.is_file():

@@ -90,6 +90,17 @@ def test_chexpert_csv_without_chexpert_root_is_refused(tmp_path, capsys, monkeyp
     assert not (tmp_path / "demo").exists()
 
 
+def test_chexpert_root_without_downstream_is_refused_before_any_stage(tmp_path, capsys, monkeypatch):
+    """Without --downstream, fine-tuning read the synthetic organ set, which only the phantoms' data stage writes:
+    the run failed at its last stage, after training the classifiers and pre-training on the user's CheXpert."""
+    ran = []
+    monkeypatch.setattr("cxrdoll.pipeline.command.StageRunner.run", lambda self, stage: ran.append(stage.name))
+    (tmp_path / "chexpert").mkdir()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--chexpert-root", str(tmp_path / "chexpert")]) == 2
+    assert capsys.readouterr().err.startswith("error: --chexpert-root needs --downstream, a segmentation datalist")
+    assert ran == [] and not (tmp_path / "demo").exists()
+
+
 def test_seg_encoder_must_be_a_trained_classifier(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--archs", "resnet10", "--seg-encoder", "densenet_tiny"]) == 2
     assert "--seg-encoder 'densenet_tiny' must be one of the classifier archs ['resnet10']" in capsys.readouterr().err
