@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {"archs": tuple(args.archs) if args.archs else None,
                                  "seg_encoder": args.seg_encoder}.items() if v is not None}
-    check_device(args.device)
+    check_device(args.device, args.profile)
     if args.chexpert_csv is not None and args.chexpert_root is None:
         raise ValueError("--chexpert-csv is read under --chexpert-root: give --chexpert-root too (without it the "
                          "demo runs on the synthetic phantoms or --shared-data, and the CSV would go unused)")
@@ -84,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_device(device: str) -> None:
-    """--device cuda on a machine without a GPU would run the full-size settings on the CPU, for hours."""
+def check_device(device: str, profile: str | None) -> None:
+    """--device cuda on a machine without a GPU would run the full-size settings on the CPU, for hours;
+    with --profile given, --device picks nothing and is not checked."""
     import torch
 
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and profile is None and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible to torch; use --device cpu (the default), or "
                          "--profile cuda to run the full-size settings on the CPU anyway")
 

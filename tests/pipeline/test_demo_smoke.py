@@ -67,6 +67,19 @@ def test_device_cuda_without_a_gpu_is_refused(tmp_path, capsys, monkeypatch):
     assert ran == [] and not (tmp_path / "demo").exists()
 
 
+def test_device_cuda_with_a_profile_is_not_refused(tmp_path, capsys, monkeypatch):
+    """With --profile given, --device picks no size, so refusing it (and advising --profile cuda to
+    someone who gave a profile) stopped a run that would do exactly what it asked."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ran = []
+    monkeypatch.setattr("cxrdoll.pipeline.command.StageRunner.run", lambda self, stage: ran.append(stage.name))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--device", "cuda", "--profile", "smoke",
+                 "--until", "data"]) == 0
+    assert ran == ["data"] and "--device" not in capsys.readouterr().err
+
+
 def test_repeated_archs_options_add_up(tmp_path, capsys, monkeypatch):
     """'--archs resnet10 --archs resnet10' kept only the last list (one resnet10) and ran the pipeline."""
     def run(self, stage):
