@@ -42,9 +42,9 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float, truncate: float = 3.0) -> 
 
     ``sigma <= 0`` returns the maps unchanged, so smoothing can be switched off from a config.
     """
+    check_maps(maps)
     if sigma <= 0:
         return maps
-    check_maps(maps)
     kernel = gaussian_kernel1d(sigma, truncate).to(maps.device)
     radius = kernel.numel() // 2
     x = maps.to(torch.float32).unsqueeze(1)  # (T, 1, H, W)

@@ -93,7 +93,7 @@ def test_a_single_map_without_its_target_axis_is_refused():
     and ``percentile_normalise`` scaled each row by its own percentile."""
     single = torch.rand(8, 6)
     for call in (lambda: postprocess(single, sigma=0.0), lambda: postprocess(single),
-                 lambda: percentile_normalise(single)):
+                 lambda: percentile_normalise(single), lambda: gaussian_smooth(single, sigma=0.0)):
         with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\), got \(8, 6\); a single \(H, W\) map is maps\[None\]"):
             call()
     with pytest.raises(ValueError, match=r"expected maps of shape \(T, H, W\), got \(1, 2, 8, 6\)"):
