@@ -48,8 +48,8 @@ def command_help(module_name: str) -> str:
                 and any(isinstance(t, ast.Name) and t.id == "HELP" for t in node.targets)
                 and isinstance(node.value, ast.Constant)
             ):
-                return _tidy(node.value.value)
-    return _tidy(importlib.import_module(module_name).HELP)
+                return tidy_help(node.value.value)
+    return tidy_help(importlib.import_module(module_name).HELP)
 
 
 def _command_list(width: int = 79) -> str:
@@ -63,7 +63,7 @@ def _command_list(width: int = 79) -> str:
     return "\n".join(lines)
 
 
-def _tidy(text: str) -> str:
+def tidy_help(text: str) -> str:
     """Help lines in one style: capitalised, no final full stop."""
     text = " ".join(text.split()).rstrip(".")
     return text[:1].upper() + text[1:]
@@ -88,7 +88,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name)
             continue
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, prog=f"python -m cxrdoll {name}", description=_tidy(module.HELP) + ".")
+        cmd = sub.add_parser(name, prog=f"python -m cxrdoll {name}", description=tidy_help(module.HELP) + ".")
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

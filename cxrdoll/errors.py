@@ -93,7 +93,7 @@ def one_line(err: BaseException) -> str:
 def _file_in_place_of_folder(err: BaseException) -> str | None:
     """The file standing where ``err`` needed a folder: an output folder (or a folder above it) given as a
     file's path makes mkdir say only "[Errno 17] File exists" or "[Errno 20] Not a directory"."""
-    if not isinstance(err, (FileExistsError, NotADirectoryError)) or isinstance(err, OutputWriteError):
+    if not isinstance(err, (FileExistsError, NotADirectoryError)):
         return None
     if err.filename is None:
         return None

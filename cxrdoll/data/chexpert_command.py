@@ -38,10 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros) (default: ignore)")
     add("--uncertain-per", metavar="OBS=POLICY,...",
         help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
-    add("--blank", choices=BLANK_POLICIES, default="zeros", help="blank (not mentioned) labels: zeros = negative (default), ignore = masked")
+    add("--blank", choices=BLANK_POLICIES, default="zeros", help="blank (not mentioned) labels: zeros = negative, ignore = masked (default: zeros)")
     add("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")
     add("--no-finding", choices=NO_FINDING_RULES, default="derive",
-        help="derive a blank 'No Finding' from the pathologies (default) or keep it raw")
+        help="derive a blank 'No Finding' from the pathologies, or keep it raw (default: derive)")
     add("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
     add("--no-check-files", action="store_true", help="do not look for the images; build from the CSV alone")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from cxrdoll.cli import _tidy
+from cxrdoll.cli import tidy_help
 
 # experiment name -> module defining HELP, add_arguments(parser) and run(args) -> int
 EXPERIMENTS: dict[str, str] = {
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="experiment", metavar="<experiment>", required=True)
     for name, module_name in EXPERIMENTS.items():
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=_tidy(module.HELP), description=_tidy(module.HELP) + ".")
+        cmd = sub.add_parser(name, help=tidy_help(module.HELP), description=tidy_help(module.HELP) + ".")
         module.add_arguments(cmd)
         cmd.set_defaults(_experiment_run=module.run)
 
