@@ -1,6 +1,7 @@
 """CheXpert CSV ingestion: parse, apply label policies, split by patient, and build a datalist.
 
-Every stage that reads CheXpert-format data goes through :func:`build_datalist`, so the label
+Every stage that reads CheXpert-format data goes through :func:`build_datalist` (MIMIC-CXR-JPG
+through :mod:`cxrdoll.data.mimic`; both end in :func:`assemble_datalist`), so the label
 conventions below hold everywhere. Rows are numbered like a spreadsheet (the header is row 1),
 which is what users see when they open the CSV to fix it.
 
@@ -25,9 +26,11 @@ in the report). :class:`LabelPolicy` turns them into a 0/1 ``label`` and a ``lab
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -191,24 +194,16 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
     Column-wise numpy checks keep CheXpert's 223,414 rows to well under a second of parsing.
     """
     path = Path(path)
-    cells = _read_cells(path, OBSERVATIONS + ("Frontal/Lateral",))
+    cells = read_csv_cells(path, OBSERVATIONS + ("Frontal/Lateral",))
     header, rows = cells.header, cells.rows
     problems: list[tuple[int, int, str]] = []  # (data row index, header position, message)
 
     def problem(i: int, column: str, message: str) -> None:
         problems.append((i, header.index(column), f"{path} row {rows[i]}, column {column!r}: {message}"))
 
-    short = np.stack([cells.short[obs] for obs in OBSERVATIONS])  # (14, N)
-    codes = np.full(short.shape, _BAD, dtype=np.int8)
-    for literal, code in _VALUE_CODES.items():
-        codes[short == literal.encode()] = code
-    for i, j in sorted(np.argwhere(codes.T == _BAD).tolist(), key=lambda ij: (ij[0], header.index(OBSERVATIONS[ij[1]]))):
-        value = cells.cell(OBSERVATIONS[j], i)
-        codes[j, i] = _VALUE_CODES.get(value.strip(), _BAD)  # tolerate surrounding spaces
-        if codes[j, i] == _BAD:
-            problem(i, OBSERVATIONS[j], f"value {value!r} is not 1, 0, -1 or blank")
-            break
-    raw = np.where(codes == _BLANK, np.nan, codes).T.astype(np.float32)
+    raw, bad_label = raw_labels(cells)
+    if bad_label is not None:
+        problem(*bad_label)
 
     views = cells.short["Frontal/Lateral"]
     frontal = views == b"Frontal"
@@ -219,7 +214,7 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
             break
         frontal[i] = value == "Frontal"
 
-    paths = list(map(str.strip, cells.paths))
+    paths = list(map(str.strip, cells.text["Path"]))
     joined = "\n" + "\n".join(paths) + "\n"
     try:
         patients = [p.rsplit("/", 3)[-3] for p in paths]
@@ -241,12 +236,12 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
 
 
 @dataclass(frozen=True)
-class _Cells:
-    """A CSV's columns as read: the Path column as text, short columns as fixed-width bytes."""
+class CsvCells:
+    """A CSV's columns as read: ``text`` columns as strings, ``short`` columns as fixed-width bytes."""
 
     header: list[str]
     rows: list[int]  # spreadsheet row number of each data row
-    paths: list[str]
+    text: dict[str, list[str]]
     short: dict[str, np.ndarray]  # dtype S<width>; a longer cell is cut to ``width`` bytes, so never matches
     cell: Callable[[str, int], str]  # original text of a cell, for error messages
 
@@ -254,36 +249,39 @@ class _Cells:
 _SHORT_WIDTH = 8  # longer than any valid value ("-1.0", "Frontal", "Lateral")
 
 
-def _read_cells(path: Path, short: Sequence[str]) -> _Cells:
-    """Read the CSV's header and the Path and ``short`` columns.
+def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Path",)) -> CsvCells:
+    """Read the CSV's header and its ``text`` and ``short`` columns; a ``.gz`` file is gunzipped.
 
     Plain files (no quotes, equal field counts) are cut up with numpy on the raw bytes; anything
     else goes through the ``csv`` module, which also finds the row to blame.
     """
-    short = tuple(short)
+    short, text = tuple(short), tuple(text)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        stored = path.read_bytes()
+        content = (gzip.decompress(stored) if path.name.endswith(".gz") else stored).decode("utf-8-sig")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: CSV file not found") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: not a readable gzip file ({err})") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a UTF-8 text file ({err})") from None
-    text = text.replace("\r\n", "\n")
-    header_line, _, body = text.rstrip("\n").partition("\n")
+    content = content.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text mode reads
+    header_line, _, body = content.rstrip("\n").partition("\n")
     if not header_line.strip():
-        raise ValueError(f"{path}: empty file; expected a CheXpert header row")
+        raise ValueError(f"{path}: empty file; expected a header row")
     header = [h.strip() for h in next(csv.reader([header_line]))]
-    missing = [c for c in ("Path",) + short if c not in header]
+    missing = [c for c in text + short if c not in header]
     if missing:
         raise ValueError(f"{path} row 1 (header): missing column(s) {', '.join(map(repr, missing))}")
     if not body.strip():
         raise ValueError(f"{path}: no data rows after the header")
-    if '"' not in text and "\r" not in text:
-        cells = _split_plain(header, body + "\n", short)
+    if '"' not in content:
+        cells = _split_plain(header, body + "\n", short, text)
         if cells is not None:
             return cells
 
     try:
-        records = list(csv.reader(io.StringIO(text)))
+        records = list(csv.reader(io.StringIO(content)))
     except csv.Error as err:
         raise ValueError(f"{path}: not a readable CSV file ({err})") from None
     rows = [i + 1 for i, rec in enumerate(records) if rec and i > 0]  # blank lines are skipped
@@ -292,16 +290,16 @@ def _read_cells(path: Path, short: Sequence[str]) -> _Cells:
         if len(rec) != len(header):
             raise ValueError(f"{path} row {row}: {len(rec)} fields, but the header has {len(header)}")
     index = {c: header.index(c) for c in header}
-    return _Cells(
+    return CsvCells(
         header,
         rows,
-        [rec[index["Path"]] for rec in data],
+        {c: [rec[index[c]] for rec in data] for c in text},
         {c: np.array([rec[index[c]].encode()[:_SHORT_WIDTH] for rec in data], dtype=f"S{_SHORT_WIDTH}") for c in short},
         lambda column, i: data[i][index[column]],
     )
 
 
-def _split_plain(header: list[str], body: str, short: Sequence[str]) -> _Cells | None:
+def _split_plain(header: list[str], body: str, short: Sequence[str], text: Sequence[str]) -> CsvCells | None:
     """Field boundaries from the positions of ',' and '\\n'; None unless every row has the header's width."""
     width, n = len(header), body.count("\n")
     raw = body.encode()
@@ -333,7 +331,25 @@ def _split_plain(header: list[str], body: str, short: Sequence[str]) -> _Cells |
         start, end = span(header.index(column))
         return texts(start[i : i + 1], end[i : i + 1])[0]
 
-    return _Cells(header, list(range(2, n + 2)), texts(*span(header.index("Path"))), {c: fixed(header.index(c)) for c in short}, cell)
+    return CsvCells(header, list(range(2, n + 2)), {c: texts(*span(header.index(c))) for c in text},
+                    {c: fixed(header.index(c)) for c in short}, cell)
+
+
+def raw_labels(cells: CsvCells) -> tuple[np.ndarray, tuple[int, str, str] | None]:
+    """The 14 observation columns (read as ``short``) as float32 (N, 14), NaN = blank, and the first
+    bad cell in row, then header order, as (data row index, column, message); None when all are good."""
+    short = np.stack([cells.short[obs] for obs in OBSERVATIONS])  # (14, N)
+    codes = np.full(short.shape, _BAD, dtype=np.int8)
+    for literal, code in _VALUE_CODES.items():
+        codes[short == literal.encode()] = code
+    bad = None
+    for i, j in sorted(np.argwhere(codes.T == _BAD).tolist(), key=lambda ij: (ij[0], cells.header.index(OBSERVATIONS[ij[1]]))):
+        value = cells.cell(OBSERVATIONS[j], i)
+        codes[j, i] = _VALUE_CODES.get(value.strip(), _BAD)  # tolerate surrounding spaces
+        if codes[j, i] == _BAD:
+            bad = (i, OBSERVATIONS[j], f"value {value!r} is not 1, 0, -1 or blank")
+            break
+    return np.where(codes == _BLANK, np.nan, codes).T.astype(np.float32), bad
 
 
 def _path_problem(p: str) -> str | None:
@@ -409,6 +425,7 @@ class ChexpertDatalist:
     n_training: int
     skipped_views: int
     missing: list[str]  # CSV paths of images not found (skipped with allow_missing)
+    skipped: dict[str, int] = field(default_factory=dict)  # rows the source left out, by reason (MIMIC: test split)
 
     def to_dict(self) -> dict:
         """The datalist as docs/FORMATS.md describes it (what :meth:`write` writes)."""
@@ -428,7 +445,8 @@ class ChexpertDatalist:
         lines = [
             f"{n} images ({'/'.join(policy['views'])}) from {len(set(self.patients))} patients: "
             f"{self.n_training} training, {n - self.n_training} validation",
-            f"skipped: {self.skipped_views} other views, {len(self.missing)} missing files",
+            f"skipped: {self.skipped_views} other views, {len(self.missing)} missing files"
+            + "".join(f", {count} {reason}" for reason, count in self.skipped.items()),
             f"{'observation':<27}{'policy -1/blank':>16}{'positive':>10}{'negative':>10}{'ignored':>9}"
             f"{'raw -1':>9}{'raw blank':>10}",
         ]
@@ -463,7 +481,7 @@ def build_datalist(
     CSV paths are looked up as given, then under ``root``.
     """
     policy = policy or LabelPolicy()
-    views = _check_views(views)
+    views = check_views(views)
     root = Path(root).expanduser().absolute()
     if check_files and not root.is_dir():
         raise FileNotFoundError(f"{root}: --root is not a folder")
@@ -482,33 +500,84 @@ def build_datalist(
             )
         sides = [(train, np.zeros(len(train), bool)), (valid, np.ones(len(valid), bool))]
         split = {"method": "valid_csv", "valid_csv": str(valid.source)}
+    rows = [ImageRows(table.source, table.paths, table.patients, table.frontal, ~table.frontal, table.raw, val) for table, val in sides]
+    return assemble_datalist(
+        root,
+        rows,
+        lambda paths: image_paths(root, paths),
+        views=views,
+        policy=policy,
+        split=split,
+        check_files=check_files,
+        allow_missing=allow_missing,
+        root_hint="the dataset folder (holding train/) or its parent",
+    )
 
+
+@dataclass(frozen=True)
+class ImageRows:
+    """Images read from one source file, row-aligned, with their side of the split: what
+    :func:`assemble_datalist` turns into a datalist, whichever dataset they come from."""
+
+    source: Path  # named in messages
+    ids: list[str]  # relative image paths, the datalist ids
+    patients: list[str]
+    frontal: np.ndarray  # bool (N,)
+    lateral: np.ndarray  # bool (N,); neither frontal nor lateral: another view, never kept
+    raw: np.ndarray  # float32 (N, 14): 1, 0, -1, NaN = blank
+    validation: np.ndarray  # bool (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def assemble_datalist(
+    root: Path,
+    sides: Sequence[ImageRows],
+    image_files: Callable[[list[str]], list[str]],
+    *,
+    views: Sequence[str],
+    policy: LabelPolicy,
+    split: dict,
+    check_files: bool,
+    allow_missing: bool,
+    root_hint: str,
+    skipped: Mapping[str, int] | None = None,
+) -> ChexpertDatalist:
+    """Keep the rows of ``views`` whose image is there, training rows first, and apply ``policy``.
+
+    One path for every dataset, so views, missing files and labels are handled alike. ``image_files``
+    maps kept ids to absolute paths; ``root_hint`` says what ``--root`` should be when no image is
+    found; ``skipped`` counts rows the caller left out before (reported in the summary).
+    """
+    skipped = dict(skipped or {})
     ids, patients, images, raws, is_val, missing, skipped_views = [], [], [], [], [], [], 0
-    for table, val in sides:
-        keep = (table.frontal & ("frontal" in views)) | (~table.frontal & ("lateral" in views))
+    for rows in sides:
+        keep = (rows.frontal & ("frontal" in views)) | (rows.lateral & ("lateral" in views))
         skipped_views += int((~keep).sum())
         idx = np.flatnonzero(keep).tolist()
-        paths = [table.paths[i] for i in idx]
-        files = image_paths(root, paths)
+        paths = [rows.ids[i] for i in idx]
+        files = image_files(paths)
         if check_files:
             present = np.array([os.path.isfile(f) for f in files], dtype=bool)
             absent = [p for p, ok in zip(paths, present) if not ok]
             if absent and not allow_missing:
-                raise FileNotFoundError(_missing_message(table.source, root, absent, len(files)))
+                raise FileNotFoundError(_missing_message(rows.source, root, absent, len(files), root_hint))
             missing += absent
             idx = [i for i, ok in zip(idx, present) if ok]
             paths = [p for p, ok in zip(paths, present) if ok]
             files = [f for f, ok in zip(files, present) if ok]
         ids += paths
         images += files
-        patients += [table.patients[i] for i in idx]
-        raws.append(table.raw[idx])
-        is_val.append(val[idx])
+        patients += [rows.patients[i] for i in idx]
+        raws.append(rows.raw[idx])
+        is_val.append(rows.validation[idx])
 
     val_mask = np.concatenate(is_val)
     if not len(val_mask):  # an empty datalist would only fail later, in training
-        raise ValueError(f"{train.source}: no image left of {len(train)} rows ({skipped_views} not of the views "
-                         f"{list(views)}, {len(missing)} missing files)")
+        others = "".join(f", {count} {reason}" for reason, count in skipped.items())
+        raise ValueError(f"{sides[0].source}: no image left of {len(sides[0]) + sum(skipped.values())} rows "
+                         f"({skipped_views} not of the views {list(views)}, {len(missing)} missing files{others})")
     order = np.concatenate([np.flatnonzero(~val_mask), np.flatnonzero(val_mask)]).tolist()  # training first
     raw = np.concatenate(raws)[order]
     label, label_mask = policy.apply(raw)
@@ -528,10 +597,11 @@ def build_datalist(
         n_training=int((~val_mask).sum()),
         skipped_views=skipped_views,
         missing=missing,
+        skipped=skipped,
     )
 
 
-def _check_views(views: Sequence[str] | str) -> tuple[str, ...]:
+def check_views(views: Sequence[str] | str) -> tuple[str, ...]:
     if isinstance(views, str):
         views = [v.strip() for v in views.split(",") if v.strip()]
     views = tuple(VIEWS if list(views) == ["all"] else (v.lower() for v in views))
@@ -541,13 +611,9 @@ def _check_views(views: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(v for v in VIEWS if v in views)
 
 
-def _missing_message(source: Path, root: Path, absent: list[str], total: int) -> str:
+def _missing_message(source: Path, root: Path, absent: list[str], total: int, root_hint: str) -> str:
     examples = ", ".join(absent[:3]) + (", ..." if len(absent) > 3 else "")
-    hint = (
-        " None was found: --root should be the dataset folder (holding train/) or its parent."
-        if len(absent) == total
-        else ""
-    )
+    hint = f" None was found: --root should be {root_hint}." if len(absent) == total else ""
     return (
         f"{len(absent)} of {total} images listed in {source} are missing under {root} ({examples}).{hint} "
         "Skip them with --allow-missing, or build from the CSV alone with --no-check-files."

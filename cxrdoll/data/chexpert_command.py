@@ -6,7 +6,14 @@ import argparse
 import time
 
 from cxrdoll.argtypes import fraction, non_negative_int
-from cxrdoll.data.chexpert import BLANK_POLICIES, NO_FINDING_RULES, UNCERTAIN_POLICIES, LabelPolicy, build_datalist
+from cxrdoll.data.chexpert import (
+    BLANK_POLICIES,
+    NO_FINDING_RULES,
+    UNCERTAIN_POLICIES,
+    ChexpertDatalist,
+    LabelPolicy,
+    build_datalist,
+)
 
 HELP = "Turn CheXpert train.csv (and valid.csv) into a classification datalist with label policies and a patient split."
 
@@ -31,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--csv", required=True, metavar="CSV", help="CheXpert CSV, as given or relative to --root")
     add("--out", required=True, metavar="JSON", help="datalist JSON to write")
     add("--valid-csv", metavar="CSV", help="use this CSV (e.g. CheXpert's valid.csv) as the validation list instead of a split")
-    add("--val-fraction", type=fraction, metavar="F", default=0.1, help="fraction of patients for validation when splitting (default: 0.1)")
+    add_datalist_arguments(parser)
+
+
+def add_datalist_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every classification datalist command takes (prepare-chexpert, prepare-mimic): patient split,
+    views, label policies, file checks; one definition, so their names, defaults and help stay alike."""
+    add = parser.add_argument
+    add("--val-fraction", type=fraction, metavar="F", default=0.1, help="fraction of patients for validation when splitting by patient (default: 0.1)")
     add("--seed", type=non_negative_int, metavar="N", default=0, help="seed of the patient split (default: 0)")
     add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default: frontal)")
     add("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
@@ -43,12 +57,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-finding", choices=NO_FINDING_RULES, default="derive",
         help="derive a blank 'No Finding' from the pathologies, or keep it raw (default: derive)")
     add("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
-    add("--no-check-files", action="store_true", help="do not look for the images; build from the CSV alone")
+    add("--no-check-files", action="store_true", help="do not look for the images; build from the CSVs alone")
+
+
+def label_policy(args: argparse.Namespace) -> LabelPolicy:
+    """The policy that :func:`add_datalist_arguments`' options ask for."""
+    return LabelPolicy.build(args.uncertain, args.blank, args.uncertain_per, args.blank_per, args.no_finding)
+
+
+def write_and_report(result: ChexpertDatalist, out: str, start: float) -> int:
+    """Write the datalist, print its summary and the time since ``start`` (``time.perf_counter``)."""
+    result.write(out)
+    print(result.summary())
+    if result.missing:
+        print(f"warning: skipped {len(result.missing)} missing images (first: {result.missing[0]})")
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    policy = LabelPolicy.build(args.uncertain, args.blank, args.uncertain_per, args.blank_per, args.no_finding)
+    policy = label_policy(args)
     result = build_datalist(
         args.root,
         args.csv,
@@ -60,9 +89,4 @@ def run(args: argparse.Namespace) -> int:
         check_files=not args.no_check_files,
         allow_missing=args.allow_missing,
     )
-    result.write(args.out)
-    print(result.summary())
-    if result.missing:
-        print(f"warning: skipped {len(result.missing)} missing images (first: {result.missing[0]})")
-    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
-    return 0
+    return write_and_report(result, args.out, start)

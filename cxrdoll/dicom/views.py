@@ -32,15 +32,21 @@ _TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+def position_view(position: str) -> str:
+    """The view a ViewPosition value names: PA, AP, LATERAL or OTHER; "" for a blank value."""
+    position = position.strip().upper()
+    if position in FRONTAL_VIEWS:
+        return position
+    if position in _LATERAL_POSITIONS:
+        return "LATERAL"
+    return "OTHER" if position else ""
+
+
 def view_position(ds: Dataset) -> tuple[str, str]:
     """(view, evidence): view is PA, AP, LATERAL, OTHER or UNKNOWN; evidence names the attribute."""
-    position = str(ds.get("ViewPosition", "") or "").strip().upper()
-    if position in FRONTAL_VIEWS:
-        return position, "ViewPosition"
-    if position in _LATERAL_POSITIONS:
-        return "LATERAL", "ViewPosition"
-    if position:
-        return "OTHER", "ViewPosition"
+    view = position_view(str(ds.get("ViewPosition", "") or ""))
+    if view:
+        return view, "ViewPosition"
     for item in ds.get("ViewCodeSequence", []) or []:
         meaning = str(item.get("CodeMeaning", "")).lower().replace(" ", "")
         if "postero-anterior" in meaning or "posteroanterior" in meaning:
