@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "sweep-classifiers": "cxrdoll.engines.sweep",
     "synth": "cxrdoll.data.synth.command",
     "prepare-chexpert": "cxrdoll.data.chexpert_command",
+    "prepare-mimic": "cxrdoll.data.mimic_command",
     "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
     "label-quality": "cxrdoll.labels.quality_command",
     "ingest-dicom": "cxrdoll.dicom.ingest_command",

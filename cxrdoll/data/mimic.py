@@ -1,0 +1,175 @@
+"""MIMIC-CXR-JPG ingestion: the classification datalist of docs/FORMATS.md from PhysioNet's CSVs.
+
+MIMIC-CXR-JPG labels CheXpert's 14 observations (with CheXpert's labeller or NegBio), one row per
+study, so the labels go through :class:`cxrdoll.data.chexpert.LabelPolicy` and the datalist through
+:func:`cxrdoll.data.chexpert.assemble_datalist`, exactly as for CheXpert. Read under ``root``, each
+CSV plain or gzipped (as PhysioNet ships them):
+
+- ``mimic-cxr-2.0.0-metadata.csv``: one row per image (dicom_id, subject_id, study_id, ViewPosition);
+- ``mimic-cxr-2.0.0-split.csv``: each image's official split (train / validate / test);
+- ``mimic-cxr-2.0.0-chexpert.csv`` or ``mimic-cxr-2.0.0-negbio.csv``: labels per (subject_id, study_id);
+- the images, ``files/p<first two digits of subject_id>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
+
+Left out and counted, each image under the first reason that holds: the test split, a study
+without a label row, a view other than PA/AP (frontal) or LATERAL/LL (lateral), blank included.
+Rows are numbered like a spreadsheet (the header is row 1), as for CheXpert.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cxrdoll.constants import OBSERVATIONS
+from cxrdoll.data.chexpert import (
+    ChexpertDatalist,
+    CsvCells,
+    ImageRows,
+    LabelPolicy,
+    assemble_datalist,
+    check_views,
+    raw_labels,
+    read_csv_cells,
+    split_patients,
+)
+from cxrdoll.dicom.views import FRONTAL_VIEWS, position_view
+
+METADATA_CSV = "mimic-cxr-2.0.0-metadata"
+SPLIT_CSV = "mimic-cxr-2.0.0-split"
+LABEL_CSVS: dict[str, str] = {"chexpert": "mimic-cxr-2.0.0-chexpert", "negbio": "mimic-cxr-2.0.0-negbio"}
+SPLIT_METHODS: tuple[str, ...] = ("official", "patient")
+_SPLIT_VALUES = ("train", "validate", "test")
+_ROOT_HINT = "the folder holding files/ and the MIMIC-CXR-JPG CSVs"
+
+
+def locate_mimic_csv(root: Path, stem: str) -> Path:
+    """``root/<stem>.csv``, else ``root/<stem>.csv.gz``."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{root / stem}.csv: MIMIC-CXR-JPG CSV not found (nor {stem}.csv.gz); --root should be {_ROOT_HINT}")
+
+
+def build_mimic_datalist(
+    root: str | os.PathLike,
+    *,
+    labeler: str = "chexpert",
+    split: str = "official",
+    views: Sequence[str] | str = ("frontal",),
+    policy: LabelPolicy | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    check_files: bool = True,
+    allow_missing: bool = False,
+) -> ChexpertDatalist:
+    """The classification datalist of docs/FORMATS.md from a MIMIC-CXR-JPG copy at ``root``.
+
+    ``split="official"``: the split CSV's train and validate images are training and validation;
+    ``"patient"``: they are split by patient as :func:`cxrdoll.data.chexpert.build_datalist` does.
+    Test-split images are always left out.
+    """
+    policy = policy or LabelPolicy()
+    views = check_views(views)
+    if labeler not in LABEL_CSVS:
+        raise ValueError(f"labeler {labeler!r}; expected one of {', '.join(LABEL_CSVS)}")
+    if split not in SPLIT_METHODS:
+        raise ValueError(f"split {split!r}; expected one of {', '.join(SPLIT_METHODS)}")
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: --root is not a folder")
+    meta_path, split_path, labels_path = (locate_mimic_csv(root, s) for s in (METADATA_CSV, SPLIT_CSV, LABEL_CSVS[labeler]))
+
+    meta = read_csv_cells(meta_path, (), ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    dicom_ids = _id_column(meta_path, meta, "dicom_id", r"0-9A-Za-z_\-", "a DICOM id (letters, digits, '-', '_')")
+    subjects = _id_column(meta_path, meta, "subject_id", "0-9", "a number")
+    studies = _id_column(meta_path, meta, "study_id", "0-9", "a number")
+    _row_index(meta_path, meta, "dicom_id", dicom_ids)  # an image listed twice is refused
+
+    sides = _official_split(split_path, meta_path, meta, dicom_ids)
+    test = sides == "test"
+
+    labels = read_csv_cells(labels_path, OBSERVATIONS, ("subject_id", "study_id"))
+    label_keys = [f"{s}/{t}" for s, t in zip(_id_column(labels_path, labels, "subject_id", "0-9", "a number"),
+                                             _id_column(labels_path, labels, "study_id", "0-9", "a number"))]
+    raw, bad = raw_labels(labels)
+    if bad is not None:
+        i, column, message = bad
+        raise ValueError(f"{labels_path} row {labels.rows[i]}, column {column!r}: {message}")
+    label_row = _row_index(labels_path, labels, "subject_id/study_id", label_keys)
+    row_of = np.fromiter((label_row.get(f"{s}/{t}", -1) for s, t in zip(subjects, studies)), np.int64, len(subjects))
+    unlabelled = ~test & (row_of < 0)
+
+    patients = [f"p{s}" for s in subjects]
+    if split == "official":
+        validation = sides == "validate"
+        split_record = {"method": "mimic_official", "split_csv": str(split_path)}
+    else:
+        val_patients = split_patients((patients[i] for i in np.flatnonzero(~test).tolist()), val_fraction, seed)
+        validation = np.fromiter(map(val_patients.__contains__, patients), bool, len(patients))
+        split_record = {"method": "patient", "val_fraction": val_fraction, "seed": seed}
+
+    # ViewPosition read as for DICOM files (cxrdoll.dicom.views), which also takes RL, LAT, LLAT and RLAT as
+    # lateral (MIMIC has none). Not its fallback: there a blank ViewPosition goes on to other attributes and at
+    # last counts as frontal, but nothing else in MIMIC's metadata names the view, so blank is another view here.
+    view_of = {v: position_view(v) for v in set(meta.text["ViewPosition"])}
+    view = np.array([view_of[v] for v in meta.text["ViewPosition"]])
+    kept = np.flatnonzero(~test & ~unlabelled)
+    ids = [f"files/p{subjects[i][:2]}/p{subjects[i]}/s{studies[i]}/{dicom_ids[i]}.jpg" for i in kept.tolist()]
+    rows = ImageRows(meta_path, ids, [patients[i] for i in kept.tolist()], np.isin(view[kept], FRONTAL_VIEWS),
+                     view[kept] == "LATERAL", raw[row_of[kept]], validation[kept])
+    root_str = str(root).rstrip("/")
+    return assemble_datalist(
+        root,
+        [rows],
+        lambda paths: [f"{root_str}/{p}" for p in paths],
+        views=views,
+        policy=policy,
+        split=split_record,
+        check_files=check_files,
+        allow_missing=allow_missing,
+        root_hint=_ROOT_HINT,
+        skipped={"test-split images": int(test.sum()), "images of studies without labels": int(unlabelled.sum())},
+    )
+
+
+def _id_column(path: Path, cells: CsvCells, column: str, chars: str, wording: str) -> list[str]:
+    """A text column whose every value is made of ``chars`` (a regex class body); they go into image paths."""
+    values = cells.text[column]
+    joined = "\n" + "\n".join(values) + "\n"
+    if "\n\n" in joined or re.search(f"[^{chars}\n]", joined):  # rare: find the row
+        i = next(i for i, v in enumerate(values) if not re.fullmatch(f"[{chars}]+", v))
+        raise ValueError(f"{path} row {cells.rows[i]}, column {column!r}: value {values[i]!r} is not {wording}")
+    return values
+
+
+def _row_index(path: Path, cells: CsvCells, what: str, keys: list[str]) -> dict[str, int]:
+    """key -> data row index; a key given twice is an error naming both rows."""
+    index = dict(zip(keys, range(len(keys))))
+    if len(index) != len(keys):
+        seen: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key in seen:
+                raise ValueError(f"{path} row {cells.rows[i]}: {what} {key!r} duplicates row {cells.rows[seen[key]]}")
+            seen[key] = i
+    return index
+
+
+def _official_split(split_path: Path, meta_path: Path, meta: CsvCells, dicom_ids: list[str]) -> np.ndarray:
+    """Each metadata image's split (train, validate or test) from the split CSV, joined on dicom_id."""
+    cells = read_csv_cells(split_path, (), ("dicom_id", "split"))
+    values = cells.text["split"]
+    unknown = set(values) - set(_SPLIT_VALUES)
+    if unknown:
+        i = next(i for i, v in enumerate(values) if v in unknown)
+        raise ValueError(f"{split_path} row {cells.rows[i]}, column 'split': value {values[i]!r} is not "
+                         f"{', '.join(_SPLIT_VALUES[:-1])} or {_SPLIT_VALUES[-1]}")
+    row = _row_index(split_path, cells, "dicom_id", cells.text["dicom_id"])
+    found = [row.get(d, -1) for d in dicom_ids]
+    if -1 in found:
+        i = found.index(-1)
+        raise ValueError(f"{meta_path} row {meta.rows[i]}: dicom_id {dicom_ids[i]!r} has no row in {split_path}")
+    return np.array(values)[found]
