@@ -511,6 +511,7 @@ def build_datalist(
         check_files=check_files,
         allow_missing=allow_missing,
         root_hint="the dataset folder (holding train/) or its parent",
+        labels_csv=train.source,
     )
 
 
@@ -542,13 +543,16 @@ def assemble_datalist(
     check_files: bool,
     allow_missing: bool,
     root_hint: str,
+    labels_csv: Path,
     skipped: Mapping[str, int] | None = None,
 ) -> ChexpertDatalist:
     """Keep the rows of ``views`` whose image is there, training rows first, and apply ``policy``.
 
     One path for every dataset, so views, missing files and labels are handled alike. ``image_files``
     maps kept ids to absolute paths; ``root_hint`` says what ``--root`` should be when no image is
-    found; ``skipped`` counts rows the caller left out before (reported in the summary).
+    found; ``labels_csv`` (the file the labels were read from) is recorded in the policy, so a datalist
+says which labeller's output it holds; ``skipped`` counts rows the caller left out before (reported
+in the summary).
     """
     skipped = dict(skipped or {})
     ids, patients, images, raws, is_val, missing, skipped_views = [], [], [], [], [], [], 0
@@ -583,7 +587,7 @@ def assemble_datalist(
     label, label_mask = policy.apply(raw)
     meta = {
         "observations": list(OBSERVATIONS),
-        "policy": {**policy.to_json(), "views": list(views), "split": split},
+        "policy": {**policy.to_json(), "views": list(views), "split": split, "labels_csv": str(labels_csv)},
         "root": str(root),
     }
     return ChexpertDatalist(

@@ -132,6 +132,7 @@ def build_mimic_datalist(
         check_files=check_files,
         allow_missing=allow_missing,
         root_hint=_ROOT_HINT,
+        labels_csv=labels_path,
         skipped={"test-split images": int(test.sum()), "images of studies without labels": int(unlabelled.sum())},
     )
 

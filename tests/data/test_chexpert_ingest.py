@@ -175,6 +175,7 @@ def test_valid_csv_is_the_validation_list_and_patients_must_not_overlap(tmp_path
     assert [it["patient"] for it in result["validation"]] == ["patient00009"]
     assert sorted(it["patient"] for it in result["training"]) == ["patient00001", "patient00002"]
     assert result["policy"]["split"] == {"method": "valid_csv", "valid_csv": str(valid)}
+    assert result["policy"]["labels_csv"] == str(csv_path)
     write_csv(valid, [row(2)])
     with pytest.raises(ValueError, match="1 patient\\(s\\) appear in both .*train.csv and .*valid.csv \\(e.g. 'patient00002'\\)"):
         build_datalist(tmp_path, csv_path, valid_csv=valid)

@@ -113,6 +113,7 @@ def test_official_split_ids_paths_labels_and_what_is_left_out(tmp_path):
     assert (result.skipped_views, result.missing) == (4, [])  # a2, b2 lateral; c1, c2 other views
     assert result.skipped == {"test-split images": 1, "images of studies without labels": 1}
     assert data["policy"]["split"] == {"method": "mimic_official", "split_csv": str(root / "mimic-cxr-2.0.0-split.csv")}
+    assert data["policy"]["labels_csv"] == str(root / "mimic-cxr-2.0.0-chexpert.csv")
     assert data["policy"]["uncertain"]["Atelectasis"] == "ones" and data["root"] == str(root)
 
 
@@ -134,7 +135,9 @@ def test_label_columns_map_by_name_in_any_order_and_negbio_is_read(tmp_path):
 
     root = tmp_path / "a"
     write_csv(root / "mimic-cxr-2.0.0-negbio.csv.gz", LABEL_COLUMNS, label_rows({**LABELS, ("10000001", "50000001"): {"Cardiomegaly": "0.0"}}))
-    negbio = by_id(build_mimic_datalist(root, labeler="negbio").to_dict())
+    negbio_list = build_mimic_datalist(root, labeler="negbio").to_dict()
+    assert negbio_list["policy"]["labels_csv"] == str(root / "mimic-cxr-2.0.0-negbio.csv.gz")
+    negbio = by_id(negbio_list)
     assert negbio["a1"]["raw_label"][CARDIO] == 0 and negbio["a1"]["raw_label"][ATEL] is None
     assert by_id(reference)["a1"]["raw_label"][CARDIO] == 1  # the chexpert labeller's file is the default
 
