@@ -138,6 +138,7 @@ class Scores:
     values: dict[str, np.ndarray]
     truth_positive: np.ndarray  # (13,) images whose truth has the finding
     false_positive: np.ndarray  # (13,) images labelled positive whose truth is empty
+    empty_soft: np.ndarray  # (13,) scored images whose soft map has no positive pixel (hit 0: it points nowhere)
     has_soft: bool = True
 
 
@@ -147,6 +148,7 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
     values = {m: np.full((n, c), np.nan) for m in METRICS}
     truth_positive = np.zeros(c, dtype=np.int64)
     false_positive = np.zeros(c, dtype=np.int64)
+    empty_soft = np.zeros(c, dtype=np.int64)
     has_soft = True
     for i, item_id in enumerate(ids):
         label = read_label(labels[item_id])
@@ -170,8 +172,9 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
             values["iou"][i, j] = iou(masks[k], truth[ch])
             if softs is not None:
                 values["hit"][i, j] = hit(softs[k], truth[ch])
+                empty_soft[j] += not np.any(softs[k] > 0)
                 values["auroc"][i, j] = pixel_auroc(softs[k], truth[ch])
-    return Scores(list(ids), values, truth_positive, false_positive, has_soft)
+    return Scores(list(ids), values, truth_positive, false_positive, empty_soft, has_soft)
 
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
@@ -314,6 +317,7 @@ def evaluate(
             "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),
             "false_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.false_positive.tolist())),
             "has_soft": scores.has_soft,
+            "empty_soft_maps": dict(zip(LOCALISABLE_OBSERVATIONS, scores.empty_soft.tolist())),
         }
         for metric in METRICS:
             entry[metric] = summarise(scores.values[metric], n_boot, seed)
@@ -331,6 +335,15 @@ def _cell(value: float | None, ci: Sequence[float | None] | None = None) -> str:
     if ci is None or ci[0] is None or (isinstance(ci[0], float) and np.isnan(ci[0])):
         return f"{value:.3f}"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _empty_share(entry: dict[str, Any]) -> str:
+    """'k of n': scored soft maps without a positive pixel, which count as misses in the hit rate
+    (Grad-CAM's ReLU empties a map whose weighted activations are negative everywhere)."""
+    if not entry["has_soft"]:
+        return "—"
+    scored = sum(o["n"] for o in entry["hit"]["per_observation"].values())
+    return f"{sum(entry['empty_soft_maps'].values())} of {scored}"
 
 
 def _md(name: str) -> str:
@@ -351,12 +364,13 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"Scored on true-positive images (truth has the finding, label targets it); "
         f"95 % CIs from {boot['resamples']} bootstrap resamples of images (seed {boot['seed']}).",
         "",
-        "| labelling | mean IoU | mean hit rate | mean soft-map AUROC |",
-        "|---|---|---|---|",
+        "| labelling | mean IoU | mean hit rate | mean soft-map AUROC | empty soft maps |",
+        "|---|---|---|---|---|",
     ]
     for name in names:
         e = result["labellings"][name]
-        lines.append(f"| {_md(name)} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS) + " |")
+        lines.append(f"| {_md(name)} | " + " | ".join(_cell(e[m]["mean"], e[m]["mean_ci"]) for m in METRICS)
+                     + f" | {_empty_share(e)} |")
     paired = result.get("paired_iou", {})
     if paired.get("others"):
         ref = paired["reference"]

@@ -6,7 +6,8 @@ import pytest
 from cxrdoll.cli import main
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
 from cxrdoll.labels.quality import (
-    hit, iou, paired_difference, peak_pixel, pixel_auroc, read_truth, score_labelling, summarise, to_truth_size,
+    evaluate, hit, iou, markdown_report, paired_difference, peak_pixel, pixel_auroc, read_truth, score_labelling,
+    summarise, to_truth_size,
 )
 from cxrdoll.labels.writer import write_label
 
@@ -287,12 +288,34 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     assert "NaN" not in (tmp_path / "q" / "label_quality.json").read_text()
     report = (tmp_path / "q" / "label_quality.md").read_text()
     assert "1 images labelled by every labelling (of 2 truth files; label files: doll 2, bad 1)" in report
-    assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] |" in report
+    assert "| doll | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 1.000 [1.000, 1.000] | 0 of 1 |" in report
     assert "| Cardiomegaly | 1 | 1.000 | 0.333 |" in report  # one image: no CI
     assert result["paired_iou"]["reference"] == "doll"
     assert result["paired_iou"]["others"]["bad"]["diff"] == pytest.approx(2 / 3)
     assert "| bad | 0.667 [0.667, 0.667] | 100% |" in report
     assert report in capsys.readouterr().out
+
+
+def test_empty_soft_maps_are_counted_among_the_scored_maps(tmp_path):
+    """A soft map without a positive pixel scores a hit of 0 (it points nowhere); the count of such maps
+    tells a reader why a labelling's hit rate is low (Grad-CAM's ReLU empties whole maps)."""
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "labels").mkdir()
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = truth[EDEMA, 2:, 2:] = 1
+    np.savez_compressed(tmp_path / "truth" / "x.npz", mask=truth)
+    soft = truth.astype(np.float32)
+    soft[EDEMA] = 0.0  # targeted, and the truth has it, but the map is empty
+    state = np.zeros(14, np.int8)
+    state[CARDIO] = state[EDEMA] = 1
+    write_label(tmp_path / "labels" / "x.npz", truth, state, soft)
+    scores = score_labelling({"x": tmp_path / "labels" / "x.npz"}, {"x": tmp_path / "truth" / "x.npz"}, ["x"])
+    c, e = (LOCALISABLE_OBSERVATIONS.index(o) for o in ("Cardiomegaly", "Edema"))
+    assert scores.empty_soft[[c, e]].tolist() == [0, 1] and scores.empty_soft.sum() == 1
+    assert scores.values["hit"][0, [c, e]].tolist() == [1.0, 0.0]
+    result = evaluate({"a": tmp_path / "labels"}, tmp_path / "truth", n_boot=10)
+    assert result["labellings"]["a"]["empty_soft_maps"]["Edema"] == 1
+    assert "| a | 1.000 [1.000, 1.000] | 0.500 [0.500, 0.500] | 0.750 [0.750, 0.750] | 1 of 2 |" in markdown_report(result)
 
 
 def test_label_quality_command_errors(tmp_path, capsys):
