@@ -60,10 +60,9 @@ def write_chexpert_like_csv(path: Path, rows: int, seed: int = 0) -> dict:
     return {"rows": rows, "frontal": int(frontal.sum()), "patients": int(len(np.unique(patient)))}
 
 
-def time_cli(root: Path, csv_path: Path, out: Path) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one ``python -m cxrdoll prepare-chexpert`` process."""
-    cmd = [sys.executable, "-m", "cxrdoll", "prepare-chexpert", "--root", str(root), "--csv", str(csv_path), "--out", str(out),
-           "--no-check-files"]
+def time_cli(args: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one ``python -m cxrdoll ARGS`` process."""
+    cmd = [sys.executable, "-m", "cxrdoll", *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
@@ -98,7 +97,8 @@ def main() -> int:
         csv_path = root / "CheXpert-v1.0-small" / "train.csv"
         shape = write_chexpert_like_csv(csv_path, args.rows)
         out = root / "datalist.json"
-        cli = [time_cli(root, csv_path, out) for _ in range(repeats)]
+        command = ["prepare-chexpert", "--root", str(root), "--csv", str(csv_path), "--out", str(out), "--no-check-files"]
+        cli = [time_cli(command) for _ in range(repeats)]
         stages = [time_stages(root, csv_path, out) for _ in range(repeats)]
         datalist_mb = out.stat().st_size / 1e6
 
