@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "prepare-chexpert": "cxrdoll.data.chexpert_command",
     "prepare-mimic": "cxrdoll.data.mimic_command",
     "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
+    "prepare-chexlocalize": "cxrdoll.labels.chexlocalize_command",
     "label-quality": "cxrdoll.labels.quality_command",
     "ingest-dicom": "cxrdoll.dicom.ingest_command",
     "seg-datalist": "cxrdoll.data.seg_datalist_command",

@@ -239,7 +239,8 @@ class LoadDollSample:
 
     ``state`` 1: the mask is the target; 0: an empty target; -1: NaN (ignored). With ``truth_dir``
     (synthetic data), the true finding masks ``truth_dir/<id without its image extension>.npz`` replace the
-    DoLL label and every channel counts.
+    DoLL label and every annotated channel counts; one the truth file does not annotate (CheXlocalize's
+    Fracture) is NaN, as its truth is unknown.
     """
 
     def __init__(self, size: int, truth_dir: str | Path | None = None) -> None:
@@ -251,7 +252,9 @@ class LoadDollSample:
         if self.truth_dir is None:
             label = read_doll_label(item["label"])
         else:
-            label = read_truth(label_path(self.truth_dir, out["id"])).astype(np.float32)
+            mask, annotated = read_truth(label_path(self.truth_dir, out["id"]))
+            label = mask.astype(np.float32)
+            label[~annotated] = np.nan
         out["label"] = _resize(label, self.size, "nearest-exact")
         return out
 

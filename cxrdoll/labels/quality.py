@@ -1,7 +1,8 @@
 """Label quality against true masks, after the cheXlocalize protocol.
 
 Per observation, on the *true-positive* images (the truth has the finding and the labeller made
-a target for it):
+a target for it; an observation the truth file does not annotate, such as CheXlocalize's Fracture,
+is left out on that image):
 - IoU of the binary mask with the truth;
 - hit rate (pointing game): the soft map's peak lies inside the truth. Peaks of normalised maps are
   often flat (values clipped at 1); the peak pixel is then the tied pixel nearest the ties' centroid;
@@ -105,14 +106,27 @@ def to_truth_size(mask: np.ndarray, soft: np.ndarray | None, shape: tuple[int, i
     return big_mask, F.interpolate(s, size=shape, mode="bilinear", align_corners=False)[0].numpy()
 
 
-def read_truth(path: str | os.PathLike) -> np.ndarray:
-    """A truth file's ``(14, H, W)`` mask, at the image's resolution (rarely square for a real CXR)."""
-    mask = read_label(path, keys=("mask",)).get("mask")  # same .npz layout as a label's mask
+def read_truth(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A truth file's ``(14, H, W)`` mask, at the image's resolution (rarely square for a real CXR), and
+    its ``(14,)`` boolean ``annotated``: the channels whose truth is known. CheXlocalize outlines 10 of the
+    14 observations; an empty mask on another (Fracture) means unknown, not absent. A file without the
+    key (the synthetic truth) annotates every channel."""
+    arrays = read_label(path, keys=("mask", "annotated"))  # same .npz layout as a label's mask
+    mask = arrays.get("mask")
     if mask is None:
         raise ValueError(f"{path}: truth file lacks key 'mask'")
-    if mask.ndim != 3 or mask.shape[0] != len(OBSERVATIONS):
-        raise ValueError(f"{path}: truth mask must be ({len(OBSERVATIONS)}, H, W), got {mask.shape}")
-    return mask
+    n = len(OBSERVATIONS)
+    if mask.ndim != 3 or mask.shape[0] != n:
+        raise ValueError(f"{path}: truth mask must be ({n}, H, W), got {mask.shape}")
+    annotated = arrays.get("annotated", np.ones(n, dtype=bool))
+    if annotated.shape != (n,) or annotated.dtype not in (np.bool_, np.uint8) or annotated.max() > 1:
+        raise ValueError(f"{path}: truth 'annotated' must be {n} bool or 0/1 uint8 values, got {annotated.dtype} "
+                         f"{annotated.shape}")
+    annotated = annotated.astype(bool)
+    filled = [OBSERVATIONS[c] for c in np.flatnonzero(~annotated) if mask[c].any()]
+    if filled:  # an inverted or shifted 'annotated' would score the wrong channels
+        raise ValueError(f"{path}: truth channel {filled[0]!r} is not annotated but its mask is not empty")
+    return mask, annotated
 
 
 def index_npz(folder: str | os.PathLike) -> dict[str, Path]:
@@ -137,17 +151,20 @@ class Scores:
     ids: list[str]
     values: dict[str, np.ndarray]
     truth_positive: np.ndarray  # (13,) images whose truth has the finding
-    false_positive: np.ndarray  # (13,) images labelled positive whose truth is empty
+    false_positive: np.ndarray  # (13,) images labelled positive whose annotated truth is empty
+    annotated: np.ndarray  # (13,) images whose truth annotates the observation (the others are never scored)
     empty_soft: np.ndarray  # (13,) scored images whose soft map has no positive pixel (hit 0: it points nowhere)
     has_soft: bool = True
 
 
 def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Sequence[str]) -> Scores:
-    """Score one label folder on ``ids`` (present in both indices)."""
+    """Score one label folder on ``ids`` (present in both indices). An observation the truth does not
+    annotate on an image is left out there: neither scored, nor a true positive, nor a false positive."""
     n, c = len(ids), len(_LOC)
     values = {m: np.full((n, c), np.nan) for m in METRICS}
     truth_positive = np.zeros(c, dtype=np.int64)
     false_positive = np.zeros(c, dtype=np.int64)
+    annotated = np.zeros(c, dtype=np.int64)
     empty_soft = np.zeros(c, dtype=np.int64)
     has_soft = True
     for i, item_id in enumerate(ids):
@@ -156,12 +173,14 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
             raise ValueError(f"{labels[item_id]}: label file lacks 'mask' or 'state'")
         soft = label.get("soft")
         check_label(labels[item_id], label["mask"], label["state"], soft)
-        truth = read_truth(truths[item_id]).astype(bool)
+        truth, known = read_truth(truths[item_id])
+        truth, known = truth.astype(bool), known[_LOC]
         has_soft = has_soft and soft is not None
-        positive = truth[_LOC].reshape(len(_LOC), -1).any(axis=1)
+        positive = truth[_LOC].reshape(len(_LOC), -1).any(axis=1)  # unannotated channels are empty (read_truth)
         targeted = label["state"][_LOC] == 1
+        annotated += known
         truth_positive += positive
-        false_positive += targeted & ~positive
+        false_positive += targeted & known & ~positive
         scored = [j for j in range(c) if positive[j] and targeted[j]]
         if not scored:
             continue
@@ -174,7 +193,7 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
                 values["hit"][i, j] = hit(softs[k], truth[ch])
                 empty_soft[j] += not np.any(softs[k] > 0)
                 values["auroc"][i, j] = pixel_auroc(softs[k], truth[ch])
-    return Scores(list(ids), values, truth_positive, false_positive, empty_soft, has_soft)
+    return Scores(list(ids), values, truth_positive, false_positive, annotated, empty_soft, has_soft)
 
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
@@ -316,6 +335,7 @@ def evaluate(
             "labels": str(folder),
             "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),
             "false_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.false_positive.tolist())),
+            "truth_annotated": dict(zip(LOCALISABLE_OBSERVATIONS, scores.annotated.tolist())),
             "has_soft": scores.has_soft,
             "empty_soft_maps": dict(zip(LOCALISABLE_OBSERVATIONS, scores.empty_soft.tolist())),
         }
@@ -346,6 +366,16 @@ def _empty_share(entry: dict[str, Any]) -> str:
     return f"{sum(entry['empty_soft_maps'].values())} of {scored}"
 
 
+def _unannotated(result: dict[str, Any]) -> str:
+    """A sentence naming the observations the truth leaves unannotated on some images (CheXlocalize's
+    Fracture, Pleural Other, Pneumonia): their empty columns mean unknown, not missed."""
+    annotated = next(iter(result["labellings"].values()))["truth_annotated"]  # the same truth for every labelling
+    images = result["images"]
+    partial = [f"{obs} (annotated on {n} of {images})" for obs, n in annotated.items() if n < images]
+    return (f" Left out where the truth does not annotate them (neither scored nor false positives there): "
+            f"{', '.join(partial)}." if partial else "")
+
+
 def _md(name: str) -> str:
     """A labelling's name for a markdown table: ``|`` (allowed in ``--labels NAME=DIR``) would split its cell."""
     return name.replace("|", "\\|")
@@ -362,7 +392,7 @@ def markdown_report(result: dict[str, Any]) -> str:
         f"(of {result['truth_files']} truth files; label files: "
         f"{', '.join(f'{name} {count}' for name, count in result['label_files'].items())}). "
         f"Scored on true-positive images (truth has the finding, label targets it); "
-        f"95 % CIs from {boot['resamples']} bootstrap resamples of images (seed {boot['seed']}).",
+        f"95 % CIs from {boot['resamples']} bootstrap resamples of images (seed {boot['seed']}).{_unannotated(result)}",
         "",
         "| labelling | mean IoU | mean hit rate | mean soft-map AUROC | empty soft maps |",
         "|---|---|---|---|---|",

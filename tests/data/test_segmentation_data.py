@@ -244,6 +244,12 @@ def test_doll_sample_with_truth_dir(tmp_path):
     assert doll["label"].shape == (len(OBSERVATIONS), 32, 32) and torch.isnan(doll["label"]).all()
     true = LoadDollSample(32, truth_dir=tmp_path / "truth")(item)
     assert true["label"][3, 4:8, 4:8].eq(1).all() and true["label"].sum() == 16
+    annotated = np.ones(14, bool)
+    annotated[12] = False  # CheXlocalize leaves Fracture unannotated: unknown, so ignored like state -1
+    np.savez_compressed(tmp_path / "truth" / "p1" / "view1_frontal.npz", mask=truth, annotated=annotated)
+    partial = LoadDollSample(32, truth_dir=tmp_path / "truth")(item)["label"]
+    assert torch.isnan(partial).all(dim=2).all(dim=1).tolist() == [c == 12 for c in range(14)]
+    assert torch.isnan(partial).sum() == 32 * 32 and partial.nansum() == 16
 
 
 def test_shared_lung_set_masks_aligned_and_ignore_respected(shared_data):

@@ -381,3 +381,91 @@ def test_ids_starting_with_a_dot_are_scored_and_bookkeeping_is_not(tmp_path, cap
     report = (tmp_path / "q" / "label_quality.md").read_text()
     assert "| doll\\|v2 | 1.000 | 1.000 | 1.000 |" in report  # one cell, not two
     assert "| observation | n | doll\\|v2 |" in report
+
+
+def _fracture_case(tmp_path, annotated):
+    """A truth without a fracture and a label that targets one (with a mask), scored on one image."""
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    arrays = {"mask": truth} if annotated is None else {"mask": truth, "annotated": annotated}
+    np.savez_compressed(tmp_path / "t.npz", **arrays)
+    fracture = OBSERVATIONS.index("Fracture")
+    mask = np.zeros((14, 4, 4), np.uint8)
+    mask[CARDIO, :2, :2] = mask[fracture, 3, :] = 1
+    state = np.zeros(14, np.int8)
+    state[CARDIO] = state[fracture] = 1
+    write_label(tmp_path / "l.npz", mask, state, mask.astype(np.float32))
+    return score_labelling({"x": tmp_path / "l.npz"}, {"x": tmp_path / "t.npz"}, ["x"])
+
+
+def test_a_target_where_the_truth_is_unannotated_is_neither_scored_nor_a_false_positive(tmp_path):
+    """CheXlocalize outlines 10 observations: its empty Fracture channel is unknown, and a fracture label
+    there is not wrong; where the truth annotates Fracture (the synthetic truth), the same label is."""
+    f, c = LOCALISABLE_OBSERVATIONS.index("Fracture"), LOCALISABLE_OBSERVATIONS.index("Cardiomegaly")
+    chexlocalize = np.ones(14, bool)
+    chexlocalize[[OBSERVATIONS.index(o) for o in ("No Finding", "Pneumonia", "Pleural Other", "Fracture")]] = False
+    for annotated in (chexlocalize, chexlocalize.astype(np.uint8)):
+        unknown = _fracture_case(tmp_path, annotated)
+        assert unknown.false_positive.sum() == 0 and unknown.truth_positive.tolist() == [int(j == c) for j in range(13)]
+        assert unknown.annotated[f] == 0 and unknown.annotated.sum() == 10
+        assert np.isnan(unknown.values["iou"][0, f]) and unknown.values["iou"][0, c] == 1.0
+    known = _fracture_case(tmp_path, None)  # no 'annotated': every channel is
+    assert known.false_positive[f] == 1 and known.false_positive.sum() == 1 and known.annotated.tolist() == [1] * 13
+    assert np.isnan(known.values["iou"][0, f]) and known.values["iou"][0, c] == 1.0
+
+
+@pytest.mark.parametrize("annotated, message", [
+    (np.ones(13, bool), r"truth 'annotated' must be 14 bool or 0/1 uint8 values, got bool \(13,\)"),
+    (np.ones(14, np.float32), r"truth 'annotated' must be 14 bool or 0/1 uint8 values, got float32 \(14,\)"),
+    (np.full(14, 2, np.uint8), r"truth 'annotated' must be 14 bool or 0/1 uint8 values, got uint8 \(14,\)"),
+    (np.arange(14) != 2, r"truth channel 'Cardiomegaly' is not annotated but its mask is not empty"),
+])
+def test_a_malformed_annotated_is_refused_naming_the_truth_file(tmp_path, annotated, message):
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    np.savez_compressed(tmp_path / "bad.npz", mask=truth, annotated=annotated)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'bad.npz'}: {message}$"):
+        read_truth(tmp_path / "bad.npz")
+
+
+def test_label_quality_scores_labels_against_prepared_chexlocalize_truth(tmp_path, capsys):
+    """End to end: CheXlocalize's JSON -> prepare-chexlocalize -> labels written at the datalist ids of
+    prepare-chexpert -> label-quality."""
+    mask_util = pytest.importorskip("pycocotools.mask")
+    from cxrdoll.labels.writer import label_path
+
+    cardio = np.zeros((8, 12), np.uint8)
+    cardio[:4, :6] = 1  # the top-left quarter of a landscape image: 24 pixels
+    empty = np.zeros((8, 12), np.uint8)
+
+    def rle(mask):
+        encoded = mask_util.encode(np.asfortranarray(mask))
+        return {"size": [8, 12], "counts": encoded["counts"].decode()}
+
+    names = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Lung Lesion",
+             "Airspace Opacity", "Pleural Effusion", "Pneumothorax", "Support Devices")
+    gt = tmp_path / "gt_segmentations_val.json"
+    gt.write_text(json.dumps({"patient64541_study1_view1_frontal":
+                              {name: rle(cardio if name == "Cardiomegaly" else empty) for name in names}}))
+    assert main(["prepare-chexlocalize", "--gt", str(gt), "--out", str(tmp_path / "truth")]) == 0
+    mask = np.zeros((14, 4, 4), np.uint8)
+    mask[CARDIO, :2, :1] = 1  # enlarged 3x across, 2x down: the left half of the truth (12 of 24 pixels)
+    mask[OBSERVATIONS.index("Fracture"), 3, :] = 1  # unannotated: not a false positive
+    mask[EDEMA, 3, :] = 1  # annotated and empty: a false positive
+    state = np.full(14, -1, np.int8)
+    state[[CARDIO, EDEMA, OBSERVATIONS.index("Fracture")]] = 1
+    item_id = "CheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg"  # valid.csv's Path
+    write_label(label_path(tmp_path / "labels", item_id), mask, state, mask.astype(np.float32))
+    capsys.readouterr()
+    assert main(["label-quality", "--labels", f"doll={tmp_path / 'labels'}", "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "q"), "--bootstrap", "0"]) == 0
+    result = json.loads((tmp_path / "q" / "label_quality.json").read_text())
+    doll = result["labellings"]["doll"]
+    assert result["images"] == 1 and doll["iou"]["per_observation"]["Cardiomegaly"]["value"] == pytest.approx(0.5)
+    assert doll["iou"]["per_observation"]["Fracture"]["n"] == 0 and doll["iou"]["mean"] == pytest.approx(0.5)
+    assert doll["false_positive"]["Edema"] == 1 and doll["false_positive"]["Fracture"] == 0
+    assert doll["truth_positive"]["Cardiomegaly"] == 1 and sum(doll["truth_positive"].values()) == 1
+    assert doll["truth_annotated"]["Fracture"] == 0 and doll["truth_annotated"]["Lung Opacity"] == 1
+    assert ("Left out where the truth does not annotate them (neither scored nor false positives there): Pneumonia "
+            "(annotated on 0 of 1), Pleural Other (annotated on 0 of 1), Fracture (annotated on 0 of 1).\n"
+            ) in capsys.readouterr().out
