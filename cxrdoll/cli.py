@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "synth": "cxrdoll.data.synth.command",
     "prepare-chexpert": "cxrdoll.data.chexpert_command",
     "prepare-mimic": "cxrdoll.data.mimic_command",
+    "prepare-nih": "cxrdoll.data.nih_command",
     "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
     "prepare-chexlocalize": "cxrdoll.labels.chexlocalize_command",
     "label-quality": "cxrdoll.labels.quality_command",

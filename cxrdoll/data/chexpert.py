@@ -1,9 +1,9 @@
 """CheXpert CSV ingestion: parse, apply label policies, split by patient, and build a datalist.
 
 Every stage that reads CheXpert-format data goes through :func:`build_datalist` (MIMIC-CXR-JPG
-through :mod:`cxrdoll.data.mimic`; both end in :func:`assemble_datalist`), so the label
-conventions below hold everywhere. Rows are numbered like a spreadsheet (the header is row 1),
-which is what users see when they open the CSV to fix it.
+through :mod:`cxrdoll.data.mimic`, NIH ChestX-ray14 through :mod:`cxrdoll.data.nih`; all end in
+:func:`assemble_datalist`), so the label conventions below hold everywhere. Rows are numbered like
+a spreadsheet (the header is row 1), which is what users see when they open the CSV to fix it.
 
 Label conventions
 -----------------
@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
@@ -333,6 +334,27 @@ def _split_plain(header: list[str], body: str, short: Sequence[str], text: Seque
 
     return CsvCells(header, list(range(2, n + 2)), {c: texts(*span(header.index(c))) for c in text},
                     {c: fixed(header.index(c)) for c in short}, cell)
+
+
+def id_column(path: Path, cells: CsvCells, column: str, pattern: str, wording: str) -> list[str]:
+    """A text column whose every value matches ``pattern`` (a regex without newlines); ids go into image paths."""
+    values = cells.text[column]
+    if not re.fullmatch(f"(?:{pattern}\n)*", "\n".join(values) + "\n"):  # rare: find the row
+        i = next(i for i, v in enumerate(values) if not re.fullmatch(pattern, v))
+        raise ValueError(f"{path} row {cells.rows[i]}, column {column!r}: value {values[i]!r} is not {wording}")
+    return values
+
+
+def row_index(path: Path, cells: CsvCells, what: str, keys: list[str]) -> dict[str, int]:
+    """key -> data row index; a key given twice is an error naming both rows."""
+    index = dict(zip(keys, range(len(keys))))
+    if len(index) != len(keys):
+        seen: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key in seen:
+                raise ValueError(f"{path} row {cells.rows[i]}: {what} {key!r} duplicates row {cells.rows[seen[key]]}")
+            seen[key] = i
+    return index
 
 
 def raw_labels(cells: CsvCells) -> tuple[np.ndarray, tuple[int, str, str] | None]:

@@ -41,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_datalist_arguments(parser)
 
 
-def add_datalist_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every classification datalist command takes (prepare-chexpert, prepare-mimic): patient split,
-    views, label policies, file checks; one definition, so their names, defaults and help stay alike."""
+def add_datalist_arguments(parser: argparse.ArgumentParser, blank: str = "zeros", blank_meaning: str = "not mentioned") -> None:
+    """Options every classification datalist command takes (prepare-chexpert, prepare-mimic, prepare-nih): patient
+    split, views, label policies, file checks; one definition, so their names, defaults and help stay alike.
+    ``blank`` and ``blank_meaning``: --blank's default and what a blank is in the dataset's labels."""
     add = parser.add_argument
     add("--val-fraction", type=fraction, metavar="F", default=0.1, help="fraction of patients for validation when splitting by patient (default: 0.1)")
     add("--seed", type=non_negative_int, metavar="N", default=0, help="seed of the patient split (default: 0)")
@@ -52,7 +53,8 @@ def add_datalist_arguments(parser: argparse.ArgumentParser) -> None:
         help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros) (default: ignore)")
     add("--uncertain-per", metavar="OBS=POLICY,...",
         help="per-observation overrides, e.g. 'Atelectasis=ones,Cardiomegaly=zeros' (names ignore case; _ may stand for a space)")
-    add("--blank", choices=BLANK_POLICIES, default="zeros", help="blank (not mentioned) labels: zeros = negative, ignore = masked (default: zeros)")
+    add("--blank", choices=BLANK_POLICIES, default=blank,
+        help=f"blank labels ({blank_meaning}): zeros = negative, ignore = masked (default: {blank})")
     add("--blank-per", metavar="OBS=POLICY,...", help="per-observation blank overrides, e.g. 'Fracture=ignore'")
     add("--no-finding", choices=NO_FINDING_RULES, default="derive",
         help="derive a blank 'No Finding' from the pathologies, or keep it raw (default: derive)")

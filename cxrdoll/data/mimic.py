@@ -18,7 +18,6 @@ Rows are numbered like a spreadsheet (the header is row 1), as for CheXpert.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -32,8 +31,10 @@ from cxrdoll.data.chexpert import (
     LabelPolicy,
     assemble_datalist,
     check_views,
+    id_column,
     raw_labels,
     read_csv_cells,
+    row_index,
     split_patients,
 )
 from cxrdoll.dicom.views import FRONTAL_VIEWS, position_view
@@ -84,22 +85,22 @@ def build_mimic_datalist(
     meta_path, split_path, labels_path = (locate_mimic_csv(root, s) for s in (METADATA_CSV, SPLIT_CSV, LABEL_CSVS[labeler]))
 
     meta = read_csv_cells(meta_path, (), ("dicom_id", "subject_id", "study_id", "ViewPosition"))
-    dicom_ids = _id_column(meta_path, meta, "dicom_id", r"0-9A-Za-z_\-", "a DICOM id (letters, digits, '-', '_')")
-    subjects = _id_column(meta_path, meta, "subject_id", "0-9", "a number")
-    studies = _id_column(meta_path, meta, "study_id", "0-9", "a number")
-    _row_index(meta_path, meta, "dicom_id", dicom_ids)  # an image listed twice is refused
+    dicom_ids = id_column(meta_path, meta, "dicom_id", r"[0-9A-Za-z_\-]+", "a DICOM id (letters, digits, '-', '_')")
+    subjects = id_column(meta_path, meta, "subject_id", "[0-9]+", "a number")
+    studies = id_column(meta_path, meta, "study_id", "[0-9]+", "a number")
+    row_index(meta_path, meta, "dicom_id", dicom_ids)  # an image listed twice is refused
 
     sides = _official_split(split_path, meta_path, meta, dicom_ids)
     test = sides == "test"
 
     labels = read_csv_cells(labels_path, OBSERVATIONS, ("subject_id", "study_id"))
-    label_keys = [f"{s}/{t}" for s, t in zip(_id_column(labels_path, labels, "subject_id", "0-9", "a number"),
-                                             _id_column(labels_path, labels, "study_id", "0-9", "a number"))]
+    label_keys = [f"{s}/{t}" for s, t in zip(id_column(labels_path, labels, "subject_id", "[0-9]+", "a number"),
+                                             id_column(labels_path, labels, "study_id", "[0-9]+", "a number"))]
     raw, bad = raw_labels(labels)
     if bad is not None:
         i, column, message = bad
         raise ValueError(f"{labels_path} row {labels.rows[i]}, column {column!r}: {message}")
-    label_row = _row_index(labels_path, labels, "subject_id/study_id", label_keys)
+    label_row = row_index(labels_path, labels, "subject_id/study_id", label_keys)
     row_of = np.fromiter((label_row.get(f"{s}/{t}", -1) for s, t in zip(subjects, studies)), np.int64, len(subjects))
     unlabelled = ~test & (row_of < 0)
 
@@ -137,28 +138,6 @@ def build_mimic_datalist(
     )
 
 
-def _id_column(path: Path, cells: CsvCells, column: str, chars: str, wording: str) -> list[str]:
-    """A text column whose every value is made of ``chars`` (a regex class body); they go into image paths."""
-    values = cells.text[column]
-    joined = "\n" + "\n".join(values) + "\n"
-    if "\n\n" in joined or re.search(f"[^{chars}\n]", joined):  # rare: find the row
-        i = next(i for i, v in enumerate(values) if not re.fullmatch(f"[{chars}]+", v))
-        raise ValueError(f"{path} row {cells.rows[i]}, column {column!r}: value {values[i]!r} is not {wording}")
-    return values
-
-
-def _row_index(path: Path, cells: CsvCells, what: str, keys: list[str]) -> dict[str, int]:
-    """key -> data row index; a key given twice is an error naming both rows."""
-    index = dict(zip(keys, range(len(keys))))
-    if len(index) != len(keys):
-        seen: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            if key in seen:
-                raise ValueError(f"{path} row {cells.rows[i]}: {what} {key!r} duplicates row {cells.rows[seen[key]]}")
-            seen[key] = i
-    return index
-
-
 def _official_split(split_path: Path, meta_path: Path, meta: CsvCells, dicom_ids: list[str]) -> np.ndarray:
     """Each metadata image's split (train, validate or test) from the split CSV, joined on dicom_id."""
     cells = read_csv_cells(split_path, (), ("dicom_id", "split"))
@@ -168,7 +147,7 @@ def _official_split(split_path: Path, meta_path: Path, meta: CsvCells, dicom_ids
         i = next(i for i, v in enumerate(values) if v in unknown)
         raise ValueError(f"{split_path} row {cells.rows[i]}, column 'split': value {values[i]!r} is not "
                          f"{', '.join(_SPLIT_VALUES[:-1])} or {_SPLIT_VALUES[-1]}")
-    row = _row_index(split_path, cells, "dicom_id", cells.text["dicom_id"])
+    row = row_index(split_path, cells, "dicom_id", cells.text["dicom_id"])
     found = [row.get(d, -1) for d in dicom_ids]
     if -1 in found:
         i = found.index(-1)

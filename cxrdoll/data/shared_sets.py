@@ -16,7 +16,7 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 from cxrdoll.constants import CHEXPERT_COLUMNS, OBSERVATIONS
 from cxrdoll.io import atomic_path, write_csv_atomic
@@ -37,6 +37,8 @@ NIH_TO_CHEXPERT: dict[str, str] = {
     "Edema": "Edema",
     "Pleural_Thickening": "Pleural Other",
 }
+# NIH's 14 findings: those of NIH_TO_CHEXPERT and three without a CheXpert observation.
+NIH_FINDINGS: tuple[str, ...] = (*NIH_TO_CHEXPERT, "Emphysema", "Fibrosis", "Hernia")
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,22 @@ OPACITY_CHILDREN: tuple[str, ...] = ("Lung Lesion", "Edema", "Consolidation", "P
 LUNG_SET = "seg_lungs_covid_ieee8023_v7labs"
 
 
-def _nih(row: dict[str, str]) -> dict[str, int]:
-    labels: dict[str, int] = {}
+def nih_labels(findings: Collection[str], abnormal: bool) -> dict[str, int]:
+    """CheXpert observations from the NIH findings present: 1 or 0 for each observation NIH labels, none
+    for the others (unknown). ``abnormal``: any finding at all, unmapped ones (Emphysema, ...) included.
+
+    One mapping for the 64 px NIH subset and the full NIH release (:mod:`cxrdoll.data.nih`)."""
+    labels = dict.fromkeys(NIH_TO_CHEXPERT.values(), 0)
     for nih, obs in NIH_TO_CHEXPERT.items():
-        labels[obs] = max(labels.get(obs, 0), _flag(row, nih))
+        if nih in findings:
+            labels[obs] = 1
     labels["Lung Opacity"] = max(labels["Lung Opacity"], *(labels[o] for o in OPACITY_CHILDREN))
-    labels["No Finding"] = 1 - _flag(row, "abnormal")
+    labels["No Finding"] = int(not abnormal)
     return labels
+
+
+def _nih(row: dict[str, str]) -> dict[str, int]:
+    return nih_labels({nih for nih in NIH_TO_CHEXPERT if _flag(row, nih)}, bool(_flag(row, "abnormal")))
 
 
 def _ieee8023(row: dict[str, str]) -> dict[str, int]:
