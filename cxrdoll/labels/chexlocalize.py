@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import is_temporary, read_json, relative_output, save_npz_atomic
+from cxrdoll.io import read_json, relative_output
+from cxrdoll.labels.truth_files import write_truth_files
 
 # CheXlocalize's pathology name -> its channel's observation; early releases say 'Airspace Opacity'
 CHANNELS: dict[str, str] = {
@@ -149,21 +150,13 @@ class Conversion:
     non_empty: dict[str, int]
 
 
-def _earlier_truth(folder: Path) -> list[Path]:
-    """Truth files already under ``folder`` (atomic writes' temporaries are not)."""
-    return sorted(p for p in folder.rglob("*.npz") if not is_temporary(p.name)) if folder.is_dir() else []
-
-
 def convert(source: str | os.PathLike, out_dir: str | os.PathLike, prefix: str = DEFAULT_PREFIX,
             views: str = "frontal", overwrite: bool = False, progress: bool | None = False) -> Conversion:
     """Write one truth file per image of ``views`` under ``out_dir/<prefix>``.
 
-    Truth files already there are refused unless ``overwrite``, which removes them first: label-quality
-    reads every ``.npz`` under ``--truth``, so another run's leftover images would be scored as truth.
+    Truth files already there are refused unless ``overwrite``, which removes them first (``write_truth_files``).
     ``progress``: a bar (None: only on a terminal).
     """
-    from cxrdoll.labels.writer import label_path  # torch, through the image readers: not for --help
-
     if views not in VIEWS:
         raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
     images = read_annotations(source, prefix)
@@ -171,18 +164,7 @@ def convert(source: str | os.PathLike, out_dir: str | os.PathLike, prefix: str =
     if not kept:
         raise ValueError(f"{source}: no {views} image; nothing written")
     folder = Path(out_dir) / relative_output(prefix, "--prefix")
-    earlier = _earlier_truth(folder)
-    if earlier and not overwrite:
-        example = earlier[0].relative_to(folder)
-        raise ValueError(f"{folder}: already holds {len(earlier)} truth file(s) (e.g. {example}); pass --overwrite to "
-                         "replace them, or choose another --out")
-    for path in earlier:
-        path.unlink()
-    non_empty = {obs: 0 for obs in OBSERVATIONS if obs in CHANNELS.values()}
-    hide = None if progress is None else not progress  # tqdm's disable: None hides it off a terminal
-    for image in tqdm(kept, unit="img", desc="prepare-chexlocalize", disable=hide):
-        arrays = truth_arrays(source, image)
-        save_npz_atomic(label_path(out_dir, image.item_id), **arrays)
-        for c in image.rles:
-            non_empty[OBSERVATIONS[c]] += bool(arrays["mask"][c].any())
-    return Conversion(folder, len(kept), len(images) - len(kept), non_empty)
+    non_empty = write_truth_files(out_dir, folder, [(im.item_id, partial(truth_arrays, source, im)) for im in kept],
+                                  desc="prepare-chexlocalize", overwrite=overwrite, progress=progress)
+    counts = {obs: int(non_empty[c]) for c, obs in enumerate(OBSERVATIONS) if obs in CHANNELS.values()}
+    return Conversion(folder, len(kept), len(images) - len(kept), counts)

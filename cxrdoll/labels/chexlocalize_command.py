@@ -41,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cxrdoll.labels.chexlocalize import convert  # pycocotools and torch: not for --help
+    from cxrdoll.labels.truth_files import summary
 
     start = time.perf_counter()
     done = convert(args.gt, args.out, prefix=args.prefix, views=args.views, overwrite=args.overwrite, progress=None)
-    counts = ", ".join(f"{obs} {n}" for obs, n in done.non_empty.items())
     left_out = f" ({done.other_views} lateral left out)" if done.other_views else ""
-    print(f"wrote {done.written} truth files to {done.folder}{left_out} in {time.perf_counter() - start:.1f} s; "
-          f"non-empty segmentations: {counts}")
+    print(summary(done.written, done.folder, left_out, time.perf_counter() - start, "non-empty segmentations",
+                  done.non_empty))
     return 0
