@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "prepare-nih": "cxrdoll.data.nih_command",
     "prepare-shared-cls": "cxrdoll.data.shared_sets_command",
     "prepare-chexlocalize": "cxrdoll.labels.chexlocalize_command",
+    "prepare-nih-boxes": "cxrdoll.labels.nih_boxes_command",
     "label-quality": "cxrdoll.labels.quality_command",
     "ingest-dicom": "cxrdoll.dicom.ingest_command",
     "seg-datalist": "cxrdoll.data.seg_datalist_command",

@@ -83,7 +83,7 @@ def build_nih_datalist(
         raise FileNotFoundError(f"{root}: --root is not a folder")
     csv_path = locate_data_entry(root)
     cells = read_csv_cells(csv_path, (), ("Image Index", "Finding Labels", "Patient ID", "View Position"))
-    names = id_column(csv_path, cells, "Image Index", _IMAGE_NAME, "an image file name (letters, digits, '.', '-', '_')")
+    names = image_names(csv_path, cells)
     row_index(csv_path, cells, "Image Index", names)  # an image listed twice is refused
     # zero-padded as in the image names (00000001_000.png is patient 1's)
     patients = [f"nih{int(p):08d}" for p in id_column(csv_path, cells, "Patient ID", "[0-9]+", "a number")]
@@ -139,6 +139,12 @@ def finding_labels(path: Path, cells: CsvCells) -> np.ndarray:
         for obs, label in nih_labels(findings, findings != {NO_FINDING}).items():
             table[k, OBSERVATIONS.index(obs)] = label
     return table[np.fromiter(map(distinct.__getitem__, values), np.int64, len(values))]
+
+
+def image_names(path: Path, cells: CsvCells) -> list[str]:
+    """The 'Image Index' column (of the Data_Entry and box CSVs), each a plain file name: names are looked
+    up under ``--root`` and become ids, so one with a folder or '..' is refused naming its row."""
+    return id_column(path, cells, "Image Index", _IMAGE_NAME, "an image file name (letters, digits, '.', '-', '_')")
 
 
 def find_images(root: Path, names: Iterable[str]) -> dict[str, str]:

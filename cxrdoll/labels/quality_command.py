@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", action="extend", required=True, metavar="[NAME=]DIR",
                         help="label folder(s); NAME=DIR names a column, else the folder's name is used")
     parser.add_argument("--truth", required=True, help="folder of true masks (<id>.npz with key 'mask', optional 'annotated'; "
-                        "prepare-chexlocalize writes CheXlocalize's)")
+                        "prepare-chexlocalize and prepare-nih-boxes write real ones)")
     parser.add_argument("--out", required=True, help="folder for label_quality.md and label_quality.json")
     parser.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples for the 95%% confidence intervals, 0 for none (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
