@@ -45,6 +45,7 @@ from cxrdoll.dicom.views import FRONTAL_VIEWS, position_view
 DATA_ENTRY_CSVS: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # preferred first
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
+VALIDATION_SOURCES: tuple[str, ...] = ("patient", "test-list")
 NO_FINDING = "No Finding"
 _IMAGE_NAME = r"[0-9A-Za-z_\-][0-9A-Za-z_.\-]*"  # a file name: no folder, not '.' or '..'
 _ROOT_HINT = ("the folder holding Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), train_val_list.txt, "
@@ -69,13 +70,18 @@ def build_nih_datalist(
     seed: int = 0,
     check_files: bool = True,
     allow_missing: bool = False,
+    validation: str = "patient",
 ) -> ChexpertDatalist:
     """The classification datalist of docs/FORMATS.md from an NIH ChestX-ray14 copy at ``root``.
 
-    train_val_list's images are split by patient into training and validation, as
-    :func:`cxrdoll.data.chexpert.build_datalist` splits; test_list's are left out. The default
-    policy masks blanks (observations NIH does not label) instead of reading them as negatives.
+    ``validation="patient"``: train_val_list's images are split by patient into training and
+    validation, as :func:`cxrdoll.data.chexpert.build_datalist` splits; test_list's are left out.
+    ``"test-list"``: train_val_list's images all train and test_list's are the validation list, the
+    way to label NIH's boxed images (all of which ``prepare-nih-boxes`` can score are there). The
+    default policy masks blanks (observations NIH does not label) instead of reading them as negatives.
     """
+    if validation not in VALIDATION_SOURCES:
+        raise ValueError(f"validation {validation!r}; expected one of {', '.join(VALIDATION_SOURCES)}")
     policy = policy or LabelPolicy.build(blank="ignore")
     views = check_views(views)
     root = Path(root).expanduser().absolute()
@@ -95,15 +101,24 @@ def build_nih_datalist(
     in_test = np.fromiter(map(test.__contains__, names), bool, len(names))
     _check_patients_apart(list_paths, names, patients, (in_train_val, in_test))
 
-    kept = np.flatnonzero(in_train_val).tolist()
+    lists = {"train_val_list": str(list_paths[0]), "test_list": str(list_paths[1])}
+    kept = np.flatnonzero(in_train_val | (in_test & (validation == "test-list"))).tolist()
     kept_patients = [patients[i] for i in kept]
-    val_patients = split_patients(kept_patients, val_fraction, seed)
+    if validation == "test-list":
+        is_val = in_test[kept]
+        split = {"method": "nih_test_list", **lists}
+        skipped = {}
+    else:
+        val_patients = split_patients(kept_patients, val_fraction, seed)
+        is_val = np.fromiter(map(val_patients.__contains__, kept_patients), bool, len(kept))
+        split = {"method": "patient", "val_fraction": val_fraction, "seed": seed, **lists}
+        skipped = {"test-list images": int(in_test.sum())}
     kept_names = [names[i] for i in kept]
     found = find_images(root, kept_names) if check_files else {}
     view_of = {v: position_view(v) for v in set(cells.text["View Position"])}
     frontal = np.isin([view_of[cells.text["View Position"][i]] for i in kept], FRONTAL_VIEWS)
     rows = ImageRows(csv_path, [found.get(n, f"images/{n}") for n in kept_names], kept_patients, frontal,
-                     np.zeros(len(kept), bool), raw[kept], np.fromiter(map(val_patients.__contains__, kept_patients), bool, len(kept)))
+                     np.zeros(len(kept), bool), raw[kept], is_val)
     root_str = str(root).rstrip("/")
     return assemble_datalist(
         root,
@@ -111,13 +126,12 @@ def build_nih_datalist(
         lambda paths: [f"{root_str}/{p}" for p in paths],
         views=views,
         policy=policy,
-        split={"method": "patient", "val_fraction": val_fraction, "seed": seed,
-               "train_val_list": str(list_paths[0]), "test_list": str(list_paths[1])},
+        split=split,
         check_files=check_files,
         allow_missing=allow_missing,
         root_hint=_ROOT_HINT,
         labels_csv=csv_path,
-        skipped={"test-list images": int(in_test.sum()), "images in neither list": int((~in_train_val & ~in_test).sum())},
+        skipped={**skipped, "images in neither list": int((~in_train_val & ~in_test).sum())},
     )
 
 

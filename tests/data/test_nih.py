@@ -105,6 +105,21 @@ def test_patient_split_keeps_patients_apart_and_leaves_the_test_list_out(tmp_pat
     assert set(other.patients[other.n_training :]) != val
 
 
+def test_test_list_as_validation_keeps_train_val_for_training(tmp_path):
+    """NIH's boxed images sit in test_list.txt: --validation test-list makes them the validation list, to be
+    labelled, with every train_val_list image training and nothing split by patient."""
+    images = [(f"{p:08d}_000.png", "Mass", str(p), "PA", "test" if p < 5 else "train_val", "images") for p in range(1, 21)]
+    root = make_nih(tmp_path / "nih", images + [("00000099_000.png", "Mass", "99", "PA", "neither", "images")], pngs=False)
+    result = build_nih_datalist(root, check_files=False, validation="test-list")
+    assert result.n_training == 16 and result.patients[16:] == [f"nih{p:08d}" for p in range(1, 5)]
+    assert set(result.patients[:16]) == {f"nih{p:08d}" for p in range(5, 21)}
+    assert result.meta["policy"]["split"] == {"method": "nih_test_list", "train_val_list": str(root / "train_val_list.txt"),
+                                             "test_list": str(root / "test_list.txt")}
+    assert result.skipped == {"images in neither list": 1}
+    with pytest.raises(ValueError, match="validation 'test'; expected one of patient, test-list"):
+        build_nih_datalist(root, check_files=False, validation="test")
+
+
 def test_older_csv_with_its_trailing_empty_column_and_the_newer_preferred(tmp_path):
     reference = build_nih_datalist(make_nih(tmp_path / "nih")).to_dict()
     old = make_nih(tmp_path / "old", csv_name="Data_Entry_2017.csv")
