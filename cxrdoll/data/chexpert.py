@@ -557,7 +557,7 @@ class ImageRows:
 def assemble_datalist(
     root: Path,
     sides: Sequence[ImageRows],
-    image_files: Callable[[list[str]], list[str]],
+    image_files: Callable[[list[str]], list[str]] | None = None,
     *,
     views: Sequence[str],
     policy: LabelPolicy,
@@ -571,11 +571,13 @@ def assemble_datalist(
     """Keep the rows of ``views`` whose image is there, training rows first, and apply ``policy``.
 
     One path for every dataset, so views, missing files and labels are handled alike. ``image_files``
-    maps kept ids to absolute paths; ``root_hint`` says what ``--root`` should be when no image is
-    found; ``labels_csv`` (the file the labels were read from) is recorded in the policy, so a datalist
-says which labeller's output it holds; ``skipped`` counts rows the caller left out before (reported
-in the summary).
+    maps kept ids to absolute paths (default: each id under ``root``); ``root_hint`` says what
+    ``--root`` should be when no image is found; ``labels_csv`` (the file the labels were read from) is
+    recorded in the policy, so a datalist says which labeller's output it holds; ``skipped`` counts rows
+    the caller left out before (reported in the summary).
     """
+    under_root = str(root).rstrip("/")
+    files_of = image_files or (lambda paths: [f"{under_root}/{p}" for p in paths])
     skipped = dict(skipped or {})
     ids, patients, images, raws, is_val, missing, skipped_views = [], [], [], [], [], [], 0
     for rows in sides:
@@ -583,7 +585,7 @@ in the summary).
         skipped_views += int((~keep).sum())
         idx = np.flatnonzero(keep).tolist()
         paths = [rows.ids[i] for i in idx]
-        files = image_files(paths)
+        files = files_of(paths)
         if check_files:
             present = np.array([os.path.isfile(f) for f in files], dtype=bool)
             absent = [p for p, ok in zip(paths, present) if not ok]

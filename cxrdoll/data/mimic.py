@@ -122,11 +122,9 @@ def build_mimic_datalist(
     ids = [f"files/p{subjects[i][:2]}/p{subjects[i]}/s{studies[i]}/{dicom_ids[i]}.jpg" for i in kept.tolist()]
     rows = ImageRows(meta_path, ids, [patients[i] for i in kept.tolist()], np.isin(view[kept], FRONTAL_VIEWS),
                      view[kept] == "LATERAL", raw[row_of[kept]], validation[kept])
-    root_str = str(root).rstrip("/")
     return assemble_datalist(
         root,
         [rows],
-        lambda paths: [f"{root_str}/{p}" for p in paths],
         views=views,
         policy=policy,
         split=split_record,

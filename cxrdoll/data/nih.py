@@ -119,11 +119,9 @@ def build_nih_datalist(
     frontal = np.isin([view_of[cells.text["View Position"][i]] for i in kept], FRONTAL_VIEWS)
     rows = ImageRows(csv_path, [found.get(n, f"images/{n}") for n in kept_names], kept_patients, frontal,
                      np.zeros(len(kept), bool), raw[kept], is_val)
-    root_str = str(root).rstrip("/")
     return assemble_datalist(
         root,
         [rows],
-        lambda paths: [f"{root_str}/{p}" for p in paths],
         views=views,
         policy=policy,
         split=split,
