@@ -15,7 +15,8 @@ examples:
 
 Each boxed image becomes OUT/<id without its suffix>.npz, where the labeller writes the label of the
 prepare-nih datalist id (the image's path under --root as found, images_001/images/00013118_008.png):
-give both commands the same --root. Boxes are pixel rectangles of the image; a pixel is inside when its
+give both commands the same --root. The boxed images are in test_list.txt, so label the validation
+list of a prepare-nih --validation test-list datalist (--sections "['validation']"). Boxes are pixel rectangles of the image; a pixel is inside when its
 centre is. Findings are mapped as prepare-nih maps them (Infiltrate: Infiltration -> Lung Opacity; Mass
 and Nodule -> Lung Lesion, their boxes united). Only the observations boxed on an image are annotated
 there: NIH boxed some of each image's findings, so the others are unknown, never scored. Rows in error
