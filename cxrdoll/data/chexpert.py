@@ -253,8 +253,10 @@ _SHORT_WIDTH = 8  # longer than any valid value ("-1.0", "Frontal", "Lateral")
 def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Path",)) -> CsvCells:
     """Read the CSV's header and its ``text`` and ``short`` columns; a ``.gz`` file is gunzipped.
 
-    Plain files (no quotes, equal field counts) are cut up with numpy on the raw bytes; anything
-    else goes through the ``csv`` module, which also finds the row to blame.
+    Empty names at the end of the header are no columns: a row may leave their fields out. NIH's
+    ``BBox_List_2017.csv`` has the header ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` (nine
+    fields) over rows of six. Plain files (no quotes, equal field counts) are cut up with numpy on the
+    raw bytes; anything else goes through the ``csv`` module, which also finds the row to blame.
     """
     short, text = tuple(short), tuple(text)
     try:
@@ -276,10 +278,14 @@ def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Pat
         raise ValueError(f"{path} row 1 (header): missing column(s) {', '.join(map(repr, missing))}")
     if not body.strip():
         raise ValueError(f"{path}: no data rows after the header")
+    named = len(header)
+    while named > 1 and not header[named - 1]:
+        named -= 1
     if '"' not in content:
-        cells = _split_plain(header, body + "\n", short, text)
-        if cells is not None:
-            return cells
+        for width in dict.fromkeys((len(header), named)):  # the header's width, else that of its named columns
+            cells = _split_plain(header, width, body + "\n", short, text)
+            if cells is not None:
+                return cells
 
     try:
         records = list(csv.reader(io.StringIO(content)))
@@ -288,8 +294,9 @@ def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Pat
     rows = [i + 1 for i, rec in enumerate(records) if rec and i > 0]  # blank lines are skipped
     data = [records[r - 1] for r in rows]
     for row, rec in zip(rows, data):
-        if len(rec) != len(header):
-            raise ValueError(f"{path} row {row}: {len(rec)} fields, but the header has {len(header)}")
+        if not named <= len(rec) <= len(header):
+            named_only = f" ({named} named)" if named < len(header) else ""
+            raise ValueError(f"{path} row {row}: {len(rec)} fields, but the header has {len(header)}{named_only}")
     index = {c: header.index(c) for c in header}
     return CsvCells(
         header,
@@ -300,9 +307,9 @@ def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Pat
     )
 
 
-def _split_plain(header: list[str], body: str, short: Sequence[str], text: Sequence[str]) -> CsvCells | None:
-    """Field boundaries from the positions of ',' and '\\n'; None unless every row has the header's width."""
-    width, n = len(header), body.count("\n")
+def _split_plain(header: list[str], width: int, body: str, short: Sequence[str], text: Sequence[str]) -> CsvCells | None:
+    """Field boundaries from the positions of ',' and '\\n'; None unless every row has ``width`` fields."""
+    n = body.count("\n")
     raw = body.encode()
     b = np.frombuffer(raw, dtype=np.uint8)
     seps = np.flatnonzero((b == ord(",")) | (b == ord("\n")))

@@ -81,6 +81,21 @@ def test_truth_files_hold_the_boxes_at_the_labels_paths_of_prepare_nih_ids(nih, 
         assert np.flatnonzero(known).tolist() == annotated[name]
 
 
+def test_box_rows_as_nih_ships_them_six_fields_under_the_nine_field_header_are_read(nih, tmp_path):
+    """The real file's rows end at h (``00013118_008.png,Atelectasis,225.08,547.02,86.78,79.19``): only its header
+    has the trailing ',,,'; a row missing a named column is still refused."""
+    shipped = write_boxes(tmp_path / "shipped.csv", [row.removesuffix(",,,") for row in ROWS])
+    convert(nih, tmp_path / "shipped", boxes_csv=shipped)
+    convert(nih, tmp_path / "padded")
+    for name in (A, B):
+        path = f"{'images_001' if name == A else 'images_002'}/images/{Path(name).stem}.npz"
+        for a, b in zip(read_truth(tmp_path / "shipped" / path), read_truth(tmp_path / "padded" / path)):
+            np.testing.assert_array_equal(a, b)
+    short = write_boxes(tmp_path / "short.csv", [*ROWS[:1], f"{B},Infiltrate,1,1,2"])
+    with pytest.raises(ValueError, match=r"short.csv row 3: 5 fields, but the header has 9 \(6 named\)$"):
+        convert(nih, tmp_path / "short", boxes_csv=short)
+
+
 @pytest.mark.parametrize("rows, message", [
     ([*ROWS[:2], f"{A},Emphysema,1,1,2,2,,,"],
      "row 4, column 'Finding Label': value 'Emphysema' is not one of NIH's boxed findings (Atelectasis, Cardiomegaly, "
