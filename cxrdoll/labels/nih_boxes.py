@@ -87,16 +87,16 @@ def read_boxes(path: Path) -> dict[str, list[Box]]:
 
 
 def _check_inside(path: Path, item_id: str, size: tuple[int, int], box: Box) -> None:
-    """A box must lie in its image and hold a pixel centre: an annotated, empty channel would make any target
-    on it a false positive."""
+    """A box must start in its image and hold a pixel centre there: an annotated, empty channel would make
+    any target on it a false positive. A box running past the edge is clipped to it (``clipped`` counts them):
+    refusing it would stop the whole conversion over a border drawn a pixel too far."""
     x, y, w, h = box.xywh
     for start, extent, limit, columns, side in ((x, w, size[1], BOX_COLUMNS[::2], "width"),
                                                 (y, h, size[0], BOX_COLUMNS[1::2], "height")):
-        if start + extent > limit:
-            column = columns[0] if start >= limit else columns[1]
-            raise ValueError(f"{path} row {box.row}, column {column!r}: the box ends at {start + extent:.10g}, "
+        if start >= limit:
+            raise ValueError(f"{path} row {box.row}, column {columns[0]!r}: the box starts at {start:.10g}, "
                              f"past the {side} {limit} of {item_id} ({size[1]} x {size[0]})")
-        span = _pixels(start, extent)
+        span = _pixels(start, min(extent, limit - start))
         if span.start >= span.stop:
             raise ValueError(f"{path} row {box.row}, column {columns[1]!r}: the box ({start:.10g} + {extent:.10g}) "
                              "holds no pixel centre")
@@ -129,6 +129,12 @@ def boxed_images(root: str | os.PathLike, boxes_csv: str | os.PathLike | None = 
     return images
 
 
+def clipped(image: BoxedImage) -> int:
+    """How many of the image's boxes run past its edge (their masks stop at it)."""
+    height, width = image.size
+    return sum(x + w > width or y + h > height for x, y, w, h in (box.xywh for box in image.boxes))
+
+
 def truth_arrays(image: BoxedImage) -> dict[str, np.ndarray]:
     """An image's truth file content (docs/FORMATS.md): ``mask`` uint8 ``(14, h, w)``, the union of each
     observation's boxes, and ``annotated``, the observations boxed."""
@@ -148,6 +154,7 @@ class Conversion:
     folder: Path
     written: int
     boxes: int
+    clipped: int  # boxes running past their image's edge, cut at it
     boxed: dict[str, int]
 
 
@@ -163,5 +170,5 @@ def convert(root: str | os.PathLike, out_dir: str | os.PathLike, boxes_csv: str 
     boxed = write_truth_files(folder, folder, [(im.item_id, partial(truth_arrays, im)) for im in images],
                               desc="prepare-nih-boxes", overwrite=overwrite, progress=progress)
     observations = sorted({NIH_TO_CHEXPERT[f] for f in BOX_FINDINGS.values()}, key=OBSERVATIONS.index)
-    return Conversion(folder, len(images), sum(len(im.boxes) for im in images),
+    return Conversion(folder, len(images), sum(len(im.boxes) for im in images), sum(map(clipped, images)),
                       {obs: int(boxed[OBSERVATIONS.index(obs)]) for obs in observations})

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     done = convert(args.root, args.out, boxes_csv=args.boxes, overwrite=args.overwrite, progress=None)
-    print(summary(done.written, done.folder, f" ({done.boxes} boxes)", time.perf_counter() - start,
+    cut = f", {done.clipped} clipped at the image's edge" if done.clipped else ""
+    print(summary(done.written, done.folder, f" ({done.boxes} boxes{cut})", time.perf_counter() - start,
                   "images boxed", done.boxed))
     return 0

@@ -106,11 +106,11 @@ def test_box_rows_as_nih_ships_them_six_fields_under_the_nine_field_header_are_r
     ([f"{B},Infiltrate,1,1,inf,2,,,"], "row 2, column 'w': value 'inf' is not a finite number >= 0"),
     ([f"images_002/images/{B},Infiltrate,1,1,2,2,,,"],
      "row 2, column 'Image Index': value 'images_002/images/00000002_000.png' is not an image file name"),
-    ([*ROWS, f"{B},Effusion,50,10,14.5,5,,,"],
-     "row 6, column 'w': the box ends at 64.5, past the width 64 of images_002/images/00000002_000.png (64 x 48)"),
-    ([f"{B},Effusion,10,45,5,4,,,"],  # inside 64, past 48: height is the image's first axis
-     "row 2, column 'h]': the box ends at 49, past the height 48 of images_002/images/00000002_000.png (64 x 48)"),
-    ([f"{B},Effusion,64,10,1,5,,,"], "row 2, column 'Bbox [x': the box ends at 65, past the width 64"),
+    ([*ROWS, f"{B},Effusion,64,10,1,5,,,"],
+     "row 6, column 'Bbox [x': the box starts at 64, past the width 64 of images_002/images/00000002_000.png (64 x 48)"),
+    ([f"{B},Effusion,10,48,5,4,,,"],  # inside 64, past 48: height is the image's first axis
+     "row 2, column 'y': the box starts at 48, past the height 48 of images_002/images/00000002_000.png (64 x 48)"),
+    ([f"{B},Effusion,63.6,10,3,5,,,"], "row 2, column 'w': the box (63.6 + 3) holds no pixel centre"),  # none left of 64
     ([f"{B},Effusion,10.6,10,0.8,5,,,"], "row 2, column 'w': the box (10.6 + 0.8) holds no pixel centre"),
 ])
 def test_bad_rows_are_refused_naming_file_row_and_column_before_anything_is_written(nih, tmp_path, capsys, rows,
@@ -120,6 +120,19 @@ def test_bad_rows_are_refused_naming_file_row_and_column_before_anything_is_writ
     err = capsys.readouterr().err
     assert err.startswith(f"error: {csv} ") and message in err, err
     assert not (tmp_path / "truth").exists()
+
+
+def test_a_box_past_the_edge_is_clipped_to_the_image_and_counted(nih, tmp_path, capsys):
+    """A border drawn past the image stopped the whole conversion; the box now ends at the edge, and the
+    summary says how many were cut."""
+    write_boxes(nih / "BBox_List_2017.csv", [f"{B},Effusion,50.2,40,20,9.5,,,"])  # past both 64 and 48
+    assert main(["prepare-nih-boxes", "--root", str(nih), "--out", str(tmp_path / "truth")]) == 0
+    assert "(1 boxes, 1 clipped at the image's edge)" in capsys.readouterr().out
+    mask, annotated = read_truth(label_path(tmp_path / "truth", f"images_002/images/{B}"))
+    expected = np.zeros((HEIGHT, WIDTH), np.uint8)
+    expected[40:48, 50:64] = 1  # pixel centres 50.5.. and 40.5.. up to the last column and row
+    effusion = OBSERVATIONS.index("Pleural Effusion")
+    assert (mask[effusion] == expected).all() and np.flatnonzero(annotated).tolist() == [effusion]
 
 
 def test_images_not_under_root_are_listed_up_to_three(nih, tmp_path, capsys):
