@@ -611,7 +611,9 @@ def assemble_datalist(
     val_mask = np.concatenate(is_val)
     if not len(val_mask):  # an empty datalist would only fail later, in training
         others = "".join(f", {count} {reason}" for reason, count in skipped.items())
-        raise ValueError(f"{sides[0].source}: no image left of {len(sides[0]) + sum(skipped.values())} rows "
+        sources = " and ".join(str(rows.source) for rows in sides)  # a valid_csv's rows count too
+        total = sum(map(len, sides)) + sum(skipped.values())
+        raise ValueError(f"{sources}: no image left of {total} rows "
                          f"({skipped_views} not of the views {list(views)}, {len(missing)} missing files{others})")
     order = np.concatenate([np.flatnonzero(~val_mask), np.flatnonzero(val_mask)]).tolist()  # training first
     raw = np.concatenate(raws)[order]

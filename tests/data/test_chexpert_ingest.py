@@ -195,6 +195,9 @@ def test_views_filter(tmp_path):
     only_lateral = make_dataset(tmp_path / "lat", [row(1, view="lateral"), row(2, view="lateral")], touch=False)
     with pytest.raises(ValueError, match=r"train.csv: no image left of 2 rows \(2 not of the views \['frontal'\], 0 missing files\)"):
         build_datalist(tmp_path / "lat", only_lateral, check_files=False, val_fraction=0.0)
+    valid = write_csv(tmp_path / "lat" / PREFIX / "valid.csv", [row(9, view="lateral")])
+    with pytest.raises(ValueError, match=r"train.csv and .*valid.csv: no image left of 3 rows \(3 not of the views"):
+        build_datalist(tmp_path / "lat", only_lateral, valid_csv=valid, check_files=False)  # the valid CSV's rows count
     with pytest.raises(ValueError, match="views \\['side'\\]: expected a comma list of frontal, lateral, or 'all'"):
         build_datalist(tmp_path, csv_path, check_files=False, views="side")
 
