@@ -51,6 +51,7 @@ VIEWS: tuple[str, ...] = ("frontal", "lateral")
 _PATHOLOGY_COLUMNS = [OBSERVATIONS.index(o) for o in PATHOLOGIES]
 _NO_FINDING = OBSERVATIONS.index("No Finding")
 
+_VIEW_IN_NAME = re.compile(r"_(frontal|lateral)\.[^./]+$")  # CheXpert's view1_frontal.jpg
 _BLANK = 2  # internal int8 code for a blank cell
 _BAD = 3  # internal int8 code for a value outside {1, 0, -1, blank}
 _VALUE_CODES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": _BLANK}
@@ -195,7 +196,7 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
     Column-wise numpy checks keep CheXpert's 223,414 rows to well under a second of parsing.
     """
     path = Path(path)
-    cells = read_csv_cells(path, OBSERVATIONS + ("Frontal/Lateral",))
+    cells = read_csv_cells(path, OBSERVATIONS, optional=("Frontal/Lateral",))
     header, rows = cells.header, cells.rows
     problems: list[tuple[int, int, str]] = []  # (data row index, header position, message)
 
@@ -206,16 +207,23 @@ def read_chexpert_csv(path: str | os.PathLike) -> ChexpertTable:
     if bad_label is not None:
         problem(*bad_label)
 
-    views = cells.short["Frontal/Lateral"]
-    frontal = views == b"Frontal"
-    for i in np.flatnonzero(~frontal & (views != b"Lateral")).tolist():
-        value = cells.cell("Frontal/Lateral", i).strip()
-        if value not in ("Frontal", "Lateral"):
-            problem(i, "Frontal/Lateral", f"value {value!r} is not Frontal or Lateral")
-            break
-        frontal[i] = value == "Frontal"
-
     paths = list(map(str.strip, cells.text["Path"]))
+    if "Frontal/Lateral" in cells.short:
+        views = cells.short["Frontal/Lateral"]
+        frontal = views == b"Frontal"
+        for i in np.flatnonzero(~frontal & (views != b"Lateral")).tolist():
+            value = cells.cell("Frontal/Lateral", i).strip()
+            if value not in ("Frontal", "Lateral"):
+                problem(i, "Frontal/Lateral", f"value {value!r} is not Frontal or Lateral")
+                break
+            frontal[i] = value == "Frontal"
+    else:  # a labels-only CSV (e.g. of the test set): CheXpert's file names say the view
+        named = [_VIEW_IN_NAME.search(p) for p in paths]
+        frontal = np.array([m is not None and m[1] == "frontal" for m in named], dtype=bool)
+        unnamed = next((i for i, m in enumerate(named) if m is None), None)
+        if unnamed is not None:
+            problem(unnamed, "Path", f"{paths[unnamed]!r} names no view (<name>_frontal.jpg or _lateral.jpg) and "
+                    "the CSV has no 'Frontal/Lateral' column")
     joined = "\n" + "\n".join(paths) + "\n"
     try:
         patients = [p.rsplit("/", 3)[-3] for p in paths]
@@ -250,8 +258,10 @@ class CsvCells:
 _SHORT_WIDTH = 8  # longer than any valid value ("-1.0", "Frontal", "Lateral")
 
 
-def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Path",)) -> CsvCells:
-    """Read the CSV's header and its ``text`` and ``short`` columns; a ``.gz`` file is gunzipped.
+def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Path",),
+                   optional: Sequence[str] = ()) -> CsvCells:
+    """Read the CSV's header and its ``text`` and ``short`` columns, and the ``optional`` short columns the
+    header has; a ``.gz`` file is gunzipped.
 
     Empty names at the end of the header are no columns: a row may leave their fields out. NIH's
     ``BBox_List_2017.csv`` has the header ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` (nine
@@ -276,6 +286,7 @@ def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Pat
     missing = [c for c in text + short if c not in header]
     if missing:
         raise ValueError(f"{path} row 1 (header): missing column(s) {', '.join(map(repr, missing))}")
+    short += tuple(c for c in optional if c in header and c not in short)
     if not body.strip():
         raise ValueError(f"{path}: no data rows after the header")
     named = len(header)

@@ -25,7 +25,8 @@ examples:
       --uncertain-per "Atelectasis=ones,Edema=ones" --out datalist.json
 
 CSV paths (CheXpert-v1.0-small/train/...) resolve against --root whether it is the dataset folder
-or its parent; absolute paths and '..' are rejected. A blank "No Finding" is derived from the
+or its parent; absolute paths and '..' are rejected. A CSV needs Path and the 14 observations; without
+a Frontal/Lateral column the view is read from the file name (view1_frontal.jpg). A blank "No Finding" is derived from the
 pathologies (0 if any is positive, uncertain if any is only uncertain); --no-finding raw turns
 that off. Rows in error messages are numbered like a spreadsheet (header = row 1)."""
 

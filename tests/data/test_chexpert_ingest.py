@@ -268,6 +268,20 @@ def test_missing_column_is_named(tmp_path):
     assert str(err.value) == f"{csv_path} row 1 (header): missing column(s) 'Edema', 'Fracture'"
 
 
+def test_a_labels_only_csv_takes_the_view_from_the_file_name(tmp_path):
+    """A CSV with Path and the 14 observations only (as a test set's labels may come) was refused for its
+    missing Frontal/Lateral column; CheXpert's file names (view1_frontal.jpg) say the view."""
+    columns = ["Path", *OBSERVATIONS]
+    rows = [row(1), row(1, view="lateral", image=2), row(2, Cardiomegaly="1.0")]
+    table = read_chexpert_csv(write_csv(tmp_path / "test.csv", rows, columns))
+    assert table.frontal.tolist() == [True, False, True] and table.raw[2, CARDIO] == 1
+    rows[1]["Path"] = rows[1]["Path"].replace("_lateral", "")
+    with pytest.raises(ValueError) as err:
+        read_chexpert_csv(write_csv(tmp_path / "bad.csv", rows, columns))
+    assert str(err.value) == (f"{tmp_path / 'bad.csv'} row 3, column 'Path': '{rows[1]['Path']}' names no view "
+                              "(<name>_frontal.jpg or _lateral.jpg) and the CSV has no 'Frontal/Lateral' column")
+
+
 @pytest.mark.parametrize(
     ("bad", "column", "message"),
     [
