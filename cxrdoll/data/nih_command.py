@@ -22,9 +22,9 @@ images/). NIH's findings are mapped onto CheXpert's observations; the three NIH 
 (Enlarged Cardiomediastinum, Fracture, Support Devices) are blank, masked by the default --blank
 ignore. train_val_list's images are split by patient (--val-fraction, --seed); test_list's images,
 images in neither list and views other than PA/AP are left out and counted. --validation test-list
-makes test_list's images the validation list instead, to label the boxed images (prepare-nih-boxes). An id is the image's
-path under --root as found; with --no-check-files (no walk) it is images/<Image Index>. Rows in
-error messages are numbered like a spreadsheet (header = row 1)."""
+makes test_list's images the validation list instead, to label the boxed images (prepare-nih-boxes).
+An id is the image's path under --root as found; with --no-check-files (no walk) it is
+images/<Image Index>. Rows in error messages are numbered like a spreadsheet (header = row 1)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
