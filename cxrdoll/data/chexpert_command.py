@@ -15,6 +15,8 @@ from cxrdoll.data.chexpert import (
     build_datalist,
 )
 
+VAL_FRACTION, SPLIT_SEED = 0.1, 0  # a patient split's defaults
+
 HELP = "Turn CheXpert train.csv (and valid.csv) into a classification datalist with label policies and a patient split."
 
 EPILOG = """\
@@ -47,8 +49,10 @@ def add_datalist_arguments(parser: argparse.ArgumentParser, blank: str = "zeros"
     split, views, label policies, file checks; one definition, so their names, defaults and help stay alike.
     ``blank`` and ``blank_meaning``: --blank's default and what a blank is in the dataset's labels."""
     add = parser.add_argument
-    add("--val-fraction", type=fraction, metavar="F", default=0.1, help="fraction of patients for validation when splitting by patient (default: 0.1)")
-    add("--seed", type=non_negative_int, metavar="N", default=0, help="seed of the patient split (default: 0)")
+    # None when not given, so that a command whose split is not by patient can refuse them (patient_split)
+    add("--val-fraction", type=fraction, metavar="F",
+        help=f"fraction of patients for validation when splitting by patient (default: {VAL_FRACTION})")
+    add("--seed", type=non_negative_int, metavar="N", help=f"seed of the patient split (default: {SPLIT_SEED})")
     add("--views", default="frontal", metavar="LIST", help="comma list of frontal, lateral, or 'all' (default: frontal)")
     add("--uncertain", choices=UNCERTAIN_POLICIES, default="ignore",
         help="uncertain (-1) labels: ignore = masked (U-Ignore), ones (U-Ones), zeros (U-Zeros) (default: ignore)")
@@ -61,6 +65,16 @@ def add_datalist_arguments(parser: argparse.ArgumentParser, blank: str = "zeros"
         help="derive a blank 'No Finding' from the pathologies, or keep it raw (default: derive)")
     add("--allow-missing", action="store_true", help="skip images missing under --root instead of failing")
     add("--no-check-files", action="store_true", help="do not look for the images; build from the CSVs alone")
+
+
+def patient_split(args: argparse.Namespace, used: bool, instead: str) -> tuple[float, int]:
+    """(val_fraction, seed) of a patient split. Given to a run whose validation list comes from elsewhere
+    (``instead`` names the option that chose that), they would be silently ignored: a usage error."""
+    given = [name for name, value in (("--val-fraction", args.val_fraction), ("--seed", args.seed)) if value is not None]
+    if given and not used:
+        raise ValueError(f"{' and '.join(given)} only shape a patient split, and {instead} gives the validation list here")
+    return (VAL_FRACTION if args.val_fraction is None else args.val_fraction,
+            SPLIT_SEED if args.seed is None else args.seed)
 
 
 def label_policy(args: argparse.Namespace) -> LabelPolicy:
@@ -81,14 +95,15 @@ def write_and_report(result: ChexpertDatalist, out: str, start: float) -> int:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     policy = label_policy(args)
+    val_fraction, seed = patient_split(args, args.valid_csv is None, "--valid-csv")
     result = build_datalist(
         args.root,
         args.csv,
         valid_csv=args.valid_csv,
         views=args.views,
         policy=policy,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
+        val_fraction=val_fraction,
+        seed=seed,
         check_files=not args.no_check_files,
         allow_missing=args.allow_missing,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cxrdoll.data.chexpert_command import add_datalist_arguments, label_policy, write_and_report
+from cxrdoll.data.chexpert_command import add_datalist_arguments, label_policy, patient_split, write_and_report
 from cxrdoll.data.mimic import LABEL_CSVS, SPLIT_METHODS, build_mimic_datalist
 
 HELP = "Turn a MIMIC-CXR-JPG copy (metadata, split and label CSVs) into a classification datalist with label policies."
@@ -38,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    val_fraction, seed = patient_split(args, args.split == "patient", "--split official (the default)")
     result = build_mimic_datalist(
         args.root,
         labeler=args.labeler,
         split=args.split,
         views=args.views,
         policy=label_policy(args),
-        val_fraction=args.val_fraction,
-        seed=args.seed,
+        val_fraction=val_fraction,
+        seed=seed,
         check_files=not args.no_check_files,
         allow_missing=args.allow_missing,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cxrdoll.data.chexpert_command import add_datalist_arguments, label_policy, write_and_report
+from cxrdoll.data.chexpert_command import add_datalist_arguments, label_policy, patient_split, write_and_report
 from cxrdoll.data.nih import VALIDATION_SOURCES, build_nih_datalist
 
 HELP = "Turn an NIH ChestX-ray14 copy (Data_Entry_2017 CSV, split lists, images) into a classification datalist with label policies."
@@ -42,12 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    val_fraction, seed = patient_split(args, args.validation == "patient", "--validation test-list")
     result = build_nih_datalist(
         args.root,
         views=args.views,
         policy=label_policy(args),
-        val_fraction=args.val_fraction,
-        seed=args.seed,
+        val_fraction=val_fraction,
+        seed=seed,
         check_files=not args.no_check_files,
         allow_missing=args.allow_missing,
         validation=args.validation,

@@ -402,6 +402,32 @@ def test_bad_split_options_are_usage_errors_naming_the_option(tmp_path, capsys, 
     assert not out.exists()
 
 
+def test_split_options_without_a_patient_split_are_refused_in_every_datalist_command(tmp_path, capsys):
+    """--val-fraction and --seed were silently ignored where the validation list came from elsewhere
+    (prepare-chexpert --valid-csv, prepare-mimic's official split, prepare-nih --validation test-list)."""
+    from tests.data.test_mimic import make_mimic
+    from tests.data.test_nih import make_nih
+
+    csv_path = make_dataset(tmp_path, [row(1), row(2), row(9)])  # patient 9's image, listed by valid.csv below
+    valid = write_csv(tmp_path / PREFIX / "valid.csv", [row(9)])
+    write_csv(csv_path, [row(1), row(2)])
+    out = tmp_path / "datalist.json"
+    commands = {
+        "--valid-csv": ["prepare-chexpert", "--root", str(tmp_path), "--csv", str(csv_path), "--valid-csv", str(valid)],
+        "--split official (the default)": ["prepare-mimic", "--root", str(make_mimic(tmp_path / "mimic"))],
+        "--validation test-list": ["prepare-nih", "--root", str(make_nih(tmp_path / "nih")), "--validation", "test-list"],
+    }
+    for instead, argv in commands.items():
+        for extra, named in ((["--val-fraction", "0.3"], "--val-fraction"), (["--seed", "0"], "--seed"),
+                             (["--val-fraction", "0.3", "--seed", "2"], "--val-fraction and --seed")):
+            assert main([*argv, "--out", str(out), *extra]) == 2
+            assert capsys.readouterr().err == (f"error: {named} only shape a patient split, and {instead} gives the "
+                                               "validation list here\n")
+            assert not out.exists()
+        assert main([*argv, "--out", str(out)]) == 0  # without them, as before
+        out.unlink()
+
+
 def test_unusual_but_safe_paths_are_accepted(tmp_path):
     rows = [{**row(1), "Path": "CheXpert-v1.0-small/train/patient1/study1/view1..frontal:1.jpg"}, row(2)]
     table = read_chexpert_csv(write_csv(tmp_path / "train.csv", rows))
