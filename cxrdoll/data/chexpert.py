@@ -451,6 +451,16 @@ def locate_csv(csv_path: str | os.PathLike, root: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{csv_path}: CSV file not found (also looked for {under_root})")
 
 
+def first_file(root: Path, names: Sequence[str], what: str, root_hint: str) -> Path:
+    """``root/<name>`` for the first of ``names`` that is there (a release's CSV under its alternative names,
+    e.g. plain or gzipped); else an error naming them and what ``--root`` should be."""
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{root / names[0]}: {what} not found (nor {', '.join(names[1:])}); "
+                            f"--root should be {root_hint}")
+
+
 @dataclass
 class ChexpertDatalist:
     """A built classification datalist, held as arrays: training items first, then validation."""

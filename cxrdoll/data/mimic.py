@@ -31,6 +31,7 @@ from cxrdoll.data.chexpert import (
     LabelPolicy,
     assemble_datalist,
     check_views,
+    first_file,
     id_column,
     raw_labels,
     read_csv_cells,
@@ -45,14 +46,6 @@ LABEL_CSVS: dict[str, str] = {"chexpert": "mimic-cxr-2.0.0-chexpert", "negbio": 
 SPLIT_METHODS: tuple[str, ...] = ("official", "patient")
 _SPLIT_VALUES = ("train", "validate", "test")
 _ROOT_HINT = "the folder holding files/ and the MIMIC-CXR-JPG CSVs"
-
-
-def locate_mimic_csv(root: Path, stem: str) -> Path:
-    """``root/<stem>.csv``, else ``root/<stem>.csv.gz``."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (root / name).is_file():
-            return root / name
-    raise FileNotFoundError(f"{root / stem}.csv: MIMIC-CXR-JPG CSV not found (nor {stem}.csv.gz); --root should be {_ROOT_HINT}")
 
 
 def build_mimic_datalist(
@@ -82,7 +75,8 @@ def build_mimic_datalist(
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: --root is not a folder")
-    meta_path, split_path, labels_path = (locate_mimic_csv(root, s) for s in (METADATA_CSV, SPLIT_CSV, LABEL_CSVS[labeler]))
+    meta_path, split_path, labels_path = (first_file(root, (f"{s}.csv", f"{s}.csv.gz"), "MIMIC-CXR-JPG CSV", _ROOT_HINT)
+                                          for s in (METADATA_CSV, SPLIT_CSV, LABEL_CSVS[labeler]))
 
     meta = read_csv_cells(meta_path, (), ("dicom_id", "subject_id", "study_id", "ViewPosition"))
     dicom_ids = id_column(meta_path, meta, "dicom_id", r"[0-9A-Za-z_\-]+", "a DICOM id (letters, digits, '-', '_')")

@@ -34,6 +34,7 @@ from cxrdoll.data.chexpert import (
     LabelPolicy,
     assemble_datalist,
     check_views,
+    first_file,
     id_column,
     read_csv_cells,
     row_index,
@@ -50,15 +51,6 @@ NO_FINDING = "No Finding"
 _IMAGE_NAME = r"[0-9A-Za-z_\-][0-9A-Za-z_.\-]*"  # a file name: no folder, not '.' or '..'
 _ROOT_HINT = ("the folder holding Data_Entry_2017_v2020.csv (or Data_Entry_2017.csv), train_val_list.txt, "
               "test_list.txt and the images (images_001/images/ ... or images/)")
-
-
-def locate_data_entry(root: Path) -> Path:
-    """``root/Data_Entry_2017_v2020.csv``, else ``root/Data_Entry_2017.csv``."""
-    for name in DATA_ENTRY_CSVS:
-        if (root / name).is_file():
-            return root / name
-    raise FileNotFoundError(f"{root / DATA_ENTRY_CSVS[0]}: NIH ChestX-ray14 CSV not found (nor {DATA_ENTRY_CSVS[1]}); "
-                            f"--root should be {_ROOT_HINT}")
 
 
 def build_nih_datalist(
@@ -87,7 +79,7 @@ def build_nih_datalist(
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: --root is not a folder")
-    csv_path = locate_data_entry(root)
+    csv_path = first_file(root, DATA_ENTRY_CSVS, "NIH ChestX-ray14 CSV", _ROOT_HINT)
     cells = read_csv_cells(csv_path, (), ("Image Index", "Finding Labels", "Patient ID", "View Position"))
     names = image_names(csv_path, cells)
     row_index(csv_path, cells, "Image Index", names)  # an image listed twice is refused
