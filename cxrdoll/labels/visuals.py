@@ -6,6 +6,7 @@ Both are handlers for :class:`cxrdoll.labels.runner.LabelRunner`: callables that
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -32,8 +33,18 @@ def overlay_rgb(image: np.ndarray, soft: np.ndarray, alpha: float = 0.5) -> np.n
 
 
 def _safe_name(item_id: str) -> str:
-    """The id, its extension and folders dropped into one name: 'p1/s1/view1.jpg' -> 'p1_s1_view1'."""
-    return safe_file_name(without_image_suffix(str(item_id)), str(item_id))
+    """The id without its image extension as one flat file name: 'p1/view1.jpg' -> 'p1_view1_<hash>'.
+
+    A name that had to change (folders joined, odd characters replaced) ends in a hash of the whole
+    id: 'a/b.jpg' and 'a_b.jpg' both flatten to 'a_b', and one's overlay overwrote the other's
+    (``safe_file_name`` leaves room for the hash).
+    """
+    item_id = str(item_id)
+    stem = without_image_suffix(item_id)
+    name = safe_file_name(stem, item_id)
+    if name == stem:
+        return name
+    return f"{name}_{hashlib.sha256(os.fsencode(item_id)).hexdigest()[:8]}"
 
 
 class OverlayWriter:

@@ -421,7 +421,8 @@ def test_overlay_and_tensorboard_handlers(setup, tmp_path):
     assert not (tmp_path / "tb").exists()  # made with the first image: a refused run leaves no empty folder
     LabelRunner(classifiers, datalist, tmp_path / "labels", handlers=[overlays, board], **OPTIONS).run()
     pngs = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))
-    assert pngs == ["tiny_patient00000_study1_view1_frontal.png", "tiny_patient00001_study1_view1_frontal.png"]
+    assert [n[:-len("_12345678.png")] for n in pngs] == ["tiny_patient00000_study1_view1_frontal",
+                                                          "tiny_patient00001_study1_view1_frontal"]
     from PIL import Image
 
     with Image.open(tmp_path / "overlays" / pngs[0]) as im:
@@ -450,6 +451,17 @@ def test_an_overlay_of_a_long_or_hidden_id_gets_a_name_the_disk_takes(tmp_path):
                            np.zeros((14, 8, 8), np.uint8), state))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 3 and all(len(n.encode()) <= 255 and not n.startswith(".") for n in names)
+
+
+def test_ids_that_flatten_to_one_name_keep_an_overlay_each(tmp_path):
+    """'a/b.jpg' and 'a_b.jpg' both flattened to 'a_b.png': the second overlay replaced the first."""
+    state = np.zeros(len(OBSERVATIONS), np.int8)
+    writer = OverlayWriter(tmp_path, max_images=4)
+    for item_id in ["a/b.jpg", "a_b.jpg", "a b.jpg"]:
+        writer(LabelResult(item_id, torch.zeros(1, 8, 8), np.zeros((14, 8, 8), np.float32),
+                           np.zeros((14, 8, 8), np.uint8), state))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and "a_b.png" in names  # an id that needs no change keeps its plain name
 
 
 def test_checkpoints_are_checked(setup, tmp_path):
