@@ -7,8 +7,8 @@ Devices) is blank, which is why the default blank policy here is ``ignore``. The
 through :class:`cxrdoll.data.chexpert.LabelPolicy` and :func:`cxrdoll.data.chexpert.assemble_datalist`,
 as for CheXpert. Read under ``root``:
 
-- ``Data_Entry_2017_v2020.csv``, else the older ``Data_Entry_2017.csv`` (whose rows end in an empty
-  column): one row per image (Image Index, Finding Labels, Patient ID, View Position, ...);
+- ``Data_Entry_2017_v2020.csv``, else the older ``Data_Entry_2017.csv`` (the rows of both end in an
+  empty column): one row per image (Image Index, Finding Labels, Patient ID, View Position, ...);
 - ``train_val_list.txt`` and ``test_list.txt``: the official split, one image name per line;
 - the images, wherever they are under ``root`` (``images_001/images/`` ... ``images_012/images/`` as
   downloaded, or one ``images/``), found by one walk of ``root``.
@@ -88,7 +88,7 @@ def build_nih_datalist(
     raw = finding_labels(csv_path, cells)
 
     list_paths = root / TRAIN_VAL_LIST, root / TEST_LIST
-    train_val, test = (_read_list(p) for p in list_paths)
+    train_val, test = (read_list(p) for p in list_paths)
     in_train_val = np.fromiter(map(train_val.__contains__, names), bool, len(names))
     in_test = np.fromiter(map(test.__contains__, names), bool, len(names))
     _check_patients_apart(list_paths, names, patients, (in_train_val, in_test))
@@ -173,7 +173,7 @@ def find_images(root: Path, names: Iterable[str]) -> dict[str, str]:
     return found
 
 
-def _read_list(path: Path) -> set[str]:
+def read_list(path: Path) -> set[str]:
     """The image names of a split list, one a line."""
     try:
         return {line.strip() for line in path.read_text().splitlines()} - {""}

@@ -23,7 +23,7 @@ import numpy as np
 
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.data.chexpert import read_csv_cells
-from cxrdoll.data.nih import find_images, image_names
+from cxrdoll.data.nih import TEST_LIST, find_images, image_names, read_list
 from cxrdoll.data.shared_sets import NIH_TO_CHEXPERT
 from cxrdoll.labels.truth_files import write_truth_files
 
@@ -156,6 +156,7 @@ class Conversion:
     boxes: int
     clipped: int  # boxes running past their image's edge, cut at it
     boxed: dict[str, int]
+    outside_test_list: int | None  # boxed images not in ROOT/test_list.txt (None: no list there)
 
 
 def convert(root: str | os.PathLike, out_dir: str | os.PathLike, boxes_csv: str | os.PathLike | None = None,
@@ -171,4 +172,15 @@ def convert(root: str | os.PathLike, out_dir: str | os.PathLike, boxes_csv: str 
                               desc="prepare-nih-boxes", overwrite=overwrite, progress=progress)
     observations = sorted({NIH_TO_CHEXPERT[f] for f in BOX_FINDINGS.values()}, key=OBSERVATIONS.index)
     return Conversion(folder, len(images), sum(len(im.boxes) for im in images), sum(map(clipped, images)),
-                      {obs: int(boxed[OBSERVATIONS.index(obs)]) for obs in observations})
+                      {obs: int(boxed[OBSERVATIONS.index(obs)]) for obs in observations},
+                      outside_test_list(root, images))
+
+
+def outside_test_list(root: str | os.PathLike, images: list[BoxedImage]) -> int | None:
+    """How many boxed images ``root/test_list.txt`` does not list (None without the list): a
+    ``prepare-nih --validation test-list`` datalist's validation list, the one to label, lacks them."""
+    path = Path(root).expanduser() / TEST_LIST
+    if not path.is_file():
+        return None
+    test = read_list(path)
+    return sum(Path(im.item_id).name not in test for im in images)

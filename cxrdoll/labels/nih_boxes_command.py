@@ -15,13 +15,14 @@ examples:
 
 Each boxed image becomes OUT/<id without its suffix>.npz, where the labeller writes the label of the
 prepare-nih datalist id (the image's path under --root as found, images_001/images/00013118_008.png):
-give both commands the same --root. The boxed images are in test_list.txt, so label the validation
-list of a prepare-nih --validation test-list datalist (--sections "['validation']"). Boxes are pixel rectangles of the image; a pixel is inside when its
-centre is. Findings are mapped as prepare-nih maps them (Infiltrate: Infiltration -> Lung Opacity; Mass
-and Nodule -> Lung Lesion, their boxes united). Only the observations boxed on an image are annotated
-there: NIH boxed some of each image's findings, so the others are unknown, never scored. Rows in error
-messages are numbered like a spreadsheet (header = row 1). Then: python -m cxrdoll label-quality
---labels ... --truth OUT."""
+give both commands the same --root. NIH boxed images of its test set (test_list.txt; the summary
+counts any that are not there), so label the validation list of a prepare-nih --validation test-list
+datalist (--sections "['validation']"). Boxes are pixel rectangles of the image; a pixel is inside
+when its centre is. Findings are mapped as prepare-nih maps them (Infiltrate: Infiltration -> Lung
+Opacity; Mass and Nodule -> Lung Lesion, their boxes united). Only the observations boxed on an image
+are annotated there: NIH boxed some of each image's findings, so the others are unknown, never scored.
+Rows in error messages are numbered like a spreadsheet (header = row 1).
+Then: python -m cxrdoll label-quality --labels ... --truth OUT."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,4 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cut = f", {done.clipped} clipped at the image's edge" if done.clipped else ""
     print(summary(done.written, done.folder, f" ({done.boxes} boxes{cut})", time.perf_counter() - start,
                   "images boxed", done.boxed))
+    if done.outside_test_list:
+        print(f"{done.outside_test_list} boxed image(s) are not in test_list.txt: a prepare-nih --validation "
+              "test-list datalist's validation list does not hold them (label them from another datalist)")
     return 0

@@ -20,8 +20,8 @@ from tests.data.test_nih import make_nih
 HEIGHT, WIDTH = 48, 64  # the images' size: not square, so swapped axes fail
 A, B = "00000001_000.png", "00000002_000.png"
 IMAGES = [
-    (A, "Atelectasis|Mass|Nodule", "1", "PA", "train_val", "images_001"),
-    (B, "Infiltration|Effusion", "2", "PA", "train_val", "images_002"),
+    (A, "Atelectasis|Mass|Nodule", "1", "PA", "test", "images_001"),  # boxed images: NIH's test set
+    (B, "Infiltration|Effusion", "2", "PA", "test", "images_002"),
     ("00000003_000.png", "No Finding", "3", "PA", "train_val", "images_002"),  # no box
 ]
 HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
@@ -66,7 +66,7 @@ def test_truth_files_hold_the_boxes_at_the_labels_paths_of_prepare_nih_ids(nih, 
     assert done.boxed == {"Cardiomegaly": 0, "Lung Opacity": 1, "Lung Lesion": 1, "Pneumonia": 0, "Atelectasis": 1,
                           "Pneumothorax": 0, "Pleural Effusion": 0}
     ids = {Path(item["id"]).name: item["id"]
-           for section in ("training", "validation") for item in build_nih_datalist(nih).to_dict()[section]}
+           for section in ("training", "validation") for item in build_nih_datalist(nih, validation="test-list").to_dict()[section]}
     assert ids[A] == "images_001/images/00000001_000.png" and ids[B] == "images_002/images/00000002_000.png"
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
     assert files == ["images_001/images/00000001_000.npz", "images_002/images/00000002_000.npz"]
@@ -166,13 +166,26 @@ def test_command_prints_one_summary_line_and_refuses_earlier_truth_without_overw
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == ["images_002/images/00000002_000.npz"]
 
 
+def test_boxed_images_missing_from_test_list_are_counted(nih, tmp_path, capsys):
+    """The labelling advice (the validation list of a --validation test-list datalist) holds only for
+    boxed images in test_list.txt: any others are counted, and without the list nothing is said."""
+    assert convert(nih, tmp_path / "a").outside_test_list == 0
+    (nih / "test_list.txt").write_text(f"{B}\n")
+    assert main(["prepare-nih-boxes", "--root", str(nih), "--out", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "1 boxed image(s) are not in test_list.txt: a prepare-nih --validation test-list datalist's validation "
+        "list does not hold them (label them from another datalist)")
+    (nih / "test_list.txt").unlink()
+    assert convert(nih, tmp_path / "c").outside_test_list is None
+
+
 def test_label_quality_scores_a_label_against_nih_box_truth(nih, tmp_path, capsys):
     """End to end: a label at A's datalist id covering its Atelectasis box exactly scores IoU 1; targets on
     observations not boxed on an image (Pneumothorax on A, Atelectasis on B) are neither scored nor false
     positives there."""
     assert main(["prepare-nih-boxes", "--root", str(nih), "--out", str(tmp_path / "truth")]) == 0
     ids = {Path(item["id"]).name: item["id"]
-           for section in ("training", "validation") for item in build_nih_datalist(nih).to_dict()[section]}
+           for section in ("training", "validation") for item in build_nih_datalist(nih, validation="test-list").to_dict()[section]}
     state = np.full(14, -1, np.int8)
     mask = np.zeros((14, 16, 16), np.uint8)  # 16 x 16 labels enlarged to 48 x 64: a label pixel is 3 rows x 4 columns
     mask[ATELECTASIS, 2:4, 2:4] = 1  # rows 6-11, columns 8-15: the box
