@@ -37,6 +37,7 @@ from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
 IMAGES, STUDIES, SUBJECTS = 377_110, 227_827, 65_379  # MIMIC-CXR-JPG 2.0.0
 # ViewPosition shares of MIMIC-CXR-JPG's metadata (AP, PA, LATERAL, LL, other incl. blank), approximate.
 VIEWS = ("AP", "PA", "LATERAL", "LL", "")
+VIEW_MEANINGS = ("antero-posterior", "postero-anterior", "lateral", "left lateral", "")  # ViewCodeSequence's, per view
 VIEW_PROBS = (0.39, 0.25, 0.22, 0.09, 0.05)
 SPLIT_PROBS = {"train": 0.978, "validate": 0.008, "test": 0.014}
 
@@ -60,7 +61,7 @@ def write_mimic_like_csvs(root: Path, images: int, studies: int, subjects: int, 
         dicom_id = f"{i:08x}-{rng.integers(16**8):08x}-{i * 7919 % 16**8:08x}-{study:08x}-{i % 97:08x}"
         subject, study_id = subject_of_study[study], study_ids[study]
         meta.append(f"{dicom_id},{subject},{study_id},CHEST (PA AND LAT),{VIEWS[views[i]]},3056,2544,21800506,213014.531,"
-                    "CHEST (PA AND LAT),postero-anterior,Erect")
+                    f"CHEST (PA AND LAT),{VIEW_MEANINGS[views[i]]},Erect")
         split.append(f"{dicom_id},{study_id},{subject},{split_of_subject[subject]}")
     _write_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz",
               ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",

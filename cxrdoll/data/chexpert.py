@@ -259,9 +259,9 @@ _SHORT_WIDTH = 8  # longer than any valid value ("-1.0", "Frontal", "Lateral")
 
 
 def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Path",),
-                   optional: Sequence[str] = ()) -> CsvCells:
-    """Read the CSV's header and its ``text`` and ``short`` columns, and the ``optional`` short columns the
-    header has; a ``.gz`` file is gunzipped.
+                   optional: Sequence[str] = (), optional_text: Sequence[str] = ()) -> CsvCells:
+    """Read the CSV's header and its ``text`` and ``short`` columns, and the ``optional`` short and
+    ``optional_text`` text columns the header has; a ``.gz`` file is gunzipped.
 
     Empty names at the end of the header are no columns: a row may leave their fields out. NIH's
     ``BBox_List_2017.csv`` has the header ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` (nine
@@ -287,6 +287,7 @@ def read_csv_cells(path: Path, short: Sequence[str], text: Sequence[str] = ("Pat
     if missing:
         raise ValueError(f"{path} row 1 (header): missing column(s) {', '.join(map(repr, missing))}")
     short += tuple(c for c in optional if c in header and c not in short)
+    text += tuple(c for c in optional_text if c in header and c not in text)
     if not body.strip():
         raise ValueError(f"{path}: no data rows after the header")
     named = len(header)

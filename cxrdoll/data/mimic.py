@@ -5,13 +5,14 @@ study, so the labels go through :class:`cxrdoll.data.chexpert.LabelPolicy` and t
 :func:`cxrdoll.data.chexpert.assemble_datalist`, exactly as for CheXpert. Read under ``root``, each
 CSV plain or gzipped (as PhysioNet ships them):
 
-- ``mimic-cxr-2.0.0-metadata.csv``: one row per image (dicom_id, subject_id, study_id, ViewPosition);
+- ``mimic-cxr-2.0.0-metadata.csv``: one row per image (dicom_id, subject_id, study_id, ViewPosition,
+  and ViewCodeSequence_CodeMeaning where ViewPosition is blank);
 - ``mimic-cxr-2.0.0-split.csv``: each image's official split (train / validate / test);
 - ``mimic-cxr-2.0.0-chexpert.csv`` or ``mimic-cxr-2.0.0-negbio.csv``: labels per (subject_id, study_id);
 - the images, ``files/p<first two digits of subject_id>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
 
 Left out and counted, each image under the first reason that holds: the test split, a study
-without a label row, a view other than PA/AP (frontal) or LATERAL/LL (lateral), blank included.
+without a label row, a view other than PA/AP (frontal) or LATERAL/LL (lateral), unnamed included.
 Rows are numbered like a spreadsheet (the header is row 1), as for CheXpert.
 """
 
@@ -38,13 +39,14 @@ from cxrdoll.data.chexpert import (
     row_index,
     split_patients,
 )
-from cxrdoll.dicom.views import FRONTAL_VIEWS, position_view
+from cxrdoll.dicom.views import FRONTAL_VIEWS, code_meaning_view, position_view
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata"
 SPLIT_CSV = "mimic-cxr-2.0.0-split"
 LABEL_CSVS: dict[str, str] = {"chexpert": "mimic-cxr-2.0.0-chexpert", "negbio": "mimic-cxr-2.0.0-negbio"}
 SPLIT_METHODS: tuple[str, ...] = ("official", "patient")
 _SPLIT_VALUES = ("train", "validate", "test")
+VIEW_CODE_COLUMN = "ViewCodeSequence_CodeMeaning"  # names the view of some images whose ViewPosition is blank
 _ROOT_HINT = "the folder holding files/ and the MIMIC-CXR-JPG CSVs"
 
 
@@ -78,7 +80,8 @@ def build_mimic_datalist(
     meta_path, split_path, labels_path = (first_file(root, (f"{s}.csv", f"{s}.csv.gz"), "MIMIC-CXR-JPG CSV", _ROOT_HINT)
                                           for s in (METADATA_CSV, SPLIT_CSV, LABEL_CSVS[labeler]))
 
-    meta = read_csv_cells(meta_path, (), ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    meta = read_csv_cells(meta_path, (), ("dicom_id", "subject_id", "study_id", "ViewPosition"),
+                          optional_text=(VIEW_CODE_COLUMN,))
     dicom_ids = id_column(meta_path, meta, "dicom_id", r"[0-9A-Za-z_\-]+", "a DICOM id (letters, digits, '-', '_')")
     subjects = id_column(meta_path, meta, "subject_id", "[0-9]+", "a number")
     studies = id_column(meta_path, meta, "study_id", "[0-9]+", "a number")
@@ -107,11 +110,14 @@ def build_mimic_datalist(
         validation = np.fromiter(map(val_patients.__contains__, patients), bool, len(patients))
         split_record = {"method": "patient", "val_fraction": val_fraction, "seed": seed}
 
-    # ViewPosition read as for DICOM files (cxrdoll.dicom.views), which also takes RL, LAT, LLAT and RLAT as
-    # lateral (MIMIC has none). Not its fallback: there a blank ViewPosition goes on to other attributes and at
-    # last counts as frontal, but nothing else in MIMIC's metadata names the view, so blank is another view here.
-    view_of = {v: position_view(v) for v in set(meta.text["ViewPosition"])}
-    view = np.array([view_of[v] for v in meta.text["ViewPosition"]])
+    # Read as DICOM files are (cxrdoll.dicom.views): ViewPosition, else the view code's meaning. Not the
+    # DICOM fallback after those (description texts, at last frontal): MIMIC's one text column,
+    # PerformedProcedureStepDescription, describes the study ('CHEST (PA AND LAT)'), so an image neither
+    # names is another view here.
+    positions = meta.text["ViewPosition"]
+    meanings = meta.text.get(VIEW_CODE_COLUMN, [""] * len(positions))
+    view_of = {pair: position_view(pair[0]) or code_meaning_view(pair[1]) for pair in set(zip(positions, meanings))}
+    view = np.array([view_of[pair] for pair in zip(positions, meanings)])
     kept = np.flatnonzero(~test & ~unlabelled)
     ids = [f"files/p{subjects[i][:2]}/p{subjects[i]}/s{studies[i]}/{dicom_ids[i]}.jpg" for i in kept.tolist()]
     rows = ImageRows(meta_path, ids, [patients[i] for i in kept.tolist()], np.isin(view[kept], FRONTAL_VIEWS),

@@ -17,7 +17,8 @@ examples:
       --uncertain-per "Atelectasis=ones,Edema=ones" --views all --out mimic.json
 
 --root holds files/ and mimic-cxr-2.0.0-{metadata,split,chexpert,negbio}.csv (or .csv.gz). Labels are per
-study and reach every image of the study. ViewPosition PA/AP is frontal, LATERAL/LL lateral; other views,
+study and reach every image of the study. ViewPosition PA/AP is frontal, LATERAL/LL lateral (where it is
+blank, ViewCodeSequence_CodeMeaning's postero-anterior, antero-posterior, lateral); other views,
 test-split images and studies without a label row are left out and counted. The label policies are
 prepare-chexpert's. Rows in error messages are numbered like a spreadsheet (header = row 1)."""
 

@@ -1,9 +1,10 @@
 """Frontal-view detection for chest radiographs.
 
 Order of evidence, first match wins:
-1. ``ViewPosition`` (0018,5101): PA / AP are frontal; LL, RL, LATERAL are lateral; anything else
-   (e.g. decubitus LLD/RLD) is "OTHER".
-2. ``ViewCodeSequence`` code meaning: "postero-anterior", "antero-posterior", "lateral".
+1. ``ViewPosition`` (0018,5101): PA / AP are frontal; LL, RL, LATERAL (and XTABLE LATERAL, a
+   cross-table lateral) are lateral; anything else (e.g. decubitus LLD/RLD) is "OTHER".
+2. ``ViewCodeSequence`` code meaning: "postero-anterior", "antero-posterior", "lateral" ("left
+   lateral", ...); a decubitus view is "OTHER"; a meaning naming no view ("erect") is passed over.
 3. Free text in SeriesDescription, ProtocolName, StudyDescription, ImageComments: the words PA, AP,
    FRONTAL, LATERAL / LAT (an underscore separates words: "CHEST_LAT" is lateral). A text naming a frontal *and* a lateral view ("XR CHEST PA AND LATERAL",
    common in StudyDescription) describes the study, not this image: it is passed over. One naming
@@ -23,7 +24,7 @@ FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 # Preference when one study holds several images: PA, then AP, then an image of unknown view.
 VIEW_PREFERENCE: tuple[str, ...] = ("PA", "AP", "UNKNOWN")
 
-_LATERAL_POSITIONS = {"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT"}
+_LATERAL_POSITIONS = {"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "XTABLE LATERAL"}
 _TEXT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("LATERAL", re.compile(r"\b(LAT|LATERAL|LL|RL)\b")),
     ("PA", re.compile(r"\b(PA|POSTERO-?ANTERIOR)\b")),
@@ -42,19 +43,28 @@ def position_view(position: str) -> str:
     return "OTHER" if position else ""
 
 
+def code_meaning_view(meaning: str) -> str:
+    """The view a ViewCodeSequence code meaning names: PA, AP, LATERAL, OTHER (decubitus), or "" when
+    it names none (blank, "erect")."""
+    meaning = meaning.lower().replace(" ", "")
+    if "decubitus" in meaning:  # 'left lateral decubitus': the patient lies on a side, the beam is frontal
+        return "OTHER"
+    if "postero-anterior" in meaning or "posteroanterior" in meaning:
+        return "PA"
+    if "antero-posterior" in meaning or "anteroposterior" in meaning:
+        return "AP"
+    return "LATERAL" if "lateral" in meaning else ""
+
+
 def view_position(ds: Dataset) -> tuple[str, str]:
     """(view, evidence): view is PA, AP, LATERAL, OTHER or UNKNOWN; evidence names the attribute."""
     view = position_view(str(ds.get("ViewPosition", "") or ""))
     if view:
         return view, "ViewPosition"
     for item in ds.get("ViewCodeSequence", []) or []:
-        meaning = str(item.get("CodeMeaning", "")).lower().replace(" ", "")
-        if "postero-anterior" in meaning or "posteroanterior" in meaning:
-            return "PA", "ViewCodeSequence"
-        if "antero-posterior" in meaning or "anteroposterior" in meaning:
-            return "AP", "ViewCodeSequence"
-        if "lateral" in meaning:
-            return "LATERAL", "ViewCodeSequence"
+        view = code_meaning_view(str(item.get("CodeMeaning", "")))
+        if view:
+            return view, "ViewCodeSequence"
     for keyword in ("SeriesDescription", "ProtocolName", "StudyDescription", "ImageComments"):
         text = str(ds.get(keyword, "") or "").upper().replace("_", " ")  # CHEST_LAT: \b does not split on _
         found = {view for view, pattern in _TEXT_PATTERNS if pattern.search(text)}

@@ -117,6 +117,30 @@ def test_official_split_ids_paths_labels_and_what_is_left_out(tmp_path):
     assert data["policy"]["uncertain"]["Atelectasis"] == "ones" and data["root"] == str(root)
 
 
+def test_a_blank_view_position_falls_back_to_the_view_code_meaning(tmp_path):
+    """Images whose ViewPosition is blank were all dropped as another view, though the metadata's
+    ViewCodeSequence_CodeMeaning names the view of many of them."""
+    images = [("g1", "10000007", "50000008", "", "train"), ("g2", "10000007", "50000008", "", "train"),
+              ("g3", "10000007", "50000008", "", "train"), ("g4", "10000007", "50000008", "", "train"),
+              ("g5", "10000007", "50000008", "", "train"), ("g6", "10000007", "50000008", "XTABLE LATERAL", "train")]
+    meanings = ["postero-anterior", "antero-posterior", "lateral", "left lateral decubitus", "", ""]
+    root = make_mimic(tmp_path / "mimic", images, {("10000007", "50000008"): {"Edema": "1.0"}})
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(meta.read_bytes()).decode())))
+    for row, meaning in zip(rows, meanings):
+        row["ViewCodeSequence_CodeMeaning"] = meaning
+    write_csv(meta, META_COLUMNS, rows)
+    frontal = build_mimic_datalist(root, split="patient", val_fraction=0.0)
+    assert [Path(it["id"]).stem for it in frontal.to_dict()["training"]] == ["g1", "g2"]
+    lateral = build_mimic_datalist(root, split="patient", val_fraction=0.0, views="lateral")
+    assert [Path(it["id"]).stem for it in lateral.to_dict()["training"]] == ["g3", "g6"]
+    for row in rows:  # a copy without the column
+        del row["ViewCodeSequence_CodeMeaning"]
+    write_csv(meta, [c for c in META_COLUMNS if c != "ViewCodeSequence_CodeMeaning"], rows)
+    assert [Path(it["id"]).stem for it in build_mimic_datalist(root, split="patient", val_fraction=0.0, views="all")
+            .to_dict()["training"]] == ["g6"]
+
+
 def test_labels_are_per_study_and_reach_every_image_of_it(tmp_path):
     root = make_mimic(tmp_path / "mimic")
     items = by_id(build_mimic_datalist(root, views="all").to_dict())

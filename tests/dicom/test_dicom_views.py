@@ -36,6 +36,11 @@ def _code(meaning: str) -> Dataset:
         ({"ViewCodeSequence": [_code("postero-anterior")]}, ("PA", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("antero-posterior")]}, ("AP", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("lateral")]}, ("LATERAL", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("left lateral")]}, ("LATERAL", "ViewCodeSequence")),
+        # a decubitus film is no lateral projection; a meaning naming no view gives way to the next evidence
+        ({"ViewCodeSequence": [_code("left lateral decubitus")]}, ("OTHER", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("Erect")], "SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
+        ({"ViewPosition": "XTABLE LATERAL"}, ("LATERAL", "ViewPosition")),
         ({"SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
         ({"ProtocolName": "Thorax AP supine"}, ("AP", "ProtocolName")),
         ({"SeriesDescription": "chest lat"}, ("LATERAL", "SeriesDescription")),
