@@ -100,6 +100,9 @@ def read_annotations(source: str | os.PathLike, prefix: str = DEFAULT_PREFIX) ->
             raise ValueError(f"{source}: {key!r}: expected an object of pathology -> segmentation")
         rles: dict[int, dict[str, Any]] = {}
         sizes: dict[tuple[int, int], str] = {}
+        if "img_size" in pathologies:
+            raise ValueError(f"{source}: {key!r} holds 'img_size': this is CheXlocalize's polygon file "
+                             "(gt_annotations_*.json); pass its RLE masks, gt_segmentations_*.json")
         for name, value in pathologies.items():
             if name not in CHANNELS:
                 raise ValueError(f"{source}: {key!r}: unknown pathology {name!r}; expected one of {sorted(CHANNELS)}")

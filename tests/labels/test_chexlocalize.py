@@ -125,6 +125,10 @@ EMPTY = _rle(np.zeros((4, 6), np.uint8))
     ({"patient1_study1_view1_ap": {"Edema": EMPTY}}, "'patient1_study1_view1_ap' is not a CheXlocalize CXR id"),
     ({"patient1_study1_view1_frontal": {"Fracture": EMPTY}},
      "'patient1_study1_view1_frontal': unknown pathology 'Fracture'; expected one of ['Airspace Opacity', "),
+    # gt_annotations_*.json (polygons, as CheXlocalize ships them beside the RLE file) given by mistake
+    ({"patient1_study1_view1_frontal": {"img_size": [4, 6], "Edema": [[[1, 1], [2, 2], [1, 2]]]}},
+     "'patient1_study1_view1_frontal' holds 'img_size': this is CheXlocalize's polygon file (gt_annotations_*.json); "
+     "pass its RLE masks, gt_segmentations_*.json"),
     ({"patient1_study1_view1_frontal": {"Edema": EMPTY, "Atelectasis": _rle(np.zeros((6, 4)))}},
      "'patient1_study1_view1_frontal': pathologies differ in size: Edema [4, 6], Atelectasis [6, 4]"),
     ({"patient1_study1_view1_frontal": {"Edema": {"size": [4, 7], "counts": EMPTY["counts"]}}},
