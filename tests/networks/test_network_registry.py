@@ -69,6 +69,21 @@ def test_classifier_names_an_unbatched_integer_or_wrong_channel_input():
         assert model(image[None]).shape == (1, 14)
 
 
+def test_train_mode_reaches_every_module_whatever_modes_its_parts_were_left_in():
+    """``Classifier.train`` skips the walk when every module is in the mode asked for (MONAI's trainer
+    asks each iteration); a part left in the other mode must still be switched."""
+    net = build_classifier("resnet10")
+    modes = lambda: {m.training for m in net.modules()}  # noqa: E731
+    assert net.eval() is net and modes() == {False}
+    net.encoder.train()
+    assert net.eval() is net and modes() == {False}
+    net.head.dropout.train()
+    assert net.train() is net and modes() == {True}
+    net.encoder.eval()
+    assert net.train() is net and modes() == {True}
+    assert net.train() is net and modes() == {True}
+
+
 def test_encoder_features_have_declared_channels_and_strides_on_non_square_input():
     encoder = build_encoder("resnet10").eval()
     with torch.no_grad():
