@@ -141,6 +141,38 @@ def test_a_blank_view_position_falls_back_to_the_view_code_meaning(tmp_path):
             .to_dict()["training"]] == ["g6"]
 
 
+def write_view_meanings(root: Path, meanings: list[str]) -> None:
+    """Fill the metadata's ViewCodeSequence_CodeMeaning, row by row."""
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(meta.read_bytes()).decode())))
+    for row, meaning in zip(rows, meanings):
+        row["ViewCodeSequence_CodeMeaning"] = meaning
+    write_csv(meta, META_COLUMNS, rows)
+
+
+def test_view_position_wins_over_a_disagreeing_view_code_meaning(tmp_path):
+    """The code meaning only stands in for a blank ViewPosition, as for DICOM files: where both are
+    given, ViewPosition decides (another view included), whatever the meaning says."""
+    images = [("g1", "10000007", "50000008", "PA", "train"), ("g2", "10000007", "50000008", "LL", "train"),
+              ("g3", "10000007", "50000008", "AP AXIAL", "train")]
+    root = make_mimic(tmp_path / "mimic", images, {("10000007", "50000008"): {"Edema": "1.0"}})
+    write_view_meanings(root, ["lateral", "postero-anterior", "antero-posterior"])
+    frontal = build_mimic_datalist(root, split="patient", val_fraction=0.0)
+    assert [Path(i).stem for i in frontal.ids] == ["g1"] and frontal.skipped_views == 2
+    lateral = build_mimic_datalist(root, split="patient", val_fraction=0.0, views="lateral")
+    assert [Path(i).stem for i in lateral.ids] == ["g2"] and lateral.skipped_views == 2
+
+
+def test_each_left_out_image_is_counted_once_under_its_first_reason(tmp_path):
+    """A test-split image of a study without a label row is a test-split image, not also an unlabelled
+    one: the summary's counts add up to the images left out."""
+    images = [*IMAGES, ("h1", "10000008", "50000009", "PA", "test"), ("h2", "10000008", "50000009", "LATERAL", "test")]
+    result = build_mimic_datalist(make_mimic(tmp_path / "mimic", images))
+    assert result.skipped == {"test-split images": 3, "images of studies without labels": 1}
+    assert (len(result.ids), result.skipped_views) == (4, 4)  # h2, a lateral, is counted as test-split only
+    assert len(result.ids) + result.skipped_views + sum(result.skipped.values()) == len(images)
+
+
 def test_labels_are_per_study_and_reach_every_image_of_it(tmp_path):
     root = make_mimic(tmp_path / "mimic")
     items = by_id(build_mimic_datalist(root, views="all").to_dict())
@@ -245,6 +277,25 @@ def test_bad_split_and_metadata_rows_are_named(tmp_path):
     root = make_mimic(tmp_path / "dots", [("../a1", *IMAGES[0][1:]), *IMAGES[1:]], jpgs=False)
     with pytest.raises(ValueError, match=r"metadata.csv.gz row 2, column 'dicom_id': value '../a1' is not a DICOM id"):
         build_mimic_datalist(root, check_files=False)
+
+
+def test_an_image_without_a_split_row_or_listed_twice_in_the_metadata_is_refused(tmp_path):
+    """An image the split CSV lacks would otherwise take another row's side; one listed twice would be
+    two items. Both are refused naming the metadata row."""
+    root = make_mimic(tmp_path / "mimic", jpgs=False)
+    write_csv(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"],
+              [{"dicom_id": d, "study_id": t, "subject_id": s, "split": sp} for d, s, t, _, sp in IMAGES if d != "b1"])
+    with pytest.raises(ValueError) as err:
+        build_mimic_datalist(root, check_files=False)
+    assert str(err.value) == (f"{root}/mimic-cxr-2.0.0-metadata.csv.gz row 5: dicom_id 'b1' has no row in "
+                              f"{root}/mimic-cxr-2.0.0-split.csv")
+    root = make_mimic(tmp_path / "twice", jpgs=False)
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    rows = list(csv.DictReader(io.StringIO(gzip.decompress(meta.read_bytes()).decode())))
+    write_csv(meta, META_COLUMNS, [*rows, rows[0]])  # the split CSV lists a1 once
+    with pytest.raises(ValueError) as err:
+        build_mimic_datalist(root, check_files=False)
+    assert str(err.value) == f"{meta} row 12: dicom_id 'a1' duplicates row 2"
 
 
 def test_command_writes_a_loadable_datalist_and_prints_the_summary(tmp_path, capsys):

@@ -156,6 +156,17 @@ def test_images_are_found_by_one_walk_anywhere_under_root(tmp_path, monkeypatch)
         build_nih_datalist(make_nih(tmp_path / "bare", pngs=False))
 
 
+def test_a_symlinked_folder_is_walked_once_and_an_image_at_root_is_its_own_id(tmp_path):
+    """A link to a folder already walked is not a second copy of its images (it was an error naming both),
+    and an image right under --root has its plain name as id, as --no-check-files gives none."""
+    root = make_nih(tmp_path / "nih")
+    (root / "zz_alias").symlink_to(root / "images_001", target_is_directory=True)  # walked after images_001
+    shutil.move(root / "images_002" / "images" / "00000003_000.png", root / "00000003_000.png")
+    items = by_name(build_nih_datalist(root).to_dict())
+    assert items["00000001_000"]["id"] == "images_001/images/00000001_000.png"
+    assert items["00000003_000"]["id"] == "00000003_000.png" and items["00000003_000"]["image"] == f"{root}/00000003_000.png"
+
+
 def test_an_image_in_two_places_is_refused_naming_both(tmp_path):
     root = make_nih(tmp_path / "nih")
     (root / "images").mkdir()
@@ -182,12 +193,42 @@ def test_unknown_finding_names_file_row_and_value(tmp_path, findings, bad):
         "Fibrosis, Hernia")
 
 
+def test_a_bad_finding_is_named_at_its_first_row(tmp_path):
+    """Each distinct value is mapped once, but the row named is the value's first in the CSV, whatever
+    values repeat before it."""
+    images = [IMAGES[1], IMAGES[6], (IMAGES[2][0], "Mass|Cardiomegally", *IMAGES[2][2:]), IMAGES[3],
+              (IMAGES[4][0], "Mass|Cardiomegally", *IMAGES[4][2:])]
+    root = make_nih(tmp_path / "nih", images, pngs=False)
+    with pytest.raises(ValueError, match=r"Data_Entry_2017_v2020.csv row 4, column 'Finding Labels': value 'Mass\|Cardiomegally': "
+                                         r"'Cardiomegally' is not an NIH finding"):
+        build_nih_datalist(root, check_files=False)
+
+
+def test_other_views_stay_out_with_views_all_and_list_lines_are_stripped(tmp_path):
+    """NIH has no lateral view: any View Position but PA/AP is another view, left out and counted even
+    with --views all. A list line with trailing spaces still names its image (it was silently in
+    neither list)."""
+    root = make_nih(tmp_path / "nih", pngs=False)
+    every = build_nih_datalist(root, views="all", check_files=False)
+    assert sorted(Path(i).stem for i in every.ids) == sorted(EXPECTED_RAW) and every.skipped_views == 1
+    for name in ("train_val_list.txt", "test_list.txt"):
+        path = root / name
+        path.write_text("".join(f"{line} \t\n" for line in path.read_text().splitlines()))
+    spaced = build_nih_datalist(root, check_files=False)
+    assert sorted(Path(i).stem for i in spaced.ids) == sorted(EXPECTED_RAW)
+    assert spaced.skipped == {"test-list images": 1, "images in neither list": 1}
+
+
 def test_a_patient_in_both_lists_is_refused(tmp_path):
     root = make_nih(tmp_path / "nih", [*IMAGES[:1], (*IMAGES[1][:4], "test", IMAGES[1][5]), *IMAGES[2:]], pngs=False)
     with pytest.raises(ValueError) as err:
         build_nih_datalist(root, check_files=False)
     assert str(err.value) == (f"1 patient(s) have images in both {root}/train_val_list.txt and {root}/test_list.txt "
                               "(e.g. 'nih00000001': 00000001_000.png and 00000001_001.png); a patient must not be in training and test")
+    two = [*IMAGES[:1], (*IMAGES[1][:4], "test", IMAGES[1][5]), *IMAGES[2:], ("00000002_001.png", "Mass", "2", "PA", "test", "images_001")]
+    root = make_nih(tmp_path / "two", two, pngs=False)
+    with pytest.raises(ValueError, match=r"^2 patient\(s\) have images in both .* \(e.g. 'nih00000001': 00000001_000.png and "):
+        build_nih_datalist(root, check_files=False)  # the first patient is the example
 
 
 def test_missing_files_and_bad_cells_are_named(tmp_path):

@@ -40,9 +40,17 @@ def _code(meaning: str) -> Dataset:
         # a decubitus film is no lateral projection; a meaning naming no view gives way to the next evidence
         ({"ViewCodeSequence": [_code("left lateral decubitus")]}, ("OTHER", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("Erect")], "SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
+        # meanings are read whatever their case and spacing, hyphenated or not
+        ({"ViewCodeSequence": [_code("Postero-Anterior")]}, ("PA", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("antero posterior")]}, ("AP", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("anteroposterior")]}, ("AP", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("LEFT LATERAL DECUBITUS")]}, ("OTHER", "ViewCodeSequence")),
         ({"ViewPosition": "XTABLE LATERAL"}, ("LATERAL", "ViewPosition")),
+        ({"ViewPosition": "LAT"}, ("LATERAL", "ViewPosition")),
         ({"SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
         ({"ProtocolName": "Thorax AP supine"}, ("AP", "ProtocolName")),
+        ({"SeriesDescription": "CHEST POSTEROANTERIOR"}, ("PA", "SeriesDescription")),  # spelt out
+        ({"SeriesDescription": "Thorax antero-posterior"}, ("AP", "SeriesDescription")),
         ({"SeriesDescription": "chest lat"}, ("LATERAL", "SeriesDescription")),
         ({"ProtocolName": "CHEST_LAT"}, ("LATERAL", "ProtocolName")),  # \b alone does not split on _
         ({"ProtocolName": "Thorax_PA_upright"}, ("PA", "ProtocolName")),

@@ -106,8 +106,10 @@ def test_command_prints_one_summary_line_and_refuses_earlier_truth_without_overw
                                        "(e.g. patient1/study1/view1_frontal.npz); pass --overwrite to replace them, or choose another --out\n")
     assert main([*args, "--overwrite"]) == 0
     assert not stale.exists() and len(list(out.rglob("*.npz"))) == 2
+    capsys.readouterr()
     assert main([*args, "--views", "all", "--prefix", "CheXpert-v1.0-small/test"]) == 0  # another prefix: no clash
     assert len(list(out.rglob("*.npz"))) == 5
+    assert capsys.readouterr().out.startswith(f"wrote 3 truth files to {out / 'CheXpert-v1.0-small/test'} in ")  # none left out
 
 
 def _bad_gt(tmp_path, doc) -> str:
@@ -131,15 +133,28 @@ EMPTY = _rle(np.zeros((4, 6), np.uint8))
      "pass its RLE masks, gt_segmentations_*.json"),
     ({"patient1_study1_view1_frontal": {"Edema": EMPTY, "Atelectasis": _rle(np.zeros((6, 4)))}},
      "'patient1_study1_view1_frontal': pathologies differ in size: Edema [4, 6], Atelectasis [6, 4]"),
+    # each size is named by its first pathology
+    ({"patient1_study1_view1_frontal": {"Edema": EMPTY, "Atelectasis": _rle(np.zeros((6, 4))), "Cardiomegaly": EMPTY}},
+     "'patient1_study1_view1_frontal': pathologies differ in size: Edema [4, 6], Atelectasis [6, 4]"),
+    ({"patient1_study1_view1_frontal": {}}, "'patient1_study1_view1_frontal': no pathology segmentation"),
     ({"patient1_study1_view1_frontal": {"Edema": {"size": [4, 7], "counts": EMPTY["counts"]}}},
      "'patient1_study1_view1_frontal', 'Edema': 'counts' covers 24 pixels, not the 4 x 7 of its size"),
     ({"patient1_study1_view1_frontal": {"Edema": {"size": [4, 6], "counts": ""}}},
      "'patient1_study1_view1_frontal', 'Edema': 'counts' is not a compressed RLE, not the 4 x 6 of its size"),
+    # runs of 5 and -1 pixels add up to the size, but a negative run is no RLE (pycocotools would decode garbage)
+    ({"patient1_study1_view1_frontal": {"Edema": {"size": [2, 2], "counts": "5O"}}},
+     "'patient1_study1_view1_frontal', 'Edema': 'counts' is not a compressed RLE, not the 2 x 2 of its size"),
     ({"patient1_study1_view1_frontal": {"Edema": {"size": [4, 6], "counts": [24]}}},
      "'patient1_study1_view1_frontal', 'Edema': 'counts' must be a compressed RLE string (pycocotools)"),
     ({"patient1_study1_view1_frontal": {"Edema": {"size": [4], "counts": "f0"}}},
      "'patient1_study1_view1_frontal', 'Edema': expected {'size': [h, w], 'counts': ...} with positive h and w, "
      "got size [4]"),
+    ({"patient1_study1_view1_frontal": {"Edema": {"size": [0, 6], "counts": "0"}}},  # an empty image: 0 pixels, 0 counted
+     "'patient1_study1_view1_frontal', 'Edema': expected {'size': [h, w], 'counts': ...} with positive h and w, "
+     "got size [0, 6]"),
+    ({"patient1_study1_view1_frontal": {"Edema": {"size": [True, 24], "counts": EMPTY["counts"]}}},  # JSON true is no 1
+     "'patient1_study1_view1_frontal', 'Edema': expected {'size': [h, w], 'counts': ...} with positive h and w, "
+     "got size [True, 24]"),
     ({"patient1_study1_view1_frontal": {"Lung Opacity": EMPTY, "Airspace Opacity": EMPTY}},
      "'patient1_study1_view1_frontal': 'Lung Opacity' is given twice ('Airspace Opacity' is its older name)"),
     ({"patient1_study1_view2_lateral": {"Edema": EMPTY}}, "bad.json: no frontal image; nothing written"),
@@ -161,6 +176,23 @@ def test_a_decoded_mask_of_another_shape_than_its_size_is_refused(tmp_path, caps
                                        "not the size [4, 6] they give\n")
 
 
+def test_a_one_pixel_segmentation_and_a_killed_writes_temporary(tmp_path):
+    """The smallest finding, one pixel, is a truth mask and counted non-empty; a temporary a killed run
+    left beside the truth files (label-quality skips those) is no earlier truth file to refuse."""
+    one = np.zeros((4, 6), np.uint8)
+    one[2, 3] = 1
+    path = _bad_gt(tmp_path, {"patient1_study1_view1_frontal": {"Edema": _rle(one), "Atelectasis": EMPTY}})
+    out = tmp_path / "truth"
+    temporary = out / "CheXpert-v1.0-small/valid/patient1/study1/.view1_frontal.npz.k3j4h5g6.tmp.npz"
+    temporary.parent.mkdir(parents=True)
+    temporary.write_bytes(b"partial")
+    done = convert(path, out)
+    assert (done.written, done.non_empty["Edema"], done.non_empty["Atelectasis"]) == (1, 1, 0)
+    mask, annotated = read_truth(out / "CheXpert-v1.0-small/valid/patient1/study1/view1_frontal.npz")
+    np.testing.assert_array_equal(mask[_channel("Edema")], one)
+    assert np.flatnonzero(annotated).tolist() == sorted([_channel("Atelectasis"), _channel("Edema")])
+
+
 def test_rle_pixels_counts_what_pycocotools_encoded():
     rng = np.random.default_rng(0)
     for k in range(60):
@@ -170,3 +202,4 @@ def test_rle_pixels_counts_what_pycocotools_encoded():
         assert rle_pixels(_rle(mask)["counts"]) == shape[0] * shape[1]
     assert rle_pixels(_rle(np.ones((2320, 2828)))["counts"]) == 2320 * 2828  # runs of several characters
     assert rle_pixels("") == rle_pixels("31:0a") == rle_pixels("3é") == -1
+    assert rle_pixels("5O") == -1  # runs 5 and -1: a negative run

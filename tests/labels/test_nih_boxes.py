@@ -133,6 +133,9 @@ def test_a_box_past_the_edge_is_clipped_to_the_image_and_counted(nih, tmp_path, 
     expected[40:48, 50:64] = 1  # pixel centres 50.5.. and 40.5.. up to the last column and row
     effusion = OBSERVATIONS.index("Pleural Effusion")
     assert (mask[effusion] == expected).all() and np.flatnonzero(annotated).tolist() == [effusion]
+    write_boxes(nih / "BBox_List_2017.csv", [f"{B},Effusion,10,40,5,9.5,,,", f"{A},Mass,60,10,5,4,,,"])  # past 48 only; 64 only
+    assert main(["prepare-nih-boxes", "--root", str(nih), "--out", str(tmp_path / "each")]) == 0
+    assert "(2 boxes, 2 clipped at the image's edge)" in capsys.readouterr().out
 
 
 def test_images_not_under_root_are_listed_up_to_three(nih, tmp_path, capsys):
@@ -141,6 +144,10 @@ def test_images_not_under_root_are_listed_up_to_three(nih, tmp_path, capsys):
     assert main(["prepare-nih-boxes", "--root", str(nih), "--boxes", str(csv), "--out", str(tmp_path / "truth")]) == 2
     assert capsys.readouterr().err == (f"error: {nih}: 4 image(s) of boxes.csv not found under --root: "
                                        "00000005_000.png, 00000006_000.png, 00000007_000.png, ...\n")
+    csv = write_boxes(tmp_path / "three.csv", [*ROWS, *(f"{name},Mass,1,1,2,2,,," for name in absent[:3])])
+    assert main(["prepare-nih-boxes", "--root", str(nih), "--boxes", str(csv), "--out", str(tmp_path / "truth")]) == 2
+    assert capsys.readouterr().err == (f"error: {nih}: 3 image(s) of three.csv not found under --root: "
+                                       "00000005_000.png, 00000006_000.png, 00000007_000.png\n")  # all named: no '...'
     assert main(["prepare-nih-boxes", "--root", str(tmp_path), "--out", str(tmp_path / "truth")]) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'BBox_List_2017.csv'}: NIH's box list not found; "
                                        "pass --boxes\n")
