@@ -10,12 +10,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.io import is_temporary, save_npz_atomic
+from cxrdoll.io import save_npz_atomic
 
 
 def _earlier_truth(folder: Path) -> list[Path]:
-    """Truth files already under ``folder`` (atomic writes' temporaries are not)."""
-    return sorted(p for p in folder.rglob("*.npz") if not is_temporary(p.name)) if folder.is_dir() else []
+    """Truth files already under ``folder``: those label-quality would read (``index_npz``), so a
+    macOS ``._x.npz`` beside them is neither refused as earlier truth nor removed by ``overwrite``."""
+    from cxrdoll.labels.quality import index_npz  # torch: not for --help
+
+    return sorted(index_npz(folder).values()) if folder.is_dir() else []
 
 
 def write_truth_files(out_dir: str | os.PathLike, folder: Path,

@@ -178,7 +178,8 @@ def test_a_decoded_mask_of_another_shape_than_its_size_is_refused(tmp_path, caps
 
 def test_a_one_pixel_segmentation_and_a_killed_writes_temporary(tmp_path):
     """The smallest finding, one pixel, is a truth mask and counted non-empty; a temporary a killed run
-    left beside the truth files (label-quality skips those) is no earlier truth file to refuse."""
+    left beside the truth files, or a macOS ``._`` file (label-quality skips both), is no earlier truth file
+    to refuse or remove."""
     one = np.zeros((4, 6), np.uint8)
     one[2, 3] = 1
     path = _bad_gt(tmp_path, {"patient1_study1_view1_frontal": {"Edema": _rle(one), "Atelectasis": EMPTY}})
@@ -186,8 +187,12 @@ def test_a_one_pixel_segmentation_and_a_killed_writes_temporary(tmp_path):
     temporary = out / "CheXpert-v1.0-small/valid/patient1/study1/.view1_frontal.npz.k3j4h5g6.tmp.npz"
     temporary.parent.mkdir(parents=True)
     temporary.write_bytes(b"partial")
+    fork = temporary.parent / "._view1_frontal.npz"  # macOS's resource fork, which label-quality skips too
+    fork.write_bytes(b"fork")
     done = convert(path, out)
     assert (done.written, done.non_empty["Edema"], done.non_empty["Atelectasis"]) == (1, 1, 0)
+    convert(path, out, overwrite=True)
+    assert fork.read_bytes() == b"fork"  # not another run's truth: --overwrite leaves it
     mask, annotated = read_truth(out / "CheXpert-v1.0-small/valid/patient1/study1/view1_frontal.npz")
     np.testing.assert_array_equal(mask[_channel("Edema")], one)
     assert np.flatnonzero(annotated).tolist() == sorted([_channel("Atelectasis"), _channel("Edema")])
