@@ -81,3 +81,23 @@ def test_binarise_takes_numpy_and_refuses_non_finite_maps():
     for method, value in (("otsu", None), ("top_q", 50), ("fixed", 0.5)):
         with pytest.raises(ValueError, match=r"soft map must be non-empty and finite, got shape \(2, 2\) with NaN"):
             binarise(torch.from_numpy(soft), method, value)
+
+
+def test_otsu_foreground_is_strictly_above_a_threshold_a_pixel_sits_on():
+    """Otsu's threshold is a histogram bin centre, which a pixel can equal: that pixel is background."""
+    soft = torch.tensor([0.0, 2.0 ** -9, 1.0, 1.0])  # 2**-9 is the centre of the first of 256 bins over [0, 1]
+    assert otsu_mask(soft).tolist() == [False, False, True, True]
+
+
+def test_zero_pixels_are_never_foreground_under_otsu_even_above_a_negative_threshold():
+    """A map with negative values puts Otsu's threshold below zero; its zero pixels still carry no evidence."""
+    soft = torch.tensor([[-1.0, -1.0], [0.0, 0.0]])
+    assert not binarise(soft).any()
+    assert binarise(torch.tensor([-1.0, 0.0, 0.5, 0.5])).tolist() == [False, False, True, True]
+
+
+def test_top_q_of_100_percent_is_every_positive_pixel():
+    """q = 100 is allowed (the range is (0, 100]) and keeps all evidence, but still no zero pixel."""
+    soft = torch.tensor([[0.0, 0.1], [0.5, 1.0]])
+    assert top_q_mask(soft, 100).tolist() == [[False, True], [True, True]]
+    assert binarise(soft, "top_q", 100).tolist() == [[False, True], [True, True]]

@@ -76,3 +76,35 @@ def test_boost_passes_its_agreement_threshold_on():
     skill = torch.tensor([0.5, 0.5])
     torch.testing.assert_close(boost(maps, skill, min_agree=2, agree_threshold=0.3), torch.tensor([[0.85, 0.375]]))
     torch.testing.assert_close(boost(maps, skill, min_agree=2), torch.tensor([[0.85, 0.0]]))  # default 0.5
+
+
+def test_distil_refuses_weights_without_a_positive_sum():
+    """Weights summing to zero would divide by zero and give an all-NaN map, which binarises to garbage."""
+    maps = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    for weights in ([0.0, 0.0], [1.0, -1.0], [-1.0, -2.0]):
+        with pytest.raises(ValueError, match="distillation weights must have a positive sum"):
+            distil(maps, weights)
+
+
+def test_boost_agreement_threshold_defaults_to_one_half_inclusive():
+    """The default vote threshold is 0.5 and a map at exactly 0.5 votes: 0.45 from both models is not
+    agreement, 0.5 from both is."""
+    maps = torch.tensor([[[0.45, 0.5]], [[0.45, 0.5]]])
+    skill = torch.tensor([0.5, 0.5])
+    torch.testing.assert_close(boost(maps, skill, min_agree=2), torch.tensor([[0.0, 0.5]]))
+    assert agreement_mask(maps, 2).tolist() == [[False, True]]
+
+
+def test_confidence_weighting_is_off_by_default_even_when_probabilities_are_given():
+    """Both boosting knobs are off at their defaults: with probs but no power, boost is the skill-weighted mean."""
+    maps = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    out = boost(maps, torch.tensor([3.0, 1.0]), torch.tensor([0.1, 0.9]))
+    torch.testing.assert_close(out, torch.tensor([[0.75, 0.25]]))
+
+
+def test_confidence_probabilities_are_clipped_to_zero_one():
+    """A probability outside [0, 1] (a raw score or rounding) counts as 0 or 1: 1.5 weighs like 1.0 and a
+    negative one gives its model no say, rather than a negative weight."""
+    skill = torch.tensor([0.5, 0.5])
+    assert confidence_weights(skill, torch.tensor([1.5, 0.5])).tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert confidence_weights(skill, torch.tensor([-0.5, 0.5])).tolist() == pytest.approx([0.0, 1.0])

@@ -101,3 +101,40 @@ def test_a_single_map_without_its_target_axis_is_refused():
     with pytest.raises(ValueError, match="expected maps as a torch tensor of shape \\(T, H, W\\), got ndarray"):
         postprocess(single.numpy()[None])
     assert postprocess(single[None], sigma=0.0).shape == (1, 8, 6)
+
+
+def test_default_radius_is_three_sigma():
+    """truncate defaults to 3 for the kernel and the blur: sigma 2 -> radius 6 (13 taps); sigma 1 reaches 3 pixels, not 4."""
+    assert gaussian_kernel1d(2.0).numel() == 13
+    delta = torch.zeros(1, 11, 11)
+    delta[0, 5, 5] = 1.0
+    out = gaussian_smooth(delta, sigma=1.0)[0]
+    assert out[5, 8].item() > 0 and out[5, 9].item() == 0.0
+
+
+def test_gaussian_smoothing_replicates_the_edge_at_the_border():
+    """Borders replicate the edge value (not mirror it): a corner impulse is padded with copies of itself, so the
+    corner keeps the kernel's mass over offsets <= 0 in each axis, ((1 + e^-1/2 + e^-2) / z)^2."""
+    z = 1 + 2 * math.exp(-0.5) + 2 * math.exp(-2)
+    corner = torch.zeros(1, 7, 7)
+    corner[0, 0, 0] = 1.0
+    out = gaussian_smooth(corner, sigma=1.0, truncate=2.0)[0]
+    assert out[0, 0].item() == pytest.approx(((1 + math.exp(-0.5) + math.exp(-2)) / z) ** 2, rel=1e-6)
+
+
+def test_small_positive_sigma_still_smooths():
+    """Only sigma <= 0 switches smoothing off; sigma 0.5 blurs a delta (radius 2: z = 1 + 2 e^-2 + 2 e^-8)."""
+    z = 1 + 2 * math.exp(-2) + 2 * math.exp(-8)
+    delta = torch.zeros(1, 9, 9)
+    delta[0, 4, 4] = 1.0
+    assert gaussian_smooth(delta, sigma=0.5)[0, 4, 4].item() == pytest.approx(1 / z**2, rel=1e-6)
+
+
+def test_postprocess_smooths_with_sigma_2_by_default():
+    """The default blur is sigma 2: along a row of a smoothed delta, tail values fall by exp(-(6^2 - 5^2) / (2 * 2^2))
+    from 5 to 6 pixels out (a ratio the percentile scaling keeps), and nothing lies beyond radius 6."""
+    delta = torch.zeros(1, 31, 31)
+    delta[0, 15, 15] = 1.0
+    out = postprocess(delta)[0]
+    assert (out[15, 21] / out[15, 20]).item() == pytest.approx(math.exp(-11 / 8), rel=1e-4)
+    assert out[15, 22].item() == 0.0

@@ -469,3 +469,73 @@ def test_label_quality_scores_labels_against_prepared_chexlocalize_truth(tmp_pat
     assert ("Left out where the truth does not annotate them (neither scored nor false positives there): Pneumonia "
             "(annotated on 0 of 1), Pleural Other (annotated on 0 of 1), Fracture (annotated on 0 of 1).\n"
             ) in capsys.readouterr().out
+
+
+def test_a_mean_ci_resting_on_exactly_half_of_the_resamples_is_given():
+    """The mean's CI is left out only when *fewer* than half the resamples keep every observation. Two
+    observations each scored on one of two images: a resample keeps both when it draws both images; with a
+    seed where 2 of 4 resamples do, the CI is given, and is [0.4, 0.4] (each kept resample averages 0.2 and 0.6)."""
+    values = np.full((2, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[0, 0], values[1, 1] = 0.2, 0.6
+
+    def kept(seed):
+        rng = np.random.default_rng(seed)
+        return sum(len(set(rng.integers(0, 2, size=2).tolist())) == 2 for _ in range(4))
+
+    seed = next(s for s in range(100) if kept(s) == 2)
+    result = summarise(values, n_boot=4, seed=seed)
+    assert result["mean_resamples"] == 2
+    assert result["mean_ci"] == [pytest.approx(0.4), pytest.approx(0.4)]
+
+
+def test_a_paired_difference_of_zero_is_never_ahead():
+    """'ahead' is the share of resamples where the reference is strictly higher: identical scores tie in
+    every resample, so the reference is ahead in none (not all) of them."""
+    rng = np.random.default_rng(0)
+    values = np.full((10, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[:, 0] = rng.uniform(0.2, 0.8, 10)
+    paired = paired_difference(values, values.copy(), n_boot=100, seed=0)
+    assert paired["diff"] == 0.0 and paired["ci"] == [0.0, 0.0] and paired["resamples"] == 100
+    assert paired["ahead"] == 0.0
+
+
+def test_the_report_gives_the_largest_n_over_labellings(tmp_path):
+    """The per-observation tables' n column is the most images any labelling was scored on: Edema is
+    targeted by one labelling (n 1) and not by the other (n 0, '—'), so the row reads n 1."""
+    truth_dir = tmp_path / "truth"
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    truth[EDEMA, 2:, 2:] = 1
+    truth_dir.mkdir()
+    np.savez_compressed(truth_dir / "a.npz", mask=truth)
+    top_left = np.zeros((4, 4), np.uint8)
+    top_left[:2, :2] = 1
+    _label(tmp_path / "one", "a", top_left, top_left * 1.0, edema_state=1)
+    _label(tmp_path / "two", "a", top_left, top_left * 1.0, edema_state=0)
+    result = evaluate({"one": tmp_path / "one", "two": tmp_path / "two"}, truth_dir, n_boot=10)
+    assert result["labellings"]["one"]["iou"]["per_observation"]["Edema"]["n"] == 1
+    assert result["labellings"]["two"]["iou"]["per_observation"]["Edema"]["n"] == 0
+    report = markdown_report(result)
+    assert "| Edema | 1 | 0.000 | — |" in report
+    assert "| Cardiomegaly | 1 | 1.000 | 1.000 |" in report
+
+
+def test_a_flat_peak_along_a_row_resolves_to_its_middle():
+    """Ties (0, 0) .. (0, 4) have centroid (y 0, x 2): the peak is (0, 2), not the first tie, nor the tie
+    nearest (2, 0) (the centroid with its axes swapped)."""
+    soft = np.zeros((5, 5))
+    soft[0, :] = 1.0
+    assert peak_pixel(soft) == (0, 2)
+    truth = np.zeros((5, 5), bool)
+    truth[0, 2] = True
+    assert hit(soft, truth) == 1.0
+
+
+def test_an_observation_missing_from_some_resamples_still_gets_its_ci():
+    """An observation scored on 2 of 40 images is absent from about 13 % of resamples; the CI comes from the
+    others, whose means lie between its two scores 0.1 and 0.3, so it is [0.1, 0.3]."""
+    values = np.full((40, len(LOCALISABLE_OBSERVATIONS)), np.nan)
+    values[:, 0] = np.linspace(0.2, 0.8, 40)
+    values[[0, 1], 1] = [0.1, 0.3]
+    rare = summarise(values, 1000, seed=0)["per_observation"][LOCALISABLE_OBSERVATIONS[1]]
+    assert rare == {"value": pytest.approx(0.2), "ci": [pytest.approx(0.1), pytest.approx(0.3)], "n": 2}
