@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from cxrdoll.constants import LOCALISABLE_OBSERVATIONS, OBSERVATIONS
 from cxrdoll.io import is_temporary
@@ -70,8 +71,10 @@ def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
     """Mann-Whitney AUROC of pixel scores against a boolean truth (equal scores count one half); NaN
     if one class is absent.
 
-    Counted per distinct score after one sort (exact, without scipy's tie-averaged ranks): truth is
-    scored at a CXR's full resolution, 5 M pixels per channel.
+    Exact, in whole counts: for each positive pixel, the negatives scoring below it and those tying
+    with it, found by binary search in the sorted negative scores. Truth is scored at a CXR's full
+    resolution (6.6 M pixels a channel for CheXlocalize's 2320 x 2828); sorting values rather than
+    ranking pixels (an argsort) took 0.40 s a channel there instead of 1.52 s on this repo's CPU.
     """
     _same_shape(soft, truth, "soft map")
     truth = truth.astype(bool).ravel()
@@ -82,13 +85,10 @@ def pixel_auroc(soft: np.ndarray, truth: np.ndarray) -> float:
     values = soft.ravel()
     if not np.isfinite(values).all():
         raise ValueError("soft map holds non-finite values")
-    order = np.argsort(values)
-    ordered, positive = values[order], truth[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first pixel of each distinct score
-    pos = np.add.reduceat(positive.astype(np.float64), starts)
-    neg = np.diff(np.r_[starts, values.size]) - pos
-    below = np.cumsum(neg) - neg  # negatives scoring strictly lower, per distinct score
-    return float(((pos * below).sum() + 0.5 * (pos * neg).sum()) / (n_pos * n_neg))
+    positives, negatives = np.sort(values[truth]), np.sort(values[~truth])
+    below = np.searchsorted(negatives, positives, "left")
+    tied = np.searchsorted(negatives, positives, "right") - below
+    return float((below.sum(dtype=np.int64) + 0.5 * tied.sum(dtype=np.int64)) / (n_pos * n_neg))
 
 
 def to_truth_size(mask: np.ndarray, soft: np.ndarray | None, shape: tuple[int, int]
@@ -157,9 +157,12 @@ class Scores:
     has_soft: bool = True
 
 
-def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Sequence[str]) -> Scores:
+def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Sequence[str], desc: str = "label-quality",
+                    progress: bool | None = False) -> Scores:
     """Score one label folder on ``ids`` (present in both indices). An observation the truth does not
-    annotate on an image is left out there: neither scored, nor a true positive, nor a false positive."""
+    annotate on an image is left out there: neither scored, nor a true positive, nor a false positive.
+    ``progress``: a bar named ``desc`` (None: only on a terminal); at CheXlocalize's resolution an
+    image with four targets takes about 2 s."""
     n, c = len(ids), len(_LOC)
     values = {m: np.full((n, c), np.nan) for m in METRICS}
     truth_positive = np.zeros(c, dtype=np.int64)
@@ -167,7 +170,8 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
     annotated = np.zeros(c, dtype=np.int64)
     empty_soft = np.zeros(c, dtype=np.int64)
     has_soft = True
-    for i, item_id in enumerate(ids):
+    bar = tqdm(ids, desc=desc, unit="image", disable=None if progress is None else not progress)
+    for i, item_id in enumerate(bar):
         label = read_label(labels[item_id])
         if "mask" not in label or "state" not in label:
             raise ValueError(f"{labels[item_id]}: label file lacks 'mask' or 'state'")
@@ -300,12 +304,14 @@ def _f(x: float) -> float | None:
 
 
 def evaluate(
-    labellings: Mapping[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0
+    labellings: Mapping[str, str | os.PathLike], truth_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """Score several labellings on the images they all labelled and that have truth.
 
     The first labelling is the reference: every other one is also compared with it in a paired
-    bootstrap of the mean IoU (``result["paired_iou"]``).
+    bootstrap of the mean IoU (``result["paired_iou"]``). ``progress``: a bar per labelling (None:
+    only on a terminal).
     """
     if not labellings:
         raise ValueError("no labellings given")
@@ -330,7 +336,7 @@ def evaluate(
     result["paired_iou"] = {"reference": reference, "others": {}}
     reference_iou = np.empty(0)
     for name, folder in labellings.items():
-        scores = score_labelling(indices[name], truths, ids)
+        scores = score_labelling(indices[name], truths, ids, f"label-quality {name}", progress)
         entry: dict[str, Any] = {
             "labels": str(folder),
             "truth_positive": dict(zip(LOCALISABLE_OBSERVATIONS, scores.truth_positive.tolist())),

@@ -39,7 +39,7 @@ def parse_labellings(specs: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from cxrdoll.labels.quality import evaluate, markdown_report  # torch: not for --help
 
-    result = evaluate(parse_labellings(args.labels), args.truth, n_boot=args.bootstrap, seed=args.seed)
+    result = evaluate(parse_labellings(args.labels), args.truth, n_boot=args.bootstrap, seed=args.seed, progress=None)
     out = Path(args.out)
     write_json_atomic(out / "label_quality.json", without_nan(result))  # null where undefined (no true positives)
     report = markdown_report(result)

@@ -296,7 +296,7 @@ def test_label_quality_command_compares_labellings(tmp_path, capsys):
     assert report in capsys.readouterr().out
 
 
-def test_empty_soft_maps_are_counted_among_the_scored_maps(tmp_path):
+def test_empty_soft_maps_are_counted_among_the_scored_maps(tmp_path, capsys):
     """A soft map without a positive pixel scores a hit of 0 (it points nowhere); the count of such maps
     tells a reader why a labelling's hit rate is low (Grad-CAM's ReLU empties whole maps)."""
     (tmp_path / "truth").mkdir()
@@ -315,6 +315,10 @@ def test_empty_soft_maps_are_counted_among_the_scored_maps(tmp_path):
     assert scores.values["hit"][0, [c, e]].tolist() == [1.0, 0.0]
     result = evaluate({"a": tmp_path / "labels"}, tmp_path / "truth", n_boot=10)
     assert result["labellings"]["a"]["empty_soft_maps"]["Edema"] == 1
+    assert evaluate({"a": tmp_path / "labels", "b": tmp_path / "labels"}, tmp_path / "truth", n_boot=10,
+                    progress=True)["labellings"]["b"] == result["labellings"]["a"]
+    bars = capsys.readouterr().err  # a full-resolution image takes seconds: one bar per labelling
+    assert "label-quality a: 100%" in bars and "label-quality b: 100%" in bars and "1/1" in bars
     assert "| a | 1.000 [1.000, 1.000] | 0.500 [0.500, 0.500] | 0.750 [0.750, 0.750] | 1 of 2 |" in markdown_report(result)
 
 
