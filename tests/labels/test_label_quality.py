@@ -543,3 +543,33 @@ def test_an_observation_missing_from_some_resamples_still_gets_its_ci():
     values[[0, 1], 1] = [0.1, 0.3]
     rare = summarise(values, 1000, seed=0)["per_observation"][LOCALISABLE_OBSERVATIONS[1]]
     assert rare == {"value": pytest.approx(0.2), "ci": [pytest.approx(0.1), pytest.approx(0.3)], "n": 2}
+
+
+def test_scoring_in_threads_keeps_each_image_in_its_row_and_stops_at_a_bad_file(tmp_path):
+    """label-quality --workers: threads finish out of order, yet each image's scores stay in its own row
+    and the counts add up as one thread makes them; a broken label file fails the run naming it."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "truth").mkdir()
+    ids = [f"x{i}" for i in range(7)]
+    for k, item_id in enumerate(ids):
+        truth = np.zeros((14, 16, 16), np.uint8)
+        truth[CARDIO, k:k + 6, 2:10] = 1
+        truth[EDEMA, 8:, 8:] = k % 2  # Edema on every other image: false positives where it is absent
+        np.savez_compressed(tmp_path / "truth" / f"{item_id}.npz", mask=truth)
+        soft = rng.random((16, 16)).astype(np.float32)
+        _label(tmp_path / "labels", item_id, soft > 0.5, soft, edema_state=1, size=16)
+    labels = {i: tmp_path / "labels" / f"{i}.npz" for i in ids}
+    truths = {i: tmp_path / "truth" / f"{i}.npz" for i in ids}
+    one = score_labelling(labels, truths, ids)
+    many = score_labelling(labels, truths, ids, workers=3)
+    for metric, values in one.values.items():
+        np.testing.assert_array_equal(many.values[metric], values)
+        alone = [score_labelling(labels, truths, [i]).values[metric][0] for i in ids]  # row k is image k's
+        np.testing.assert_array_equal(values, np.stack(alone))
+    for field in ("truth_positive", "false_positive", "annotated", "empty_soft"):
+        np.testing.assert_array_equal(getattr(many, field), getattr(one, field))
+    e = LOCALISABLE_OBSERVATIONS.index("Edema")
+    assert (one.truth_positive[e], one.false_positive[e]) == (3, 4)
+    labels["x5"].write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"x5.npz: not a readable label file"):
+        score_labelling(labels, truths, ids, workers=3)
