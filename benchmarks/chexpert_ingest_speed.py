@@ -71,6 +71,33 @@ def time_cli(args: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def run_record(benchmark: str, smoke: bool, device_note: str = "") -> dict:
+    """The fields every ingest-speed result starts with: what, when, on which CPU and versions."""
+    import torch
+
+    return {
+        "benchmark": benchmark,
+        "mode": "smoke" if smoke else "full",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores{device_note}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def cli_record(cli: list[tuple[float, float]]) -> dict:
+    """Median and every repeat of ``time_cli``'s wall and CPU seconds."""
+    return {"cli_no_check_files_wall_s": {"median": statistics.median(w for w, _ in cli), "all": [w for w, _ in cli]},
+            "cli_no_check_files_cpu_s": {"median": statistics.median(c for _, c in cli), "all": [c for _, c in cli]}}
+
+
+def run_line(r: dict) -> str:
+    """The markdown line under a result's title: ``run_record``'s fields and the load at the end."""
+    return (f"{r['date_utc']} · {r['device']} · Python {r['python']}, numpy {r['numpy']}, torch {r['torch']} · "
+            f"1-min load average at the end: {r['load_average_1min']:.1f}")
+
+
 def time_stages(root: Path, csv_path: Path, out: Path) -> dict:
     """CPU seconds of the library stages, in this process."""
     t0 = time.process_time()
@@ -102,20 +129,11 @@ def main() -> int:
         stages = [time_stages(root, csv_path, out) for _ in range(repeats)]
         datalist_mb = out.stat().st_size / 1e6
 
-    import torch
-
     results = {
-        "benchmark": "chexpert_ingest_speed",
-        "mode": "smoke" if args.smoke else "full",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
+        **run_record("chexpert_ingest_speed", args.smoke, " (shared with other jobs)"),
         "csv": shape,
         "repeats": repeats,
-        "cli_no_check_files_wall_s": {"median": statistics.median(w for w, _ in cli), "all": [w for w, _ in cli]},
-        "cli_no_check_files_cpu_s": {"median": statistics.median(c for _, c in cli), "all": [c for _, c in cli]},
+        **cli_record(cli),
         "stages_cpu_median_s": {k: statistics.median(s[k] for s in stages) for k in ("parse_csv_s", "build_datalist_s", "write_json_s")},
         "datalist_items": stages[0]["items"],
         "datalist_mb": round(datalist_mb, 1),
@@ -137,8 +155,7 @@ def _markdown(r: dict) -> str:
     lines = [
         f"# prepare-chexpert ingest speed ({r['mode']})",
         "",
-        f"{r['date_utc']} · {r['device']} · Python {r['python']}, numpy {r['numpy']}, torch {r['torch']} · "
-        f"1-min load average at the end: {r['load_average_1min']:.1f}",
+        run_line(r),
         "",
         f"Generated CSV: {r['csv']['rows']:,} rows ({r['csv']['frontal']:,} frontal, {r['csv']['patients']:,} patients), "
         f"CheXpert columns and value mix; datalist: {r['datalist_items']:,} items, {r['datalist_mb']} MB.",

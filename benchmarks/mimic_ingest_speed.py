@@ -13,10 +13,8 @@ Results: benchmarks/results/mimic_ingest_speed_cpu[_smoke].{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +27,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 
-from chexpert_ingest_speed import VALUE_PROBS, time_cli  # noqa: E402
+from chexpert_ingest_speed import VALUE_PROBS, cli_record, run_line, run_record, time_cli  # noqa: E402
 from cxrdoll.constants import OBSERVATIONS  # noqa: E402
 from cxrdoll.data.mimic import build_mimic_datalist  # noqa: E402
 from cxrdoll.io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -95,20 +93,11 @@ def main() -> int:
             in_process.append(time.process_time() - start)
         datalist_mb = out.stat().st_size / 1e6
 
-    import torch
-
     results = {
-        "benchmark": "mimic_ingest_speed",
-        "mode": "smoke" if args.smoke else "full",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
+        **run_record("mimic_ingest_speed", args.smoke),
         "csvs": shape,
         "repeats": repeats,
-        "cli_no_check_files_wall_s": {"median": statistics.median(w for w, _ in cli), "all": [w for w, _ in cli]},
-        "cli_no_check_files_cpu_s": {"median": statistics.median(c for _, c in cli), "all": [c for _, c in cli]},
+        **cli_record(cli),
         "build_cpu_median_s": statistics.median(in_process),
         "datalist_items": len(result.label),
         "datalist_training": result.n_training,
@@ -128,8 +117,7 @@ def _markdown(r: dict) -> str:
     return "\n".join([
         f"# prepare-mimic ingest speed ({r['mode']})",
         "",
-        f"{r['date_utc']} · {r['device']} · Python {r['python']}, numpy {r['numpy']}, torch {r['torch']} · "
-        f"1-min load average at the end: {r['load_average_1min']:.1f}",
+        run_line(r),
         "",
         f"Generated CSVs (gzipped, {c['csv_gz_mb']} MB): {c['images']:,} images, {c['studies']:,} studies, "
         f"{c['subjects']:,} subjects, MIMIC-CXR-JPG's view and split mix; datalist (frontal views, official split): "
