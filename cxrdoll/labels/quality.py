@@ -158,22 +158,10 @@ class Scores:
     has_soft: bool = True
 
 
-@dataclass
-class _ImageScores:
-    """One image's part of :class:`Scores`: metric values ``(13,)`` (NaN where not scored) and its counts."""
-
-    values: dict[str, np.ndarray]
-    truth_positive: np.ndarray
-    false_positive: np.ndarray
-    annotated: np.ndarray
-    empty_soft: np.ndarray
-    has_soft: bool
-
-
-def _score_image(label_path: Path, truth_path: Path) -> _ImageScores:
-    """Score one label file against its truth file (see :func:`score_labelling`)."""
+def _score_image(item_id: str, label_path: Path, truth_path: Path) -> Scores:
+    """One image's :class:`Scores` (values ``(1, 13)``; see :func:`score_labelling`)."""
     c = len(_LOC)
-    values = {m: np.full(c, np.nan) for m in METRICS}
+    values = {m: np.full((1, c), np.nan) for m in METRICS}
     empty_soft = np.zeros(c, dtype=np.int64)
     label = read_label(label_path)
     if "mask" not in label or "state" not in label:
@@ -190,13 +178,16 @@ def _score_image(label_path: Path, truth_path: Path) -> _ImageScores:
         masks, softs = to_truth_size(label["mask"][channels], None if soft is None else soft[channels],
                                      truth.shape[-2:])
         for k, (j, ch) in enumerate(zip(scored, channels)):
-            values["iou"][j] = iou(masks[k], truth[ch])
+            values["iou"][0, j] = iou(masks[k], truth[ch])
             if softs is not None:
-                values["hit"][j] = hit(softs[k], truth[ch])
+                values["hit"][0, j] = hit(softs[k], truth[ch])
                 empty_soft[j] += not np.any(softs[k] > 0)
-                values["auroc"][j] = pixel_auroc(softs[k], truth[ch])
-    return _ImageScores(values, positive.astype(np.int64), (targeted & known & ~positive).astype(np.int64),
-                        known.astype(np.int64), empty_soft, soft is not None)
+                values["auroc"][0, j] = pixel_auroc(softs[k], truth[ch])
+    return Scores([item_id], values, positive.astype(np.int64), (targeted & known & ~positive).astype(np.int64),
+                  known.astype(np.int64), empty_soft, soft is not None)
+
+
+_COUNTS = ("truth_positive", "false_positive", "annotated", "empty_soft")
 
 
 def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Sequence[str], desc: str = "label-quality",
@@ -206,27 +197,19 @@ def score_labelling(labels: dict[str, Path], truths: dict[str, Path], ids: Seque
 
     ``workers`` threads score images at once (numpy's sorts, zlib and torch's resize release the GIL:
     four 2320 x 2828 images with four targets each took 4.3 s with two, 8.7 s with one, on this repo's
-    2-core CPU). ``progress``: a bar named
-    ``desc`` (None: only on a terminal); at CheXlocalize's resolution an image with four targets takes
-    about 2 s.
+    2-core CPU). ``progress``: a bar named ``desc`` (None: only on a terminal); at CheXlocalize's
+    resolution an image with four targets takes about 2 s.
     """
-    n, c = len(ids), len(_LOC)
-    scores = Scores(list(ids), {m: np.full((n, c), np.nan) for m in METRICS}, *(np.zeros(c, dtype=np.int64) for _ in range(4)))
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        with tqdm(total=n, desc=desc, unit="image", disable=None if progress is None else not progress) as bar:
-            for i, image in enumerate(pool.map(lambda item_id: _score_image(labels[item_id], truths[item_id]), ids)):
-                for metric in METRICS:
-                    scores.values[metric][i] = image.values[metric]
-                scores.truth_positive += image.truth_positive
-                scores.false_positive += image.false_positive
-                scores.annotated += image.annotated
-                scores.empty_soft += image.empty_soft
-                scores.has_soft = scores.has_soft and image.has_soft
-                bar.update()
+        images = list(tqdm(pool.map(lambda item_id: _score_image(item_id, labels[item_id], truths[item_id]), ids),
+                           total=len(ids), desc=desc, unit="image", disable=None if progress is None else not progress))
     finally:  # a bad file stops the run now, not after every image queued behind it was scored
         pool.shutdown(cancel_futures=True)
-    return scores
+    c = len(_LOC)
+    return Scores(list(ids), {m: np.concatenate([np.empty((0, c)), *(im.values[m] for im in images)]) for m in METRICS},
+                  *(sum((getattr(im, count) for im in images), np.zeros(c, dtype=np.int64)) for count in _COUNTS),
+                  all(im.has_soft for im in images))
 
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:

@@ -49,8 +49,8 @@ class Classifier(nn.Module):
         """As ``nn.Module.train``, but nothing to do when every module is in ``mode`` already.
 
         MONAI's trainer calls ``train()`` every iteration; setting DenseNet121's 501 modules one call
-        each took 1.2 ms of host time per step on this repo's CPU, checking them 0.4 ms. On a GPU the
-        host's dispatch bounds the step, so that time is the pipeline's, not the device's.
+        each took 1.2 ms of host time per step on this repo's CPU, checking them 0.4 ms. Where the
+        host's dispatch bounds a GPU step, that time adds to the step.
         """
         if all(module.training == mode for module in self.modules()):
             return self
