@@ -316,7 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu (cpu with --smoke)")
     p.add_argument("--network", default="densenet121")
     p.add_argument("--checkpoint", default=None, help="trained classifier state_dict (weights_only)")
-    p.add_argument("--size", type=int, default=None, help="image side (default 320, smoke 128)")
+    p.add_argument("--size", type=int, default=None, help="image side (default 320, smoke 96)")
     p.add_argument("--images", type=int, default=None, help="number of images (default 16, smoke 2)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--images-per-batch", type=int, default=None, help="default 4 (smoke 2)")

@@ -1,8 +1,8 @@
 """A segmentation bundle as the deploy app runs it: network + ``network_data_format``, no SDK needed.
 
-Contract (docs/FORMATS.md, "Deployable segmentation bundle"): the network is ``models/model.ts``
-(TorchScript) or, without it, ``network_def`` of ``configs/inference.json`` with weights from
-``models/model.pt``. Its input ``spatial_shape`` and output channel names come from the training
+Contract (docs/FORMATS.md, "DICOM SEG output and the deployable segmentation bundle"): the network
+is ``models/model.ts`` (TorchScript) or, without it, ``network_def`` of ``configs/inference.json``
+with weights from ``models/model.pt``. Its input ``spatial_shape`` and output channel names come from the training
 record beside ``models/model.pt`` when there is one (a bundle trained in place still carries the
 template ``configs/metadata.json``), else from ``metadata.json``'s ``network_data_format``, else
 from ``image_size`` and ``class_names`` of ``configs/inference.json``. The network returns

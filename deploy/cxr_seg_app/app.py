@@ -4,9 +4,9 @@ Run (the SDK needs a larger stack than the default):
     ulimit -s 32768
     python deploy/cxr_seg_app/app.py -i DICOM_DIR -o OUT_DIR -m BUNDLE_DIR
 
-``-m`` is the bundle folder (e.g. ``bundles/cxr_seg_adapter``); see docs/FORMATS.md,
-"Deployable segmentation bundle". Environment: CXR_DEVICE (cpu, cuda or cuda:N; default cpu),
-CXR_THRESHOLD (in (0, 1); default 0.5). ``OUT_DIR/report.csv`` says what became of each input file.
+``-m`` is the bundle folder (e.g. ``bundles/cxr_seg_adapter``); see docs/FORMATS.md, "DICOM SEG
+output and the deployable segmentation bundle". Environment: CXR_DEVICE (cpu, cuda or cuda:N;
+default cpu), CXR_THRESHOLD (in (0, 1); default 0.5). ``OUT_DIR/report.csv`` says what became of each input file.
 
 Exit codes: 0 at least one SEG written (skipped files are in the report), 1 none written (the
 report says why), 2 a bad input folder, output folder, bundle or setting (one line on stderr;
