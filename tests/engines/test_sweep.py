@@ -40,12 +40,14 @@ def test_register_only_refuses_a_broken_datalist_and_keeps_the_registry(tmp_path
     assert (tmp_path / "zoo" / "classifiers.json").read_text() == registry
 
 
-def test_register_only_explains_a_run_without_any_validation_auroc(tmp_path, capsys):
-    """A validation split without both classes on the competition five gives no mean AUROC and no model to rank."""
+@pytest.mark.parametrize("best", [{"auroc": {}, "mean_auroc": None, "epoch": 1}, None])
+def test_register_only_explains_a_run_without_any_validation_auroc(tmp_path, capsys, best):
+    """A validation split without both classes on the competition five gives no mean AUROC and no model to rank
+    (a metrics.json with no best record at all says the same, not a TypeError)."""
     datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
     run = tmp_path / "zoo" / "resnet10"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"best": {"auroc": {}, "mean_auroc": None, "epoch": 1}}))
+    (run / "metrics.json").write_text(json.dumps({"best": best}))
     argv = ["sweep-classifiers", "--register-only", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"),
             "--archs", "resnet10"]
     assert main(argv) == 2
@@ -196,3 +198,77 @@ def test_repeated_archs_options_add_up_and_the_default_applies_without_any(tmp_p
     assert main([*argv, "--archs", "resnet10", "--archs", "densenet_tiny"]) == 0
     assert main(argv) == 0
     assert trained == [["resnet10", "densenet_tiny"], ["densenet121", "resnet18"]]
+
+
+def test_every_id_the_sweep_sets_itself_is_refused_as_a_set(tmp_path, capsys):
+    """Each would train other than what is registered: another size or epoch count, another network in the run
+    folder, an evaluation instead of training (configs), or two values for one argument (a TypeError)."""
+    taken = {"datalist": "--datalist", "dataset_dir": "--dataset-dir", "image_size": "--image-size",
+             "max_epochs": "--max-epochs", "batch_size": "--batch-size", "num_workers": "--num-workers",
+             "output_dir": "--out", "network_name": "--archs", "bundle_root": "--bundle-root"}
+    sets = [arg for key in [*taken, "configs"] for arg in ("--set", f"{key}=1")]
+    argv = ["sweep-classifiers", "--datalist", "x.json", "--out", str(tmp_path / "zoo"), "--archs", "resnet10", *sets]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for key, option in taken.items():
+        assert f"{key} (use {option})" in err
+    assert "configs (the sweep trains with train.json)" in err
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_each_finished_architecture_is_registered_before_the_next_trains(tmp_path, monkeypatch):
+    """The labeller can use what has finished: a later architecture that fails must not lose the earlier one."""
+    from cxrdoll.engines import sweep as sweep_module
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    zoo = tmp_path / "zoo"
+
+    def train(out, **_):
+        if out.name == "densenet_tiny":
+            raise RuntimeError("out of memory")
+        return json.loads((_fake_run(zoo, out.name) / "metrics.json").read_text())
+
+    monkeypatch.setattr(sweep_module, "train_classifier", train)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        sweep_module.sweep(["resnet10", "densenet_tiny"], datalist, zoo, "b", {"image_size": 32})
+    registry = json.loads((zoo / "classifiers.json").read_text())
+    assert [e["name"] for e in registry["classifiers"]] == ["resnet10"]
+
+
+def test_register_only_refuses_a_run_of_another_architecture(tmp_path, capsys):
+    """A resnet18 run copied into resnet10/ would be registered, and loaded by the labeller, as a resnet10."""
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    run = _fake_run(tmp_path / "zoo", "resnet10")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "run": {"network_name": "resnet18"}}))
+    argv = ["sweep-classifiers", "--register-only", "--datalist", str(datalist), "--out", str(tmp_path / "zoo"),
+            "--archs", "resnet10"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {run / 'metrics.json'}: trained as 'resnet18', not 'resnet10'\n"
+    assert not (tmp_path / "zoo" / "classifiers.json").exists()
+
+
+def test_the_entry_records_the_runs_best_validation(tmp_path):
+    """The best epoch and its AUROCs, not the last or a default (the labeller ranks classifiers by them)."""
+    from cxrdoll.engines.sweep import sweep
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    run = _fake_run(tmp_path / "zoo", "resnet10")
+    best = {"auroc": {"Cardiomegaly": 0.75, "Edema": None}, "mean_auroc": 0.75, "epoch": 3}
+    last = {"auroc": {"Cardiomegaly": 0.5, "Edema": None}, "mean_auroc": 0.5, "epoch": 4}
+    (run / "metrics.json").write_text(json.dumps({"best": best, "last": last, "history": [best, last]}))
+    (entry,) = sweep(["resnet10"], datalist, tmp_path / "zoo", "b", {"image_size": 32}, train=False)["classifiers"]
+    assert (entry["best_epoch"], entry["mean_auroc"], entry["auroc"]) == (3, 0.75, best["auroc"])
+    assert entry["image_size"] == 32  # recorded by no run: the command line's
+
+
+def test_a_registry_that_is_not_an_object_is_replaced(tmp_path):
+    """A classifiers.json holding a JSON list (written by hand) describes nothing to keep: no AttributeError."""
+    from cxrdoll.engines.sweep import sweep
+
+    datalist = write_tiny_datalist(tmp_path / "data", n_train=2, n_val=2, size=16)
+    _fake_run(tmp_path / "zoo", "resnet10")
+    (tmp_path / "zoo" / "classifiers.json").write_text("[]")
+    sweep(["resnet10"], datalist, tmp_path / "zoo", "b", {"image_size": 32}, train=False)
+    registry = json.loads((tmp_path / "zoo" / "classifiers.json").read_text())
+    assert [e["name"] for e in registry["classifiers"]] == ["resnet10"]
