@@ -66,3 +66,33 @@ def test_pos_weight_by_name_and_bad_weights_are_refused_naming_pos_weight():
             MaskedBCEWithLogitsLoss(pos_weight=bad)
     with pytest.raises(ValueError, match="pos_weight '.*': expected one number per observation"):
         MaskedBCEWithLogitsLoss(pos_weight="[NaN, 1]")
+
+
+def test_a_batch_with_one_labelled_entry_gives_that_entrys_loss():
+    """The count is clamped only to avoid 0/0: one labelled entry is a mean over one, not halved."""
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    target = torch.tensor([[NAN, NAN], [NAN, 0.0]])
+    assert MaskedBCEWithLogitsLoss()(logits, target).item() == pytest.approx(_bce(3.0, 0), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_the_loss_is_float32_whatever_the_targets_dtype(dtype):
+    """torch's BCE takes the target's dtype: a half target would give a half-precision loss, a double one a
+    double loss and float64 arithmetic."""
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    target = torch.tensor([[1.0, NAN, 0.0]], dtype=dtype)
+    loss = MaskedBCEWithLogitsLoss()(logits, target)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx((_bce(2.0, 1) + _bce(0.5, 0)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (3.0, r"pos_weight must be one weight per observation, got shape \(\)"),
+    ([[1.0, 2.0]], r"pos_weight must be one weight per observation, got shape \(1, 2\)"),
+    ([[1.0, 2.0], [3.0]], r"pos_weight \[\[1.0, 2.0\], \[3.0\]\]: expected one number per observation"),
+])
+def test_a_pos_weight_that_is_not_one_list_of_numbers_is_refused_when_built(bad, message):
+    """A scalar or a 2-D weight broadcasts inside BCE (silently, or with a one-observation batch); a ragged list
+    was torch's own ValueError without naming pos_weight."""
+    with pytest.raises(ValueError, match=message):
+        MaskedBCEWithLogitsLoss(pos_weight=bad)
