@@ -18,6 +18,8 @@ def test_overrides_parse_json_values_and_keep_expressions_as_strings():
         "train#trainer#train_handlers": "$@train#handlers[:-3]"}
     with pytest.raises(ValueError, match="'pin_memory': expected ID=VALUE"):
         parse_overrides(["pin_memory"])
+    with pytest.raises(ValueError, match="'=0.5': expected ID=VALUE"):  # no id: not an override of ''
+        parse_overrides(["=0.5"])
 
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -67,3 +69,50 @@ def test_what_monai_and_fire_accept_is_not_refused():
                                "--explainer_options#gradcam#target_layer", "features.denseblock4"])
     with pytest.raises(KeyError, match=r"\['ig_options#step'\]"):  # a full dict of options: a new key is a typo
         refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", labeller, "--ig_options#step", "4"])
+
+
+def test_only_the_options_of_monai_bundle_run_itself_are_not_overrides():
+    """A bare flag takes no value, a positional run_id is no override, and every argument of MONAI's ``run``
+    and of its ConfigWorkflow (read from their signatures; the args file is tested above) is the workflow's own,
+    not a config id."""
+    import inspect
+
+    from monai.bundle import ConfigWorkflow
+    from monai.bundle.scripts import run
+
+    train = str(BUNDLES / "cxr_classifier" / "configs" / "train.json")
+    with pytest.raises(KeyError, match=r"\['lerning_rate'\]"):  # not taken as the flag's value
+        refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", train, "--amp", "--lerning_rate=0.5"])
+    own = [name for fn in (run, ConfigWorkflow.__init__) for name, p in inspect.signature(fn).parameters.items()
+           if name not in ("self", "config_file", "args_file") and p.kind is not p.VAR_KEYWORD]
+    assert "tracking" in own and "init_id" in own
+    argv = [MONAI_MAIN, "run", "training", "--config_file", train, *(a for name in own for a in (f"--{name}", "x"))]
+    assert command_line_overrides([*argv, "--amp"]) == (train, ["amp"])
+
+
+def test_other_command_lines_are_not_checked():
+    """Only ``monai.bundle run`` takes config overrides: ``ckpt_export --net_id`` is its own argument, and
+    another module's ``__main__.py run`` is not MONAI's."""
+    train = str(BUNDLES / "cxr_classifier" / "configs" / "train.json")
+    for argv in ([MONAI_MAIN, "ckpt_export", "--config_file", train, "--net_id", "network_def"],
+                 [str(Path(pytest.__file__).parent / "__main__.py"), "run", "--config_file", train, "--x", "1"]):
+        assert command_line_overrides(argv) is None
+        refuse_misspelt_overrides(argv)
+
+
+def test_metadata_ids_at_any_depth_are_monais_own():
+    """The metadata file is merged by MONAI after the configs this check reads."""
+    train = str(BUNDLES / "cxr_classifier" / "configs" / "train.json")
+    refuse_misspelt_overrides([MONAI_MAIN, "run", "--config_file", train,
+                               "--_meta_#network_data_format#inputs#image#num_channels", "1"])
+
+
+def test_make_workflow_names_a_missing_config_and_a_misspelt_override_before_building_anything(tmp_path):
+    from cxrdoll.engines.bundle_run import make_workflow
+
+    root = BUNDLES / "cxr_classifier"
+    with pytest.raises(FileNotFoundError, match=rf"{root}: bundle config\(s\) not found: .*trian.json$"):
+        make_workflow(root, ("train.json", "trian.json"), output_dir=str(tmp_path / "o"))
+    with pytest.raises(KeyError, match=r"\['lerning_rate'\] not defined in .*train.json"):
+        make_workflow(root, ("train.json",), lerning_rate=0.1, output_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
