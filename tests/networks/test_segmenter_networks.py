@@ -106,6 +106,7 @@ def test_pyramid_pooling_pools_to_1_2_3_and_6_and_upsamples_with_half_pixel_cent
 
     ppm = PyramidPooling(8)
     assert ppm.bins == [1, 2, 3, 6] and ppm.out_channels == 8 + 4 * 2  # 8 // 4 = 2 channels per bin
+    assert PyramidPooling(2).out_channels == 2 + 4 * 1  # 2 // 4 = 0: still one channel per bin
     # one bin of 2x2 whose 1x1 conv passes its channel through: the block means, upsampled to 4x4
     ppm = PyramidPooling(1, bins=(2,))
     branch = ppm.branches[0].conv
@@ -154,3 +155,50 @@ def test_psp_fuse_stage_upsamples_the_context_bilinearly_and_puts_it_before_the_
     with torch.no_grad():
         expected = stage.fuse(torch.cat([torch.from_numpy(up).float()[None], skip], dim=1))
         assert torch.allclose(stage(x, skip), expected, atol=1e-5)
+        with pytest.raises(ValueError, match="FuseStage needs the stride-8 encoder map"):
+            stage(x, None)
+
+
+def test_unet_decoder_computes_what_monais_flexible_unet_decoder_computes():
+    """Reference: MONAI's UNetDecoder with FlexibleUNet's defaults (batch norm eps 1e-3 and momentum 0.1, no conv
+    bias, nearest upsampling after a 1x1 pre-conv), given the same weights and batch-norm statistics: same output
+    in eval mode, same running statistics after a training step. MONAI has no pre-conv where it would keep the
+    width (the last stage); ours, set to the identity there, then computes the same. Last two widths differ, so
+    out_channels is the last one's."""
+    import inspect
+
+    from monai.networks.nets import FlexibleUNet
+    from monai.networks.nets.flexible_unet import UNetDecoder as MonaiUNetDecoder
+
+    from cxrdoll.networks.decoders import UNetDecoder
+
+    defaults = {k: p.default for k, p in inspect.signature(FlexibleUNet).parameters.items()}
+    encoder_channels, decoder_channels = (4, 8, 12, 16, 32), (16, 8, 8, 6, 4)
+    torch.manual_seed(3)
+    reference = MonaiUNetDecoder(
+        2, (1, *encoder_channels), decoder_channels, act=defaults["act"], norm=defaults["norm"],
+        dropout=defaults["dropout"], bias=defaults["decoder_bias"], upsample=defaults["upsample"],
+        pre_conv=defaults["pre_conv"], interp_mode=defaults["interp_mode"], align_corners=None, is_pad=defaults["is_pad"])
+    ours = UNetDecoder(encoder_channels, decoder_channels)
+    theirs = reference.state_dict()
+    for name, value in theirs.items():  # statistics far from (0, 1), so eps and the stored values count
+        if name.endswith("running_var"):
+            value.copy_(torch.rand_like(value) * 1e-3 + 1e-4)
+        elif name.endswith("running_mean"):
+            value.normal_()
+    last = ours.stages[-1].reduce
+    with torch.no_grad():
+        last.weight.copy_(torch.eye(last.in_channels)[:, :, None, None])
+        last.bias.zero_()
+    mapped = [k for k in ours.state_dict() if not k.startswith(f"stages.{len(ours.stages) - 1}.reduce.")]
+    assert [ours.state_dict()[k].shape for k in mapped] == [v.shape for v in theirs.values()]
+    ours.load_state_dict(dict(zip(mapped, theirs.values())), strict=False)
+    features = _features(encoder_channels, batch=2)
+    with torch.no_grad():
+        expected = reference.eval()([torch.zeros(2, 1, 64, 64), *features], skip_connect=4)
+        assert ours.out_channels == expected.shape[1] == 4
+        torch.testing.assert_close(ours.eval()(features), expected, rtol=1e-4, atol=1e-4)
+        reference.train()([torch.zeros(2, 1, 64, 64), *features], skip_connect=4)
+        ours.train()(features)
+    for name, b in zip(mapped, reference.state_dict().values()):
+        torch.testing.assert_close(ours.state_dict()[name], b, rtol=1e-5, atol=1e-5, msg=name)
