@@ -153,3 +153,37 @@ def test_unit_range_reads_a_torch_tensor_as_its_numpy_array():
     pixels = twelve_bit_image()
     for tensor in (torch.from_numpy(pixels.astype(np.int32)), torch.from_numpy((pixels // 16).astype(np.uint8))):
         np.testing.assert_array_equal(unit_range(tensor), unit_range(tensor.numpy()))
+
+
+def test_the_12_bit_rule_includes_both_of_its_bounds():
+    """lo == 0 (black borders) and hi == 4095 (a saturated 12-bit detector) are still 12-bit data: /4095,
+    not min-max on the percentiles."""
+    black_border = twelve_bit_image()
+    black_border[:2] = 0  # 3 % of the pixels: the 0.1st percentile is 0, the 99.9th 4000
+    np.testing.assert_allclose(unit_range(black_border), black_border / 4095, atol=1e-6)
+    saturated = twelve_bit_image()
+    saturated[:2] = 4095  # the 0.1st percentile stays 1120
+    np.testing.assert_allclose(unit_range(saturated), saturated / 4095, atol=1e-6)
+
+
+def test_floats_and_booleans_already_in_the_unit_range_are_kept_as_they_are():
+    """Not stretched to [0, 1]: a dim float image (0..0.5) keeps its brightness, one from 0.25 up keeps its floor,
+    and a full boolean mask stays ones (min-max would make a constant image all zeros)."""
+    dim = np.linspace(0.0, 0.5, 12, dtype=np.float32).reshape(3, 4)
+    bright = np.linspace(0.25, 1.0, 12, dtype=np.float64).reshape(3, 4)
+    for image in (dim, bright):
+        out = unit_range(image)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, image.astype(np.float32))
+    np.testing.assert_array_equal(unit_range(np.ones((3, 4), bool)), np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match="^an empty image"):  # not numpy's "zero-size array" error
+        unit_range(np.zeros((0, 4), np.float32))
+
+
+def test_an_8_bit_colour_png_16_rows_tall_is_not_taken_for_16_bit(tmp_path):
+    """The bit depth is IHDR byte 24, right after the height's low byte (23), which is 16 here."""
+    rgb = np.zeros((16, 8, 3), np.uint8)
+    rgb[3, 5] = 255
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    loaded = load_full_size(tmp_path / "rgb.png", 16)  # 8 columns stretched to 16
+    assert loaded[3].argmax() in (10, 11) and loaded.max() == 1.0

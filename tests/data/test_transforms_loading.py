@@ -68,3 +68,15 @@ def test_output_size_follows_the_argument(tmp_path, size):
     image = load_image_pipeline(size=size)({"image": str(tmp_path / "grey.png")})["image"]
     assert tuple(image.shape) == (1, size, size)
     np.testing.assert_allclose(image.numpy(), 128 / 255, atol=1e-6)
+
+
+def test_a_float_tiff_is_scaled_by_the_pixel_rules_not_clipped_by_pil(tmp_path):
+    """PIL's own 'L' conversion of a float ('F') image clips at 0 and 255: values 0..1 loaded black."""
+    from cxrdoll.data.transforms import unit_range
+
+    ramp = np.linspace(0.0, 1.0, 16 * 16, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.tif")
+    assert Image.open(tmp_path / "ramp.tif").mode == "F"
+    image = load_image_pipeline(size=16)({"image": str(tmp_path / "ramp.tif")})["image"][0].numpy()
+    np.testing.assert_allclose(image, np.rint(unit_range(ramp) * 255) / 255, atol=1e-6)
+    assert image.max() == 1.0
