@@ -108,9 +108,18 @@ def test_a_disk_too_small_for_the_cache_is_one_error_and_keeps_a_stopped_build(p
     assert calls == []  # refused before decoding
     assert json.loads(next((tmp_path / "cache").glob("*.partial.json")).read_text())["rows"] == 2
     np.testing.assert_array_equal(np.load(partial)[:2], built)  # the stopped build's rows are kept
+    with pytest.raises(OSError) as err:  # a new build too, before decoding
+        UInt8ImageCache(items, 256, tmp_path / "other", batch_size=1)
+    assert err.value.errno == errno.ENOSPC and calls == []
 
-    monkeypatch.undo()
+    # room for the rows not yet written is enough: those written hold their blocks already
+    status = partial.stat()
+    assert status.st_blocks * 512 >= 2 * 256 * 256
+    room = types.SimpleNamespace(f_bavail=(status.st_size - status.st_blocks * 512) // 4096 + 1, f_frsize=4096)
+    monkeypatch.setattr(cache_module.os, "statvfs", lambda path: room)
+    monkeypatch.setattr(cache_module.LoadAnyImaged, "__call__", load)
     resumed = UInt8ImageCache(items, 256, tmp_path / "cache", batch_size=1)
+    monkeypatch.undo()
     np.testing.assert_array_equal(resumed.array, UInt8ImageCache(items, 256, tmp_path / "fresh").array)
 
 
@@ -200,6 +209,73 @@ def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_on
     assert decoded == [str(p) for p in paths[4:]]
     assert cache.path.name == whole.path.name and cache.path.read_bytes() == whole.path.read_bytes()
     assert sorted(f.name for f in cache.path.parent.iterdir()) == [f"{cache.path.stem}.lock", cache.path.name]
+
+
+def test_a_damaged_partial_file_is_rebuilt_and_its_record_dropped_first(tmp_path, monkeypatch):
+    """A partial file numpy cannot read (its header damaged) is of no use: the build starts again instead of failing, and
+    its stale record goes before the new partial file is made, so a stop before the first new record cannot
+    resume on that record's rows (all zero in the new file)."""
+    rng = np.random.default_rng(2)
+    paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
+    for p in paths:
+        save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
+    items = [{"image": str(p)} for p in paths]
+    whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
+    decoded: list[str] = []
+    stop_at = [7]  # rows 0-3 recorded
+    _stoppable_loader(monkeypatch, decoded, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    (partial,) = (tmp_path / "cache").glob("*.partial")
+    partial.write_bytes(b"not a numpy file")
+    decoded.clear()
+    stop_at[0] = 1  # stopped in the first batch of the new build: nothing recorded yet
+    with pytest.raises(KeyboardInterrupt):
+        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    decoded.clear()
+    stop_at[0] = -1
+    cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    assert decoded == [str(p) for p in paths]
+    assert cache.path.read_bytes() == whole.path.read_bytes()
+
+
+def test_a_run_that_waited_for_the_lock_uses_the_cache_built_meanwhile(pngs, tmp_path, monkeypatch):
+    """Two runs sharing cache_dir: the one that waited must not decode every image again (an hour at scale) and
+    replace the file the other run has memory-mapped."""
+    import fcntl
+    import shutil
+    import threading
+
+    import cxrdoll.data.cache as cache_module
+
+    items = [{"image": str(p)} for p in pngs]
+    built = UInt8ImageCache(items, 32, tmp_path / "elsewhere")
+    target = tmp_path / "cache" / built.path.name  # the name depends on the images and size, not the folder
+    target.parent.mkdir()
+    decoded, waiting, found = [], threading.Event(), []
+
+    class Loader(cache_module.LoadAnyImaged):
+        def __call__(self, data):
+            decoded.append(data["image"])
+            return super().__call__(data)
+
+    monkeypatch.setattr(cache_module, "LoadAnyImaged", Loader)
+    monkeypatch.setattr(cache_module.logger, "info", lambda *args: waiting.set())  # "waiting for another process"
+    with open(target.with_name(target.stem + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other run, building
+        second = threading.Thread(target=lambda: found.append(UInt8ImageCache(items, 32, tmp_path / "cache")))
+        second.start()
+        assert waiting.wait(timeout=30)
+        shutil.copy(built.path, target)  # the other run's build ends: its partial file renamed to the cache
+    second.join(timeout=30)
+    assert decoded == [] and found[0].path == target
+    np.testing.assert_array_equal(found[0].array, built.array)
+
+
+def test_an_empty_image_list_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="^cannot cache an empty image list$"):
+        UInt8ImageCache([], 32, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def _global_rng_states():
