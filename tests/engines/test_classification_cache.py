@@ -212,9 +212,9 @@ def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_on
 
 
 def test_a_damaged_partial_file_is_rebuilt_and_its_record_dropped_first(tmp_path, monkeypatch):
-    """A partial file numpy cannot read (its header damaged) is of no use: the build starts again instead of failing, and
-    its stale record goes before the new partial file is made, so a stop before the first new record cannot
-    resume on that record's rows (all zero in the new file)."""
+    """A partial file numpy cannot read (its header damaged) is of no use: the build starts again instead of
+    failing, and its stale record goes before the new partial file is made, so a stop before the first new
+    record cannot resume on that record's rows (all zero in the new file)."""
     rng = np.random.default_rng(2)
     paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
     for p in paths:
