@@ -21,8 +21,10 @@ _ACT = ("relu", {"inplace": True})
 class DecoderStage(nn.Module):
     """One U-Net step: 1x1 reduce, upsample by 2, concatenate the skip map, two 3x3 convs, adapter slot.
 
-    The same step as MONAI FlexibleUNet's decoder (nearest upsampling after a 1x1 pre-conv), written
-    out so that ``torch.compile(fullgraph=True)`` traces it and the adapter slot sits after it.
+    MONAI FlexibleUNet's decoder step (nearest upsampling after a 1x1 pre-conv), written out so that
+    ``torch.compile(fullgraph=True)`` traces it and the adapter slot sits after it. One difference:
+    the 1x1 conv is kept where the width does not halve (FlexibleUNet's last stage has none there);
+    dropping it now would break every saved checkpoint.
     """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, halves: bool, dropout: float) -> None:
