@@ -112,8 +112,11 @@ class UInt8ImageCache:
         try:
             done = read_json(record)
             rows, unreadable = int(done["rows"]), [(str(p), str(e)) for p, e in done["unreadable"]]
-            out = np.load(partial, mmap_mode="r+")
+            # read-only first: "r+" would extend a truncated file with zeros, rows the record counts as built
+            out = np.load(partial, mmap_mode="r")
             resumable = out.shape == shape and out.dtype == np.uint8 and 0 < rows <= len(self.paths)
+            if resumable:
+                out = np.load(partial, mmap_mode="r+")
         except (OSError, ValueError, KeyError, TypeError):  # no record, or a partial file of no use
             resumable = False
         if resumable:

@@ -239,6 +239,29 @@ def test_a_damaged_partial_file_is_rebuilt_and_its_record_dropped_first(tmp_path
     assert cache.path.read_bytes() == whole.path.read_bytes()
 
 
+def test_a_truncated_partial_file_is_rebuilt_not_resumed_on_zero_rows(tmp_path, monkeypatch):
+    """A partial file cut short (a copy that stopped, a full disk in another tool) must not be extended with
+    zeros that its record counts as built images: the build starts again."""
+    rng = np.random.default_rng(3)
+    paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
+    for p in paths:
+        save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
+    items = [{"image": str(p)} for p in paths]
+    whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
+    decoded: list[str] = []
+    stop_at = [7]  # rows 0-3 recorded
+    _stoppable_loader(monkeypatch, decoded, stop_at)
+    with pytest.raises(KeyboardInterrupt):
+        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    (partial,) = (tmp_path / "cache").glob("*.partial")
+    os.truncate(partial, partial.stat().st_size - 3 * 32 * 32 * 10 // 4)  # into the recorded rows
+    decoded.clear()
+    stop_at[0] = -1
+    cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    assert decoded == [str(p) for p in paths]
+    assert cache.path.read_bytes() == whole.path.read_bytes()
+
+
 def test_a_run_that_waited_for_the_lock_uses_the_cache_built_meanwhile(pngs, tmp_path, monkeypatch):
     """Two runs sharing cache_dir: the one that waited must not decode every image again (an hour at scale) and
     replace the file the other run has memory-mapped."""
