@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cxrdoll.labels.writer import (append_source, finalise, image_source, label_path, read_label, read_report,
-                                   read_sources, sources_path, trim_torn_source, write_label, write_shard_record)
+                                   read_sources, record_code_version, sources_path, trim_torn_source, write_label,
+                                   write_shard_record)
 
 
 def _arrays(seed=0, size=6):
@@ -31,12 +32,27 @@ def test_label_file_round_trip_and_identical_bytes(tmp_path):
     assert set(read_label(a)) == {"mask", "state"}  # soft maps are optional
 
 
+def test_soft_maps_are_stored_within_0_and_1(tmp_path):
+    """docs/FORMATS.md promises soft maps in [0, 1]; an attribution that overshoots must not leave it."""
+    mask, state, soft = _arrays()
+    soft[0, 0, :3] = [-0.25, 1.5, 0.5]
+    write_label(tmp_path / "s.npz", mask, state, soft)
+    np.testing.assert_array_equal(read_label(tmp_path / "s.npz")["soft"][0, 0, :3], [0.0, 1.0, 0.5])
+
+
 def test_label_file_checks(tmp_path):
     mask, state, soft = _arrays()
     with pytest.raises(ValueError, match=r"x.npz: mask must be \(14, S, S\)"):
         write_label(tmp_path / "x.npz", mask[:3], state)
     with pytest.raises(ValueError, match="soft .* must match mask"):
         write_label(tmp_path / "x.npz", mask, state, soft[:, :2])
+    with pytest.raises(ValueError, match=r"x.npz: mask must be \(14, S, S\), got \(14, 6, 5\)"):
+        write_label(tmp_path / "x.npz", mask[:, :, :5], state)  # pre-training takes square labels only
+    with pytest.raises(ValueError, match=r"x.npz: state must be \(14,\), got \(13,\)"):
+        write_label(tmp_path / "x.npz", mask, state[:13])  # one channel short would shift every observation
+    assert not (tmp_path / "x.npz").exists()
+    with pytest.raises(FileNotFoundError, match=r"missing.npz: label file not found"):
+        read_label(tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"bad.npz: not a readable label file \(not an .npz archive\)") as err:
         read_label(tmp_path / "bad.npz")
@@ -65,6 +81,7 @@ def test_label_path_keeps_ids_inside_the_folder(tmp_path):
     assert label_path(tmp_path, "CheXpert/train/p1/s1/view1.jpg") == tmp_path / "CheXpert/train/p1/s1/view1.npz"
     assert label_path(tmp_path, "scan.NII.GZ") == tmp_path / "scan.npz"
     assert label_path(tmp_path, "p1/.png") == tmp_path / "p1/.png.npz"  # never a name of its own extension only
+    assert label_path(tmp_path, ".png") == tmp_path / ".png.npz"  # nor '.npz' at the top of the folder
     for bad in ("../x.jpg", "/abs/x.jpg", ""):
         with pytest.raises(ValueError, match="is not a relative path inside the output folder"):
             label_path(tmp_path, bad)
@@ -96,6 +113,8 @@ def test_finalise_waits_for_every_shard_and_merges_reports(tmp_path):
     assert manifest["counts"]["labelled"] == 2 and manifest["counts"]["skipped"] == 1
     assert manifest["counts"]["positives"]["Cardiomegaly"] == 2
     assert manifest["counts"]["negatives"]["Enlarged Cardiomediastinum"] == 2
+    # state -1 (ignored by the loss) is neither a positive nor a negative
+    assert manifest["counts"]["positives"]["No Finding"] == manifest["counts"]["negatives"]["No Finding"] == 0
     assert manifest["explainer"] == "x" and manifest["code_version"]["cxrdoll"]
     assert read_report(tmp_path / "report.csv") == [{"id": "p1/v.png", "image": "/img/1.png", "reason": "OSError: truncated"}]
 
@@ -112,6 +131,45 @@ def test_finalise_reports_only_skips_of_images_the_datalist_still_lists(tmp_path
     counts = json.loads((tmp_path / "manifest.json").read_text())["counts"]
     assert (counts["images"], counts["labelled"], counts["skipped"]) == (2, 1, 1)
     assert [row["id"] for row in read_report(tmp_path / "report.csv")] == ["p1/v.png"]
+
+
+def test_the_report_is_the_same_whichever_rank_skipped_which_image(tmp_path):
+    """Two shards must give the files one run gives: skip rows merged from rank records in rank
+    order would list the images in another order than one rank that met them in datalist order."""
+    items = [{"image": f"/img/{i}.png", "id": f"p{i}/v.png"} for i in range(2)]
+    rows = [{"id": it["id"], "image": it["image"], "reason": "OSError: truncated"} for it in items]
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_shard_record(one, 0, 1, rows)
+    write_shard_record(two, 0, 2, rows[1:])
+    write_shard_record(two, 1, 2, rows[:1])
+    for out, world_size in ((one, 1), (two, 2)):
+        assert finalise(out, {"training": items}, world_size, {"explainer": "x"})
+    assert (two / "report.csv").read_bytes() == (one / "report.csv").read_bytes()
+    assert [row["id"] for row in read_report(two / "report.csv")] == ["p0/v.png", "p1/v.png"]
+
+
+def test_a_relative_output_folder_still_gives_absolute_label_paths(tmp_path, monkeypatch):
+    """The datalist's label paths are absolute (docs/FORMATS.md): pre-training reads it from another folder."""
+    mask, state, soft = _arrays()
+    monkeypatch.chdir(tmp_path)
+    items = [{"image": "/img/0.png", "id": "p0/v.png"}]
+    write_label(label_path("labels", items[0]["id"]), mask, state)
+    write_shard_record("labels", 0, 1, [])
+    assert finalise("labels", {"training": items}, 1, {"explainer": "x"})
+    datalist = json.loads((tmp_path / "labels" / "datalist.json").read_text())
+    assert datalist["training"][0]["label"] == str((tmp_path / "labels" / "p0" / "v.npz").resolve())
+
+
+def test_the_manifest_lists_code_versions_in_a_fixed_order(tmp_path, monkeypatch):
+    """Records are read by globbing, whose order is the disk's: unsorted, two ranks finalising
+    together could write different manifests."""
+    for commit in "cadbe":
+        monkeypatch.setattr("cxrdoll.labels.writer.code_version", lambda c=commit: {"cxrdoll": "0.1.0", "git_commit": c * 40})
+        record_code_version(tmp_path)
+    write_shard_record(tmp_path, 0, 1, [])
+    assert finalise(tmp_path, {"training": []}, 1, {"explainer": "x"})
+    versions = json.loads((tmp_path / "manifest.json").read_text())["label_code_versions"]
+    assert [v["git_commit"] for v in versions] == [c * 40 for c in "abcde"]
 
 
 def test_finalise_names_a_damaged_label_file_and_the_way_out(tmp_path):
