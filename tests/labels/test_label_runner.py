@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from cxrdoll.constants import OBSERVATIONS
-from cxrdoll.labels.runner import LabelResult, LabelRunner
+from cxrdoll.labels.runner import LabelResult, LabelRunner, _changed_sources_message
 from cxrdoll.labels.visuals import OverlayWriter, TensorBoardLabelImages
 from cxrdoll.labels.writer import label_path, read_label, read_report, read_sources, shard_path
 from cxrdoll.networks import build_classifier
@@ -276,6 +276,11 @@ def test_bad_configuration_is_refused(setup, tmp_path):
         LabelRunner(classifiers, datalist, tmp_path, tau=70)
     with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
         LabelRunner(classifiers, datalist, tmp_path, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):  # not DataLoader's error at run time
+        LabelRunner(classifiers, datalist, tmp_path, batch_size=0)
+    # the ends of 'a number from 0 to 1' are numbers from 0 to 1
+    LabelRunner(classifiers, datalist, tmp_path, tau=1.0, agree_threshold=1.0, predict_threshold=1.0)
+    LabelRunner(classifiers, datalist, tmp_path, tau=0.0, agree_threshold=0.0, predict_threshold=0.0)
     for name, what in (("agree_threshold", "a threshold on maps scaled to"),
                        ("predict_threshold", "a threshold on predicted probabilities")):
         with pytest.raises(ValueError, match=f"{name} 50.0 is {what}.*: expected a number from 0 to 1"):
@@ -590,8 +595,11 @@ def test_a_run_in_which_no_image_has_a_target_says_so(setup, tmp_path, caplog):
         "or --policy positives_uncertain / ensemble_predicted"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cxrdoll.labels.runner"):
+        LabelRunner(classifiers, negatives, tmp_path / "out", **OPTIONS).run()  # writes nothing: nothing to warn of
         LabelRunner(classifiers, datalist, tmp_path / "positives", **OPTIONS).run()
     assert not [r for r in caplog.records if "has a target observation" in r.getMessage()]
+    # observations no image targets have no positive mask at all, not only empty ones
+    assert not [r for r in caplog.records if "every positive mask written for" in r.getMessage()]
 
 
 def test_constant_images_are_skipped_with_their_reason_not_labelled(setup, tmp_path):
@@ -611,3 +619,77 @@ def test_constant_images_are_skipped_with_their_reason_not_labelled(setup, tmp_p
         "blank/white.png": "ValueError: a constant image (every pixel 1 of 1 at 32 px): nothing in it to localise",
         "blank/black.png": "ValueError: a constant image (every pixel 0 of 1 at 32 px): nothing in it to localise"}
     assert sorted(_label_files(out)) == ["tiny/patient00000/study1/view1_frontal.npz"]
+
+
+def test_a_run_killed_mid_record_resumes_with_readable_source_logs(setup, tmp_path):
+    """A kill while appending leaves a record without its line end; appended to, it became one unreadable
+    line, and the run after the resumed one refused the folder ('not a source record')."""
+    classifiers, datalist, reference, _ = setup
+    out = tmp_path / "labels"
+    shutil.copytree(reference, out)
+    item_id = sorted(_good_images(datalist))[0]
+    label_path(out, item_id).unlink()
+    log = out / ".shards" / "sources-rank0000-of-0001.jsonl"
+    log.write_bytes(log.read_bytes() + b'{"id": "' + item_id.encode() + b'", "ima')
+    assert LabelRunner(classifiers, datalist, out, **OPTIONS).run()["written"] == 1
+    assert LabelRunner(classifiers, datalist, out, **OPTIONS).run()["written"] == 0
+    assert _recorded(out) == _good_images(datalist)
+    assert _label_files(out) == _label_files(reference)
+
+
+def test_a_run_that_labels_nothing_records_no_settings(setup, tmp_path):
+    """Every image skipped (a wrong image root, say): no label holds the settings, so a run with
+    corrected settings must not be refused as a mix."""
+    classifiers, datalist, _, _ = setup
+    doc = json.loads(Path(datalist).read_text())
+    for item in doc["training"] + doc["validation"]:
+        item["image"] = str(tmp_path / "nowhere" / Path(item["image"]).name)
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(doc))
+    out = tmp_path / "labels"
+    assert LabelRunner(classifiers, moved, out, **OPTIONS).run()["written"] == 0
+    assert not (out / ".shards" / "settings.json").exists()
+    LabelRunner(classifiers, moved, out, **{**OPTIONS, "tau": 0.9}).run()
+
+
+def test_labels_without_soft_maps_keep_the_same_masks(setup, tmp_path):
+    classifiers, datalist, reference, _ = setup
+    LabelRunner(classifiers, datalist, tmp_path, max_items_per_section=1, save_soft=False, **OPTIONS).run()
+    item_id = json.loads(Path(datalist).read_text())["training"][0]["id"]
+    label, full = read_label(label_path(tmp_path, item_id)), read_label(label_path(reference, item_id))
+    assert set(label) == {"mask", "state"}
+    np.testing.assert_array_equal(label["mask"], full["mask"])
+
+
+def test_labels_of_images_now_missing_are_kept(one_thread, tmp_path):
+    """Nothing to compare a missing image with: its label is trusted (docs), not a crash of the resumed run."""
+    classifiers, datalist = tiny_setup(tmp_path / "data", n=2)
+    out = tmp_path / "labels"
+    LabelRunner(classifiers, datalist, out, **OPTIONS).run()
+    before = _label_files(out)
+    Path(next(iter(_good_images(datalist).values()))).unlink()
+    summary = LabelRunner(classifiers, datalist, out, **OPTIONS).run()
+    assert (summary["written"], summary["skipped"], summary["finalised"]) == (0, 0, True)
+    assert _label_files(out) == before
+
+
+def test_a_bad_raw_label_is_the_reason_given_whatever_the_image(setup, tmp_path):
+    """The datalist's own error, not a missing file's, is what its author has to fix."""
+    classifiers, _, _, _ = setup
+    items = make_images(tmp_path, 2, size=40)
+    items[1]["raw_label"] = items[1]["raw_label"][:13]
+    items[1]["image"] = str(tmp_path / "gone.png")
+    out = tmp_path / "out"
+    LabelRunner(classifiers, write_datalist(tmp_path, items, n_validation=0), out, **OPTIONS).run()
+    assert [row["reason"] for row in read_report(out / "report.csv")] == [
+        f"datalist item {items[1]['id']!r}: raw_label has 13 values, expected 14"]
+
+
+def test_the_changed_sources_message_elides_only_what_it_leaves_out(tmp_path):
+    record = {"image": "/a.png", "size": 1, "mtime_ns": 0}
+    for n, elided in ((6, False), (7, True)):
+        changed = [(tmp_path / f"{i}.npz", record, {**record, "size": 2}) for i in range(n)]
+        message = _changed_sources_message(tmp_path, changed)
+        assert f"{n} label file(s)" in message and "5.npz" in message and "6.npz" not in message
+        assert message.endswith(f"{tmp_path / '5.npz'}{', ...' if elided else ''}; delete those label files to "
+                                "label their images again, or use a new output_dir")
