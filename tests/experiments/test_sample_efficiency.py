@@ -14,7 +14,7 @@ from cxrdoll.cli import main
 from cxrdoll.engines.seg_network import pretraining_segmenter
 from cxrdoll.experiments.sample_efficiency import (KEY, Run, check_checkpoints, check_sizes, markdown, paired_comparison, parse_sizes,
                                                   retrain_reason, run_settings, shuffled_datalists, summarise)
-from cxrdoll.io import save_png_atomic, write_json_atomic
+from cxrdoll.io import file_sha256, save_png_atomic, write_json_atomic
 from cxrdoll.networks import build_classifier
 from tests.bundles.seg_data import write_tiny_downstream
 
@@ -239,6 +239,8 @@ def test_every_setting_that_decides_a_run_invalidates_it(tmp_path, change):
     # scratch loads no checkpoint and has no decoder to freeze: neither is part of its settings
     scratch = run_settings(Run("scratch", 4, 0), "b" * 64, "f" * 64, settings, ckpt)
     assert "checkpoint" not in scratch and "freeze_decoder" not in scratch
+    # nor does doll_full, which fine-tunes everything: --freeze-decoder must not retrain it
+    assert "freeze_decoder" not in run_settings(Run("doll_full", 4, 0), "b" * 64, "f" * 64, settings, ckpt)
 
 
 def _history(*dice: float | None) -> dict:
@@ -331,3 +333,40 @@ def test_a_checkpoint_that_is_a_folder_is_refused_up_front(tmp_path):
         check_checkpoints(["doll_full"], {"pretrained_ckpt": str(tmp_path)})
     with pytest.raises(ValueError, match="starting point 'backbone' needs --classifier-ckpt"):
         check_checkpoints(["scratch", "backbone"], {})
+
+
+def test_each_seed_trains_on_and_records_its_own_shuffled_list_and_all_has_a_curve(tmp_path, monkeypatch, capsys):
+    """Seeds differ in the images they see: each run must get (and its run_settings name) its own seed's
+    list. With 'all' as the only size, the per-epoch table is that of 'all' (it looked up 'None')."""
+    import monai.bundle
+
+    trained = []
+
+    class Fake:  # the bundle run, reduced to the history it writes
+        def __init__(self, **kwargs):
+            trained.append(kwargs)
+
+        def initialize(self):
+            pass
+
+        def run(self):
+            history = {"num_train": 4, "trainable_parameters": 10, "total_parameters": 10,
+                       "history": [{"epoch": 1, KEY: 0.2}, {"epoch": 2, KEY: 0.4}]}
+            write_json_atomic(Path(trained[-1]["output_dir"]) / "validation_history.json", history)
+
+        def finalize(self):
+            pass
+
+    monkeypatch.setattr(monai.bundle, "ConfigWorkflow", Fake)
+    datalist = write_tiny_downstream(tmp_path / "down", n_train=4, n_val=1)
+    out = tmp_path / "exp"
+    assert main(["experiment", "sample-efficiency", "--datalist", str(datalist), "--out", str(out), "--starts", "scratch",
+                 "--sizes", "all", "--seeds", "0,1", "--image-size", "32", "--device", "cpu"]) == 0
+    lists = [out / "datalists" / f"datalist_seed{seed}.json" for seed in (0, 1)]
+    assert file_sha256(lists[0]) != file_sha256(lists[1])  # else the pairing below could not tell them apart
+    assert [k["datalist"] for k in trained] == [str(p) for p in lists]
+    report = json.loads((out / "results.json").read_text())
+    assert [r["run_settings"]["datalist_sha256"] for r in report["runs"]] == [file_sha256(p) for p in lists]
+    table = (out / "results.md").read_text()
+    assert "Validation mean Dice per epoch with all labelled images (mean over seeds):" in table
+    assert table.endswith("| 1 | 0.200 |\n| 2 | 0.400 |\n")
