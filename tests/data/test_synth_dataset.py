@@ -43,6 +43,20 @@ def test_csv_has_exact_chexpert_columns_and_values(synth_small):
         assert r["Sex"] in {"Male", "Female"} and 18 <= int(r["Age"]) <= 90
         assert (r["Frontal/Lateral"], r["AP/PA"] in {"AP", "PA"}) in {("Frontal", True), ("Lateral", False)}
         assert r["Path"].startswith(f"{DATASET}/{'train' if r in train else 'valid'}/patient")
+    assert {r["Sex"] for r in train + valid} == {"Male", "Female"}
+
+
+def test_studies_with_a_support_device_are_ap_films(synth_small):
+    """Lines and tubes mean a bedside (AP) film; other studies are mostly PA."""
+    device = OBSERVATIONS.index("Support Devices")
+    views = []
+    for r in _rows(synth_small, "train") + _rows(synth_small, "valid"):
+        if r["Frontal/Lateral"] == "Frontal":
+            mask = np.load(synth_small / "truth" / (r["Path"][: -len(".jpg")] + ".npz"))["mask"]
+            views.append((bool(mask[device].any()), r["AP/PA"]))
+    with_device = [view for has, view in views if has]
+    assert len(with_device) >= 3 and set(with_device) == {"AP"}
+    assert {view for has, view in views if not has} == {"AP", "PA"}
 
 
 def test_layout_images_and_truth_exist(synth_small):
@@ -147,6 +161,19 @@ def test_cli_help_and_errors(capsys, tmp_path):
     assert "--uncertain-frac + --blank-frac must be <= 1" in capsys.readouterr().err
 
 
+def test_the_ends_of_every_allowed_range_are_accepted():
+    """What the error messages say is allowed must be: one study, no organ or lesion set, 32 and 4096 px,
+    rates of 0 and 1, uncertain + blank cells of exactly 1."""
+    SynthConfig(n=1, size=32, seed=0, n_organs=0, n_lesions=0).validate()
+    SynthConfig(n=1, size=4096, seed=0, uncertain_frac=0.0, blank_frac=0.0, lateral_frac=0.0, valid_frac=0.0,
+                normal_frac=0.0, prevalence=0.0).validate()
+    SynthConfig(n=1, size=32, seed=0, uncertain_frac=0.4, blank_frac=0.6, lateral_frac=1.0, normal_frac=1.0,
+                prevalence=1.0).validate()
+    SynthConfig(n=1, size=32, seed=0, uncertain_frac=1.0, blank_frac=0.0).validate()
+    with pytest.raises(ValueError, match=r"--n-organs/--n-lesions >= 0 \(got 1, 0, -1\)"):
+        SynthConfig(n=1, size=32, seed=0, n_organs=0, n_lesions=-1).validate()
+
+
 def test_cli_writes_and_refuses_to_overwrite(capsys, tmp_path):
     args = ["synth", "--out", str(tmp_path), "--n", "4", "--size", "32", "--n-organs", "1", "--n-lesions", "0", "--preview"]
     assert main(args) == 0
@@ -203,6 +230,10 @@ def test_patient_split_and_ages():
     patients = {s.patient for s in studies}
     valid = {s.patient for s in studies if s.split == "valid"}
     assert len(valid) == round(0.23 * len(patients))  # a --valid-frac of patients
+    for seed in range(6):  # whichever patients are drawn, the first one included
+        studies = plan_studies(SynthConfig(n=12, size=32, seed=seed, valid_frac=0.5))
+        n_patients = len({s.patient for s in studies})
+        assert len({s.patient for s in studies if s.split == "valid"}) == round(0.5 * n_patients)
     laterals = plan_studies(SynthConfig(n=2000, size=32, seed=2, lateral_frac=0.3))
     assert abs(np.mean([s.lateral for s in laterals]) - 0.3) < 0.03  # a --lateral-frac of studies
     ages = {patient_meta(cfg, p)[1] for p in range(1, 3000)}
