@@ -119,6 +119,20 @@ def test_prevalence_suits_training():
     assert np.mean([len(d) >= 2 for d in draws]) > 0.25  # several findings per image are common
     forced = [sample_findings(rng, force=("Pneumonia",)) for _ in range(50)]
     assert all("Pneumonia" in d for d in forced)
+    # in observation order, the order make_phantom plants them in (not a set's, which varies between processes)
+    assert all(d == [name for name in FINDINGS if name in d] for d in draws + forced)
+
+
+def test_an_abnormal_image_has_a_finding_and_a_forced_one_is_any_of_those_given():
+    """At a prevalence no finding reaches, an abnormal image still gets one (else it is a normal one
+    counted as abnormal); lesion images force one of three infections, each of which must occur."""
+    from cxrdoll.data.synth.phantom import INFECTION
+
+    rng = np.random.default_rng(0)
+    abnormal = [sample_findings(rng, normal_frac=0.0, prevalence=0.0) for _ in range(200)]
+    assert all(len(d) == 1 for d in abnormal) and len({d[0] for d in abnormal}) == len(FINDINGS)
+    forced = [sample_findings(rng, normal_frac=1.0, prevalence=0.0, force=INFECTION) for _ in range(90)]
+    assert all(len(d) == 1 for d in forced) and {d[0] for d in forced} == set(INFECTION)
 
 
 def test_unknown_finding_is_a_clear_error():
