@@ -313,3 +313,47 @@ def test_lung_points_fall_inside_their_height_band_and_lung():
                 x, y = _lung_point(anatomy, side, rng, zone)
                 assert top + zone[0] * (base - top) - 1 / 128 <= y <= top + zone[1] * (base - top) + 1.5 / 128
                 assert anatomy.lung[side][int(y * 128), int(x * 128)]
+
+
+def test_lung_points_keep_their_margin_and_fall_back_to_the_lung_when_a_zone_or_margin_leaves_nothing():
+    """A margin keeps nodules off both lung borders; a band below a small lung or a margin wider than
+    the lung must still give a point in the lung, not fail drawing from nothing."""
+    from cxrdoll.data.synth.anatomy import SIDE_SIGN, lung_borders
+    from cxrdoll.data.synth.findings import _lung_point
+
+    anatomy = build_anatomy(sample_params(np.random.default_rng(3)), 128)
+    p, rng = anatomy.params, np.random.default_rng(1)
+    for side in ("R", "L"):
+        for _ in range(40):
+            x, y = _lung_point(anatomy, side, rng, (0.1, 0.85), margin=0.04)
+            med, lat = lung_borders(p, side, np.array([y]))
+            u = SIDE_SIGN[side] * (x - p.cx)
+            assert med[0] + 0.04 < u < lat[0] - 0.04
+        for zone, margin in (((1.5, 2.0), 0.0), ((0.0, 1.0), 1.0)):
+            x, y = _lung_point(anatomy, side, rng, zone, margin=margin)
+            assert anatomy.lung[side][int(y * 128), int(x * 128)]
+
+
+def test_lung_and_pleural_findings_are_masked_to_the_lungs_and_occur_on_both_sides():
+    """Masks reaching past the lung would count an explainer's attention outside it as a hit; every
+    unilateral finding comes on either side, and some effusions are bilateral."""
+    inside = ("Lung Opacity", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax",
+              "Pleural Effusion", "Pleural Other")
+    sides: dict[str, set] = {name: set() for name in inside}
+    for seed in range(12):
+        ph = _phantom(list(inside), seed)
+        a = ph.anatomy
+        for name in inside:
+            m = ph.truth[OBSERVATIONS.index(name)].astype(bool)
+            assert not (m & ~(a.lung["R"] | a.lung["L"])).any(), (name, seed)
+            sides[name].add(tuple(side for side in ("R", "L") if (m & a.lung[side]).any()))
+    for name in ("Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Other", "Consolidation"):
+        assert sides[name] == {("R",), ("L",)}, name
+    assert {("R",), ("L",), ("R", "L")} <= sides["Pleural Effusion"]
+
+
+def test_a_fracture_always_breaks_two_or_three_consecutive_ribs():
+    for seed in range(10):
+        breaks = _phantom(["Fracture"], seed).anatomy.params.rib_breaks
+        assert len(breaks) in (2, 3) and len({br.side for br in breaks}) == 1
+        assert [br.index for br in breaks] == list(range(breaks[0].index, breaks[0].index + len(breaks)))
