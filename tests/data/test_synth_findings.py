@@ -183,6 +183,9 @@ def test_render_filters_match_scipy():
     ref = ndimage.correlate1d(ndimage.correlate1d(b, k, axis=0, mode="wrap"), k, axis=1, mode="nearest")
     np.testing.assert_allclose(_smooth3(b, (True, False)), ref, atol=1e-6)
     np.testing.assert_allclose(halve(b[:, :16]), b[:, :16].reshape(10, 2, 8, 2).mean(axis=(1, 3)), atol=1e-6)
+    odd = b[:5, :7]  # an odd last row and column are repeated, as the edge-padding halve documents
+    np.testing.assert_allclose(halve(odd), np.pad(odd, ((0, 1), (0, 1)), mode="edge").reshape(3, 2, 4, 2).mean(axis=(1, 3)),
+                               atol=1e-6)
     assert np.std(_unit_std(rng.normal(3.0, 5.0, (12, 12)).astype(np.float32))) == pytest.approx(1.0, abs=1e-4)
     mask = np.zeros((64, 64), bool)
     mask[20:40, 10:30] = True
@@ -357,3 +360,18 @@ def test_a_fracture_always_breaks_two_or_three_consecutive_ribs():
         breaks = _phantom(["Fracture"], seed).anatomy.params.rib_breaks
         assert len(breaks) in (2, 3) and len({br.side for br in breaks}) == 1
         assert [br.index for br in breaks] == list(range(breaks[0].index, breaks[0].index + len(breaks)))
+
+
+def test_both_humeral_heads_brighten_their_own_upper_corner():
+    """The shoulders are symmetric about the midline: a head drawn twice on one side (0.25 at its
+    centre, about 0.13 at 0.06 from it) left the other side's corner as dark as bare soft tissue."""
+    from cxrdoll.data.synth.render import render_base
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        anatomy = build_anatomy(sample_params(rng), SIZE)
+        p = anatomy.params
+        soft = render_base(anatomy, rng).soft
+        row, d = int((p.apex_y - 0.01) * SIZE), p.lung_w + p.wall  # 0.06 inside each head's centre
+        right, left = (soft[row, int((p.cx + sign * d) * SIZE)] for sign in (-1, 1))
+        assert abs(right - left) < 0.05, seed
