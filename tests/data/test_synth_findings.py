@@ -199,6 +199,7 @@ def test_anatomy_grid_power_and_windows():
 
     Y, X = grid(4)
     assert Y.ravel().tolist() == X.ravel().tolist() == [0.125, 0.375, 0.625, 0.875]  # pixel centres
+    assert not Y.flags.writeable and not X.flags.writeable  # cached and shared by every image of that size
     x = np.linspace(0.0, 1.0, 101, dtype=np.float32)
     np.testing.assert_allclose(pow_11_32(x.copy()), x.astype(np.float64) ** (11 / 32), atol=1e-6)
     rng = np.random.default_rng(1)
@@ -375,3 +376,26 @@ def test_both_humeral_heads_brighten_their_own_upper_corner():
         row, d = int((p.apex_y - 0.01) * SIZE), p.lung_w + p.wall  # 0.06 inside each head's centre
         right, left = (soft[row, int((p.cx + sign * d) * SIZE)] for sign in (-1, 1))
         assert abs(right - left) < 0.05, seed
+
+
+def test_anatomy_sides_heart_diaphragm_and_stomach():
+    """The patient's right is the image's left: each hilum sits on its own lung's side, and each lung's
+    own dome bounds the abdomen below it (the other side's dome put abdomen inside a lung). The heart
+    rests on the diaphragm even when enlarged, lies inside the thorax, and the aortic knob bulges the
+    left mediastinal border; about half the patients have a gastric bubble."""
+    from cxrdoll.data.synth.anatomy import dome_curve, lung_borders
+
+    for seed in range(6):
+        p = sample_params(np.random.default_rng(seed))
+        p.heart_scale = 1.5
+        a = build_anatomy(p, SIZE)
+        assert a.hilum("R")[0] < p.cx < a.hilum("L")[0]
+        assert not (a.below_diaphragm & (a.lung["R"] | a.lung["L"])).any(), seed
+        assert not (a.heart & ~a.thorax).any(), seed
+        top_of_dome = np.maximum(dome_curve(p, "L", np.abs(a.X - p.cx)), dome_curve(p, "R", np.abs(a.X - p.cx)))
+        assert not (a.heart & (a.Y >= top_of_dome + 0.01)).any(), seed
+        knob = np.array([p.carina_y - 0.04])
+        bulge = lung_borders(p, "L", knob)[0] - lung_borders(p, "R", knob)[0]
+        assert bulge[0] == pytest.approx(p.aortic_knob, rel=1e-3)
+    bubbles = [sample_params(np.random.default_rng(seed)).gastric_bubble for seed in range(40)]
+    assert 10 < sum(b > 0 for b in bubbles) < 30 and all(b == 0 or 0.02 <= b <= 0.04 for b in bubbles)
