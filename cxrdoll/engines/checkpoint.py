@@ -155,5 +155,5 @@ def stretch_cosine(scheduler: CosineAnnealingLR, t_max: int, logger: Any) -> Non
 def unwrap_module(obj: Any) -> Any:
     """Save the plain module under DDP / torch.compile so checkpoints move between set-ups."""
     while hasattr(obj, "module") or hasattr(obj, "_orig_mod"):
-        obj = getattr(obj, "module", None) or obj._orig_mod
+        obj = obj.module if hasattr(obj, "module") else obj._orig_mod  # not `or`: a compiled module's len() raises
     return obj
