@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -507,3 +508,100 @@ def test_a_checkpoint_named_by_another_path_does_not_block_a_resume_its_content_
         refuse_other_settings(stored, {**stored, "init_ckpt": "model.pt", "init_ckpt_sha256": "bb"})
     with pytest.raises(ValueError, match=r"init_ckpt='/runs/cls/model.pt', not 'model.pt'"):  # no content to compare
         refuse_other_settings({"init_ckpt": "/runs/cls/model.pt"}, {"init_ckpt": "model.pt"})
+
+
+def test_a_checkpoint_lacking_an_object_of_the_run_is_refused_but_one_without_a_scaler_resumes(tmp_path):
+    """Resuming without the optimizer's saved state would silently restart its momentum; a checkpoint
+    from before the grad scaler was saved resumes with the run's fresh scaler instead."""
+    net = torch.nn.Linear(2, 1)
+    first = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(first)
+    first.run([torch.ones(1, 2)], max_epochs=1)
+    with_optimizer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
+                        ).attach(with_optimizer)
+    with pytest.raises(KeyError, match=r"c\.pt: resume checkpoint lacks \['optimizer'\]"):
+        with_optimizer.run([torch.ones(1, 2)], max_epochs=2)
+    scaled = _trainer(net)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaled.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(scaled)
+    assert scaled.run([torch.ones(1, 2)], max_epochs=2).iteration == 2 and scaler.get_scale() == 1024.0
+
+
+def test_an_enabled_scaler_resumes_at_its_saved_scale(tmp_path):
+    """Only an empty (never scaling) saved state gives a fresh scaler: an fp16 run resumes its own scale."""
+    def run(scaler: torch.amp.GradScaler, max_epochs: int) -> None:
+        net = torch.nn.Linear(2, 1)
+        trainer = _trainer(net)
+        trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
+        ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(trainer)
+        trainer.run([torch.ones(1, 2)], max_epochs=max_epochs)
+
+    run(torch.amp.GradScaler("cpu", init_scale=512.0), 1)
+    resumed = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    run(resumed, 2)
+    assert resumed.get_scale() == 512.0
+
+
+def test_a_resume_under_other_settings_names_the_setting_before_the_architecture_it_changed(tmp_path):
+    """Another network_name also changes the weights' shapes: the message names the setting, not every key."""
+    from cxrdoll.engines.auroc import MaskedAUROC
+    from cxrdoll.engines.recorder import ValidationRecorder
+
+    def run(name: str, net: torch.nn.Module) -> None:
+        trainer = _trainer(net)
+        recorder = ValidationRecorder(MaskedAUROC(), tmp_path / "metrics.json", run={"network_name": name})
+        ResumableCheckpoint(tmp_path / "c.pt", {"network": net, "recorder": recorder}).attach(trainer)
+        trainer.run([torch.ones(1, 2)], max_epochs=2)
+
+    run("narrow", torch.nn.Linear(2, 1))
+    with pytest.raises(ValueError, match=r"c\.pt: the resume checkpoint was trained with network_name='narrow', not "
+                                         r"'wide': resume with its settings, or start over"):
+        run("wide", torch.nn.Linear(2, 3))
+
+
+def test_an_optimizer_that_does_not_fit_the_checkpoint_names_the_file(tmp_path):
+    """torch's own refusal does not say which file it was loading."""
+    net = torch.nn.Linear(2, 1)
+    first = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net, "optimizer": torch.optim.SGD(net.parameters(), lr=0.1)}
+                        ).attach(first)
+    first.run([torch.ones(1, 2)], max_epochs=1)
+    split = torch.optim.SGD([{"params": [net.weight]}, {"params": [net.bias]}], lr=0.1)
+    resumed = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": net, "optimizer": split}).attach(resumed)
+    with pytest.raises(ValueError, match=r"c\.pt: .*parameter groups.*: resume with its settings, or start over"):
+        resumed.run([torch.ones(1, 2)], max_epochs=2)
+
+
+def test_wrapped_networks_save_and_load_the_plain_modules_keys(tmp_path):
+    """DDP (``module``) and torch.compile (``_orig_mod``) prefix every key: checkpoints must move between set-ups."""
+    from cxrdoll.engines.checkpoint import unwrap_module
+
+    net = torch.nn.Linear(2, 1)
+    wrapped = torch.nn.DataParallel(torch.compile(net))  # not run: construction compiles nothing
+    assert unwrap_module(wrapped) is net
+    trainer = _trainer(net)
+    ResumableCheckpoint(tmp_path / "c.pt", {"network": wrapped}).attach(trainer)
+    trainer.run([torch.ones(1, 2)], max_epochs=1)
+    assert sorted(torch.load(tmp_path / "c.pt", weights_only=True)["network"]) == ["bias", "weight"]
+
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    fresh = torch.nn.Linear(2, 1)
+    evaluator = Engine(lambda engine, batch: None)
+    WeightsLoader(tmp_path / "model.pt", torch.nn.DataParallel(fresh)).attach(evaluator)
+    evaluator.run([0])
+    torch.testing.assert_close(fresh.state_dict(), net.state_dict())
+
+
+def test_a_stretched_cosine_sets_the_rates_it_reports():
+    """The logged rate (``get_last_lr``) must be the one the optimizer uses after the stretch."""
+    from cxrdoll.engines.checkpoint import stretch_cosine
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
+    schedule.step()  # epoch 1 of 2: 0.5
+    stretch_cosine(schedule, 4, logging.getLogger("test"))
+    expected = (1 + math.cos(math.pi / 4)) / 2  # epoch 1 of 4
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected) and schedule.get_last_lr() == pytest.approx([expected])
