@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.metrics import compute_roc_auc
 
 from cxrdoll.constants import COMPETITION_OBSERVATIONS, OBSERVATIONS
@@ -206,3 +206,61 @@ def test_validation_batches_from_loader_workers_leave_no_descriptor_open():
         metric.update((torch.zeros(1, 14), labels))
     assert len(os.listdir("/proc/self/fd")) - before < 10  # 59 batches: 59 more before the copy
     assert len(metric._labels) == 60
+
+
+def test_a_defined_score_after_an_undefined_first_one_saves_the_model(tmp_path):
+    """An epoch with no defined AUROC is best only until a defined one comes; comparing with it would fail."""
+    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
+                             num_samples=4, mean=None)
+    net = torch.nn.DataParallel(torch.nn.Linear(2, 1))  # as under DDP: model.pt holds the plain module's keys
+    recorder = ValidationRecorder(metric, tmp_path / "metrics.json", net, tmp_path / "model.pt")
+    recorder(SimpleNamespace(state=SimpleNamespace(epoch=1)))
+    assert not (tmp_path / "model.pt").exists()
+    metric.mean = 0.6
+    recorder(SimpleNamespace(state=SimpleNamespace(epoch=2)))
+    assert recorder.best["epoch"] == 2
+    assert sorted(torch.load(tmp_path / "model.pt", weights_only=True)) == ["bias", "weight"]
+    with pytest.raises(ValueError, match="network and model_file go together"):
+        ValidationRecorder(metric, tmp_path / "metrics.json", net)
+
+
+def test_settings_only_one_side_records_or_tuples_read_back_as_lists_do_not_block_a_resume():
+    """A checkpoint from before a setting was recorded, and a tuple setting against its JSON list, resume."""
+    from cxrdoll.engines.recorder import refuse_other_settings
+
+    refuse_other_settings({"image_size": 64, "retired": 1}, {"image_size": 64, "class_names": ("lung",)})
+    refuse_other_settings({"class_names": ["lung", "heart"]}, {"class_names": ("lung", "heart")})
+
+
+def test_a_record_file_that_is_unreadable_or_not_continuing_the_checkpoint_is_not_read_back(tmp_path):
+    """Only the same run's file whose history extends the checkpoint's can hold later validations."""
+    from cxrdoll.engines.recorder import later_validations
+
+    path = tmp_path / "m.json"
+    path.write_text("{broken")
+    assert later_validations(path, [], "r1") is None
+    known = [{"epoch": 1, "mean_auroc": 0.5}]
+    path.write_text(json.dumps({"run_id": "r1", "history": [{"epoch": 1, "mean_auroc": 0.7}, {"epoch": 2}]}))
+    assert later_validations(path, known, "r1") is None
+    path.write_text(json.dumps({"run_id": "r1", "history": known + [{"epoch": 2}]}))
+    assert later_validations(path, known, "r1")["history"] == known + [{"epoch": 2}]
+
+
+def test_an_attached_recorder_gives_a_resumed_evaluator_its_recorded_best(tmp_path):
+    """MONAI's evaluator starts with best_metric_epoch -1; the recorder restores it when the run starts."""
+    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
+                             num_samples=4, mean=None)
+    recorder = ValidationRecorder(metric, tmp_path / "metrics.json")
+    recorder.best = {"epoch": 3, "mean_auroc": 0.8}
+    engine = Engine(lambda e, batch: None)
+    engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "best_metric_epoch", -1))
+    recorder.attach(engine)
+    engine.run([0], max_epochs=1)  # an undefined score: the restored best stands
+    assert (engine.state.best_metric, engine.state.best_metric_epoch) == (0.8, 3)
+
+
+def test_no_checkpoint_given_as_an_empty_string_takes_the_default():
+    """Bundle configs pass '' when training from scratch."""
+    from cxrdoll.engines.recorder import trained_setting
+
+    assert trained_setting("", "image_size", 320) == 320
