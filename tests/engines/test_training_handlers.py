@@ -605,3 +605,25 @@ def test_a_stretched_cosine_sets_the_rates_it_reports():
     stretch_cosine(schedule, 4, logging.getLogger("test"))
     expected = (1 + math.cos(math.pi / 4)) / 2  # epoch 1 of 4
     assert opt.param_groups[0]["lr"] == pytest.approx(expected) and schedule.get_last_lr() == pytest.approx([expected])
+
+
+def test_epoch_schedulers_for_each_lr_schedule_and_a_time_schedule_needs_the_budget():
+    """'epochs': cosine reaching zero at max_epochs; 'time': constant, the wall-clock cosine anneals."""
+    from cxrdoll.engines.budget import epoch_scheduler
+
+    def rates(schedule: str, seconds: float | None) -> list[float]:
+        opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+        scheduler = epoch_scheduler(opt, schedule, 2, seconds)
+        seen = []
+        for _ in range(2):
+            seen.append(round(opt.param_groups[0]["lr"], 6))
+            opt.step()
+            scheduler.step()
+        return seen + [round(opt.param_groups[0]["lr"], 6)]
+
+    assert rates("epochs", None) == [1.0, 0.5, 0.0]
+    assert rates("time", 60.0) == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="lr_schedule 'time' anneals over max_train_seconds: set it too"):
+        rates("time", None)
+    with pytest.raises(ValueError, match="lr_schedule must be 'epochs' or 'time', got 'cosine'"):
+        rates("cosine", None)
