@@ -58,12 +58,10 @@ class WallClockBudget(_TimedFromStart):
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(seconds, "max_train_seconds", clock)
         self.validator = validator
-        self.exhausted = False
 
     def on_event(self, engine: Engine) -> None:
         if self.elapsed() < self.seconds:
             return
-        self.exhausted = True
         engine.logger.info(f"wall-clock budget of {self.seconds:g} s spent at iteration {engine.state.iteration}")
         if self.validator is not None:
             if hasattr(engine, "network"):  # a trainer: the stop may fall between two divergence checks
