@@ -189,24 +189,32 @@ def _stoppable_loader(monkeypatch, decoded, stop_at):
     monkeypatch.setattr(cache_module, "CHECKPOINT_ROWS", 4)  # a progress record every second batch of 2
 
 
-def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
-    """191K full-size JPEGs take over an hour to cache: a killed build must not start again from image 0."""
-    rng = np.random.default_rng(1)
+def _stopped_build(tmp_path, monkeypatch, seed):
+    """Ten 48x40 PNGs, their cache built whole in ``whole/``, and a build into ``cache/`` stopped at the 8th
+    decode (rows 0-5 written, 0-3 recorded). Returns the items, the whole cache, and the decode log and stop
+    point of the stoppable loader (``stop_at[0] = -1``: no stop)."""
+    rng = np.random.default_rng(seed)
     paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
     for p in paths:
         save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
     items = [{"image": str(p)} for p in paths]
     whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
     decoded: list[str] = []
-    stop_at = [7]  # in the 4th batch: rows 0-5 written, 0-3 recorded
+    stop_at = [7]
     _stoppable_loader(monkeypatch, decoded, stop_at)
     with pytest.raises(KeyboardInterrupt):
         UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
-    assert not (tmp_path / "cache" / whole.path.name).exists()
     decoded.clear()
+    return items, whole, decoded, stop_at
+
+
+def test_a_stopped_build_resumes_from_its_record_and_matches_an_uninterrupted_one(tmp_path, monkeypatch):
+    """191K full-size JPEGs take over an hour to cache: a killed build must not start again from image 0."""
+    items, whole, decoded, stop_at = _stopped_build(tmp_path, monkeypatch, seed=1)
+    assert not (tmp_path / "cache" / whole.path.name).exists()
     stop_at[0] = -1
     cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
-    assert decoded == [str(p) for p in paths[4:]]
+    assert decoded == [item["image"] for item in items[4:]]
     assert cache.path.name == whole.path.name and cache.path.read_bytes() == whole.path.read_bytes()
     assert sorted(f.name for f in cache.path.parent.iterdir()) == [f"{cache.path.stem}.lock", cache.path.name]
 
@@ -215,50 +223,28 @@ def test_a_damaged_partial_file_is_rebuilt_and_its_record_dropped_first(tmp_path
     """A partial file numpy cannot read (its header damaged) is of no use: the build starts again instead of
     failing, and its stale record goes before the new partial file is made, so a stop before the first new
     record cannot resume on that record's rows (all zero in the new file)."""
-    rng = np.random.default_rng(2)
-    paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
-    for p in paths:
-        save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
-    items = [{"image": str(p)} for p in paths]
-    whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
-    decoded: list[str] = []
-    stop_at = [7]  # rows 0-3 recorded
-    _stoppable_loader(monkeypatch, decoded, stop_at)
-    with pytest.raises(KeyboardInterrupt):
-        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    items, whole, decoded, stop_at = _stopped_build(tmp_path, monkeypatch, seed=2)
     (partial,) = (tmp_path / "cache").glob("*.partial")
     partial.write_bytes(b"not a numpy file")
-    decoded.clear()
     stop_at[0] = 1  # stopped in the first batch of the new build: nothing recorded yet
     with pytest.raises(KeyboardInterrupt):
         UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
     decoded.clear()
     stop_at[0] = -1
     cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
-    assert decoded == [str(p) for p in paths]
+    assert decoded == [item["image"] for item in items]
     assert cache.path.read_bytes() == whole.path.read_bytes()
 
 
 def test_a_truncated_partial_file_is_rebuilt_not_resumed_on_zero_rows(tmp_path, monkeypatch):
     """A partial file cut short (a copy that stopped, a full disk in another tool) must not be extended with
     zeros that its record counts as built images: the build starts again."""
-    rng = np.random.default_rng(3)
-    paths = [tmp_path / "img" / f"{i}.png" for i in range(10)]
-    for p in paths:
-        save_png_atomic(p, rng.integers(0, 256, size=(48, 40), dtype=np.uint8))
-    items = [{"image": str(p)} for p in paths]
-    whole = UInt8ImageCache(items, 32, tmp_path / "whole", batch_size=2)
-    decoded: list[str] = []
-    stop_at = [7]  # rows 0-3 recorded
-    _stoppable_loader(monkeypatch, decoded, stop_at)
-    with pytest.raises(KeyboardInterrupt):
-        UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
+    items, whole, decoded, stop_at = _stopped_build(tmp_path, monkeypatch, seed=3)
     (partial,) = (tmp_path / "cache").glob("*.partial")
     os.truncate(partial, partial.stat().st_size - 3 * 32 * 32 * 10 // 4)  # into the recorded rows
-    decoded.clear()
     stop_at[0] = -1
     cache = UInt8ImageCache(items, 32, tmp_path / "cache", batch_size=2)
-    assert decoded == [str(p) for p in paths]
+    assert decoded == [item["image"] for item in items]
     assert cache.path.read_bytes() == whole.path.read_bytes()
 
 
