@@ -94,12 +94,17 @@ def test_unknown_mean_over_name_is_rejected():
         MaskedAUROC(mean_over=["Cardio"])
 
 
+def _scored_metric() -> SimpleNamespace:
+    """What ValidationRecorder reads of a MaskedAUROC after a validation; set ``mean`` to score it."""
+    return SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
+                           num_samples=4, mean=None)
+
+
 def test_only_a_strictly_better_mean_auroc_replaces_the_best_model(tmp_path):
     """Small validation sets tie (AUROC 1.0 from some epoch on): the model kept is the first to reach
     the best score, and a tie writes no model file."""
     scores = iter([0.7, 0.8, 0.8, None, 0.75])
-    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
-                             num_samples=4, mean=None)
+    metric = _scored_metric()
     net = torch.nn.Linear(2, 1)
     recorder = ValidationRecorder(metric, tmp_path / "metrics.json", net, tmp_path / "model.pt")
     saved = []
@@ -210,8 +215,7 @@ def test_validation_batches_from_loader_workers_leave_no_descriptor_open():
 
 def test_a_defined_score_after_an_undefined_first_one_saves_the_model(tmp_path):
     """An epoch with no defined AUROC is best only until a defined one comes; comparing with it would fail."""
-    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
-                             num_samples=4, mean=None)
+    metric = _scored_metric()
     net = torch.nn.DataParallel(torch.nn.Linear(2, 1))  # as under DDP: model.pt holds the plain module's keys
     recorder = ValidationRecorder(metric, tmp_path / "metrics.json", net, tmp_path / "model.pt")
     recorder(SimpleNamespace(state=SimpleNamespace(epoch=1)))
@@ -248,8 +252,7 @@ def test_a_record_file_that_is_unreadable_or_not_continuing_the_checkpoint_is_no
 
 def test_an_attached_recorder_gives_a_resumed_evaluator_its_recorded_best(tmp_path):
     """MONAI's evaluator starts with best_metric_epoch -1; the recorder restores it when the run starts."""
-    metric = SimpleNamespace(observations=OBSERVATIONS, mean_over=COMPETITION_OBSERVATIONS, per_observation={},
-                             num_samples=4, mean=None)
+    metric = _scored_metric()
     recorder = ValidationRecorder(metric, tmp_path / "metrics.json")
     recorder.best = {"epoch": 3, "mean_auroc": 0.8}
     engine = Engine(lambda e, batch: None)

@@ -28,6 +28,17 @@ def _trainer(net: torch.nn.Module) -> Engine:
     return Engine(step)
 
 
+def _run_with_scaler(checkpoint, scaler: torch.amp.GradScaler, max_epochs: int, batches: int = 1) -> Engine:
+    """Train a fresh Linear whose engine carries ``scaler`` (as MONAI's trainer does under AMP), checkpointed
+    to ``checkpoint`` (attached after the scaler: it reads it)."""
+    net = torch.nn.Linear(2, 1)
+    trainer = _trainer(net)
+    trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
+    ResumableCheckpoint(checkpoint, {"network": net}).attach(trainer)
+    trainer.run([torch.ones(1, 2)] * batches, max_epochs=max_epochs)
+    return trainer
+
+
 def test_budget_stops_mid_epoch_after_validating():
     trainer = _trainer(torch.nn.Linear(2, 1))
     runs = []
@@ -318,21 +329,11 @@ def test_the_bfloat16_swap_gives_a_disabled_scaler_and_leaves_float16_alone():
 def test_a_run_saved_without_gradient_scaling_resumes_in_float16_with_a_fresh_scaler(tmp_path, caplog):
     """A bf16 run (or one without CUDA) saves its disabled scaler's empty state; on a GPU the fp16
     scaler of the resumed run is enabled and refused to load it ("The source state dict is empty")."""
-    data = [torch.ones(1, 2)] * 2
-
-    def run(scaler: torch.amp.GradScaler, max_epochs: int) -> Engine:
-        net = torch.nn.Linear(2, 1)
-        trainer = _trainer(net)
-        trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
-        ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(trainer)  # after: it reads the scaler
-        trainer.run(data, max_epochs=max_epochs)
-        return trainer
-
-    run(torch.amp.GradScaler("cpu", enabled=False), 1)
+    _run_with_scaler(tmp_path / "c.pt", torch.amp.GradScaler("cpu", enabled=False), 1, batches=2)
     assert torch.load(tmp_path / "c.pt", weights_only=True)["scaler"] == {}
     fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)  # enabled, as MONAI's fp16 scaler on CUDA
     with caplog.at_level(logging.INFO):
-        assert run(fresh, 2).state.iteration == 4
+        assert _run_with_scaler(tmp_path / "c.pt", fresh, 2, batches=2).state.iteration == 4
     assert "saved without gradient scaling; fp16 starts a fresh gradient scaler" in caplog.text
     assert fresh.get_scale() == 1024.0
 
@@ -522,25 +523,15 @@ def test_a_checkpoint_lacking_an_object_of_the_run_is_refused_but_one_without_a_
                         ).attach(with_optimizer)
     with pytest.raises(KeyError, match=r"c\.pt: resume checkpoint lacks \['optimizer'\]"):
         with_optimizer.run([torch.ones(1, 2)], max_epochs=2)
-    scaled = _trainer(net)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    scaled.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
-    ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(scaled)
-    assert scaled.run([torch.ones(1, 2)], max_epochs=2).iteration == 2 and scaler.get_scale() == 1024.0
+    assert _run_with_scaler(tmp_path / "c.pt", scaler, 2).state.iteration == 2 and scaler.get_scale() == 1024.0
 
 
 def test_an_enabled_scaler_resumes_at_its_saved_scale(tmp_path):
     """Only an empty (never scaling) saved state gives a fresh scaler: an fp16 run resumes its own scale."""
-    def run(scaler: torch.amp.GradScaler, max_epochs: int) -> None:
-        net = torch.nn.Linear(2, 1)
-        trainer = _trainer(net)
-        trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine, "scaler", scaler))
-        ResumableCheckpoint(tmp_path / "c.pt", {"network": net}).attach(trainer)
-        trainer.run([torch.ones(1, 2)], max_epochs=max_epochs)
-
-    run(torch.amp.GradScaler("cpu", init_scale=512.0), 1)
+    _run_with_scaler(tmp_path / "c.pt", torch.amp.GradScaler("cpu", init_scale=512.0), 1)
     resumed = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    run(resumed, 2)
+    _run_with_scaler(tmp_path / "c.pt", resumed, 2)
     assert resumed.get_scale() == 512.0
 
 
