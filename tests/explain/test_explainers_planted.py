@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +45,7 @@ def test_maps_peak_on_the_planted_square_of_each_target(name):
 def test_target_layer_is_found_and_can_be_given():
     model = SquareDetector()
     assert find_target_layer(model, planted_images(1)) == "act"
+    assert not any(m._forward_hooks for m in model.modules())  # its recording hooks are gone
     explainer = build_explainer("gradcam", model)
     explainer.attribute(planted_images(1), [[0]])
     assert explainer.target_layer == "act"
@@ -65,17 +69,26 @@ def test_target_layer_of_a_project_classifier_is_the_encoder_output():
     assert find_target_layer(model, torch.rand(1, 1, 64, 64)) == "encoder.stages.4"
 
 
-def test_occlusion_matches_captum_when_windows_tile_the_image():
+@pytest.mark.parametrize(("width", "window", "stride", "options", "captum_window", "captum_baseline"), [
+    (SIZE, 8, 4, {}, (8, 8), 0.0),
+    (SIZE, 8, 8, {"baseline": "mean", "baseline_value": 0.3}, (8, 8), 0.3),  # stride = window: no overlap
+    (SIZE + 16, 40, 8, {}, (SIZE, 40), 0.0),  # a window taller than the image is clipped to its height only
+])
+def test_occlusion_matches_captum_when_windows_tile_the_image(width, window, stride, options, captum_window,
+                                                              captum_baseline):
     torch.manual_seed(0)
     model = SquareDetector()
-    images = planted_images(2) + 0.05 * torch.rand(2, 1, SIZE, SIZE)
-    assert window_starts(SIZE, 8, 4)[-1] == SIZE - 8  # exact tiling: captum covers every pixel too
-    maps = build_explainer("occlusion", model, window=8, stride=4, max_batch=10).attribute(images, [[0, 1], [1]])
+    images = torch.nn.functional.pad(planted_images(2), (0, width - SIZE), value=0.5)
+    images += 0.05 * torch.rand(2, 1, SIZE, width)
+    for size, side in zip((SIZE, width), captum_window):  # exact tiling: captum covers every pixel too
+        assert window_starts(size, side, stride)[-1] == size - side
+    maps = build_explainer("occlusion", model, window=window, stride=stride, max_batch=10,
+                           **options).attribute(images, [[0, 1], [1]])
     ref = Occlusion(model)
     for k, tgt in enumerate([[0, 1], [1]]):
         for j, cls in enumerate(tgt):
-            expected = ref.attribute(images[k : k + 1], sliding_window_shapes=(1, 8, 8), strides=(1, 4, 4),
-                                     baselines=0.0, target=cls)[0, 0]
+            expected = ref.attribute(images[k : k + 1], sliding_window_shapes=(1, *captum_window),
+                                     strides=(1, stride, stride), baselines=captum_baseline, target=cls)[0, 0]
             torch.testing.assert_close(maps[k][j], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -107,12 +120,26 @@ def test_unknown_explainer_and_bad_option_are_named():
         build_explainer("occlusion", SquareDetector(), steps=3)
     with pytest.raises(ValueError, match="occlusion stride 8 is larger than its window 4"):
         build_explainer("occlusion", SquareDetector(), window=4, stride=8)
+    for name in OPTIONS:
+        with pytest.raises(ValueError, match="max_batch must be >= 1"):
+            build_explainer(name, SquareDetector(), max_batch=0)
+    with pytest.raises(ValueError, match="unknown baseline 'noise'"):  # when built, not mid-run
+        build_explainer("occlusion", SquareDetector(), baseline="noise")
 
 
 def test_out_of_range_target_is_rejected():
+    """Class K of a K-output model too (IG would take it for an unused slot: a zero map), and outputs that
+    are not (N, K) logits, such as a head without its flatten. The failed call leaves the model's modes and
+    ``requires_grad`` as they were."""
+    unflattened = torch.nn.Sequential(SquareDetector(), torch.nn.Unflatten(1, (2, 1, 1)))
     for name in OPTIONS:
-        with pytest.raises(ValueError, match=r"target index \[5\] out of range for a model with 2 outputs"):
-            build_explainer(name, SquareDetector()).attribute(planted_images(1), [[5]])
+        model = SquareDetector().train()
+        for bad in (5, 2):
+            with pytest.raises(ValueError, match=rf"target index \[{bad}\] out of range for a model with 2 outputs"):
+                build_explainer(name, model).attribute(planted_images(1), [[bad]])
+        assert all(m.training for m in model.modules()) and all(p.requires_grad for p in model.parameters()), name
+        with pytest.raises(ValueError, match=r"must return logits of shape \(N, num_classes\), got \(\d+, 2, 1, 1\)"):
+            build_explainer(name, unflattened).attribute(planted_images(1), [[0]])
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
@@ -128,9 +155,20 @@ def test_inputs_an_explainer_would_misread_are_refused(name):
     for bad in (1.7, True, "Cardiomegaly"):
         with pytest.raises(ValueError, match=rf"image 1: target {bad!r} is not a class index"):
             explainer.attribute(images, [[0], [bad]])
-    # 8-bit pixels were cast to float and explained as 0..255 without an error.
+    # A 0-d tensor is an index only if integer: int() would read tensor(1.7) and tensor(True) as class 1.
+    for bad in (torch.tensor(1.7), torch.tensor(True)):
+        with pytest.raises(ValueError, match=rf"image 1: target {re.escape(repr(bad))} is not a class index"):
+            explainer.attribute(images, [[0], [bad]])
+    # -1 would explain the last class (occlusion), or nothing (IG's unused slot)
+    with pytest.raises(ValueError, match=r"image 1: negative target index in \[-1\]"):
+        explainer.attribute(images, [[0], [-1]])
+    # 8-bit pixels were cast to float and explained as 0..255 without an error; other integer images likewise.
     with pytest.raises(ValueError, match=r"images must be floating point.*got uint8 \(8-bit: images.float\(\) / 255\)"):
         explainer.attribute((images * 255).to(torch.uint8), [[0], [1]])
+    with pytest.raises(ValueError, match=r"images must be floating point.*got int64"):
+        explainer.attribute(images.long(), [[0], [1]])
+    with pytest.raises(ValueError, match=r"images must be a tensor \(B, C, H, W\), got \(1, 2, 1, 32, 32\)"):
+        explainer.attribute(images[None], [[0]])
     # Integer-valued numpy and tensor indices stay accepted.
     maps = explainer.attribute(images, [np.array([1]), torch.tensor([0, 1])])
     assert [tuple(m.shape) for m in maps] == [(1, SIZE, SIZE), (2, SIZE, SIZE)]
@@ -142,9 +180,11 @@ def test_cam_of_a_batch_equals_cam_of_each_image(name):
     images = planted_images(3)
     images[1] *= 0.9  # different scores per image, so a score broadcast across images would show
     explainer = build_explainer(name, model, max_batch=3)
-    batched = explainer.attribute(images, [[0], [0], [0]])
-    for k in range(3):
-        torch.testing.assert_close(batched[k], explainer.attribute(images[k : k + 1], [[0]])[0])
+    targets = [[0], [0, 1], [0]]  # class 1 only as a second target
+    batched = explainer.attribute(images, targets)
+    for k, tgt in enumerate(targets):
+        for j, cls in enumerate(tgt):
+            torch.testing.assert_close(batched[k][j], explainer.attribute(images[k : k + 1], [[cls]])[0][0])
 
 
 def test_gradcam_is_selvarajus_map_of_the_class_logit():
@@ -202,6 +242,42 @@ def test_gradcampp_of_a_large_logit_is_the_same_map():
         with torch.no_grad():
             model.head.bias[0] = shift
         torch.testing.assert_close(explainer.attribute(images, [[0]])[0], reference)
+
+
+def test_gradcampp_of_a_layer_with_negative_activations_is_the_papers_closed_form():
+    """The final ReLU matters where the layer's activations can be negative (a convolution before its
+    activation): without it the map goes below 0 where the paper's is 0."""
+    model, image = SquareDetector().eval(), planted_images(1)
+    want = _closed_form_gradcampp(model, "conv", image, 0).detach()  # before MONAI hooks the model
+    got = build_explainer("gradcampp", model, target_layer="conv").attribute(image, [[0]])[0][0]
+    assert want.max() > 0 and (want == 0).any()
+    torch.testing.assert_close(got / got.max(), want / want.max(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_the_callers_state_changes_neither_the_maps_nor_the_model(name):
+    """A model mid-training with live BatchNorm, images that require grad and a ``no_grad`` block around
+    the call: the maps are those of the model in eval mode, BatchNorm's running statistics are not
+    updated (also not by the target-layer search), and neither the maps nor the images get a graph."""
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1), SquareDetector())
+    with torch.no_grad():
+        model[0].running_mean.fill_(0.1)
+        model[0].running_var.fill_(0.5)
+    reference_model = copy.deepcopy(model).eval()
+    images, targets = planted_images(2), [[0], [1, 0]]
+    want = build_explainer(name, reference_model, **OPTIONS[name]).attribute(images, targets)
+    state = copy.deepcopy(model.state_dict())
+    images.requires_grad_(True)
+    explainer = build_explainer(name, model.train(), **OPTIONS[name])
+    with torch.no_grad():
+        in_no_grad = explainer.attribute(images, targets)
+    for got in (in_no_grad, explainer.attribute(images, targets)):
+        for g, w in zip(got, want):
+            assert not g.requires_grad
+            torch.testing.assert_close(g, w)
+    assert model.training and images.grad is None
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=f"{key} changed")
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))

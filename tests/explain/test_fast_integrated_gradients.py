@@ -79,6 +79,7 @@ def test_completeness_gap_is_small(baseline):
         expected = diff[i, tgt]
         # the maps are channel sums, so their total is the attribution total
         torch.testing.assert_close(maps[i].flatten(1).sum(1) - expected, deltas[i], rtol=0, atol=1e-5)
+        assert not deltas[i].requires_grad  # no graph of the end points' forward kept alive
         assert (deltas[i].abs() <= 1e-3 * expected.abs().clamp(min=1e-2)).all(), (deltas[i], expected)
 
 
@@ -90,6 +91,9 @@ def test_quadrature_is_captums():
     torch.testing.assert_close(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
     # 3-point Gauss-Legendre integrates x^5 on [0, 1] exactly
     torch.testing.assert_close((weights * alphas**5).sum(), torch.tensor(1 / 6, dtype=torch.float64))
+    # the fewest steps each rule takes: the 1-point Gauss-Legendre rule is the midpoint rule
+    for method, steps, want in (("gausslegendre", 1, ([0.5], [1.0])), ("riemann_left", 2, ([0.0, 0.5], [0.5, 0.5]))):
+        torch.testing.assert_close(quadrature(method, steps), tuple(torch.tensor(v, dtype=torch.float64) for v in want))
 
 
 def test_bf16_autocast_stays_close_to_fp32():
@@ -103,9 +107,27 @@ def test_bf16_autocast_stays_close_to_fp32():
 
 
 def test_images_without_targets_get_empty_maps():
+    """Also where a chunk of the path holds only images without targets (max_batch = steps: one image a chunk)."""
     net, x = small_net(), images()
-    maps = FastIntegratedGradients(net, steps=4).attribute(x, [[], [2], []])
+    maps = FastIntegratedGradients(net, steps=4, max_batch=4).attribute(x, [[], [2], []])
     assert [tuple(m.shape) for m in maps] == [(0, 16, 16), (1, 16, 16), (0, 16, 16)]
+    torch.testing.assert_close(maps[1], FastIntegratedGradients(net, steps=4).attribute(x[1:2], [[2]])[0])
+
+
+def test_defaults_are_the_documented_ones():
+    """docs/FORMATS.md, "Explainers": the options a labelling run gets when it names none."""
+    ig = build_explainer("ig", small_net())
+    assert (ig.steps, ig.method, ig.baseline, ig.blur_sigma, ig.baseline_value, ig.max_batch, ig.backward,
+            ig.amp_dtype) == (20, "gausslegendre", "zeros", 10.0, None, 80, "loop", None)
+    occlusion = build_explainer("occlusion", small_net())
+    assert (occlusion.window, occlusion.stride, occlusion.baseline, occlusion.max_batch) == (32, 16, "zeros", 64)
+    assert build_explainer("gradcam", small_net()).max_batch == 16
+
+
+def test_amp_dtype_names():
+    for value, dtype in (("BF16", torch.bfloat16), ("half", torch.float16), ("fp16", torch.float16),
+                         (torch.float16, torch.float16), ("none", None), (torch.float32, None), (None, None)):
+        assert FastIntegratedGradients(small_net(), amp_dtype=value).amp_dtype is dtype, value
 
 
 def test_baselines():
@@ -117,6 +139,9 @@ def test_baselines():
     mean = make_baseline(x, "mean")
     torch.testing.assert_close(mean[1], torch.full_like(x[1], x[1].mean().item()))
     torch.testing.assert_close(make_baseline(x, "mean", value=0.25), torch.full_like(x, 0.25))
+    torch.testing.assert_close(make_baseline(x, "mean", value=0.0), torch.zeros_like(x))  # 0 is a value, not None
+    mean[0, 0, 0, 0] = 9.0  # a tensor of its own, not a view of one value per image
+    assert mean[0, 0, 0, 1] != 9.0
 
 
 def test_blurred_baseline_is_scipys_gaussian_filter():
@@ -161,6 +186,8 @@ def test_a_baseline_of_an_image_without_its_batch_axis_is_refused():
     for kind in ("zeros", "blurred", "mean"):
         with pytest.raises(ValueError, match=r"images must be a tensor \(B, C, H, W\), got \(2, 16, 16\)"):
             make_baseline(images()[0], kind)
+        with pytest.raises(ValueError, match=r"images must be a tensor \(B, C, H, W\), got \(1, 3, 2, 16, 16\)"):
+            make_baseline(images()[None], kind)
 
 
 def test_bad_inputs_are_named():
