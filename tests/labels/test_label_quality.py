@@ -203,6 +203,7 @@ def test_paired_bootstrap_cancels_what_the_images_share():
     other[:, 3] = np.nan  # an observation neither evaluated
     reference[:, 3] = np.nan
     paired = paired_difference(reference, other, n_boot=300, seed=0)
+    assert paired["cells"] == n * (c - 1)  # (image, observation) cells, not images
     assert paired["diff"] == pytest.approx(0.02, abs=2e-3)
     assert 0 < paired["ci"][0] <= paired["diff"] <= paired["ci"][1] and paired["ahead"] == 1.0
     marginal_ref, marginal_other = summarise(reference, 300, 0), summarise(other, 300, 0)
@@ -520,6 +521,9 @@ def test_the_report_gives_the_largest_n_over_labellings(tmp_path):
     assert result["labellings"]["one"]["iou"]["per_observation"]["Edema"]["n"] == 1
     assert result["labellings"]["two"]["iou"]["per_observation"]["Edema"]["n"] == 0
     report = markdown_report(result)
+    # empty soft maps among the maps scored: "two" was scored on Cardiomegaly only, though the truth has 2 findings
+    summary = [line for line in report.splitlines() if line.startswith(("| one |", "| two |"))][:2]
+    assert [row.rsplit(" | ", 1)[1] for row in summary] == ["1 of 2 |", "0 of 1 |"]
     assert "| Edema | 1 | 0.000 | — |" in report
     assert "| Cardiomegaly | 1 | 1.000 | 1.000 |" in report
 
@@ -533,6 +537,18 @@ def test_a_flat_peak_along_a_row_resolves_to_its_middle():
     truth = np.zeros((5, 5), bool)
     truth[0, 2] = True
     assert hit(soft, truth) == 1.0
+
+
+def test_the_tie_nearest_the_centroid_is_by_straight_line_distance_to_the_mean_position():
+    """Ties (3, 3) (7, 7) (5, 2) (5, 8) centre on (5, 5): the diagonal ones are nearer in a straight line
+    (sqrt 8 < 3), though farther in city-block distance (4 > 3). Ties at columns 0, 1, 2, 9 of a row centre
+    on column 3 (their mean; the median, 1.5, would pick column 1)."""
+    soft = np.zeros((10, 10))
+    soft[[3, 7, 5, 5], [3, 7, 2, 8]] = 1.0
+    assert peak_pixel(soft) == (3, 3)
+    soft = np.zeros((1, 10))
+    soft[0, [0, 1, 2, 9]] = 1.0
+    assert peak_pixel(soft) == (0, 2)
 
 
 def test_an_observation_missing_from_some_resamples_still_gets_its_ci():
@@ -570,6 +586,34 @@ def test_scoring_in_threads_keeps_each_image_in_its_row_and_stops_at_a_bad_file(
         np.testing.assert_array_equal(getattr(many, field), getattr(one, field))
     e = LOCALISABLE_OBSERVATIONS.index("Edema")
     assert (one.truth_positive[e], one.false_positive[e]) == (3, 4)
+    np.testing.assert_array_equal(score_labelling(labels, truths, ids, workers=0).values["iou"], one.values["iou"])
     labels["x5"].write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"x5.npz: not a readable label file"):
         score_labelling(labels, truths, ids, workers=3)
+
+
+def test_labellings_without_images_in_common_with_the_truth_are_refused(tmp_path):
+    """No labelling, a labelling none of whose files has truth (a wrong folder), and labellings that each
+    match the truth but on different images: each is named instead of scoring nothing."""
+    truth = np.zeros((14, 4, 4), np.uint8)
+    truth[CARDIO, :2, :2] = 1
+    (tmp_path / "truth").mkdir()
+    for item_id in ("a", "b"):
+        np.savez_compressed(tmp_path / "truth" / f"{item_id}.npz", mask=truth)
+        _label(tmp_path / item_id, item_id, truth[CARDIO], truth[CARDIO] * 1.0)
+    _label(tmp_path / "other", "c", truth[CARDIO], truth[CARDIO] * 1.0)
+    with pytest.raises(ValueError, match="no labellings given"):
+        evaluate({}, tmp_path / "truth")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'other'}: no label file matches a truth file under"):
+        evaluate({"a": tmp_path / "a", "other": tmp_path / "other"}, tmp_path / "truth")
+    with pytest.raises(ValueError, match=r"the labellings \['a', 'b'\] have no image with truth in common"):
+        evaluate({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "truth")
+
+
+def test_files_without_their_arrays_are_named(tmp_path):
+    np.savez_compressed(tmp_path / "t.npz", annotated=np.ones(14, bool))
+    with pytest.raises(ValueError, match=r"t.npz: truth file lacks key 'mask'$"):
+        read_truth(tmp_path / "t.npz")
+    np.savez_compressed(tmp_path / "l.npz", mask=np.zeros((14, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"l.npz: label file lacks 'mask' or 'state'$"):
+        score_labelling({"x": tmp_path / "l.npz"}, {"x": tmp_path / "t.npz"}, ["x"])
