@@ -6,6 +6,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
@@ -75,6 +76,13 @@ def test_loss_shape_mismatch_error():
         MaskedBCEDiceLoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, 4))
 
 
+@pytest.mark.parametrize("weights", [(-0.5, 1.0), (1.0, -0.5), (0.0, 0.0)])
+def test_negative_or_all_zero_loss_weights_are_refused(weights):
+    bce, dice = weights
+    with pytest.raises(ValueError, match=rf"^loss weights must be >= 0 and not both 0, got bce={bce}, dice={dice}$"):
+        MaskedBCEDiceLoss(bce_weight=bce, dice_weight=dice)
+
+
 def _square(size: int, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
     m = torch.zeros(size, size)
     m[r0:r1, c0:c1] = 1
@@ -84,21 +92,30 @@ def _square(size: int, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
 def test_per_image_scores_hand_values_and_masking():
     t = _square(16, 2, 6, 2, 6)  # 16 px
     p = _square(16, 2, 6, 4, 8)  # 16 px, overlap 8
-    target = torch.stack([t, torch.zeros(16, 16), torch.full((16, 16), NAN), t.clone()])[None]
+    empty = torch.zeros(16, 16)
+    target = torch.stack([t, empty, torch.full((16, 16), NAN), t.clone(), empty])[None]
     target[0, 3, 2:6, 4:6] = NAN  # the overlapping half is ignored in channel 3
-    pred = torch.stack([p, torch.zeros(16, 16), p, p])[None]
+    pred = torch.stack([p, empty, p, p, p])[None]  # channel 4: a structure predicted where there is none
     s = per_image_scores(pred, target, ignore_empty=False)
     assert s["dice"][0, 0].item() == pytest.approx(2 * 8 / 32)
     assert s["iou"][0, 0].item() == pytest.approx(8 / 24)
-    assert s["dice"][0, 1].item() == 1.0  # empty target, empty prediction
+    assert s["dice"][0, 1].item() == 1.0 and s["iou"][0, 1].item() == 1.0  # empty target, empty prediction
+    assert s["dice"][0, 4].item() == 0.0 and s["iou"][0, 4].item() == 0.0  # empty target, false positive
+    assert math.isnan(s["hd95"][0, 1].item()) and math.isnan(s["hd95"][0, 4].item())  # no distance to nothing
     assert math.isnan(s["dice"][0, 2].item()) and math.isnan(s["hd95"][0, 2].item())  # ignored channel
     assert s["dice"][0, 3].item() == 0.0  # only the non-overlapping parts remain counted
     # HD95 between two 4x4 squares shifted by 2 columns: every boundary distance is <= 2
     assert s["hd95"][0, 0].item() == pytest.approx(2.0)
-    assert math.isnan(per_image_scores(pred, target, ignore_empty=True)["dice"][0, 1].item())
+    ignoring_empty = per_image_scores(pred, target, ignore_empty=True)
+    assert all(math.isnan(ignoring_empty[k][0, c].item()) for k in ("dice", "iou") for c in (1, 4))
     # missed: defined where the target has the structure; 0 here (found), NaN where empty or ignored
     assert s["missed"][0, 0].item() == 0.0 and s["missed"][0, 3].item() == 0.0
-    assert math.isnan(s["missed"][0, 1].item()) and math.isnan(s["missed"][0, 2].item())
+    assert all(math.isnan(s["missed"][0, c].item()) for c in (1, 2, 4))
+
+
+def test_per_image_scores_refuses_an_image_without_its_batch_axis():
+    with pytest.raises(ValueError, match=r"^pred \(2, 4, 4\) and target \(2, 4, 4\) must both be \(B, C, H, W\)$"):
+        per_image_scores(torch.zeros(2, 4, 4), torch.zeros(2, 4, 4))
 
 
 def test_predictions_on_ignored_pixels_are_not_false_positives():
@@ -156,9 +173,25 @@ def test_metric_and_recorder_publish_per_class_and_history(tmp_path):
     assert m["val_mean_dice/dice/b"] == pytest.approx(0.5)  # the empty target of image 2 is undefined
     assert m["val_mean_dice"] == pytest.approx((0.75 + 0.5) / 2)
     assert m["val_mean_dice/iou/a"] == pytest.approx((8 / 24 + 1.0) / 2)
+    # class means beside the key metric, which is the Dice mean itself (no second copy of it)
+    assert sorted(k for k in m if k.count("/") == 1) == [f"val_mean_dice/{k}" for k in ("hd95", "iou", "missed")]
     history = json.loads((tmp_path / "h.json").read_text())
     assert history["mode"] == "x" and history["history"][0]["val_mean_dice"] == pytest.approx(0.625)
     assert (tmp_path / "m.pt").is_file()
+
+
+def test_recorder_keeps_numpy_and_tensor_scalars_and_names_a_missing_key_metric(tmp_path):
+    """Metrics may be numpy or 0-d tensor scalars; anything else (a per-class vector) stays out of the JSON."""
+    recorder = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice")
+    metrics = {"val_mean_dice": np.float32(0.5), "val_loss": torch.tensor(0.25), "per_class": torch.zeros(3)}
+    recorder(SimpleNamespace(state=SimpleNamespace(epoch=1, metrics=metrics)))
+    record = json.loads((tmp_path / "h.json").read_text())["history"][0]
+    assert (record["val_mean_dice"], record["val_loss"]) == (0.5, 0.25) and "per_class" not in record
+    with pytest.raises(KeyError, match=r"key metric 'val_dice' not among the evaluator's metrics \['elapsed_s', 'epoch', 'val_loss'\]"):
+        SegmentationRecorder(tmp_path / "h.json", "val_dice")(
+            SimpleNamespace(state=SimpleNamespace(epoch=1, metrics={"val_loss": 0.25})))
+    with pytest.raises(ValueError, match=r"^network and model_file go together"):
+        SegmentationRecorder(tmp_path / "h.json", "val_dice", model_file=tmp_path / "m.pt")
 
 
 def test_metric_rejects_wrong_class_count():
@@ -198,10 +231,29 @@ def test_a_resumed_recorder_keeps_its_clock_and_refuses_other_settings(tmp_path)
     resumed(SimpleNamespace(state=SimpleNamespace(epoch=2, metrics={"val_mean_dice": 0.6})))
     elapsed = [h["elapsed_s"] for h in json.loads((tmp_path / "h.json").read_text())["history"]]
     assert elapsed[0] >= 100.0 and elapsed[1] >= elapsed[0]
+    # the history file stays the resumed run's: a later resume tells its records from another run's by this id
+    assert resumed.run_id == recorder.run_id == json.loads((tmp_path / "h.json").read_text())["run_id"]
     other = SegmentationRecorder(tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt", info={"image_size": 256})
     with pytest.raises(ValueError, match=r"^the resume checkpoint was trained with image_size=320, not 256$"):
         other.load_state_dict(state)
     SegmentationRecorder(tmp_path / "h.json", "val_mean_dice").load_state_dict({"history": [], "best": None})  # older checkpoints
+
+
+def test_a_resumed_recorder_gives_its_evaluator_the_recorded_best_and_replaces_an_undefined_one(tmp_path):
+    net = torch.nn.Conv2d(1, 1, 1)
+    files = (tmp_path / "h.json", "val_mean_dice", net, tmp_path / "m.pt")
+    recorder = SegmentationRecorder(*files)
+    recorder.load_state_dict({"history": [{"epoch": 2, "val_mean_dice": 0.7}], "best": {"epoch": 2, "val_mean_dice": 0.7}})
+    evaluator = Engine(lambda e, b: e.state.metrics.update(val_mean_dice=0.6))
+    evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1, -1  # as MONAI's Workflow starts
+    recorder.attach(evaluator)
+    evaluator.run([0], max_epochs=1)
+    assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.7, 2)
+
+    undefined = SegmentationRecorder(*files)
+    undefined.load_state_dict({"history": [{"epoch": 1, "val_mean_dice": None}], "best": {"epoch": 1, "val_mean_dice": None}})
+    undefined(SimpleNamespace(state=SimpleNamespace(epoch=2, metrics={"val_mean_dice": 0.4})))
+    assert json.loads((tmp_path / "h.json").read_text())["best"]["epoch"] == 2 and (tmp_path / "m.pt").is_file()
 
 
 def test_a_resumed_recorder_records_a_re_run_epoch_once_and_keeps_the_better_model(tmp_path):
