@@ -15,7 +15,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
+from pydicom.sr.codedict import codes
 from pydicom.valuerep import validate_value
 
 import cxrdoll
@@ -40,7 +40,7 @@ def segment_descriptions(
 ) -> list[hd.seg.SegmentDescription]:
     """One automatic-algorithm segment per name, numbered from 1, coded by :func:`segment_meaning`."""
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name, version=algorithm_version, family=Code("123109", "DCM", "Artificial Intelligence")
+        name=algorithm_name, version=algorithm_version, family=codes.DCM.ArtificialIntelligence
     )
     out = []
     for number, name in enumerate(names, start=1):

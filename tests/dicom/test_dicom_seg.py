@@ -175,3 +175,11 @@ def test_written_seg_keeps_row_column_spacing_and_each_segments_side(tmp_path):
     assert sides == [("right lung", "39607008", "24028007"), ("left clavicle", "51299004", "7771000"),
                      ("heart", "80891009", None)]
     np.testing.assert_array_equal(ds.pixel_array.astype(bool), masks)
+
+
+def test_algorithm_family_is_the_dcm_code_for_artificial_intelligence():
+    """CID 7162: 123110 is "Artificial Intelligence"; the SEG wrote 123109 ("Manual Processing") under
+    that meaning, so a reader going by the code saw a hand-drawn segmentation."""
+    seg = build_seg(make_cr(), np.ones((1, 64, 48), bool), ["heart"])
+    family = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0]
+    assert (family.CodeValue, family.CodingSchemeDesignator, family.CodeMeaning) == ("123110", "DCM", "Artificial Intelligence")
