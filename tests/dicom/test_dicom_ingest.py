@@ -88,7 +88,9 @@ def test_nifti_output_with_resize_keeps_spacing_and_all_views(input_dir, tmp_pat
     argv = ["ingest-dicom", "--in", str(input_dir), "--out", str(out), "--format", "nifti", "--size", "20", "--views", "all"]
     assert main(argv) == 0
     assert _report(out)["sub/lateral.dcm"]["status"] == "ok"
-    item = next(i for i in json.loads((out / "datalist.json").read_text())["training"] if "Doe" in i["id"])
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert (datalist["format"], datalist["size"]) == ("nifti", 20)
+    item = next(i for i in datalist["training"] if "Doe" in i["id"])
     nifti = nib.load(item["image"])
     assert nifti.shape == (20, 20) and nifti.get_data_dtype() == np.float32
     assert item["pixel_spacing"] == pytest.approx([0.2 * 40 / 20, 0.25 * 30 / 20])
@@ -587,6 +589,8 @@ def test_burned_in_annotation_is_read_whatever_its_case_or_padding(tmp_path):
     assert statuses == {ingest._output_name("lower.dcm", True): "skipped",
                         ingest._output_name("padded.dcm", True): "skipped",
                         ingest._output_name("no.dcm", True): "ok"}
+    ingest.ingest_folder(root, out, ingest.IngestOptions(), overwrite=True)  # only --deidentify leaves them out
+    assert {row["status"] for row in _report(out).values()} == {"ok"}
 
 
 def test_a_killed_keyed_runs_journal_holds_no_plain_hash_of_a_uid_or_of_a_files_size_and_time(tmp_path, monkeypatch):
@@ -690,3 +694,32 @@ def test_a_resumed_run_trims_the_journal_line_a_kill_cut_in_half_before_it_appen
     ingest.ingest_folder(root, out, ingest.IngestOptions())
     assert calls == ["g.dcm"]
     assert _outputs(out) == _outputs(tmp_path / "whole")
+
+
+def test_keep_duplicates_keeps_a_repeated_sop_instance_uid(tmp_path, capsys):
+    """Without --keep-duplicates the second file of one SOP Instance UID is skipped naming the first;
+    with it both are ingested. A ``.DICOM`` suffix is dropped from the output name as ``.dcm`` is."""
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    first = save(make_cr(flat(100)), root / "first.dcm")
+    save(make_cr(flat(200), SOPInstanceUID=pydicom.dcmread(first).SOPInstanceUID), root / "second.DICOM")
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0"]) == 0
+    assert _report(out)["second.DICOM"]["reason"] == "duplicate SOP Instance UID of first.dcm"
+    assert main(["ingest-dicom", "--in", str(root), "--out", str(out), "--workers", "0", "--overwrite",
+                 "--keep-duplicates"]) == 0
+    assert [row["output"] for row in _report(out).values()] == ["images/first.png", "images/second.png"]
+
+
+def test_names_differing_only_in_case_get_distinct_outputs_and_an_output_folder_inside_the_input_is_no_input(tmp_path):
+    """'Scan.dcm' and 'scan.dcm' would share one image on a case-insensitive file system; an --out
+    inside --in (run again with --overwrite) must not be read as input."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, level in (("Scan.dcm", 100), ("scan.dcm", 200)):
+        save(make_cr(flat(level, (16, 12))), root / name)
+    for overwrite in (False, True):
+        rows = ingest.ingest_folder(root, root / "out", ingest.IngestOptions(), overwrite=overwrite)
+        assert [row.file for row in rows] == ["Scan.dcm", "scan.dcm"]
+    outputs = [row.output.lower() for row in rows]
+    assert outputs[0] == "images/scan.png" and len(set(outputs)) == 2
+    assert [(row.rows, row.cols) for row in rows] == [(16, 12), (16, 12)]  # the report's rows and columns

@@ -27,6 +27,8 @@ def test_every_shared_file_decodes_to_the_convention(decoded, dicom_index):
         assert image.array.min() >= 0.0 and image.array.max() <= 1.0, name
         assert image.array.std() > 0.1, f"{name}: nearly constant image"
         assert image.meta["modality"] == row["modality"]
+        assert image.meta["original_shape"] == [int(row["rows"]), int(row["cols"])], name
+        assert image.meta["bits_stored"] == int(row["bits_stored"]), name
 
 
 def test_lungs_are_darker_than_the_mediastinum_in_every_file(decoded):
@@ -145,6 +147,7 @@ def test_a_voi_lut_shorter_than_its_descriptor_or_of_impossible_depth_names_the_
         dataset_to_image(make_cr(VOILUTSequence=[item]), source="x.dcm")
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # 'nan', 'linear_exact': the values under test
 def test_a_window_its_function_cannot_use_falls_back_or_names_the_file():
     pixels = np.array([[0, 10, 20, 40]], dtype=np.uint16)
     narrow = make_cr(pixels, WindowCenter="10", WindowWidth="0.5")  # LINEAR needs a width >= 1
@@ -155,10 +158,18 @@ def test_a_window_its_function_cannot_use_falls_back_or_names_the_file():
     np.testing.assert_allclose(dataset_to_image(exact).array[0, 0], [0, 0.5, 1, 1])
     misspelt = make_cr(pixels, WindowCenter="10", WindowWidth="0.5", VOILUTFunction="LINEAR-EXACT")  # not PS3.3's
     assert dataset_to_image(misspelt).meta["voi"] == "minmax"  # read as LINEAR, too narrow for it: no window
+    lower_case = make_cr(pixels, WindowCenter="10", WindowWidth="0.5", VOILUTFunction="linear_exact")
+    np.testing.assert_allclose(dataset_to_image(lower_case).array[0, 0], [0, 0.5, 1, 1])
+    # LINEAR_EXACT and SIGMOID need a width > 0 (0 divided by zero into NaN pixels); no window has a NaN center
+    for center, width, function in (("10", "0", "LINEAR_EXACT"), ("10", "0", "SIGMOID"), ("nan", "10", "LINEAR")):
+        unusable = make_cr(pixels, WindowCenter=center, WindowWidth=width, VOILUTFunction=function)
+        with pytest.raises(DicomInputError, match=r"^x.dcm: voi='window' but the file has no usable Window"):
+            dataset_to_image(unusable, voi="window", source="x.dcm")
 
 
 @pytest.mark.parametrize("keyword, value", [("RescaleSlope", b"ab\\c"), ("WindowCenter", b"ab"),
-                                            ("PixelSpacing", b"0.2"), ("PixelSpacing", b"ab\\c")])
+                                            ("PixelSpacing", b"0.2"), ("PixelSpacing", b"ab\\c"),
+                                            ("PixelSpacing", b"0.2\\0"), ("PixelSpacing", b"0.2\\inf")])
 def test_malformed_header_values_are_unknown_or_name_the_file(tmp_path, keyword, value):
     ds = make_cr(WindowCenter="500", WindowWidth="1000", RescaleSlope="1", RescaleIntercept="0")
     tag = Tag(keyword_dict[keyword])
@@ -190,9 +201,11 @@ def test_monochrome1_with_intensity_sign_and_opt_out():
         ({"Modality": "CT"}, "modality 'CT' is not CR or DX"),
         ({"Modality": None}, "modality '(missing)' is not CR or DX"),
         ({"PixelData": None}, "has no pixel data"),
-        ({"NumberOfFrames": 3}, "is multi-frame (3 frames); expected a single-frame radiograph"),
+        ({"NumberOfFrames": 2}, "is multi-frame (2 frames); expected a single-frame radiograph"),
         ({"PhotometricInterpretation": "RGB", "SamplesPerPixel": 3},
          "is colour (PhotometricInterpretation 'RGB', SamplesPerPixel 3); expected MONOCHROME1/2 greyscale"),
+        ({"SamplesPerPixel": 3},  # three samples a pixel, whatever the Photometric Interpretation claims
+         "is colour (PhotometricInterpretation 'MONOCHROME2', SamplesPerPixel 3); expected MONOCHROME1/2 greyscale"),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.66.4"}, "is a DICOM SEG object, not a radiograph"),
         ({"Modality": "DX", "PresentationIntentType": "FOR PROCESSING"},
          "is a 'For Processing' image (detector data not meant for display); expected 'For Presentation'"),
@@ -294,3 +307,60 @@ def test_pixel_spacing_is_preferred_to_imager_pixel_spacing():
     assert both.meta["pixel_spacing"] == [0.2, 0.25] and both.meta["pixel_spacing_source"] == "PixelSpacing"
     imager = dataset_to_image(make_cr(PixelSpacing=[0, 0], ImagerPixelSpacing=[0.3, 0.35]))
     assert imager.meta["pixel_spacing"] == [0.3, 0.35] and imager.meta["pixel_spacing_source"] == "ImagerPixelSpacing"
+
+
+@pytest.mark.parametrize("implicit_vr, little_endian, syntax", [
+    (True, True, "1.2.840.10008.1.2"), (False, True, "1.2.840.10008.1.2.1"), (False, False, "1.2.840.10008.1.2.2"),
+])
+def test_a_file_without_file_meta_is_read_in_the_encoding_it_was_written_in(tmp_path, implicit_vr, little_endian, syntax):
+    """Without File Meta the transfer syntax is the one pydicom detected, so that big-endian
+    pixels are not read as little-endian (value 1 would become 256)."""
+    pixels = np.array([[1, 2, 300, 4000]], dtype=np.uint16)
+    ds = make_cr(pixels)
+    del ds.file_meta
+    ds.PixelData = pixels.astype("<u2" if little_endian else ">u2").tobytes()
+    ds.save_as(tmp_path / "bare.dcm", implicit_vr=implicit_vr, little_endian=little_endian)
+    read = read_dataset(tmp_path / "bare.dcm")
+    assert read.file_meta.TransferSyntaxUID == syntax
+    np.testing.assert_array_equal(load_cxr_dicom(tmp_path / "bare.dcm", voi="none").array,
+                                  dataset_to_image(make_cr(pixels), voi="none").array)
+
+
+def test_auto_keeps_a_window_leaving_one_percent_unclipped_and_drops_one_that_clips_all():
+    """MIN_UNCLIPPED_FRACTION: a window is kept when at least 1 % of the pixels fall strictly
+    inside it; pixels clipped to black count as clipped as much as those clipped to white."""
+    pixels = np.zeros((10, 10), np.uint16)
+    pixels[5:] = 100
+    pixels[0, 0] = 50  # the one pixel in 100 that the window 50/10 leaves between 0 and 1
+    kept = dataset_to_image(make_cr(pixels, WindowCenter="50", WindowWidth="10", VOILUTFunction="LINEAR_EXACT"))
+    assert kept.meta["voi"] == "window 50/10"
+    np.testing.assert_array_equal(kept.array[0], np.where(pixels == 50, 0.5, pixels / 100))
+    black = dataset_to_image(make_cr(pixels, WindowCenter="1000", WindowWidth="10", VOILUTFunction="LINEAR_EXACT"))
+    assert black.meta["voi"] == "minmax (window 1000/10 leaves 0.0% of pixels unclipped)"
+
+
+def test_the_first_of_several_windows_and_voi_luts_is_used_and_an_empty_lut_sequence_is_none():
+    """PS3.3 C.11.2.1: the first Window Center/Width pair and the first VOI LUT are the defaults;
+    an empty VOI LUT Sequence holds no LUT, so the window applies."""
+    pixels = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    windows = make_cr(pixels, WindowCenter=["2", "100"], WindowWidth=["4", "50"])
+    image = dataset_to_image(windows)
+    assert image.meta["voi"] == "window 2/4"
+    np.testing.assert_allclose(image.array[0, 0], [0, 1 / 3, 2 / 3, 1], atol=1e-6)  # (x - 1.5) / 3 + 0.5
+    first, second = Dataset(), Dataset()
+    first.LUTDescriptor = second.LUTDescriptor = [4, 0, 8]
+    first.LUTData, second.LUTData = [0, 255, 51, 102], [255, 0, 0, 0]
+    np.testing.assert_allclose(dataset_to_image(make_cr(pixels, VOILUTSequence=[first, second])).array[0, 0],
+                               [0.0, 1.0, 0.2, 0.4], atol=1e-6)
+    assert dataset_to_image(make_cr(pixels, VOILUTSequence=[], WindowCenter="2", WindowWidth="4")).meta["voi"] == "window 2/4"
+
+
+def test_a_rescaled_value_between_two_voi_lut_inputs_takes_the_nearest():
+    """Slope 0.75 gives 0, 0.75, 2.25, 3: the LUT is read at the nearest inputs 0, 1, 2, 3 (truncating
+    would read 0, 0, 2, 3)."""
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.LUTData = [0, 51, 102, 255]
+    pixels = np.array([[0, 1, 3, 4]], dtype=np.uint16)
+    out = dataset_to_image(make_cr(pixels, RescaleSlope="0.75", RescaleIntercept="0", VOILUTSequence=[item])).array[0, 0]
+    np.testing.assert_allclose(out, [0, 0.2, 0.4, 1], atol=1e-6)

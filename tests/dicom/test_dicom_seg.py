@@ -9,10 +9,12 @@ import numpy as np
 import pydicom
 import pytest
 
+import cxrdoll
 from cxrdoll.constants import OBSERVATIONS
 from cxrdoll.dicom.loader import read_dataset
 from cxrdoll.dicom.seg import NOMINAL_SLICE_THICKNESS_MM, build_seg, write_seg
 from cxrdoll.dicom.seg_codes import PRIVATE_SCHEME, segment_meaning
+from cxrdoll.errors import OutputWriteError
 from tests.dicom.conftest import find
 from tests.dicom.dciodvfy import dciodvfy_errors
 from tests.dicom.synthetic_dicom import make_cr
@@ -96,9 +98,9 @@ def test_every_localisable_observation_and_structure_has_a_code():
     for observation in OBSERVATIONS[1:]:
         meaning = segment_meaning(observation)
         assert meaning.type.scheme_designator in ("SCT", PRIVATE_SCHEME)
-    assert segment_meaning("Left_Lung").laterality.value == "7771000"
+    assert segment_meaning(" Left_Lung ").laterality.value == "7771000"
     assert segment_meaning("infection").type.value == "840539006"
-    with pytest.raises(KeyError, match="no DICOM code for segment 'spleen'; known segments"):
+    with pytest.raises(KeyError, match=r"no DICOM code for segment 'spleen'; known segments: \[.*'right lung'.*'Cardiomegaly'"):
         segment_meaning("spleen")
 
 
@@ -106,6 +108,8 @@ def test_shape_errors():
     source = make_cr()
     with pytest.raises(ValueError, match=r"masks must be \(N, H, W\) with N = 2 segment names, got shape \(1, 64, 48\)"):
         build_seg(source, np.zeros((1, 64, 48), bool), ["heart", "lung"])
+    with pytest.raises(ValueError, match=r"masks must be \(N, H, W\) with N = 1 segment names, got shape \(1, 1, 64, 48\)"):
+        build_seg(source, np.zeros((1, 1, 64, 48), bool), ["heart"])
     with pytest.raises(ValueError, match=r"mask size \(32, 48\) differs from the source image \(64, 48\)"):
         build_seg(source, np.zeros((1, 32, 48), bool), ["heart"])
 
@@ -154,6 +158,9 @@ def test_each_segment_name_has_its_own_concept_and_side():
         assert meaning.category.scheme_designator == "SCT", name
         got = (meaning.category.value, code, meaning.laterality.value if meaning.laterality else None)
         assert got == (category, kind, side), name
+        if name in OBSERVATIONS:  # a viewer shows the meaning: it names the observation, word for word
+            words = set(name.lower().replace("devices", "device").split())
+            assert words <= set(meaning.type.meaning.lower().split()), (name, meaning.type.meaning)
 
 
 def test_written_seg_keeps_row_column_spacing_and_each_segments_side(tmp_path):
@@ -183,3 +190,27 @@ def test_algorithm_family_is_the_dcm_code_for_artificial_intelligence():
     seg = build_seg(make_cr(), np.ones((1, 64, 48), bool), ["heart"])
     family = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0]
     assert (family.CodeValue, family.CodingSchemeDesignator, family.CodeMeaning) == ("123110", "DCM", "Artificial Intelligence")
+
+
+def test_written_seg_carries_the_callers_options_and_the_source_header(tmp_path):
+    """series_number, manufacturer and algorithm_name reach the SEG; the source's Patient Orientation
+    is copied; text outside the default repertoire has its characters replaced by "?"."""
+    source = make_cr(PatientOrientation=["P", "F"], PatientName="Иванов^Иван", StudyDescription="Грудь PA")
+    write_seg(tmp_path / "seg.dcm", source, np.ones((2, 64, 48), bool), ["heart", "Support Devices"],
+              series_number=901, algorithm_name="mynet", manufacturer="Hospital X")
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert (ds.SeriesNumber, ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions) == (
+        901, "Hospital X", "mynet", cxrdoll.__version__)
+    assert [item.SegmentAlgorithmName for item in ds.SegmentSequence] == ["mynet", "mynet"]
+    assert list(ds.PatientOrientation) == ["P", "F"]
+    assert (str(ds.PatientName), ds.StudyDescription) == ("??????^????", "????? PA")
+    device = ds.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0]
+    assert device.CodingSchemeDesignator == "99CXRDOLL"  # PS3.3 8.1: a local scheme's name starts with 99
+
+
+def test_a_seg_that_cannot_be_written_is_an_output_error_naming_it(tmp_path):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "seg.dcm"  # under a file: no folder to write into
+    with pytest.raises(OutputWriteError) as info:
+        write_seg(path, make_cr(), np.ones((1, 64, 48), bool), ["heart"])
+    assert info.value.filename == str(path)

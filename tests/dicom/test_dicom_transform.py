@@ -7,8 +7,10 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
+from PIL import Image
 
 from cxrdoll.dicom.transforms import LoadCXRDicomd, dicom_image_transforms
+from cxrdoll.data.transforms import load_image_transforms
 from tests.dicom.synthetic_dicom import make_cr, save
 
 
@@ -45,3 +47,28 @@ def test_pipeline_resizes_like_the_png_pipeline(tmp_path):
 def test_bad_voi_rejected_at_construction():
     with pytest.raises(ValueError, match="voi must be one of"):
         LoadCXRDicomd(keys="image", voi="soft")
+
+
+def test_voi_and_intensity_sign_options_reach_the_loader(tmp_path):
+    """A window and Pixel Intensity Relationship Sign +1 are applied by default and left alone
+    with ``voi="none"`` and ``use_intensity_sign=False``."""
+    pixels = np.array([[0, 100, 200, 300]], dtype=np.uint16)
+    path = save(make_cr(pixels, WindowCenter="100", WindowWidth="101", PixelIntensityRelationshipSign=1), tmp_path / "a.dcm")
+    default = LoadCXRDicomd(keys="image")({"image": str(path)})["image"]
+    assert default.meta["voi"] == "window 100/101" and default.meta["inverted_for_intensity_sign"] is True
+    plain = LoadCXRDicomd(keys="image", voi="none", use_intensity_sign=False)({"image": str(path)})["image"]
+    assert plain.meta["voi"] == "minmax" and plain.meta["inverted_for_intensity_sign"] is False
+    np.testing.assert_allclose(plain.numpy()[0, 0], pixels[0] / 300, atol=1e-6)
+
+
+def test_dicom_pipeline_matches_the_png_pipeline_on_the_same_pixels(tmp_path):
+    """Values 0..255 (each 16 times, so min-max is /255) as a DICOM with a window that ``voi="none"``
+    must ignore, and as an 8-bit PNG: both pipelines give the same tensor (area resize, no meta)."""
+    pixels = (np.arange(64 * 64) % 256).reshape(64, 64)
+    dicom = save(make_cr(pixels.astype(np.uint16), WindowCenter="20", WindowWidth="40"), tmp_path / "a.dcm")
+    png = tmp_path / "a.png"
+    Image.fromarray(pixels.astype(np.uint8)).save(png)
+    from_dicom = Compose(dicom_image_transforms(("image",), size=24, voi="none"))({"image": str(dicom)})["image"]
+    from_png = Compose(load_image_transforms(("image",), size=24))({"image": str(png)})["image"]
+    assert type(from_dicom) is type(from_png) is torch.Tensor
+    np.testing.assert_allclose(from_dicom.numpy(), from_png.numpy(), atol=1e-6)

@@ -44,10 +44,15 @@ def _code(meaning: str) -> Dataset:
         ({"ViewCodeSequence": [_code("Postero-Anterior")]}, ("PA", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("antero posterior")]}, ("AP", "ViewCodeSequence")),
         ({"ViewCodeSequence": [_code("anteroposterior")]}, ("AP", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("postero anterior")]}, ("PA", "ViewCodeSequence")),
+        ({"ViewCodeSequence": [_code("Erect"), _code("postero-anterior")]}, ("PA", "ViewCodeSequence")),  # the item naming a view
         ({"ViewCodeSequence": [_code("LEFT LATERAL DECUBITUS")]}, ("OTHER", "ViewCodeSequence")),
         ({"ViewPosition": "XTABLE LATERAL"}, ("LATERAL", "ViewPosition")),
         ({"ViewPosition": "LAT"}, ("LATERAL", "ViewPosition")),
+        ({"ViewPosition": "RLAT"}, ("LATERAL", "ViewPosition")),
+        ({"ViewPosition": "LLAT"}, ("LATERAL", "ViewPosition")),
         ({"SeriesDescription": "CHEST PA"}, ("PA", "SeriesDescription")),
+        ({"SeriesDescription": "PA CHEST COLLIMATED"}, ("PA", "SeriesDescription")),  # whole words: no LL in COLLIMATED
         ({"ProtocolName": "Thorax AP supine"}, ("AP", "ProtocolName")),
         ({"SeriesDescription": "CHEST POSTEROANTERIOR"}, ("PA", "SeriesDescription")),  # spelt out
         ({"SeriesDescription": "Thorax antero-posterior"}, ("AP", "SeriesDescription")),
@@ -81,4 +86,5 @@ def test_rank_frontal_orders_pa_then_ap_then_unknown_and_sets_laterals_apart():
     assert rank_frontal([lateral, decubitus]) == ([], [lateral, decubitus])
     second, first = _ds(ViewPosition="AP"), _ds(ViewPosition="AP")
     second.filename, first.filename = "b.dcm", "a.dcm"
-    assert rank_frontal([second, first])[0] == [first, second]  # by file name within a view
+    # by file name within a view (compared by name: equal datasets would pass in any order)
+    assert [ds.filename for ds in rank_frontal([second, first])[0]] == ["a.dcm", "b.dcm"]
