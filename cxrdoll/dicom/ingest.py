@@ -274,10 +274,12 @@ def _journal_header(in_dir: Path, options: IngestOptions) -> dict[str, Any]:
 
 
 def _read_journal(path: Path) -> tuple[dict[str, Any] | None, dict[str, dict]]:
-    """Header and entries of a journal; a last line cut short by a kill is ignored."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """Header and entries of a journal, up to a line cut short by a kill or a full disk: one without its
+    line end (even one that parses, cut just before it: ``_trim_journal`` removes it) or that does not parse."""
     records = []
-    for line in lines:
+    for line in path.read_bytes().splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
         try:
             records.append(json.loads(line))
         except ValueError:

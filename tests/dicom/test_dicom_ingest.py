@@ -673,7 +673,8 @@ def test_a_datalist_or_journal_that_cannot_be_written_stops_the_run_naming_it(tm
     assert _outputs(out) == _outputs(tmp_path / "whole")
 
 
-def test_a_resumed_run_trims_the_journal_line_a_kill_cut_in_half_before_it_appends(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cut", ["half", "line end"])
+def test_a_resumed_run_trims_the_journal_line_a_kill_cut_in_half_before_it_appends(tmp_path, monkeypatch, cut):
     root = _seven_files(tmp_path / "in")
     ingest.ingest_folder(root, tmp_path / "whole", ingest.IngestOptions())
     out = tmp_path / "out"
@@ -682,7 +683,9 @@ def test_a_resumed_run_trims_the_journal_line_a_kill_cut_in_half_before_it_appen
         ingest.ingest_folder(root, out, ingest.IngestOptions())
     journal = out / ingest.JOURNAL
     lines = journal.read_bytes().split(b"\n")  # header, a..e, ""
-    journal.write_bytes(b"\n".join(lines[:4]) + b"\n" + lines[4][: len(lines[4]) // 2])  # c's line cut in half
+    # d_full's line cut in half, or whole but for its line end (it parses, yet the next entry would join it)
+    torn = lines[4][: len(lines[4]) // 2] if cut == "half" else lines[4]
+    journal.write_bytes(b"\n".join(lines[:4]) + b"\n" + torn)
     monkeypatch.undo()
     _killed_at(monkeypatch, "g.dcm")  # the resumed run journals c..f, then is killed too
     with pytest.raises(KeyboardInterrupt):
