@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from cxrdoll.deploy.overlay import overlay_rgb, save_overlay
 from cxrdoll.deploy.report import RunReport
@@ -99,17 +100,30 @@ def test_image_operator_reports_frontal_images_it_did_not_need(batch):
     assert reasons["c_ap_good.dcm"] == "not used: e_good.dcm was chosen for its series"
 
 
+def test_image_operator_decodes_with_its_voi_setting(batch):
+    folder, _ = batch
+    report = RunReport(folder)
+    out = Port()
+    CXRImageOperator(Application(), report=report, voi="lut", name="to_image").compute(
+        Port(_selected([folder / "e_good.dcm"])), out, None)
+    assert list(out.value) == []
+    assert {r.file: r.reason for r in report.rows()}["e_good.dcm"] == "voi='lut' but the file has no VOI LUT Sequence"
+
+
 def test_inference_failure_of_one_case_skips_only_that_case(tmp_path, batch):
     folder, _ = batch
     report = RunReport(folder)
     operator = CXRSegInferenceOperator(
-        Application(), bundle_path=make_tiny_bundle(tmp_path / "bundle"), report=report, name="inference"
+        Application(), bundle_path=make_tiny_bundle(tmp_path / "bundle"), report=report, threshold=0.3, name="inference"
     )
     bad, good = _case(folder, "c_ap_good.dcm"), _case(folder, "e_good.dcm")
     bad.image.array = bad.image.array[0]  # (H, W): the bundle wants (1, H, W)
     out = Port()
     operator.compute(Port([bad, good]), out, None)
     assert list(out.value) == [good] and good.masks.shape == (len(NAMES), 64, 48) and good.names == NAMES
+    # the operator's threshold, not predict's default (locals: pytest's report of a failure would repr the operator)
+    at_operators, at_default = (operator.bundle.predict(good.image.array, threshold=t) for t in (0.3, 0.5))
+    assert np.array_equal(good.masks, at_operators) and not np.array_equal(good.masks, at_default)
     assert {r.file: r.reason for r in report.rows()}["c_ap_good.dcm"].startswith(
         "inference failed (ValueError: expected a (1, H, W) image"
     )
@@ -212,6 +226,7 @@ def test_writer_skips_a_second_file_with_a_uid_already_written(tmp_path, batch):
     for case in (first, copy):
         case.masks, case.names = np.ones((len(NAMES), 64, 48), dtype=bool), NAMES
     copy.masks = np.zeros_like(copy.masks)
+    first.masks[0, 32:] = False  # channels that differ: the overlay keeps their order
     writer.compute(Port([first, copy]), None, None)
     rows = {r.file: r for r in report.rows()}
     assert rows["e_good.dcm"].status == "ok"
@@ -220,6 +235,22 @@ def test_writer_skips_a_second_file_with_a_uid_already_written(tmp_path, batch):
     assert sorted(p.name for p in out_dir.iterdir()) == [f"{first.uid}_overlay.png", f"{first.uid}_seg.dcm"]
     save_overlay(tmp_path / "expected.png", first.image.array[0], first.masks)  # the first file's, not the copy's
     assert (out_dir / f"{first.uid}_overlay.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+
+
+def test_a_uid_whose_seg_was_not_written_is_written_for_the_next_file_with_it(tmp_path, batch):
+    """Only a written UID makes a later file a duplicate: here the first file's masks do not fit its image."""
+    folder, _ = batch
+    report = RunReport(folder)
+    out_dir = tmp_path / "out"
+    first = _case(folder, "e_good.dcm")
+    copy = _case(folder, "c_ap_good.dcm", uid=first.uid)
+    first.masks, copy.masks = np.ones((len(NAMES), 2, 2), dtype=bool), np.ones((len(NAMES), 64, 48), dtype=bool)
+    first.names = copy.names = NAMES
+    CXRSegWriterOperator(Application(), output_folder=out_dir, report=report, name="writer").compute(
+        Port([first, copy]), None, None)
+    rows = {r.file: r for r in report.rows()}
+    assert rows["e_good.dcm"].status == "skipped" and rows["e_good.dcm"].reason.startswith("SEG not written (")
+    assert (rows["c_ap_good.dcm"].status, rows["c_ap_good.dcm"].output) == ("ok", f"{first.uid}_seg.dcm")
 
 
 def _no_space(*_, **__):
@@ -261,3 +292,17 @@ def test_overlay_blends_each_mask_in_its_colour_in_mask_order():
     assert got.dtype == np.uint8 and got.shape == (2, 2, 3)
     np.testing.assert_array_equal(got, np.rint(np.array(expected, dtype=np.float64)).astype(np.uint8))
     assert got[0, 0].tolist() == [109, 79, 49] and got[1, 1].tolist() == [140, 89, 44]
+
+
+def test_overlay_cycles_the_palette_saturates_and_is_saved_as_blended(tmp_path):
+    """The 11th mask takes the 1st colour again (tab10 has ten); grey outside [0, 1] saturates rather than
+    wrapping round in uint8; the PNG holds the blend of overlapping masks in mask order."""
+    image = np.array([[1.5, -0.5], [0.0, 0.0]], dtype=np.float32)
+    masks = np.zeros((11, 2, 2), dtype=bool)
+    masks[10, 1, 0] = masks[0, 1, 1] = True
+    got = overlay_rgb(image, masks)
+    assert got[0].tolist() == [[255, 255, 255], [0, 0, 0]]
+    assert got[1, 0].tolist() == got[1, 1].tolist() == np.rint(0.4 * np.array([31, 119, 180])).tolist()
+    overlapping = np.array([[[1, 1], [0, 0]], [[1, 0], [0, 1]]], dtype=bool)
+    save_overlay(tmp_path / "o.png", image, overlapping)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), overlay_rgb(image, overlapping))

@@ -69,3 +69,19 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_its_reason(tmp_path):
         table = list(csv.DictReader(fh))
     assert len(rows) == 1 and table[0]["file"] == "M\\xfcller.dcm"
     assert table[0]["reason"] == "modality 'CT' is not CR or DX"  # read from the file itself
+
+
+def test_files_no_operator_saw_get_the_reason_their_header_gives(tmp_path):
+    """A CR the loader left out, a file without Modality, and a path outside the input folder (shown as given)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(make_cr(), folder / "cr.dcm")
+    no_modality = make_cr()
+    del no_modality.Modality
+    save(no_modality, folder / "no_modality.dcm")
+    report = RunReport(folder)
+    reasons = {row.file: row.reason for row in report.rows()}
+    assert list(reasons) == ["cr.dcm", "no_modality.dcm"]
+    assert reasons["cr.dcm"].startswith("left out by the MONAI Deploy DICOM loader (no SOP Instance/Class UID")
+    assert reasons["no_modality.dcm"] == "modality '(missing)' is not CR or DX"
+    assert report.name(tmp_path / "elsewhere" / "x.dcm") == str(tmp_path / "elsewhere" / "x.dcm")

@@ -13,6 +13,8 @@ from cxrdoll.deploy.settings import AppSettings, check_input_folder, parse_devic
 def test_settings_from_env_defaults_and_values():
     assert settings_from_env({}) == AppSettings(device="cpu", threshold=0.5)
     assert settings_from_env({"CXR_DEVICE": "cpu", "CXR_THRESHOLD": "0.3"}) == AppSettings("cpu", 0.3)
+    # as given, not rounded; and a value read from a file keeps its newline
+    assert settings_from_env({"CXR_DEVICE": " cpu\n", "CXR_THRESHOLD": "0.375"}) == AppSettings("cpu", 0.375)
 
 
 @pytest.mark.parametrize("text", ["abc", "", "5", "0", "1", "-0.2", "nan", "inf"])
@@ -24,10 +26,16 @@ def test_threshold_outside_0_1_names_the_variable(text):
 
 
 # ids not plain "gpu": conftest skips tests with a "gpu" keyword on machines without CUDA.
-@pytest.mark.parametrize("text", ["gpu", "CPU", "cuda:x", "cuda:-1", "mps"], ids=lambda text: f"device={text}")
+@pytest.mark.parametrize("text", ["gpu", "CPU", "cuda:x", "cuda:-1", "cuda:", "mps"], ids=lambda text: f"device={text}")
 def test_unknown_device_names_the_variable_and_the_allowed_values(text):
     with pytest.raises(ValueError, match=f"^CXR_DEVICE must be cpu, cuda or cuda:N; got '{text}'"):
         parse_device(text)
+
+
+def test_device_messages_name_the_setting_they_are_given():
+    """sample-efficiency checks its --device with the same parser: the message must name that option."""
+    with pytest.raises(ValueError, match=r"^--device must be cpu, cuda or cuda:N; got 'gpu'$"):
+        parse_device("gpu", "--device")
 
 
 def test_cuda_device_must_exist(monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrdoll.deploy.export import network_data_format
+from cxrdoll.deploy.export import export_seg_bundle, network_data_format
 from cxrdoll.deploy.seg_bundle import SegBundle
 from cxrdoll.io import write_json_atomic
 from tests.deploy.tiny_bundle import NAMES, SIZE, make_tiny_bundle, tiny_network
@@ -48,6 +48,17 @@ def test_predict_matches_the_network_at_its_own_size(tmp_path):
         probs = torch.sigmoid(tiny_network()(torch.from_numpy(image)[None]))[0].numpy()
     _assert_masks_match(masks, probs)
     assert 0 < masks.mean() < 1  # a test where every pixel is equal could not fail
+    meta = json.loads((bundle.root / "configs" / "metadata.json").read_text())
+    assert meta == {"name": "tiny test segmenter", "version": "0.1.0", "network_data_format": network_data_format(NAMES, SIZE)}
+
+
+def test_a_pixel_exactly_at_the_threshold_is_not_in_the_mask(tmp_path):
+    """sigmoid > threshold, as the contract says: logits of exactly 0 give 0.5, which 0.5 leaves out."""
+    zero = torch.nn.Conv2d(1, len(NAMES), 1)
+    torch.nn.init.zeros_(zero.weight), torch.nn.init.zeros_(zero.bias)
+    bundle = SegBundle.load(export_seg_bundle(zero, tmp_path / "b", NAMES, SIZE))
+    assert not bundle.predict(_image(SIZE, SIZE), threshold=0.5).any()
+    assert bundle.predict(_image(SIZE, SIZE), threshold=0.49).all()
 
 
 def test_channel_names_follow_the_channel_def_keys_not_their_order_in_the_file(tmp_path):
@@ -98,6 +109,8 @@ def test_predict_refuses_pixels_outside_the_unit_range(tmp_path):
     scaled[0, 0, :2] = 0.0, 255.0
     with pytest.raises(ValueError, match=r"expected a float image in \[0, 1\], got values in \[0, 255\]"):
         bundle.predict(scaled)
+    with pytest.raises(ValueError, match=r"^expected a \(1, H, W\) image, got shape \(2, 40, 30\)$"):
+        bundle.predict(np.concatenate([image, image]))
     assert (bundle.predict(torch.from_numpy(image)) == bundle.predict(image)).all()
 
 
@@ -115,6 +128,7 @@ def test_inference_json_network_def_with_checkpoint(tmp_path):
     from_config = SegBundle.load(root)
     from_torchscript = SegBundle.load(make_tiny_bundle(tmp_path / "ts"))
     assert from_config.channel_names == NAMES and from_config.spatial_shape == (SIZE, SIZE)
+    assert not from_config.network.training  # network_def builds it in training mode: batch norm, dropout
     image = _image(90, 90)
     np.testing.assert_array_equal(from_config.predict(image), from_torchscript.predict(image))
 
@@ -152,6 +166,9 @@ def test_the_training_record_beside_the_checkpoint_describes_the_network_not_the
 def test_bundle_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: bundle folder not found"):
         SegBundle.load(tmp_path / "nowhere")
+    (tmp_path / "model.ts").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="model.ts: bundle folder not found"):
+        SegBundle.load(tmp_path / "model.ts")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no network_data_format in configs/metadata.json and no image_size/class_names"):
         SegBundle.load(tmp_path / "empty")
@@ -164,6 +181,53 @@ def test_bundle_errors(tmp_path):
     (root / "models" / "model.ts").unlink()
     with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
         SegBundle.load(root)
+
+
+def _metadata_only(root: Path, image: dict | None = None) -> Path:
+    """A bundle folder holding only ``configs/metadata.json``: the tiny bundle's, ``image`` updating its input."""
+    fmt = network_data_format(NAMES, SIZE)
+    fmt["inputs"]["image"].update(image or {})
+    write_json_atomic(root / "configs" / "metadata.json", {"network_data_format": fmt})
+    return root
+
+
+@pytest.mark.parametrize("image, problem", [
+    ({"num_channels": 3}, "expected a 1-channel 2-D input"),
+    ({"spatial_shape": [SIZE, SIZE, 1]}, "expected a 1-channel 2-D input"),
+    ({"spatial_shape": ["a", SIZE]}, "network_data_format needs inputs.image.spatial_shape and outputs.pred.channel_def "
+                                     "with keys '0'..'N-1' (ValueError: "),
+], ids=["3-channels", "3-D", "not-a-number"])
+def test_an_input_the_app_cannot_feed_is_refused_naming_the_metadata(tmp_path, image, problem):
+    root = _metadata_only(tmp_path / "b", image)
+    with pytest.raises(ValueError) as caught:
+        SegBundle.load(root)
+    assert str(caught.value).startswith(f"{root / 'configs' / 'metadata.json'}: {problem}")
+
+
+def test_a_non_square_input_is_height_then_width(tmp_path):
+    root = make_tiny_bundle(tmp_path / "b")
+    _metadata_only(root, {"spatial_shape": [SIZE, SIZE // 2]})
+    bundle = SegBundle.load(root)
+    assert bundle.spatial_shape == (SIZE, SIZE // 2)
+    assert bundle.predict(_image(90, 70)).shape == (len(NAMES), 90, 70)
+
+
+def test_incomplete_inference_configs_and_training_records_are_not_used(tmp_path):
+    """A training record or inference.json lacking one of image_size and class_names does not describe the
+    network; inference.json without models/model.pt has no weights to run."""
+    root = tmp_path / "b"
+    write_json_atomic(root / "configs" / "inference.json", {"class_names": NAMES})
+    with pytest.raises(ValueError, match="no network_data_format in configs/metadata.json and no image_size/class_names"):
+        SegBundle.load(root)
+    write_json_atomic(root / "configs" / "inference.json", {"class_names": NAMES, "image_size": SIZE, "network_def": {
+        "_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
+        "channels": [4, 8], "strides": [2], "num_res_units": 0}})
+    with pytest.raises(FileNotFoundError, match="needs models/model.ts, or configs/inference.json with models/model.pt"):
+        SegBundle.load(root)
+    make_tiny_bundle(root)
+    write_json_atomic(root / "models" / "validation_history.json", {"image_size": 96})
+    bundle = SegBundle.load(root)
+    assert (bundle.spatial_shape, bundle.channel_names, bundle.described_by) == ((SIZE, SIZE), NAMES, "configs/metadata.json")
 
 
 def test_a_classifier_bundle_is_refused_as_one(tmp_path):
@@ -197,7 +261,6 @@ def test_unreadable_torchscript_names_the_file_and_the_problem(tmp_path):
 def test_an_exported_bundle_runs_at_other_sizes_and_leaves_the_network_alone(tmp_path):
     """export_seg_bundle scripts: a trace froze the PSP decoder's sizes (it failed at 96 px after a
     64 px export) and dropped the U-Net's size check."""
-    from cxrdoll.deploy.export import export_seg_bundle
     from cxrdoll.networks import build_segmenter
 
     torch.manual_seed(0)
