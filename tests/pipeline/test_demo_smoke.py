@@ -156,6 +156,9 @@ def test_the_report_quotes_only_this_runs_finished_current_stages(tmp_path):
     assert "| **total** | **10** |" in report  # the data stage only
     report = write_report(tmp_path, "t", tmp_path / "pipeline.log", shared, shared).read_text()
     assert "old-arch" in report and report.count("RESULT OF AN EARLIER RUN") == 1  # sample efficiency, not quality
+    synthetic = ["data", "datalist", "classifiers", "labels", "label-quality", "pretrain", "finetune"]
+    report = write_report(tmp_path, "t", tmp_path / "pipeline.log", synthetic, ["data"]).read_text()
+    assert "_The label-quality stage has not run in this folder" in report and "EARLIER RUN" not in report
 
 
 def test_the_two_data_sources_are_refused_together(tmp_path, capsys):
@@ -198,7 +201,7 @@ def test_smoke_pipeline_writes_a_report_and_resumes(tmp_path, capsys):
 def test_the_report_tables_sections_and_figures(tmp_path):
     """The registry's AUROCs to three places for every CheXpert observation, a stage's own headings nested
     under the report's, timings in this run's stage order, and figures copied only from stages that ran."""
-    from cxrdoll.pipeline.report import write_report
+    from cxrdoll.pipeline.report import timing_table, write_report
 
     (tmp_path / "classifiers").mkdir()
     (tmp_path / "classifiers" / "classifiers.json").write_text(json.dumps({"classifiers": [
@@ -219,6 +222,7 @@ def test_the_report_tables_sections_and_figures(tmp_path):
     lines = report.splitlines()
     assert "| observation | netA | netB |" in lines
     start = lines.index("| observation | netA | netB |") + 2
+    assert lines[start - 1] == "|---|---|---|"  # one delimiter per column, or markdown shows no table
     rows = lines[start:lines.index("| **mean of the competition five** | **0.700** | **0.600** |")]
     assert len(rows) == 14 and rows[0] == "| No Finding | 0.500 |  |" and "| Edema | 0.812 | 0.900 |" in rows
     assert "## Sample efficiency (downstream fine-tuning)" in lines and "### Dice per size" in lines
@@ -229,9 +233,16 @@ def test_the_report_tables_sections_and_figures(tmp_path):
     timing = lines[lines.index("| stage | wall time (s) | peak memory of its processes (GB) |") + 2:][:3]
     assert timing == ["| classifiers | 21 | 2.50 |", "| finetune | 100 | 1.23 |", "| **total** | **121** | |"]
 
+    (tmp_path / "sample_efficiency" / "results.md").write_text("## Dice per size\n| a |\n")  # no title of its own
     report = write_report(tmp_path, "t", tmp_path / "pipeline.log", stages, stages).read_text()
+    assert "### Dice per size\n| a |\n" in report
     assert [f.name for f in sorted((tmp_path / "figures").glob("doll_*"))] == [f"doll_p{i}.png" for i in range(4)]
     assert "![p0](figures/doll_p0.png)" in report
+    write_report(tmp_path, "t", tmp_path / "pipeline.log", stages, ["classifiers"])
+    assert list((tmp_path / "figures").iterdir()) == []  # an earlier report's figures are not this one's
+
+    (tmp_path / "timings.json").write_text(json.dumps({name: {"seconds": 0.4, "peak_child_rss_gb": 0.1} for name in stages}))
+    assert timing_table(tmp_path / "timings.json", stages).splitlines()[-1] == "| **total** | **1** | |"  # 1.2 s in all
 
 
 def test_stage_wiring_of_the_synthetic_run(tmp_path):
@@ -256,6 +267,9 @@ def test_stage_wiring_of_the_synthetic_run(tmp_path):
     assert stages["labels"].reads == [tmp_path / "classifiers" / "classifiers.json", tmp_path / "datalists" / "chexpert.json"]
     assert tmp_path / "data" / "truth" in stages["label-quality"].reads  # regenerated phantoms re-score the labels
     assert option(finetune, "encoder-name") == "resnet10" and option(finetune, "profile") == "demo"
+    (synth,) = stages["data"].commands
+    assert (option(synth, "n-organs"), option(synth, "n-lesions")) == (str(p.n_organs), str(p.n_lesions)) == ("120", "40")
+    assert option(stages["classifiers"].commands[-1], "image-size") == str(p.image_size)  # the registry's, as trained
 
 
 class _RecordingRunner:
@@ -318,3 +332,30 @@ def test_shared_data_defaults_the_downstream_datalist_to_the_work_folders_and_a_
     (tmp_path / "file").write_text("")
     assert main(["demo", "--out", "w", "--shared-data", "file"]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: --shared-data folder not found\n"
+
+
+def test_chexpert_csv_is_used_and_the_downstream_datalist_is_read_before_any_stage(tmp_path, monkeypatch, capsys):
+    import cxrdoll.pipeline.command as command
+
+    monkeypatch.setattr(command, "StageRunner", _RecordingRunner)
+    (tmp_path / "chexpert").mkdir()
+    downstream = tmp_path / "lungs.json"
+    downstream.write_text(json.dumps({"training": []}))
+    args = ["demo", "--out", str(tmp_path / "w"), "--chexpert-root", str(tmp_path / "chexpert"), "--downstream", str(downstream)]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: {downstream}: no 'validation' list (found keys ['training'])\n"
+    assert not (tmp_path / "w").exists()
+    downstream.write_text(json.dumps({"training": [], "validation": []}))
+    assert main([*args, "--chexpert-csv", "mine.csv", "--until", "datalist"]) == 0
+    (prepare,) = _RecordingRunner.stages[-1].commands
+    assert prepare[prepare.index("--csv") + 1] == "mine.csv"
+
+
+def test_profile_picks_the_sizes_whatever_the_device(tmp_path, monkeypatch, capsys):
+    import cxrdoll.pipeline.command as command
+    from cxrdoll.pipeline.demo import PROFILES
+
+    monkeypatch.setattr(command, "StageRunner", _RecordingRunner)
+    assert main(["demo", "--out", str(tmp_path), "--profile", "smoke", "--until", "data"]) == 0
+    (synth,) = _RecordingRunner.stages[0].commands
+    assert synth[synth.index("--n") + 1] == str(PROFILES["smoke"].n_images) != str(PROFILES["cpu"].n_images)

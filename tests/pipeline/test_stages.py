@@ -93,6 +93,23 @@ def test_peak_memory_is_each_stage_own(tmp_path):
     assert peaks["big"] >= 0.39 and peaks["small"] < 0.1
 
 
+def test_a_stage_records_its_time_to_a_tenth_and_its_largest_command_peak_in_gib(tmp_path, monkeypatch):
+    """Two commands peaking at 1.5 and 0.5 GiB (ru_maxrss is in KiB) in 2.34 s: the stage's peak is the larger."""
+    import json
+
+    from cxrdoll.pipeline import stages
+
+    peaks_kib = iter([1.5 * 1024**2, 0.5 * 1024**2])
+    clock = iter([10.0, 12.34])
+    monkeypatch.setattr(StageRunner, "_run_command", lambda self, name, command: next(peaks_kib))
+    monkeypatch.setattr(stages.time, "perf_counter", lambda: next(clock))
+    echo = io.StringIO()
+    StageRunner(tmp_path, echo=echo).run(Stage("s", "", [["first"], ["second"]]))
+    assert json.loads((tmp_path / "timings.json").read_text()) == {"s": {"seconds": 2.3, "peak_child_rss_gb": 1.5}}
+    assert json.loads((tmp_path / ".stages" / "s.json").read_text())["seconds"] == 2.3
+    assert "[s] finished in 2 s" in echo.getvalue()
+
+
 def test_a_stage_reruns_when_what_it_reads_changed_not_because_an_earlier_stage_ran(tmp_path):
     a, b, c, user = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt", tmp_path / "user.json"
     user.write_text("{}")
