@@ -140,7 +140,7 @@ class StageRunner:
             assert proc.stdout is not None
             for out_line in proc.stdout:
                 log.write(out_line)
-                self.echo.write(f"    {out_line}" if not out_line.startswith("\r") else out_line)
+                self.echo.write(f"    {out_line}")  # text mode: a progress bar's "\r" arrives as a line end
                 self.echo.flush()
             _, status, usage = os.wait4(proc.pid, 0)
             code = proc.returncode = os.waitstatus_to_exitcode(status)

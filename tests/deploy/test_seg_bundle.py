@@ -55,7 +55,8 @@ def test_predict_matches_the_network_at_its_own_size(tmp_path):
 def test_a_pixel_exactly_at_the_threshold_is_not_in_the_mask(tmp_path):
     """sigmoid > threshold, as the contract says: logits of exactly 0 give 0.5, which 0.5 leaves out."""
     zero = torch.nn.Conv2d(1, len(NAMES), 1)
-    torch.nn.init.zeros_(zero.weight), torch.nn.init.zeros_(zero.bias)
+    torch.nn.init.zeros_(zero.weight)
+    torch.nn.init.zeros_(zero.bias)
     bundle = SegBundle.load(export_seg_bundle(zero, tmp_path / "b", NAMES, SIZE))
     assert not bundle.predict(_image(SIZE, SIZE), threshold=0.5).any()
     assert bundle.predict(_image(SIZE, SIZE), threshold=0.49).all()
