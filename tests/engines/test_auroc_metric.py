@@ -89,6 +89,23 @@ def test_metric_is_nan_when_no_competition_observation_is_defined(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["best"]["mean_auroc"] is None
 
 
+def test_a_metric_over_its_own_observations_reads_decollated_samples_and_scores_each_run_afresh():
+    """MONAI's decollated output is a list of per-sample tensors; each evaluator run counts its own samples."""
+    metric = MaskedAUROC(observations=("A", "B"), mean_over=("B",))
+    engine = Engine(lambda e, batch: batch)
+    metric.attach(engine, "auc")
+    rng = np.random.default_rng(7)
+    for n in (12, 9):
+        scores = rng.random((n, 2)).astype(np.float32)
+        labels = np.array([[0, 1], [1, 0]] + [[i % 2, (i // 2) % 2] for i in range(n - 2)], dtype=np.float32)
+        engine.run([([torch.from_numpy(s) for s in scores], [torch.from_numpy(y) for y in labels])], max_epochs=1)
+        expected = compute_roc_auc(torch.from_numpy(scores[:, 1]), torch.from_numpy(labels[:, 1]))
+        assert engine.state.metrics["auc"] == pytest.approx(float(expected), abs=1e-12)
+        assert metric.num_samples == n
+    with pytest.raises(ValueError, match=r"scores \(4, 3\) and labels \(4, 3\) must both be \(N, 2\)"):
+        masked_auroc(np.zeros((4, 3)), np.zeros((4, 3)), ("A", "B"))  # a third column would go unscored
+
+
 def test_unknown_mean_over_name_is_rejected():
     with pytest.raises(ValueError, match=r"mean_over names \['Cardio'\] are not among the observations"):
         MaskedAUROC(mean_over=["Cardio"])

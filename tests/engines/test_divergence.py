@@ -37,6 +37,15 @@ def test_weights_are_finite_sees_a_nan_weight_and_an_infinite_running_statistic(
     assert weights_are_finite(net)
 
 
+def test_huge_but_finite_weights_and_a_network_without_weights_count_as_finite():
+    """Weights of 1e30 overflow a float32 2-norm to inf; their largest magnitude is still finite."""
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.fill_(1e30)
+    assert weights_are_finite(net)
+    assert weights_are_finite(torch.nn.ReLU())
+
+
 def _engine(break_at: int | None, every: int, epoch_length: int = 4) -> tuple[Engine, list[int]]:
     """An engine whose network's weights turn NaN at iteration ``break_at``; also returns the
     iterations a later epoch-end handler (standing in for validation and checkpoint) saw."""

@@ -324,6 +324,9 @@ def test_the_bfloat16_swap_gives_a_disabled_scaler_and_leaves_float16_alone():
     engine = SimpleNamespace(amp_kwargs={"dtype": torch.float16}, scaler=built)
     GradScalerOnlyForFloat16.swap(engine)
     assert engine.scaler is built
+    engine = SimpleNamespace(amp_kwargs={"dtype": torch.bfloat16}, scaler=None)  # amp off: no scaler to swap
+    GradScalerOnlyForFloat16.swap(engine)
+    assert engine.scaler is None
 
 
 def test_a_run_saved_without_gradient_scaling_resumes_in_float16_with_a_fresh_scaler(tmp_path, caplog):

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from cxrdoll.networks import (
+    Adapter,
+    Segmenter,
     add_adapters,
     build_downstream_segmenter,
     build_segmenter,
@@ -38,13 +40,13 @@ def test_zero_initialised_adapters_leave_outputs_identical(decoder):
         after = segmenter(x)
     assert torch.equal(before, after)
     assert len(names) == len(segmenter.decoder.stages)
+    modules = dict(segmenter.named_modules())
+    assert all(isinstance(modules[name], Adapter) for name in names)  # the names address the new modules
     with pytest.raises(ValueError, match="decoder stage 0 already has an adapter"):
         add_adapters(segmenter)
 
 
 def test_adapter_is_x_plus_up_of_relu_of_down():
-    from cxrdoll.networks.adapters import Adapter
-
     adapter = Adapter(1, reduction=1, kernel_size=1)
     with torch.no_grad():
         adapter.down.weight.fill_(1.0)
@@ -59,6 +61,21 @@ def test_add_adapters_uses_the_given_reduction_and_kernel():
     for stage in segmenter.decoder.stages:
         assert stage.adapter.down.kernel_size == (5, 5)
         assert stage.adapter.down.out_channels == stage.out_channels // 2
+
+
+def test_a_stage_narrower_than_the_reduction_still_gets_a_one_channel_bottleneck():
+    """2 // 4 = 0 hidden channels would leave an adapter that can never move off the identity."""
+    adapter = Adapter(2, reduction=4)
+    assert adapter.down.out_channels == adapter.up.in_channels == 1
+
+
+def test_adapters_and_a_new_head_take_the_model_s_dtype():
+    """A float64 model given float32 adapters or head fails at its first forward (dtype mismatch)."""
+    segmenter = build_segmenter("densenet_tiny", **SMALL).double()
+    add_adapters(segmenter)
+    replace_head(segmenter, 2)
+    assert {p.dtype for p in segmenter.parameters()} == {torch.float64}
+    assert segmenter(torch.zeros(1, 1, 64, 64, dtype=torch.float64)).dtype == torch.float64
 
 
 def test_configuring_a_model_already_in_training_puts_its_frozen_parts_in_eval():
@@ -138,6 +155,8 @@ def test_replace_head_gives_downstream_classes():
     replace_head(segmenter, 5)
     assert segmenter(torch.zeros(1, 1, 64, 64)).shape == (1, 5, 64, 64)
     assert segmenter.head.kernel_size == (3, 3)
+    one_by_one = Segmenter(segmenter.encoder, segmenter.decoder, 14, head_kernel_size=1)
+    assert replace_head(one_by_one, 5).kernel_size == (1, 1)  # the new head is built like the old one
 
 
 def test_prepare_downstream_segmenter_per_mode(tmp_path):
@@ -184,6 +203,23 @@ def test_a_frozen_efficientnet_backbone_gives_the_same_features_in_training(mode
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert segmenter.head.training and (mode == "head" or any(
         m.training for name, m in segmenter.named_modules() if name.endswith(".adapter")))
+
+
+def test_prepare_downstream_segmenter_passes_on_decoder_reduction_and_freeze_decoder(tmp_path):
+    """An empty classifier_ckpt (a bundle's unset value) counts as none given."""
+    from cxrdoll.networks.decoders import PSPDecoder
+
+    torch.manual_seed(5)
+    ckpt = tmp_path / "psp.pt"
+    torch.save(build_segmenter("densenet_tiny", "psp", psp_channels=16).state_dict(), ckpt)
+    model = prepare_downstream_segmenter("densenet_tiny", 2, "adapters", "psp", pretrained_ckpt=ckpt,
+                                         classifier_ckpt="", freeze_decoder=True, adapter_reduction=2,
+                                         psp_channels=16)
+    assert isinstance(model.decoder, PSPDecoder)
+    assert all(stage.adapter.down.out_channels == stage.out_channels // 2 for stage in model.decoder.stages)
+    assert _trainable_parts(model) == {"encoder": {False}, "decoder": {False}, "adapter": {True}, "head": {True}}
+    with pytest.raises(ValueError, match=r"unknown mode 'lora'; expected one of \['adapters'"):
+        build_downstream_segmenter("densenet_tiny", 2, "lora", **SMALL)
 
 
 def test_the_two_starting_checkpoints_are_refused_together_and_each_in_the_others_place(tmp_path):

@@ -86,6 +86,15 @@ def test_a_mismatch_names_the_run_s_network(tmp_path):
         prepare_downstream_segmenter("densenet_tiny", 2, "adapters", pretrained_ckpt=segmenter, **SMALL)
 
 
+def test_the_pretraining_segmenter_has_one_output_per_observation_on_the_chosen_decoder():
+    from cxrdoll.constants import OBSERVATIONS
+    from cxrdoll.engines.seg_network import pretraining_segmenter
+    from cxrdoll.networks.decoders import PSPDecoder
+
+    model = pretraining_segmenter("densenet_tiny", "psp", psp_channels=16)
+    assert isinstance(model.decoder, PSPDecoder) and model.head.out_channels == len(OBSERVATIONS) == 14
+
+
 def test_shape_mismatch_is_reported():
     classifier = build_classifier("densenet_tiny", in_channels=3)
     segmenter = build_segmenter("densenet_tiny", **SMALL)
@@ -185,6 +194,11 @@ def test_bad_checkpoint_files_are_named(tmp_path):
     truncated.write_bytes(whole.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"truncated\.pt: cannot load as a checkpoint: the file is truncated"):
         load_state_dict_file(truncated)
+    legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 pickle format, cut short: a bare EOFError
+    torch.save({"w": torch.ones(100)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"legacy\.pt: cannot load as a checkpoint: the file is truncated"):
+        load_state_dict_file(legacy)
 
 
 def test_weights_of_another_architecture_fail_in_one_line_naming_the_model(tmp_path):
@@ -196,3 +210,12 @@ def test_weights_of_another_architecture_fail_in_one_line_naming_the_model(tmp_p
     same = build_classifier("resnet10")
     load_network_weights(same, path)  # nested under "model", as training saves it
     torch.testing.assert_close(same.state_dict(), torch.load(path, weights_only=True)["model"])
+
+
+def test_a_mismatch_tells_missing_keys_from_unexpected_ones():
+    """The model's keys absent from the checkpoint are "missing", the checkpoint's extra ones "unexpected"."""
+    net = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError) as err:
+        load_network_weights(net, {"weight": torch.zeros(1, 2), "scale": torch.ones(1)})
+    assert str(err.value) == ("checkpoint does not match the model: 1 missing keys (e.g. ['bias']); "
+                              "1 unexpected keys (e.g. ['scale'])")

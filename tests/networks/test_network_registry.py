@@ -22,6 +22,9 @@ def test_zoo_has_the_papers_seventeen_plus_architectures():
     assert len(PAPER_CLASSIFIER_NAMES) >= 17
     assert {"densenet121", "resnet18", "seresnext50", "efficientnet-b0"} <= set(PAPER_CLASSIFIER_NAMES)
     assert set(CLASSIFIER_NAMES) == set(ENCODERS)
+    assert CLASSIFIER_NAMES[:len(PAPER_CLASSIFIER_NAMES)] == PAPER_CLASSIFIER_NAMES  # the paper's zoo first
+    # the two small members for CPU runs are not the paper's
+    assert set(CLASSIFIER_NAMES) - set(PAPER_CLASSIFIER_NAMES) == {"resnet10", "densenet_tiny"}
 
 
 # Published feature widths per stage (torchvision / segmentation_models_pytorch encoders).
@@ -97,6 +100,26 @@ def test_classifier_options_reach_the_network():
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
     assert model.head.dropout.p == 0.5
     assert model.encoder.stages[0].conv1.in_channels == 3
+    assert build_encoder("densenet_tiny", init_features=8).out_channels[0] == 8  # over the registry's 16
+
+
+def test_the_classifier_dropout_acts_on_the_pooled_features_in_training_only():
+    """At rate 1 every pooled feature is dropped in training, leaving the linear layer's bias."""
+    torch.manual_seed(0)
+    model = build_classifier("resnet10", num_classes=2, dropout=1.0)
+    x = torch.rand(2, 1, 64, 64)
+    bias = model.head.fc.bias.detach().expand(2, -1)
+    with torch.no_grad():
+        assert torch.equal(model.train()(x), bias)
+        assert not torch.equal(model.eval()(x), bias)
+
+
+def test_an_encoder_whose_stages_do_not_reach_stride_32_is_refused():
+    from cxrdoll.networks import FeatureEncoder
+
+    stages = [torch.nn.Conv2d(1, 1, 1, stride=s) for s in (2, 2, 2, 2, 1)]
+    with pytest.raises(ValueError, match=r"encoder stages have strides \[2, 4, 8, 16, 16\], expected \[2, 4, 8, 16, 32\]"):
+        FeatureEncoder(stages, 1)
 
 
 def test_unknown_architecture_names_the_choices():
@@ -150,6 +173,14 @@ def test_measuring_the_stages_leaves_a_fresh_network_in_training_mode_with_untou
             assert torch.equal(m.running_var, torch.ones_like(m.running_var))
 
 
+def test_efficientnet_encoders_use_the_scriptable_swish():
+    """MONAI's memory-efficient swish is a custom autograd function that torch.jit.script rejects."""
+    from monai.networks.blocks.activation import MemoryEfficientSwish
+
+    swishes = [m for m in build_encoder("efficientnet-b0").modules() if "Swish" in type(m).__name__]
+    assert swishes and not any(isinstance(m, MemoryEfficientSwish) for m in swishes)
+
+
 def test_efficientnet_batch_norm_statistics_follow_the_data_within_a_short_schedule():
     """MONAI's TF-style momentum 0.01 left running statistics near their init after a short from-scratch
     training, so eval-mode outputs were at chance; ours use 0.1 like every other encoder."""
@@ -167,6 +198,7 @@ def test_efficientnet_batch_norm_statistics_follow_the_data_within_a_short_sched
 @pytest.mark.parametrize(("value", "whole_strides", "expected"), [
     (320, False, 320), ("224", False, 224), (64.0, False, 64), (300, False, 300), (288, True, 288), (" 96", True, 96),
     (np.int64(256), True, 256),
+    (32, True, 32),  # the smallest side: one pixel at stride 32
 ])
 def test_image_size_check_accepts_whole_pixel_counts(value, whole_strides, expected):
     assert checked_image_size(value, whole_strides=whole_strides) == expected

@@ -33,6 +33,27 @@ def test_segmenter_logits_come_back_at_input_resolution(decoder):
     assert torch.isfinite(y).all()
 
 
+def test_psp_logits_are_upsampled_bilinearly_with_half_pixel_centres():
+    """Reference: scipy's grid-mode linear zoom of the stride-8 logits, as for the PSP fuse stage."""
+    from scipy import ndimage
+
+    torch.manual_seed(0)
+    segmenter = build_segmenter("densenet_tiny", "psp", out_channels=2, psp_channels=16).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        coarse = segmenter.head(segmenter.decoder(segmenter.encoder(x)))[0].double().numpy()
+        y = segmenter(x)[0]
+    assert segmenter.output_stride == 8 and coarse.shape[-1] == 8
+    up = np.stack([ndimage.zoom(c, 8, order=1, grid_mode=True, mode="nearest") for c in coarse])
+    np.testing.assert_allclose(y.numpy(), up, atol=1e-5)
+
+
+def test_a_three_channel_segmenter_takes_three_channel_images():
+    segmenter = build_segmenter("resnet10", in_channels=3, out_channels=2, **SMALL_UNET)
+    assert segmenter.in_channels == 3
+    assert segmenter(torch.zeros(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+
+
 def test_psp_trains_with_a_batch_of_one():
     segmenter = build_segmenter("densenet_tiny", "psp", psp_channels=16).train()
     segmenter(torch.randn(1, 1, 64, 64)).mean().backward()
