@@ -37,13 +37,6 @@ def test_a_path_instead_of_a_dict_is_named(tmp_path):
         LoadCXRDicomd(keys="image")(str(path))
 
 
-def test_pipeline_resizes_like_the_png_pipeline(tmp_path):
-    path = save(make_cr(), tmp_path / "a.dcm")
-    out = Compose(dicom_image_transforms(("image",), size=32))({"image": str(path)})
-    assert out["image"].shape == (1, 32, 32) and out["image"].dtype == torch.float32
-    assert 0.0 <= float(out["image"].min()) and float(out["image"].max()) <= 1.0
-
-
 def test_bad_voi_rejected_at_construction():
     with pytest.raises(ValueError, match="voi must be one of"):
         LoadCXRDicomd(keys="image", voi="soft")
@@ -61,14 +54,16 @@ def test_voi_and_intensity_sign_options_reach_the_loader(tmp_path):
     np.testing.assert_allclose(plain.numpy()[0, 0], pixels[0] / 300, atol=1e-6)
 
 
-def test_dicom_pipeline_matches_the_png_pipeline_on_the_same_pixels(tmp_path):
+def test_pipeline_resizes_like_the_png_pipeline(tmp_path):
     """Values 0..255 (each 16 times, so min-max is /255) as a DICOM with a window that ``voi="none"``
     must ignore, and as an 8-bit PNG: both pipelines give the same tensor (area resize, no meta)."""
     pixels = (np.arange(64 * 64) % 256).reshape(64, 64)
     dicom = save(make_cr(pixels.astype(np.uint16), WindowCenter="20", WindowWidth="40"), tmp_path / "a.dcm")
     png = tmp_path / "a.png"
     Image.fromarray(pixels.astype(np.uint8)).save(png)
-    from_dicom = Compose(dicom_image_transforms(("image",), size=24, voi="none"))({"image": str(dicom)})["image"]
-    from_png = Compose(load_image_transforms(("image",), size=24))({"image": str(png)})["image"]
+    from_dicom = Compose(dicom_image_transforms(("image",), size=32, voi="none"))({"image": str(dicom)})["image"]
+    from_png = Compose(load_image_transforms(("image",), size=32))({"image": str(png)})["image"]
     assert type(from_dicom) is type(from_png) is torch.Tensor
+    assert from_dicom.shape == (1, 32, 32) and from_dicom.dtype == torch.float32
+    assert 0.0 <= float(from_dicom.min()) and float(from_dicom.max()) <= 1.0
     np.testing.assert_allclose(from_dicom.numpy(), from_png.numpy(), atol=1e-6)
