@@ -61,9 +61,7 @@ class ValidationRecorder:
             "num_samples": self.metric.num_samples,
         })
         self.history = with_record(self.history, record)
-        improved = record["mean_auroc"] is not None and (
-            self.best is None or self.best["mean_auroc"] is None or record["mean_auroc"] > self.best["mean_auroc"]
-        )
+        improved = improves(record, self.best, "mean_auroc")
         if improved or self.best is None:
             self.best = record
         if idist.get_rank() != 0:
@@ -129,6 +127,13 @@ def with_record(history: list[dict[str, Any]], record: dict[str, Any]) -> list[d
     saved is the one on disk.
     """
     return [r for r in history if r["epoch"] < record["epoch"]] + [record]
+
+
+def improves(record: dict[str, Any], best: dict[str, Any] | None, key: str) -> bool:
+    """Whether ``record`` beats ``best`` on ``key`` (higher is better): an undefined score never
+    improves, and any defined one beats a missing or undefined best."""
+    value = record[key]
+    return value is not None and (best is None or best[key] is None or value > best[key])
 
 
 def later_validations(path: Path, history: list[dict[str, Any]], run_id: str | None) -> dict[str, Any] | None:

@@ -211,7 +211,7 @@ class SegmentationRecorder:
     def __call__(self, engine: Engine) -> None:
         import ignite.distributed as idist
 
-        from cxrdoll.engines.recorder import model_state_dict, with_record
+        from cxrdoll.engines.recorder import improves, model_state_dict, with_record
 
         record: dict[str, float | None] = {"epoch": int(engine.state.epoch), "elapsed_s": time.monotonic() - self._start}
         for key, value in engine.state.metrics.items():
@@ -227,7 +227,7 @@ class SegmentationRecorder:
                 "(the Dice of an empty truth mask is undefined). Give the datalist a validation split in which the "
                 "structures appear (cxr_seg_adapter's --ignore_empty false scores empty masks instead)")
         self.history = with_record(self.history, record)
-        if self.best is None or self.best[self.key_metric] is None or value > self.best[self.key_metric]:
+        if improves(record, self.best, self.key_metric):
             self.best = record  # improved, the first, or after a restored history without a defined best
         if idist.get_rank() != 0:
             return
