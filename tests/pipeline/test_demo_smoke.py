@@ -270,6 +270,17 @@ def test_stage_wiring_of_the_synthetic_run(tmp_path):
     (synth,) = stages["data"].commands
     assert (option(synth, "n-organs"), option(synth, "n-lesions")) == (str(p.n_organs), str(p.n_lesions)) == ("120", "40")
     assert option(stages["classifiers"].commands[-1], "image-size") == str(p.image_size)  # the registry's, as trained
+    for train in stages["classifiers"].commands[:-1]:  # from scratch: the profile's rate, not the bundle's default
+        assert (option(train, "learning_rate"), option(train, "max_epochs")) == (str(p.classifier_lr), "3")
+    for label in stages["labels"].commands:  # the size the classifiers were trained at, the profile's IG and τ
+        assert (option(label, "image_size"), option(label, "ig_options#steps"), option(label, "tau")) == ("64", "8", "0.75")
+    assert (option(pretrain, "image_size"), option(pretrain, "max_epochs")) == ("64", "8")
+    assert option(finetune, "pretrained-ckpt") == str(tmp_path / "pretrain" / "model.pt")
+    assert option(finetune, "classifier-ckpt") == option(pretrain, "init_ckpt")  # the baseline starts where DoLL did
+    (prepare,) = stages["datalist"].commands
+    assert option(prepare, "valid-csv") == "CheXpert-v1.0-small/valid.csv"  # AUROCs on the held-out phantoms
+    assert tmp_path / "data" / "truth" in stages["data"].outputs
+    assert {"--preview", "--overwrite"} <= set(synth)  # figures for the report; new settings regenerate in place
 
 
 class _RecordingRunner:
@@ -341,14 +352,22 @@ def test_chexpert_csv_is_used_and_the_downstream_datalist_is_read_before_any_sta
     (tmp_path / "chexpert").mkdir()
     downstream = tmp_path / "lungs.json"
     downstream.write_text(json.dumps({"training": []}))
-    args = ["demo", "--out", str(tmp_path / "w"), "--chexpert-root", str(tmp_path / "chexpert"), "--downstream", str(downstream)]
+    monkeypatch.chdir(tmp_path)  # relative paths, made absolute: the commands run from any folder
+    args = ["demo", "--out", "w", "--chexpert-root", "chexpert", "--downstream", "lungs.json"]
     assert main(args) == 2
     assert capsys.readouterr().err == f"error: {downstream}: no 'validation' list (found keys ['training'])\n"
     assert not (tmp_path / "w").exists()
     downstream.write_text(json.dumps({"training": [], "validation": []}))
-    assert main([*args, "--chexpert-csv", "mine.csv", "--until", "datalist"]) == 0
-    (prepare,) = _RecordingRunner.stages[-1].commands
+    titles = []  # every stage "ran": the report, which would read their outputs, keeps only its title
+    monkeypatch.setattr(command, "write_report", lambda work, title, *rest: titles.append(title) or work / "report.md")
+    assert main([*args, "--chexpert-csv", "mine.csv"]) == 0
+    stages = {s.name: s for s in _RecordingRunner.stages}
+    (prepare,) = stages["datalist"].commands
     assert prepare[prepare.index("--csv") + 1] == "mine.csv"
+    assert stages["datalist"].reads == [tmp_path / "chexpert" / "mine.csv"]  # not the whole image tree
+    (finetune,) = stages["finetune"].commands
+    assert finetune[finetune.index("--datalist") + 1] == str(downstream)
+    assert titles == ["cxrdoll pipeline report: your CheXpert data"]
 
 
 def test_profile_picks_the_sizes_whatever_the_device(tmp_path, monkeypatch, capsys):
